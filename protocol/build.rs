@@ -1,0 +1,19 @@
+//! Compiles the protocol's `.proto` files with `protox` (a protobuf compiler in pure Rust), so no
+//! `protoc` binary is needed on a developer's or CI's machine.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/request-reply.proto",
+        "proto/types.proto",
+        "proto/kafka-egress.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    prost_build::Config::new()
+        // Payload bytes are shared between the router, mailboxes and invocations without copying.
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Reading a spec from YAML: syntax and type errors carry the field path (from
+//! `serde_path_to_error`), then [`StatefulApplication::validate`] checks the rest.
+
+use std::path::{Path, PathBuf};
+
+use crate::{StatefulApplication, ValidationErrors};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {path}: {reason}")]
+    Parse {
+        origin: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{origin}: invalid application:\n{errors}")]
+    Invalid {
+        origin: String,
+        errors: ValidationErrors,
+    },
+}
+
+/// Reads and validates an application file.
+pub fn load_file(path: &Path) -> Result<StatefulApplication, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_yaml_str(&text, &path.display().to_string())
+}
+
+/// Parses and validates YAML; `origin` names the source in errors (a file path, say).
+pub fn from_yaml_str(text: &str, origin: &str) -> Result<StatefulApplication, LoadError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let app: StatefulApplication =
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // serde_yaml prefixes its message with its own (shorter) view of the path; drop it so
+            // the path is said once. Its " at line L column C" suffix stays: it helps.
+            let mut reason = inner.to_string();
+            if let Some((prefix, rest)) = reason.split_once(": ") {
+                if !prefix.contains(' ') && path.starts_with(prefix) {
+                    reason = rest.to_string();
+                }
+            }
+            LoadError::Parse {
+                origin: origin.to_string(),
+                path: if path == "." { "(document)".into() } else { path },
+                reason,
+            }
+        })?;
+    app.validate().map_err(|errors| LoadError::Invalid {
+        origin: origin.to_string(),
+        errors,
+    })?;
+    Ok(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: spindle.dev/v1alpha1
+kind: StatefulApplication
+metadata:
+  name: greeter
+spec:
+  functions:
+    - typename: example/*
+      endpoint: http://functions:8000/{function.name}
+      local:
+        command: ["./greeter"]
+  ingresses:
+    - name: web
+      http: {}
+  egresses:
+    - typename: example/greets
+      file:
+        path: out/greets.jsonl
+"#;
+
+    fn err_lines(text: &str) -> String {
+        from_yaml_str(text, "app.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn loads_with_defaults() {
+        let app = from_yaml_str(GOOD, "app.yaml").unwrap();
+        assert_eq!(app.spec.key_groups, 128);
+        assert_eq!(app.spec.workers, 1);
+        let f = &app.spec.functions[0];
+        assert_eq!((f.max_batch_size, f.max_in_flight), (100, 64));
+        assert_eq!(f.call_timeout.to_string(), "1m");
+        assert_eq!(app.spec.ingresses[0].http.as_ref().unwrap().port, 8090);
+        assert_eq!(app.spec.checkpoint.interval.to_string(), "1s");
+    }
+
+    #[test]
+    fn names_the_field_of_a_bad_endpoint() {
+        let text = GOOD.replace(
+            "  ingresses:",
+            "    - typename: other/*\n      endpoint: functions:8000/x\n  ingresses:",
+        );
+        let msg = err_lines(&text);
+        assert!(
+            msg.contains("spec.functions[1].endpoint: `functions:8000/x` is not an absolute URL"),
+            "{msg}"
+        );
+        let text = GOOD.replace("{function.name}", "{function}");
+        let msg = err_lines(&text);
+        assert!(msg.contains("spec.functions[0].endpoint: unknown placeholder `{function}`"), "{msg}");
+    }
+
+    #[test]
+    fn names_the_field_of_a_type_error() {
+        let text = GOOD.replace("name: greeter\n", "name: greeter\nspec2: 1\n");
+        let msg = err_lines(&text);
+        assert!(msg.contains("unknown field `spec2`"), "{msg}");
+        let text = GOOD.replace("      http: {}", "      http: {port: 70000}");
+        let msg = err_lines(&text);
+        assert!(msg.contains("spec.ingresses[0].http.port:"), "{msg}");
+        let text = GOOD.replace("path: out/greets.jsonl", "path: out/greets.jsonl\n      http: {url: x}");
+        let msg = err_lines(&text);
+        assert!(msg.contains("spec.egresses[0]: exactly one egress kind"), "{msg}");
+        assert!(msg.contains("spec.egresses[0].http.url: `x` is not an absolute URL"), "{msg}");
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let text = GOOD
+            .replace("name: greeter", "name: Greeter")
+            .replace("spec:\n", "spec:\n  workers: 200\n  checkpoint: {interval: 5x}\n");
+        let msg = err_lines(&text);
+        assert!(msg.contains("spec.checkpoint.interval: `5x` is not a duration"), "{msg}");
+        let text = GOOD
+            .replace("name: greeter", "name: Greeter")
+            .replace("spec:\n", "spec:\n  workers: 200\n");
+        let msg = err_lines(&text);
+        assert!(msg.contains("metadata.name: `Greeter` is not a DNS-1123 label"), "{msg}");
+        assert!(msg.contains("spec.workers: 200 workers exceed the 128 key groups"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_bad_typenames() {
+        let msg = err_lines(&GOOD.replace("typename: example/*", "typename: example"));
+        assert!(msg.contains("spec.functions[0].typename: `example` is not a typename"), "{msg}");
+        let msg = err_lines(&GOOD.replace("typename: example/*", "typename: ex*/a"));
+        assert!(msg.contains("spec.functions[0].typename:"), "{msg}");
+    }
+}

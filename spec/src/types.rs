@@ -1,0 +1,254 @@
+//! The spec's types. Every field's doc comment becomes its schema description
+//! (`kubectl explain statefulapplication.spec…`), so write them for users.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::HumanDuration;
+
+/// A `StatefulApplication` resource as it is written in YAML: the same document is applied with
+/// `kubectl` or run locally with `spindle run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatefulApplication {
+    /// Must be `spindle.dev/v1alpha1`.
+    pub api_version: String,
+    /// Must be `StatefulApplication`.
+    pub kind: String,
+    /// Standard object metadata; `name` is the application's id.
+    pub metadata: ObjectMeta,
+    /// What the application runs.
+    pub spec: StatefulApplicationSpec,
+}
+
+/// The part of Kubernetes object metadata Spindle reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// The application's name: a DNS-1123 label, unique in its namespace.
+    pub name: String,
+    /// The Kubernetes namespace; ignored when running locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels, copied onto every object the operator creates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Desired state of a stateful-functions application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatefulApplicationSpec {
+    /// Remote functions: each entry serves one function type (`ns/name`) or every type of a
+    /// namespace (`ns/*`). The first entry that matches a type serves it.
+    pub functions: Vec<FunctionSpec>,
+    /// Where outside records enter the application.
+    #[serde(default)]
+    pub ingresses: Vec<IngressSpec>,
+    /// Where functions' egress messages leave the application.
+    #[serde(default)]
+    pub egresses: Vec<EgressSpec>,
+    /// Number of worker processes (pods) sharing the key groups.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    /// Number of key groups addresses are hashed into: the unit of state distribution and the
+    /// upper bound on workers. Fixed for the life of the application (checkpoints depend on it).
+    #[serde(default = "default_key_groups")]
+    pub key_groups: u32,
+    /// Bound on messages from ingresses that are accepted but not yet processed, per worker.
+    /// Past it, ingresses wait (HTTP requests are held, not refused): back-pressure, no loss.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_messages: u32,
+    /// Coordinated checkpoints for exactly-once state and messaging.
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+}
+
+fn default_workers() -> u32 {
+    1
+}
+fn default_key_groups() -> u32 {
+    128
+}
+fn default_max_buffered() -> u32 {
+    10_000
+}
+
+/// A remote function (or a namespace of them) and how to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// Function type `namespace/name`, or `namespace/*` for every type in a namespace.
+    pub typename: String,
+    /// URL the function is invoked at (StateFun request-reply protocol, HTTP POST). May contain
+    /// `{function.name}`, replaced by the invoked type's name (SDKs dispatch on the target
+    /// address, so one endpoint may serve a whole namespace).
+    /// Locally, when `local.command` is set, the host and port are replaced by the launched
+    /// process's loopback port.
+    pub endpoint: String,
+    /// Container image serving the function (Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Port the function's container listens on (Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// How to launch the function as a local process (`spindle run`); ignored in Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalProcess>,
+    /// Most messages for one address sent in one invocation batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_size: u32,
+    /// Most invocation batches in flight at once for this function entry (per worker).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// Time budget for one batch, retries included: failed attempts (network errors, HTTP
+    /// 408/409/420/429/499 and 5xx) are retried with exponential backoff until it runs out.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout: HumanDuration,
+}
+
+fn default_max_batch() -> u32 {
+    100
+}
+fn default_max_in_flight() -> u32 {
+    64
+}
+fn default_call_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+/// A local process serving a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalProcess {
+    /// Program and arguments. It is run in `workingDir` with `PORT` set to a free loopback port
+    /// it must listen on (HTTP).
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Directory to run in, relative to the application file; defaults to the file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// How long to wait for the process to accept connections before giving up.
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout: HumanDuration,
+}
+
+fn default_startup_timeout() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+
+/// An ingress: exactly one of the source kinds (`http`, …) is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressSpec {
+    /// Name of the ingress, unique in the application.
+    pub name: String,
+    /// HTTP ingress following the StateFun playground convention: `POST` or `PUT`
+    /// `/{namespace}/{type}/{id}` with `Content-Type: application/vnd.{namespace}/{typename}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpIngress>,
+}
+
+/// Settings of an HTTP ingress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpIngress {
+    /// Port to listen on (in Kubernetes, the container port; locally overridable by
+    /// `spindle run --ingress-addr`).
+    #[serde(default = "default_ingress_port")]
+    pub port: u16,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u32,
+}
+
+fn default_ingress_port() -> u16 {
+    8090
+}
+fn default_max_body() -> u32 {
+    1 << 20
+}
+
+/// An egress: exactly one of the sink kinds (`http`, `file`, …) is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressSpec {
+    /// Egress typename `namespace/name`, as functions address it.
+    pub typename: String,
+    /// POST every record to a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpEgress>,
+    /// Append every record as a JSON line to a file (local use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileEgress>,
+}
+
+/// Settings of an HTTP webhook egress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpEgress {
+    /// Absolute `http://` URL each record is POSTed to, with the record's value as the body and
+    /// its typename in `Content-Type: application/vnd.{typename}`.
+    pub url: String,
+    /// Time budget per record, retries (network errors and 5xx) included.
+    #[serde(default = "default_call_timeout")]
+    pub timeout: HumanDuration,
+    /// Most records in flight at once.
+    #[serde(default = "default_egress_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_egress_in_flight() -> u32 {
+    16
+}
+
+/// Settings of a JSON-lines file egress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileEgress {
+    /// File to append to, relative to the application file's directory (or absolute). Each
+    /// line is `{"egress", "typename", "value"}`; values of JSON and StateFun primitive types
+    /// are written decoded, others as base64 in `valueBase64`.
+    pub path: String,
+}
+
+/// Checkpoint settings (exactly-once); used from the checkpointing release on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Time between the starts of two checkpoints.
+    #[serde(default = "default_checkpoint_interval")]
+    pub interval: HumanDuration,
+    /// Object storage URL for checkpoints: `file:///path`, a relative path (local runs), or
+    /// `s3://bucket/prefix` (credentials from the environment). Empty: `.spindle/checkpoints`
+    /// beside the application file when run locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// Completed checkpoints to keep; older ones are deleted.
+    #[serde(default = "default_retained")]
+    pub retained: u32,
+}
+
+fn default_checkpoint_interval() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_retained() -> u32 {
+    3
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            interval: default_checkpoint_interval(),
+            storage: None,
+            retained: default_retained(),
+        }
+    }
+}

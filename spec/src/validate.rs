@@ -1,0 +1,241 @@
+//! Validation of a parsed spec: every problem is reported with its field path
+//! (`spec.functions[1].endpoint: …`), all at once.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::{API_VERSION, KIND, StatefulApplication, TypeName};
+
+/// The largest key-group count (as Flink's maximum parallelism).
+pub const MAX_KEY_GROUPS: u32 = 32_768;
+
+/// One problem, at one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `spec.functions[1].endpoint`.
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Every problem found in a spec, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+impl StatefulApplication {
+    /// Checks everything serde cannot: formats, ranges, uniqueness and cross-field rules.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut e = Errors::default();
+        if self.api_version != API_VERSION {
+            e.add("apiVersion", format!("must be `{API_VERSION}`, found `{}`", self.api_version));
+        }
+        if self.kind != KIND {
+            e.add("kind", format!("must be `{KIND}`, found `{}`", self.kind));
+        }
+        if let Err(reason) = check_dns_label(&self.metadata.name) {
+            e.add("metadata.name", reason);
+        }
+        let spec = &self.spec;
+        if spec.key_groups == 0 || spec.key_groups > MAX_KEY_GROUPS {
+            e.add("spec.keyGroups", format!("must be between 1 and {MAX_KEY_GROUPS}"));
+        }
+        if spec.workers == 0 {
+            e.add("spec.workers", "must be at least 1");
+        } else if spec.workers > spec.key_groups {
+            e.add(
+                "spec.workers",
+                format!("{} workers exceed the {} key groups; each worker needs one", spec.workers, spec.key_groups),
+            );
+        }
+        if spec.max_buffered_messages == 0 {
+            e.add("spec.maxBufferedMessages", "must be at least 1");
+        }
+        self.validate_functions(&mut e);
+        self.validate_ingresses(&mut e);
+        self.validate_egresses(&mut e);
+        if spec.checkpoint.interval.0.is_zero() {
+            e.add("spec.checkpoint.interval", "must be longer than zero");
+        }
+        if spec.checkpoint.retained == 0 {
+            e.add("spec.checkpoint.retained", "must be at least 1");
+        }
+        if e.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(e.0))
+        }
+    }
+
+    fn validate_functions(&self, e: &mut Errors) {
+        if self.spec.functions.is_empty() {
+            e.add("spec.functions", "at least one function is required");
+        }
+        let mut seen = HashSet::new();
+        for (i, f) in self.spec.functions.iter().enumerate() {
+            let at = |field: &str| format!("spec.functions[{i}].{field}");
+            if let Err(reason) = check_function_typename(&f.typename) {
+                e.add(at("typename"), reason);
+            }
+            if !seen.insert(f.typename.as_str()) {
+                e.add(at("typename"), format!("`{}` is declared twice", f.typename));
+            }
+            if let Err(reason) = check_endpoint(&f.endpoint) {
+                e.add(at("endpoint"), reason);
+            }
+            if f.max_batch_size == 0 {
+                e.add(at("maxBatchSize"), "must be at least 1");
+            }
+            if f.max_in_flight == 0 {
+                e.add(at("maxInFlight"), "must be at least 1");
+            }
+            if f.call_timeout.0.is_zero() {
+                e.add(at("callTimeout"), "must be longer than zero");
+            }
+            if let Some(local) = &f.local {
+                if local.command.first().is_none_or(|p| p.trim().is_empty()) {
+                    e.add(at("local.command"), "must name a program to run");
+                }
+            }
+        }
+    }
+
+    fn validate_ingresses(&self, e: &mut Errors) {
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        for (i, ing) in self.spec.ingresses.iter().enumerate() {
+            let at = |field: &str| format!("spec.ingresses[{i}].{field}");
+            if ing.name.trim().is_empty() {
+                e.add(at("name"), "must not be empty");
+            } else if !names.insert(ing.name.as_str()) {
+                e.add(at("name"), format!("`{}` is declared twice", ing.name));
+            }
+            match &ing.http {
+                Some(http) => {
+                    if !ports.insert(http.port) {
+                        e.add(at("http.port"), format!("port {} is used by another ingress", http.port));
+                    }
+                    if http.max_body_bytes == 0 {
+                        e.add(at("http.maxBodyBytes"), "must be at least 1");
+                    }
+                }
+                None => e.add(format!("spec.ingresses[{i}]"), "exactly one ingress kind must be set (http)"),
+            }
+        }
+    }
+
+    fn validate_egresses(&self, e: &mut Errors) {
+        let mut seen = HashSet::new();
+        for (i, eg) in self.spec.egresses.iter().enumerate() {
+            let at = |field: &str| format!("spec.egresses[{i}].{field}");
+            if let Err(err) = TypeName::parse(&eg.typename) {
+                e.add(at("typename"), err.to_string());
+            } else if !seen.insert(eg.typename.as_str()) {
+                e.add(at("typename"), format!("`{}` is declared twice", eg.typename));
+            }
+            let kinds = eg.http.is_some() as u8 + eg.file.is_some() as u8;
+            if kinds != 1 {
+                e.add(format!("spec.egresses[{i}]"), "exactly one egress kind must be set (http or file)");
+            }
+            if let Some(http) = &eg.http {
+                if let Err(reason) = check_absolute_http_url(&http.url) {
+                    e.add(at("http.url"), reason);
+                }
+                if http.max_in_flight == 0 {
+                    e.add(at("http.maxInFlight"), "must be at least 1");
+                }
+                if http.timeout.0.is_zero() {
+                    e.add(at("http.timeout"), "must be longer than zero");
+                }
+            }
+            if let Some(file) = &eg.file {
+                if file.path.trim().is_empty() {
+                    e.add(at("file.path"), "must not be empty");
+                }
+            }
+        }
+    }
+}
+
+/// A function typename: `ns/name`, or `ns/*` for a whole namespace.
+fn check_function_typename(s: &str) -> Result<(), String> {
+    if let Some(ns) = s.strip_suffix("/*") {
+        TypeName::new(ns, "x").map_err(|_| format!("`{s}` is not a typename pattern: expected `namespace/*`"))?;
+        return Ok(());
+    }
+    if s.contains('*') {
+        return Err(format!("`{s}`: `*` is only allowed as the whole name (`namespace/*`)"));
+    }
+    TypeName::parse(s).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    check_absolute_http_url(endpoint)?;
+    let without = endpoint.replace("{function.name}", "");
+    if let Some(start) = without.find('{') {
+        let end = without[start..].find('}').map_or(without.len(), |e| start + e + 1);
+        return Err(format!(
+            "unknown placeholder `{}`: the only placeholder is {{function.name}}",
+            &without[start..end]
+        ));
+    }
+    Ok(())
+}
+
+fn check_absolute_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{url}` is not an absolute URL: it must start with http:// or https://"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err(format!("`{url}` contains whitespace"));
+    }
+    Ok(())
+}
+
+fn check_dns_label(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a DNS-1123 label (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit)"
+        ))
+    }
+}

@@ -1,0 +1,102 @@
+//! The admin endpoints: `/healthz` (the process is alive), `/readyz` (it can serve: started
+//! and its local functions are up), `/metrics` (Prometheus), `/status` (JSON counters, e.g.
+//! for waiting until idle), `/dead-letters` and `/state/{namespace}/{type}/{id}`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Json;
+use axum::Router as Routes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, json};
+use spindle_spec::TypeName;
+use tokio::sync::oneshot;
+
+use crate::deadletter::DeadLetters;
+use crate::json::insert_value;
+use crate::message::Address;
+use crate::metrics::Metrics;
+use crate::partition::Input;
+use crate::router::Router;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub dead_letters: Arc<DeadLetters>,
+    pub ready: Arc<AtomicBool>,
+    pub router: Router,
+}
+
+impl Admin {
+    pub fn routes(self) -> Routes {
+        Routes::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .route("/status", get(status))
+            .route("/dead-letters", get(dead_letters))
+            .route("/state/{namespace}/{type}/{id}", get(state))
+            .with_state(self)
+    }
+}
+
+async fn readyz(State(a): State<Admin>) -> Response {
+    if a.ready.load(Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(a): State<Admin>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        a.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
+    let m = &a.metrics;
+    Json(json!({
+        "idle": m.is_idle(),
+        "ingressAccepted": m.ingress_accepted.get(),
+        "ingressInProcess": m.ingress_in_process.get(),
+        "messagesQueued": m.messages_queued.get(),
+        "batchesInFlight": m.batches_in_flight.get(),
+        "delayedPending": m.delayed_pending.get(),
+        "egressPending": m.egress_pending.get(),
+    }))
+}
+
+async fn dead_letters(State(a): State<Admin>) -> Json<serde_json::Value> {
+    Json(json!(a.dead_letters.recent()))
+}
+
+async fn state(
+    State(a): State<Admin>,
+    Path((namespace, ty, id)): Path<(String, String, String)>,
+) -> Response {
+    let typename = match TypeName::new(&namespace, &ty) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let (tx, rx) = oneshot::channel();
+    if a.router.send(Input::ReadState(Address::new(typename, id), tx)).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let Ok(values) = rx.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
+    let mut out = Map::new();
+    for (name, value) in values {
+        let mut v = Map::new();
+        v.insert("typename".into(), (*value.typename).into());
+        insert_value(&mut v, &value);
+        out.insert(name, v.into());
+    }
+    Json(serde_json::Value::Object(out)).into_response()
+}

@@ -1,0 +1,201 @@
+//! The application as the worker uses it: the validated spec resolved into lookup tables
+//! (which function entry serves a type, which sink an egress is). Pure: no I/O.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use spindle_spec::{StatefulApplication, TypeName};
+
+/// Index of a function entry in the spec (`spec.functions[i]`).
+pub type FunctionId = usize;
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub name: String,
+    pub functions: Vec<FunctionEntry>,
+    pub egresses: Vec<EgressEntry>,
+    pub http_ingress: Option<HttpIngressConfig>,
+    pub max_buffered_messages: usize,
+    pub key_groups: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionEntry {
+    pub id: FunctionId,
+    pub serves: Serves,
+    /// URL template with `{function.name}`.
+    pub endpoint: String,
+    pub max_batch_size: usize,
+    pub max_in_flight: usize,
+    pub call_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Serves {
+    Type(TypeName),
+    Namespace(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EgressEntry {
+    pub typename: TypeName,
+    pub sink: EgressSink,
+}
+
+#[derive(Debug, Clone)]
+pub enum EgressSink {
+    Http {
+        url: String,
+        timeout: Duration,
+        max_in_flight: usize,
+    },
+    /// Path resolved against the application file's directory.
+    File { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpIngressConfig {
+    pub port: u16,
+    pub max_body_bytes: usize,
+}
+
+impl AppConfig {
+    /// Resolves a validated application; relative file paths are taken from `base_dir`.
+    pub fn resolve(app: &StatefulApplication, base_dir: &Path) -> AppConfig {
+        let spec = &app.spec;
+        let functions = spec
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(id, f)| FunctionEntry {
+                id,
+                serves: match f.typename.strip_suffix("/*") {
+                    Some(ns) => Serves::Namespace(ns.to_string()),
+                    None => Serves::Type(
+                        TypeName::parse(&f.typename).expect("validated spec has valid typenames"),
+                    ),
+                },
+                endpoint: f.endpoint.clone(),
+                max_batch_size: f.max_batch_size as usize,
+                max_in_flight: f.max_in_flight as usize,
+                call_timeout: f.call_timeout.as_duration(),
+            })
+            .collect();
+        let egresses = spec
+            .egresses
+            .iter()
+            .map(|e| EgressEntry {
+                typename: TypeName::parse(&e.typename).expect("validated spec has valid typenames"),
+                sink: match (&e.http, &e.file) {
+                    (Some(h), _) => EgressSink::Http {
+                        url: h.url.clone(),
+                        timeout: h.timeout.as_duration(),
+                        max_in_flight: h.max_in_flight as usize,
+                    },
+                    (None, Some(f)) => EgressSink::File {
+                        path: base_dir.join(&f.path),
+                    },
+                    (None, None) => unreachable!("validated spec: every egress has a kind"),
+                },
+            })
+            .collect();
+        let http_ingress = spec
+            .ingresses
+            .iter()
+            .find_map(|i| i.http.as_ref())
+            .map(|h| HttpIngressConfig {
+                port: h.port,
+                max_body_bytes: h.max_body_bytes as usize,
+            });
+        AppConfig {
+            name: app.metadata.name.clone(),
+            functions,
+            egresses,
+            http_ingress,
+            max_buffered_messages: spec.max_buffered_messages as usize,
+            key_groups: spec.key_groups,
+        }
+    }
+
+    /// The entry serving `t`: the first that matches, as the spec documents.
+    pub fn function_for(&self, t: &TypeName) -> Option<&FunctionEntry> {
+        self.functions.iter().find(|f| match &f.serves {
+            Serves::Type(x) => x == t,
+            Serves::Namespace(ns) => ns == t.namespace(),
+        })
+    }
+
+    pub fn egress(&self, t: &TypeName) -> Option<&EgressEntry> {
+        self.egresses.iter().find(|e| &e.typename == t)
+    }
+
+    /// Points function `id` at a local process on `127.0.0.1:port`, keeping the endpoint's path.
+    pub fn use_local_port(&mut self, id: FunctionId, port: u16) {
+        let f = &mut self.functions[id];
+        let rest = f.endpoint.split_once("://").map_or("", |(_, r)| r);
+        let path = rest.find('/').map_or("/", |i| &rest[i..]);
+        f.endpoint = format!("http://127.0.0.1:{port}{path}");
+    }
+}
+
+impl FunctionEntry {
+    /// The URL to invoke type `t` at.
+    pub fn endpoint_for(&self, t: &TypeName) -> String {
+        self.endpoint.replace("{function.name}", t.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> AppConfig {
+        let app = spindle_spec::from_yaml_str(
+            r#"
+apiVersion: spindle.dev/v1alpha1
+kind: StatefulApplication
+metadata: {name: t}
+spec:
+  functions:
+    - typename: example/special
+      endpoint: http://special:9000/
+    - typename: example/*
+      endpoint: https://fns.example:8000/statefun/{function.name}?v=1
+  egresses:
+    - typename: example/out
+      file: {path: out.jsonl}
+"#,
+            "t",
+        )
+        .unwrap();
+        AppConfig::resolve(&app, Path::new("/apps/t"))
+    }
+
+    #[test]
+    fn first_matching_entry_serves_a_type() {
+        let app = app();
+        let t = |s| TypeName::parse(s).unwrap();
+        assert_eq!(app.function_for(&t("example/special")).unwrap().id, 0);
+        let f = app.function_for(&t("example/greeter")).unwrap();
+        assert_eq!(f.id, 1);
+        assert_eq!(
+            f.endpoint_for(&t("example/greeter")),
+            "https://fns.example:8000/statefun/greeter?v=1"
+        );
+        assert!(app.function_for(&t("other/greeter")).is_none());
+    }
+
+    #[test]
+    fn local_port_keeps_the_path() {
+        let mut app = app();
+        app.use_local_port(1, 4321);
+        assert_eq!(
+            app.functions[1].endpoint,
+            "http://127.0.0.1:4321/statefun/{function.name}?v=1"
+        );
+        match &app.egresses[0].sink {
+            EgressSink::File { path } => assert_eq!(path, Path::new("/apps/t/out.jsonl")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! HTTP webhook egress: POSTs each record's value with `Content-Type: application/vnd.{typename}`,
+//! retrying network errors and 5xx within the timeout; a record that cannot be delivered
+//! becomes a dead letter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Uri, header};
+use http_body_util::Full;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::{EgressRecord, SinkContext, json_line};
+use crate::deadletter::kind;
+use crate::metrics::EgressLabels;
+
+pub struct HttpSink {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
+    timeout: Duration,
+    max_in_flight: usize,
+    name: String,
+    ctx: SinkContext,
+}
+
+impl HttpSink {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        max_in_flight: usize,
+        name: String,
+        ctx: SinkContext,
+    ) -> std::io::Result<HttpSink> {
+        let uri: Uri = url.parse().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("egress {name}: url `{url}`: {e}"))
+        })?;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Ok(HttpSink {
+            client,
+            uri,
+            timeout,
+            max_in_flight,
+            name,
+            ctx,
+        })
+    }
+
+    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<EgressRecord>) {
+        let this = Arc::new(self);
+        // Bounds the POSTs in flight to the webhook (`maxInFlight`).
+        let slots = Arc::new(Semaphore::new(this.max_in_flight));
+        let mut posts = JoinSet::new();
+        while let Some(record) = rx.recv().await {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let this = this.clone();
+            posts.spawn(async move {
+                this.deliver(record).await;
+                drop(permit);
+            });
+            while posts.try_join_next().is_some() {}
+        }
+        while posts.join_next().await.is_some() {}
+    }
+
+    async fn deliver(&self, record: EgressRecord) {
+        if self.ctx.echo {
+            println!("egress {} <- {}", self.name, json_line(&record));
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(10);
+        let outcome = loop {
+            let req = Request::post(self.uri.clone())
+                .header(header::CONTENT_TYPE, format!("application/vnd.{}", record.value.typename))
+                .header("x-spindle-egress", self.name.as_str())
+                .header("x-spindle-source", record.source.to_string())
+                .body(Full::new(record.value.bytes.clone()))
+                .expect("valid request");
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(remaining, self.client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => break Ok(()),
+                Ok(Ok(resp)) if !resp.status().is_server_error() => {
+                    break Err(format!("{} answered {}", self.uri, resp.status()));
+                }
+                Ok(Ok(resp)) => format!("{} answered {}", self.uri, resp.status()),
+                Ok(Err(e)) => format!("cannot reach {}: {e}", self.uri),
+                Err(_) => format!("no answer from {} within {:?}", self.uri, self.timeout),
+            };
+            let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break Err(error);
+            }
+            tracing::debug!(egress = %self.name, %error, "egress POST failed; retrying");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        };
+        let outcome_label = match outcome {
+            Ok(()) => "ok",
+            Err(reason) => {
+                self.ctx.dead_letters.record(
+                    kind::EGRESS_FAILED,
+                    format!("egress {}: {reason}", self.name),
+                    vec![record.dead_message()],
+                );
+                "failed"
+            }
+        };
+        self.ctx
+            .metrics
+            .egress_records
+            .get_or_create(&EgressLabels {
+                egress: self.name.clone(),
+                outcome: outcome_label,
+            })
+            .inc();
+        self.ctx.metrics.egress_pending.dec();
+    }
+}

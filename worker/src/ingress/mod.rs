@@ -1,0 +1,3 @@
+//! Ingresses: where outside records enter the application.
+
+pub mod http;

@@ -1,0 +1,131 @@
+//! Local mode: runs an application on this machine without Kubernetes — the function
+//! processes from the spec's `local.command`, one worker, and optionally sample input.
+
+mod input;
+mod process;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use input::{InputRecord, parse_input, send_input};
+pub use process::FunctionProcess;
+
+use crate::app::AppConfig;
+use crate::worker::{Listeners, Worker, WorkerOptions};
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub app_file: PathBuf,
+    /// Overrides the HTTP ingress address (default: 127.0.0.1 and the spec's port).
+    pub ingress_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    /// Default: `.spindle/` beside the application file.
+    pub data_dir: Option<PathBuf>,
+    /// JSON-lines file of records to send through the HTTP ingress once everything is up.
+    pub input: Option<PathBuf>,
+    /// Stop once every message has been processed and every egress record written.
+    pub exit_when_idle: bool,
+    pub idle_timeout: Duration,
+}
+
+pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
+    let spec = spindle_spec::load_file(&opts.app_file)?;
+    let base_dir = opts
+        .app_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+    let mut app = AppConfig::resolve(&spec, &base_dir);
+
+    // Functions first: the worker is ready only when what it invokes is up.
+    let mut processes = Vec::new();
+    for (id, f) in spec.spec.functions.iter().enumerate() {
+        if let Some(local) = &f.local {
+            let p = FunctionProcess::start(&f.typename, local, &base_dir).await?;
+            app.use_local_port(id, p.port);
+            processes.push(p);
+        }
+    }
+
+    let ingress = match &app.http_ingress {
+        Some(h) => {
+            let addr = opts
+                .ingress_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], h.port)));
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the HTTP ingress (use --ingress-addr)"))?,
+            )
+        }
+        None => None,
+    };
+    let admin = TcpListener::bind(opts.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the admin endpoints", opts.admin_addr))?;
+    let options = WorkerOptions {
+        data_dir: Some(opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"))),
+        echo_egress: true,
+    };
+    let worker = Worker::start(app, options, Listeners { ingress, admin }).await?;
+    eprintln!(
+        "spindle: application `{}` running — ingress http://{}  admin http://{}",
+        spec.metadata.name,
+        worker.ingress_addr.map_or("-".to_string(), |a| a.to_string()),
+        worker.admin_addr
+    );
+
+    let result = drive(&opts, &worker).await;
+    worker.shutdown().await;
+    for p in processes {
+        p.stop().await;
+    }
+    result
+}
+
+async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
+    if let Some(input) = &opts.input {
+        let text = std::fs::read_to_string(input)
+            .with_context(|| format!("cannot read input file {}", input.display()))?;
+        let records = parse_input(&text).with_context(|| format!("in {}", input.display()))?;
+        let ingress = worker
+            .ingress_addr
+            .context("--input needs an HTTP ingress in the application")?;
+        let n = send_input(ingress, &records).await?;
+        eprintln!("spindle: sent {n} records from {}", input.display());
+    }
+    if opts.exit_when_idle {
+        worker.wait_idle(opts.idle_timeout).await?;
+        let m = &worker.metrics;
+        let dead = worker.dead_letters.recent().len();
+        eprintln!(
+            "spindle: idle — {} records accepted, {} dead letters; stopping",
+            m.ingress_accepted.get(),
+            dead
+        );
+        return Ok(());
+    }
+    eprintln!("spindle: press Ctrl-C to stop");
+    shutdown_signal().await;
+    eprintln!("spindle: stopping");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,126 @@
+//! Prometheus metrics of a worker, registered under the `spindle_` prefix. Label values come
+//! from fixed sets (`&'static str`) or from the spec (function and egress typenames), never
+//! from error text.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    pub function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub function: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressLabels {
+    pub egress: String,
+    pub outcome: &'static str,
+}
+
+/// Outcomes of an invocation batch.
+pub mod outcome {
+    pub const OK: &str = "ok";
+    pub const INCOMPLETE: &str = "incomplete_context";
+    pub const FAILED: &str = "failed";
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Records accepted by ingresses.
+    pub ingress_accepted: Counter,
+    /// Records refused by ingresses, by reason.
+    pub ingress_rejected: Family<KindLabels, Counter>,
+    pub invocations: Family<OutcomeLabels, Counter>,
+    pub invocation_messages: Family<FunctionLabels, Counter>,
+    pub invocation_retries: Family<FunctionLabels, Counter>,
+    pub invocation_seconds: Family<FunctionLabels, Histogram>,
+    pub delayed_cancelled: Counter,
+    pub dead_letters: Family<KindLabels, Counter>,
+    pub egress_records: Family<EgressLabels, Counter>,
+    /// Messages waiting in mailboxes (not yet in an invocation).
+    pub messages_queued: Gauge,
+    /// Invocation batches in flight.
+    pub batches_in_flight: Gauge,
+    pub delayed_pending: Gauge,
+    /// Egress records handed to sinks and not yet written.
+    pub egress_pending: Gauge,
+    /// Ingress records accepted and not yet fully processed.
+    pub ingress_in_process: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("spindle");
+        let m = Metrics {
+            ingress_accepted: Counter::default(),
+            ingress_rejected: Family::default(),
+            invocations: Family::default(),
+            invocation_messages: Family::default(),
+            invocation_retries: Family::default(),
+            invocation_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            delayed_cancelled: Counter::default(),
+            dead_letters: Family::default(),
+            egress_records: Family::default(),
+            messages_queued: Gauge::default(),
+            batches_in_flight: Gauge::default(),
+            delayed_pending: Gauge::default(),
+            egress_pending: Gauge::default(),
+            ingress_in_process: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("ingress_accepted", "Records accepted by ingresses", m.ingress_accepted.clone());
+        r.register("ingress_rejected", "Records refused by ingresses, by reason", m.ingress_rejected.clone());
+        r.register("invocations", "Invocation batches by function and outcome", m.invocations.clone());
+        r.register("invocation_messages", "Messages delivered to functions", m.invocation_messages.clone());
+        r.register("invocation_retries", "Invocation attempts retried", m.invocation_retries.clone());
+        r.register("invocation_duration_seconds", "Time per invocation batch, retries included", m.invocation_seconds.clone());
+        r.register("delayed_cancelled", "Delayed messages cancelled", m.delayed_cancelled.clone());
+        r.register("dead_letters", "Dead-letter records by kind", m.dead_letters.clone());
+        r.register("egress_records", "Egress records by egress and outcome", m.egress_records.clone());
+        r.register("messages_queued", "Messages waiting in mailboxes", m.messages_queued.clone());
+        r.register("batches_in_flight", "Invocation batches in flight", m.batches_in_flight.clone());
+        r.register("delayed_pending", "Delayed messages not yet due", m.delayed_pending.clone());
+        r.register("egress_pending", "Egress records not yet written", m.egress_pending.clone());
+        r.register("ingress_in_process", "Accepted ingress records not yet processed", m.ingress_in_process.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Nothing accepted is still being processed, queued, delayed or waiting for an egress.
+    pub fn is_idle(&self) -> bool {
+        self.ingress_in_process.get() == 0
+            && self.messages_queued.get() == 0
+            && self.batches_in_flight.get() == 0
+            && self.delayed_pending.get() == 0
+            && self.egress_pending.get() == 0
+    }
+}

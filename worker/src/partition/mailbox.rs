@@ -1,0 +1,41 @@
+//! Mailboxes: the messages waiting for one address, and the bookkeeping that keeps at most one
+//! batch per address in flight and at most `maxInFlight` batches per function entry.
+
+use std::collections::VecDeque;
+
+use crate::app::FunctionId;
+use crate::message::{Address, Envelope};
+use crate::router::Admission;
+
+/// A message waiting for, or part of, an invocation. Holding the ingress admission until the
+/// message is processed is what back-pressures the ingress.
+#[derive(Debug)]
+pub struct Pending {
+    pub env: Envelope,
+    pub admission: Option<Admission>,
+}
+
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    pub queue: VecDeque<Pending>,
+    /// A batch of this address is in flight or waiting for a slot of its function entry.
+    pub busy: bool,
+}
+
+/// An invocation batch: messages for one address, sent together.
+#[derive(Debug)]
+pub struct Batch {
+    pub target: Address,
+    pub function: FunctionId,
+    pub messages: Vec<Pending>,
+    /// Times the function answered `IncompleteInvocationContext` for this batch.
+    pub incomplete_rounds: u32,
+}
+
+/// Per function entry: batches in flight and addresses waiting for a slot (FIFO, so a busy
+/// address cannot starve the others).
+#[derive(Debug, Default)]
+pub struct Slots {
+    pub in_flight: usize,
+    pub waiting: VecDeque<Address>,
+}

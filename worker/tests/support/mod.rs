@@ -1,0 +1,91 @@
+//! Shared helpers of the worker's end-to-end tests: temporary directories, starting a worker
+//! on loopback port 0, reading egress files, waiting on conditions with deadlines.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use spindle_worker::{AppConfig, Listeners, Worker, WorkerOptions};
+use tokio::net::TcpListener;
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "spindle-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts a worker for `yaml`, with ingress and admin on loopback port 0.
+pub async fn start_worker(yaml: &str, dir: &Path) -> Worker {
+    let app = spindle_spec::from_yaml_str(yaml, "test app").expect("test app is valid");
+    let config = AppConfig::resolve(&app, dir);
+    let listeners = Listeners {
+        ingress: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let options = WorkerOptions {
+        data_dir: Some(dir.join("data")),
+        echo_egress: false,
+    };
+    Worker::start(config, options, listeners).await.expect("worker starts")
+}
+
+/// The JSON lines of an egress file (none if it does not exist yet).
+pub fn egress_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("egress lines are JSON"))
+        .collect()
+}
+
+/// The `value` fields of an egress file's records, as strings.
+pub fn egress_values(path: &Path) -> Vec<String> {
+    egress_lines(path)
+        .into_iter()
+        .map(|v| match &v["value"] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A free loopback port (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The workspace root (tests run in the crate directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
