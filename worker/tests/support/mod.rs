@@ -60,13 +60,19 @@ pub fn egress_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The `value` fields of an egress file's records, as strings.
+/// The values of an egress file's records, as strings (JSON strings unquoted, raw bytes as
+/// UTF-8).
 pub fn egress_values(path: &Path) -> Vec<String> {
     egress_lines(path)
         .into_iter()
-        .map(|v| match &v["value"] {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
+        .map(|v| match (&v["value"], &v["valueBase64"]) {
+            (serde_json::Value::String(s), _) => s.clone(),
+            (serde_json::Value::Null, serde_json::Value::String(b)) => {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+                String::from_utf8(raw).unwrap()
+            }
+            (other, _) => other.to_string(),
         })
         .collect()
 }
@@ -88,4 +94,51 @@ pub fn free_port() -> u16 {
 /// The workspace root (tests run in the crate directory).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub mod function;
+
+/// An application with one function type namespace `t/*` at `endpoint`, an HTTP ingress and a
+/// file egress `t/out` at `out.jsonl`; `extra` is appended to `spec:`.
+pub fn test_app(endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: spindle.dev/v1alpha1
+kind: StatefulApplication
+metadata: {{name: test}}
+spec:
+  functions:
+    - typename: t/*
+      endpoint: {endpoint}
+      callTimeout: 20s
+  ingresses:
+    - name: web
+      http: {{maxBodyBytes: 1024}}
+  egresses:
+    - typename: t/out
+      file: {{path: out.jsonl}}
+{extra}
+"#
+    )
+}
+
+/// POSTs `body` to the ingress with content type `application/vnd.{typename}`; the status.
+pub async fn post(ingress: std::net::SocketAddr, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(format!("http://{ingress}{path}"))
+        .header("content-type", content_type)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.expect("ingress answers");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+/// Sends a text message to `t/<ty>/<id>` with typename `t/Text`; panics unless accepted.
+pub async fn send_text(ingress: std::net::SocketAddr, ty: &str, id: &str, text: &str) {
+    let (status, body) = post(ingress, &format!("/t/{ty}/{id}"), "application/vnd.t/Text", text.as_bytes().to_vec()).await;
+    assert_eq!(status, 202, "{body}");
 }
