@@ -3,6 +3,7 @@
 
 mod duration;
 mod load;
+pub mod reference;
 mod typename;
 mod types;
 mod validate;

@@ -44,11 +44,10 @@ pub fn from_yaml_str(text: &str, origin: &str) -> Result<StatefulApplication, Lo
             // serde_yaml prefixes its message with its own (shorter) view of the path; drop it so
             // the path is said once. Its " at line L column C" suffix stays: it helps.
             let mut reason = inner.to_string();
-            if let Some((prefix, rest)) = reason.split_once(": ") {
-                if !prefix.contains(' ') && path.starts_with(prefix) {
+            if let Some((prefix, rest)) = reason.split_once(": ")
+                && !prefix.contains(' ') && path.starts_with(prefix) {
                     reason = rest.to_string();
                 }
-            }
             LoadError::Parse {
                 origin: origin.to_string(),
                 path: if path == "." { "(document)".into() } else { path },

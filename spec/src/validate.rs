@@ -120,11 +120,10 @@ impl StatefulApplication {
             if f.call_timeout.0.is_zero() {
                 e.add(at("callTimeout"), "must be longer than zero");
             }
-            if let Some(local) = &f.local {
-                if local.command.first().is_none_or(|p| p.trim().is_empty()) {
+            if let Some(local) = &f.local
+                && local.command.first().is_none_or(|p| p.trim().is_empty()) {
                     e.add(at("local.command"), "must name a program to run");
                 }
-            }
         }
     }
 
@@ -176,11 +175,10 @@ impl StatefulApplication {
                     e.add(at("http.timeout"), "must be longer than zero");
                 }
             }
-            if let Some(file) = &eg.file {
-                if file.path.trim().is_empty() {
+            if let Some(file) = &eg.file
+                && file.path.trim().is_empty() {
                     e.add(at("file.path"), "must not be empty");
                 }
-            }
         }
     }
 }

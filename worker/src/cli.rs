@@ -26,8 +26,6 @@ pub enum Command {
         /// The StatefulApplication YAML file.
         file: PathBuf,
     },
-    /// Measure throughput and latency through one worker to the Rust-SDK counter function.
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,7 +101,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

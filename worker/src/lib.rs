@@ -8,7 +8,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod deadletter;

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::json;
 use spindle_spec::{HumanDuration, LocalProcess, TypeName};
 use spindle_worker::local::{FunctionProcess, InputRecord, send_input};
@@ -148,5 +147,5 @@ fn int(v: i32) -> Value {
 
 fn long(v: i64) -> Value {
     let p = spindle_protocol::Primitive::Long(v);
-    Value::new(p.typename(), Bytes::from(p.encode()))
+    Value::new(p.typename(), p.encode())
 }

@@ -28,13 +28,11 @@ impl DelayedMessages {
             let sender = env.caller.clone().unwrap_or_else(|| env.target.clone());
             (sender, Arc::<str>::from(t))
         });
-        if let Some(token) = &token {
-            if let Some(old) = self.by_token.insert(token.clone(), key) {
-                if let Some(entry) = self.by_due.get_mut(&old) {
+        if let Some(token) = &token
+            && let Some(old) = self.by_token.insert(token.clone(), key)
+                && let Some(entry) = self.by_due.get_mut(&old) {
                     entry.1 = None;
                 }
-            }
-        }
         self.by_due.insert(key, (env, token));
     }
 

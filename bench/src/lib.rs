@@ -1,0 +1,66 @@
+//! `spindle-bench`: messages/s and latency through one worker to the Rust-SDK counter function.
+//!
+//! The counter function runs as its own process (this binary re-executed with
+//! `serve-counter`); the worker and the load generator share this process. Each of `c`
+//! closed-loop clients sends `example/Add {seq, value}` to one of `keys` counters through the
+//! HTTP ingress and waits until the counter's egress record for that `seq` reaches the
+//! benchmark's webhook: latency is ingress → function → egress, end to end. With fewer keys than
+//! clients, messages queue per address and the batch limit matters.
+
+mod load;
+mod report;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use spindle_spec::HumanDuration;
+
+#[derive(Debug, Parser)]
+#[command(name = "spindle-bench", about = "Throughput and latency through one Spindle worker")]
+pub struct Args {
+    #[command(subcommand)]
+    pub serve: Option<Serve>,
+    /// Measured time per configuration (after a warm-up of a fifth of it).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub duration: Duration,
+    /// Batch limits (`maxBatchSize`) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    pub batch: Vec<u32>,
+    /// Concurrent closed-loop clients.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Distinct counter addresses the clients share.
+    #[arg(long, default_value_t = 8)]
+    pub keys: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Serve {
+    /// Serve the counter function on 127.0.0.1:$PORT (used by the benchmark itself).
+    ServeCounter,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.serve {
+        Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
+        None => rt.block_on(load::run(&args)),
+    }
+}
+
+async fn serve_counter() -> anyhow::Result<()> {
+    let port: u16 = std::env::var("PORT").context("PORT is not set")?.parse()?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let functions = std::sync::Arc::new(spindle_example_greeter::functions());
+    spindle_sdk::serve(listener, functions, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

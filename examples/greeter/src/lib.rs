@@ -1,0 +1,53 @@
+//! Example functions written with the Spindle SDK, ported from the StateFun playground's greeter:
+//!
+//! - `example/person` counts a person's visits and asks `example/greeter` to greet them;
+//! - `example/greeter` writes the greeting to the `example/greets` egress and replies to the
+//!   person, closing the cycle person → greeter → person;
+//! - `example/counter` sums numbers per key, for benchmarks.
+//!
+//! Messages are JSON ([`messages`]). The `greeter` binary serves them over HTTP ([`run`]).
+
+mod counter;
+mod greeter;
+pub mod messages;
+mod person;
+mod run;
+
+use std::sync::LazyLock;
+
+use spindle_sdk::{Functions, TypeName};
+
+pub use messages::{Add, Greet, Greeted, Greeting, Total, Visit};
+pub use run::run;
+
+pub const PERSON: &str = "example/person";
+pub const GREETER: &str = "example/greeter";
+pub const COUNTER: &str = "example/counter";
+/// Egress of [`Greeting`]s.
+pub const GREETS_EGRESS: &str = "example/greets";
+/// Egress of [`Total`]s.
+pub const TOTALS_EGRESS: &str = "example/totals";
+
+/// Parses a typename literal from above, known to be valid.
+fn parse(literal: &str) -> TypeName {
+    TypeName::parse(literal).expect("typename literals are valid")
+}
+
+static PERSON_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(PERSON));
+static GREETER_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(GREETER));
+static COUNTER_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(COUNTER));
+static GREETS_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(GREETS_EGRESS));
+static TOTALS_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(TOTALS_EGRESS));
+
+/// All example functions, ready to [`serve`](spindle_sdk::serve) or to call with
+/// [`Functions::handle`].
+pub fn functions() -> Functions {
+    let mut functions = Functions::new();
+    person::register(&mut functions);
+    greeter::register(&mut functions);
+    counter::register(&mut functions);
+    functions
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! The example's messages, all JSON. Field names are the JSON keys, so other SDKs (and the
+//! HTTP ingress) can produce and read them.
+
+use serde::{Deserialize, Serialize};
+use spindle_sdk::JsonType;
+
+/// A person visits: sent to `example/person/<name>`. Any JSON object is accepted.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct Visit {}
+
+impl JsonType for Visit {
+    const TYPENAME: &'static str = "example/Visit";
+}
+
+/// Person → greeter: greet `name`, who has visited `visits` times.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Greet {
+    pub name: String,
+    pub visits: i64,
+}
+
+impl JsonType for Greet {
+    const TYPENAME: &'static str = "example/Greet";
+}
+
+/// Greeter → person: the greeting it sent.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Greeted {
+    pub greeting: String,
+}
+
+impl JsonType for Greeted {
+    const TYPENAME: &'static str = "example/Greeted";
+}
+
+/// Written to the `example/greets` egress.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Greeting {
+    pub name: String,
+    pub visits: i64,
+    pub greeting: String,
+}
+
+impl JsonType for Greeting {
+    const TYPENAME: &'static str = "example/Greeting";
+}
+
+/// Sent to `example/counter/<key>`: add `value`; `seq` is echoed in the [`Total`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Add {
+    pub seq: u64,
+    pub value: i64,
+}
+
+impl JsonType for Add {
+    const TYPENAME: &'static str = "example/Add";
+}
+
+/// Written to the `example/totals` egress after each [`Add`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Total {
+    pub seq: u64,
+    pub key: String,
+    pub total: i64,
+}
+
+impl JsonType for Total {
+    const TYPENAME: &'static str = "example/Total";
+}
