@@ -5,7 +5,7 @@ py/counter  state: count (int), note (string, expires 2 s after write)
             py/Command {"op": "add", "n"}     count += n, asks py/echo to echo "<id>:<count>"
             py/Command {"op": "note", "text"} stores note           -> egress "note-set:<id>:<text>"
             py/Command {"op": "probe"}        reads note            -> egress "probe:<id>:present|absent:<note>"
-            py/Command {"op": "arm"}          send_after 500 ms "ding-a" (token a), "ding-b" (token b),
+            py/Command {"op": "arm"}          send_after 2 s "ding-a" (token a), "ding-b" (token b),
                                               "ding-c" (token c), then cancels c in the same call
             py/Command {"op": "disarm", "token"} cancels a delayed message
             string "ding-*" (delayed, from itself)  -> egress "delayed:<id>:<text>"
@@ -51,7 +51,7 @@ async def counter(context: Context, message: Message):
             egress(context, f"probe:{me}:{'absent' if note is None else 'present'}:{note}")
         elif op == "arm":
             for name in ("a", "b", "c"):
-                context.send_after(timedelta(milliseconds=500),
+                context.send_after(timedelta(seconds=2),
                                    message_builder(target_typename="py/counter", target_id=me,
                                                    str_value=f"ding-{name}"),
                                    cancellation_token=name)

@@ -106,7 +106,13 @@ async fn in_flight_batches_per_function_are_bounded() {
         (s.most, s.calls.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
     };
     assert_eq!(most, 2);
-    // Addresses got their slots in arrival order.
-    assert_eq!(order, ["k0", "k1", "k2", "k3", "k4", "k5"]);
+    // The first two addresses got the slots; every address was called once. (Calls started
+    // together race to the function, so the order among later ones is not observable here.)
+    let mut first: Vec<&str> = order[..2].iter().map(String::as_str).collect();
+    first.sort();
+    assert_eq!(first, ["k0", "k1"]);
+    let mut all = order.clone();
+    all.sort();
+    assert_eq!(all, ["k0", "k1", "k2", "k3", "k4", "k5"]);
     worker.shutdown().await;
 }
