@@ -55,6 +55,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     pub dead_letters: Arc<DeadLetters>,
     router: Router,
+    /// Served at `/readyz`: true from start until shutdown begins.
+    ready: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -106,10 +108,11 @@ impl Worker {
             None => None,
         };
         let admin_addr = listeners.admin.local_addr().map_err(io("the admin socket"))?;
+        let ready = Arc::new(AtomicBool::new(true));
         let admin = Admin {
             metrics: metrics.clone(),
             dead_letters: dead_letters.clone(),
-            ready: Arc::new(AtomicBool::new(true)),
+            ready: ready.clone(),
             router: router.clone(),
         };
         serve(&mut tasks, listeners.admin, admin.routes(), shutdown_rx);
@@ -120,6 +123,7 @@ impl Worker {
             metrics,
             dead_letters,
             router,
+            ready,
             shutdown,
             tasks,
         })
@@ -148,6 +152,7 @@ impl Worker {
 
     /// Stops every task: servers stop accepting, the partition stops, sinks write what they hold.
     pub async fn shutdown(mut self) {
+        self.ready.store(false, std::sync::atomic::Ordering::Release);
         let _ = self.shutdown.send(true);
         drop(self.router);
         while self.tasks.join_next().await.is_some() {}

@@ -49,10 +49,27 @@ async fn greeter_example_greets_and_closes_the_cycle() {
     // The reply travelled back: person remembers the last greeting it was given.
     let person = |id: &str| Address::new(TypeName::parse("example/person").unwrap(), id);
     let state = worker.read_state(person("ada")).await.unwrap();
-    let get = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap();
-    assert_eq!(i64::decode(&get("visits").bytes).unwrap(), 3);
-    assert_eq!(String::decode(&get("last_greeting").bytes).unwrap(), "Hello ada, this is visit #3.");
+    let value_of = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap();
+    assert_eq!(i64::decode(&value_of("visits").bytes).unwrap(), 3);
+    assert_eq!(String::decode(&value_of("last_greeting").bytes).unwrap(), "Hello ada, this is visit #3.");
     assert!(worker.dead_letters.recent().is_empty());
+
+    // The same, over the admin endpoints. person got 4 visits and 4 replies.
+    let admin = worker.admin_addr;
+    let (status, body) = get(admin, "/state/example/person/ada").await;
+    assert_eq!(status, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["visits"], serde_json::json!({"typename": "io.statefun.types/long", "value": 3}));
+    assert_eq!(state["last_greeting"]["value"], "Hello ada, this is visit #3.");
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+    let (_, status) = get(admin, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!((status["idle"].as_bool(), status["ingressAccepted"].as_u64()), (Some(true), Some(4)));
+    let (_, metrics) = get(admin, "/metrics").await;
+    assert!(metrics.contains("spindle_invocation_messages_total{function=\"example/person\"} 8"), "{metrics}");
+    assert!(metrics.contains("spindle_egress_records_total{egress=\"example/greets\",outcome=\"ok\"} 4"), "{metrics}");
+    assert_eq!(get(admin, "/dead-letters").await.1, "[]");
 
     worker.shutdown().await;
     stop_tx.send(true).unwrap();

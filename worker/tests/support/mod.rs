@@ -142,3 +142,14 @@ pub async fn send_text(ingress: std::net::SocketAddr, ty: &str, id: &str, text: 
     let (status, body) = post(ingress, &format!("/t/{ty}/{id}"), "application/vnd.t/Text", text.as_bytes().to_vec()).await;
     assert_eq!(status, 202, "{body}");
 }
+
+/// GETs `path` from `addr`: (status, body).
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(format!("http://{addr}{path}").parse().unwrap()).await.expect("server answers");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
