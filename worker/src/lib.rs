@@ -15,6 +15,7 @@ pub mod egress;
 pub mod ingress;
 pub mod invoker;
 pub mod json;
+pub mod keygroup;
 pub mod local;
 pub mod message;
 pub mod metrics;
