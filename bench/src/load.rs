@@ -98,6 +98,7 @@ async fn measure(
     let listeners = Listeners {
         ingress: Some(TcpListener::bind("127.0.0.1:0").await?),
         admin: TcpListener::bind("127.0.0.1:0").await?,
+        peer: None,
     };
     let worker = Worker::start(AppConfig::resolve(&spec, &std::env::temp_dir()), WorkerOptions::default(), listeners).await?;
     let ingress = worker.ingress_addr.context("no ingress")?;

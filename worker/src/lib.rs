@@ -20,6 +20,7 @@ pub mod local;
 pub mod message;
 pub mod metrics;
 pub mod partition;
+pub mod peer;
 pub mod router;
 pub mod worker;
 

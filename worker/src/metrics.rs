@@ -31,6 +31,12 @@ pub struct EgressLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `local` (this worker owns the target) or `remote` (forwarded to a peer).
+    pub route: &'static str,
+}
+
 /// Outcomes of an invocation batch.
 pub mod outcome {
     pub const OK: &str = "ok";
@@ -60,6 +66,19 @@ pub struct Metrics {
     pub egress_pending: Gauge,
     /// Ingress records accepted and not yet fully processed.
     pub ingress_in_process: Gauge,
+    /// Messages routed, by route (local or remote).
+    pub messages_routed: Family<RouteLabels, Counter>,
+    /// Messages handed to a peer link and not yet acknowledged by the peer.
+    pub peer_pending: Gauge,
+    /// Messages received from peers and not yet processed.
+    pub peer_in_process: Gauge,
+    pub peer_batches_sent: Counter,
+    pub peer_envelopes_sent: Counter,
+    /// Encoded bytes of the batches sent to peers (protobuf, before HTTP/2 framing).
+    pub peer_bytes_sent: Counter,
+    pub peer_reconnects: Counter,
+    /// Handshakes refused, on either side.
+    pub peer_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -88,6 +107,14 @@ impl Metrics {
             delayed_pending: Gauge::default(),
             egress_pending: Gauge::default(),
             ingress_in_process: Gauge::default(),
+            messages_routed: Family::default(),
+            peer_pending: Gauge::default(),
+            peer_in_process: Gauge::default(),
+            peer_batches_sent: Counter::default(),
+            peer_envelopes_sent: Counter::default(),
+            peer_bytes_sent: Counter::default(),
+            peer_reconnects: Counter::default(),
+            peer_refused: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -105,6 +132,14 @@ impl Metrics {
         r.register("delayed_pending", "Delayed messages not yet due", m.delayed_pending.clone());
         r.register("egress_pending", "Egress records not yet written", m.egress_pending.clone());
         r.register("ingress_in_process", "Accepted ingress records not yet processed", m.ingress_in_process.clone());
+        r.register("messages_routed", "Messages routed, by route (local or remote)", m.messages_routed.clone());
+        r.register("peer_pending", "Messages sent to peers and not yet acknowledged", m.peer_pending.clone());
+        r.register("peer_in_process", "Messages from peers not yet processed", m.peer_in_process.clone());
+        r.register("peer_batches_sent", "Batches sent to peers", m.peer_batches_sent.clone());
+        r.register("peer_envelopes_sent", "Messages sent to peers", m.peer_envelopes_sent.clone());
+        r.register("peer_bytes_sent", "Encoded bytes of batches sent to peers", m.peer_bytes_sent.clone());
+        r.register("peer_reconnects", "Peer streams reopened after a failure", m.peer_reconnects.clone());
+        r.register("peer_refused", "Peer handshakes refused", m.peer_refused.clone());
         Metrics { registry, ..m }
     }
 
@@ -122,5 +157,7 @@ impl Metrics {
             && self.batches_in_flight.get() == 0
             && self.delayed_pending.get() == 0
             && self.egress_pending.get() == 0
+            && self.peer_pending.get() == 0
+            && self.peer_in_process.get() == 0
     }
 }

@@ -1,16 +1,22 @@
-//! The routing boundary: everything that hands a message to the data plane (ingresses now;
-//! peers over gRPC in the distributed release) goes through a `Router`, which decides which
-//! partition owns the target. Today one partition owns every key group.
+//! The routing boundary: everything that hands a message to the data plane (ingresses, the
+//! partition for its outgoing messages, the peer service) goes through a `Router`, which finds
+//! the worker owning the target's key group and hands the message to the local partition or
+//! to the link to that peer.
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use crate::message::Envelope;
+use crate::keygroup::{key_group, worker_of};
+use crate::message::{Address, Envelope};
+use crate::metrics::{Metrics, RouteLabels};
 use crate::partition::Input;
 
-/// An ingress record's claim on the bounded admission budget (`maxBufferedMessages`). It is
-/// held until the record's invocation has completed; dropping it frees the slot.
+/// A message's claim on a bounded admission budget (`maxBufferedMessages`: one budget for the
+/// ingress, one for messages from peers). It is held until the message's invocation completed
+/// or, for a message forwarded to a peer, until the peer confirmed delivery; dropping it frees
+/// the slot.
 #[derive(Debug)]
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
@@ -33,29 +39,86 @@ impl Drop for Admission {
     }
 }
 
+/// A message on its way to a peer.
+#[derive(Debug)]
+pub struct Outbound {
+    pub env: Envelope,
+    pub admission: Option<Admission>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the worker is shutting down")]
 pub struct Closed;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Router {
+    me: u32,
+    workers: u32,
+    key_groups: u32,
     // Unbounded because admission is bounded before sending (see `Admission`); a bounded
-    // channel here could deadlock a partition that routes to itself.
-    partition: mpsc::UnboundedSender<Input>,
+    // channel could deadlock a partition that routes to itself or, through peers, in a cycle.
+    local: mpsc::UnboundedSender<Input>,
+    /// Links to the other workers, by index (`None` at `me`).
+    peers: Arc<[Option<mpsc::UnboundedSender<Outbound>>]>,
+    metrics: Arc<Metrics>,
 }
 
 impl Router {
-    pub fn new(partition: mpsc::UnboundedSender<Input>) -> Router {
-        Router { partition }
+    pub fn new(
+        me: u32,
+        key_groups: u32,
+        local: mpsc::UnboundedSender<Input>,
+        peers: Vec<Option<mpsc::UnboundedSender<Outbound>>>,
+        metrics: Arc<Metrics>,
+    ) -> Router {
+        Router {
+            me,
+            workers: (peers.len() as u32).max(1),
+            key_groups,
+            local,
+            peers: peers.into(),
+            metrics,
+        }
     }
 
+    /// The worker owning `addr`.
+    pub fn owner(&self, addr: &Address) -> u32 {
+        if self.workers == 1 {
+            return 0;
+        }
+        worker_of(key_group(addr, self.key_groups), self.workers, self.key_groups)
+    }
+
+    pub fn is_local(&self, addr: &Address) -> bool {
+        self.owner(addr) == self.me
+    }
+
+    /// Delivers to the owner of the target, here or at a peer.
     pub fn deliver(&self, env: Envelope, admission: Option<Admission>) -> Result<(), Closed> {
-        self.partition
-            .send(Input::Deliver(env, admission))
-            .map_err(|_| Closed)
+        let owner = self.owner(&env.target);
+        if owner == self.me {
+            self.count("local");
+            return self.local.send(Input::Deliver(env, admission)).map_err(|_| Closed);
+        }
+        self.forward(owner, env, admission)
+    }
+
+    /// Hands a message owned by worker `owner` (not this one) to the link to it.
+    pub fn forward(&self, owner: u32, env: Envelope, admission: Option<Admission>) -> Result<(), Closed> {
+        let link = self.peers[owner as usize].as_ref().ok_or(Closed)?;
+        self.count("remote");
+        self.metrics.peer_pending.inc();
+        link.send(Outbound { env, admission }).map_err(|_| {
+            self.metrics.peer_pending.dec();
+            Closed
+        })
     }
 
     pub fn send(&self, input: Input) -> Result<(), Closed> {
-        self.partition.send(input).map_err(|_| Closed)
+        self.local.send(input).map_err(|_| Closed)
+    }
+
+    fn count(&self, route: &'static str) {
+        self.metrics.messages_routed.get_or_create(&RouteLabels { route }).inc();
     }
 }

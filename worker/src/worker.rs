@@ -19,7 +19,11 @@ use crate::ingress::http::HttpIngress;
 use crate::message::{Address, Value};
 use crate::metrics::Metrics;
 use crate::partition::{Input, Partition};
+use crate::peer::link::Link;
+use crate::peer::proto::{self, peer_server::PeerServer};
+use crate::peer::{Cluster, PeerService};
 use crate::router::Router;
+use tokio_stream::wrappers::TcpListenerStream;
 
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
@@ -27,6 +31,8 @@ pub struct WorkerOptions {
     pub data_dir: Option<PathBuf>,
     /// Print every egress record to stdout (local runs).
     pub echo_egress: bool,
+    /// This worker's place among its peers (default: a single worker).
+    pub cluster: Cluster,
 }
 
 /// The sockets a worker serves on; tests bind them to port 0.
@@ -34,6 +40,8 @@ pub struct Listeners {
     /// HTTP ingress; `None` when the application has no HTTP ingress.
     pub ingress: Option<TcpListener>,
     pub admin: TcpListener,
+    /// The peer (gRPC) endpoint; required with more than one worker.
+    pub peer: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +51,8 @@ pub enum WorkerError {
         what: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(String),
     #[error("the worker did not become idle within {0:?}")]
     NotIdle(Duration),
     #[error("the worker is shutting down")]
@@ -51,6 +61,7 @@ pub enum WorkerError {
 
 pub struct Worker {
     pub ingress_addr: Option<SocketAddr>,
+    pub peer_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub dead_letters: Arc<DeadLetters>,
@@ -86,10 +97,76 @@ impl Worker {
             echo: options.echo_egress,
         };
         let egress = EgressHub::start(&app, &sink_ctx, &mut tasks).map_err(io("an egress"))?;
+        let cluster = options.cluster;
+        let (workers, me) = (cluster.workers(), cluster.index);
+        if me >= workers {
+            return Err(WorkerError::Config(format!("worker index {me} is not below the worker count {workers}")));
+        }
+        if workers > app.key_groups {
+            return Err(WorkerError::Config(format!("{workers} workers exceed the {} key groups", app.key_groups)));
+        }
+        let mut links = Vec::new();
+        let mut peer_senders = Vec::new();
+        for (i, addr) in cluster.peers.iter().enumerate() {
+            let i = i as u32;
+            if i == me {
+                peer_senders.push(None);
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            peer_senders.push(Some(tx));
+            links.push(Link {
+                to: i,
+                addr: addr.clone(),
+                hello: proto::Hello {
+                    application: app.name.clone(),
+                    from_worker: me,
+                    to_worker: i,
+                    workers,
+                    key_groups: app.key_groups,
+                    generation: cluster.generation,
+                },
+                outbound: rx,
+                metrics: metrics.clone(),
+                shutdown: shutdown_rx.clone(),
+            });
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        let router = Router::new(tx);
-        let partition = Partition::new(app.clone(), egress, dead_letters.clone(), metrics.clone());
+        let router = Router::new(me, app.key_groups, tx, peer_senders, metrics.clone());
+        let partition = Partition::new(app.clone(), router.clone(), egress, dead_letters.clone(), metrics.clone());
         tasks.spawn(partition.run(rx, shutdown_rx.clone()));
+        let peer_addr = match (workers > 1, listeners.peer) {
+            (false, _) => None,
+            (true, None) => return Err(WorkerError::Config("more than one worker needs a peer listener".into())),
+            (true, Some(listener)) => {
+                let addr = listener.local_addr().map_err(io("the peer socket"))?;
+                let service = PeerService::new(
+                    app.clone(),
+                    cluster.clone(),
+                    router.clone(),
+                    metrics.clone(),
+                    dead_letters.clone(),
+                    shutdown_rx.clone(),
+                );
+                let mut stop = shutdown_rx.clone();
+                tasks.spawn(async move {
+                    let result = tonic::transport::Server::builder()
+                        .add_service(PeerServer::new(service))
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "peer server failed");
+                    }
+                });
+                for link in links {
+                    tasks.spawn(link.run());
+                }
+                tracing::info!(%addr, worker = me, workers, "peer endpoint listening");
+                Some(addr)
+            }
+        };
 
         let ingress_addr = match listeners.ingress {
             Some(listener) => {
@@ -119,6 +196,7 @@ impl Worker {
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
         Ok(Worker {
             ingress_addr,
+            peer_addr,
             admin_addr,
             metrics,
             dead_letters,

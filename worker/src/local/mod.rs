@@ -71,8 +71,9 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let options = WorkerOptions {
         data_dir: Some(opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"))),
         echo_egress: true,
+        ..WorkerOptions::default()
     };
-    let worker = Worker::start(app, options, Listeners { ingress, admin }).await?;
+    let worker = Worker::start(app, options, Listeners { ingress, admin, peer: None }).await?;
     eprintln!(
         "spindle: application `{}` running — ingress http://{}  admin http://{}",
         spec.metadata.name,

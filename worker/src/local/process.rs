@@ -80,13 +80,13 @@ impl FunctionProcess {
 
     /// Asks the process group to stop (SIGTERM), then kills the process after a grace period.
     pub async fn stop(mut self) {
+        // The process leads its own group (see `start`), so the group's id is its pid. Only
+        // signal it while it is unreaped: then the pid cannot have been reused.
         #[cfg(unix)]
-        if let Some(pid) = self.child.id() {
-            // No signal API without `unsafe` or another crate; `kill` is on every Unix.
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
+        if let (Ok(None), Some(pid)) = (self.child.try_wait(), self.child.id())
+            && let Some(group) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
         }
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;

@@ -37,7 +37,7 @@ use crate::egress::{EgressHub, EgressRecord};
 use crate::invoker::{InvokeFailure, Invoker, Reply};
 use crate::message::{Address, Envelope, Value};
 use crate::metrics::{FunctionLabels, Metrics, OutcomeLabels, outcome};
-use crate::router::Admission;
+use crate::router::{Admission, Router};
 
 /// Most `IncompleteInvocationContext` answers for one batch: the first declares the specs;
 /// more means the function keeps asking for what it was given.
@@ -57,6 +57,8 @@ struct Completion {
 
 pub struct Partition {
     app: Arc<AppConfig>,
+    /// For messages to addresses other workers own.
+    router: Router,
     invoker: Invoker,
     mailboxes: HashMap<Address, Mailbox>,
     slots: Vec<Slots>,
@@ -73,6 +75,7 @@ pub struct Partition {
 impl Partition {
     pub fn new(
         app: Arc<AppConfig>,
+        router: Router,
         egress: EgressHub,
         dead_letters: Arc<DeadLetters>,
         metrics: Arc<Metrics>,
@@ -80,6 +83,7 @@ impl Partition {
         let slots = app.functions.iter().map(|_| Slots::default()).collect();
         Partition {
             app,
+            router,
             invoker: Invoker::new(),
             mailboxes: HashMap::new(),
             slots,
@@ -142,7 +146,8 @@ impl Partition {
         }
     }
 
-    /// Queues a message for its target and starts a batch if the address is idle.
+    /// Queues a message for its target and starts a batch if the address is idle; a message
+    /// for an address another worker owns goes to that worker.
     fn deliver(&mut self, env: Envelope, admission: Option<Admission>) {
         let Some(function) = self.app.function_for(&env.target.typename).map(|f| f.id) else {
             self.dead_letters.record(
@@ -152,6 +157,12 @@ impl Partition {
             );
             return;
         };
+        let owner = self.router.owner(&env.target);
+        if !self.router.is_local(&env.target) {
+            // Fails only when the worker is stopping, when nothing is delivered anyway.
+            let _ = self.router.forward(owner, env, admission);
+            return;
+        }
         let target = env.target.clone();
         let mailbox = self.mailboxes.entry(target.clone()).or_default();
         mailbox.queue.push_back(Pending { env, admission });

@@ -43,10 +43,11 @@ pub async fn start_worker(yaml: &str, dir: &Path) -> Worker {
     let listeners = Listeners {
         ingress: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        peer: None,
     };
     let options = WorkerOptions {
         data_dir: Some(dir.join("data")),
-        echo_egress: false,
+        ..WorkerOptions::default()
     };
     Worker::start(config, options, listeners).await.expect("worker starts")
 }
@@ -152,4 +153,54 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).to_string())
+}
+
+/// Starts `n` workers of `yaml` connected as one cluster over loopback gRPC; worker `i` keeps
+/// its files (egress, dead letters) in `dir/w{i}`.
+pub async fn start_cluster(yaml: &str, dir: &Path, n: usize) -> Vec<Worker> {
+    let peers: Vec<TcpListener> = futures_bind(n).await;
+    let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let app = spindle_spec::from_yaml_str(yaml, "test app").expect("test app is valid");
+    let mut workers = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        let wdir = dir.join(format!("w{i}"));
+        let listeners = Listeners {
+            ingress: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            peer: Some(peer),
+        };
+        let options = WorkerOptions {
+            data_dir: Some(wdir.join("data")),
+            cluster: spindle_worker::peer::Cluster {
+                index: i as u32,
+                peers: addrs.clone(),
+                generation: 0,
+            },
+            ..WorkerOptions::default()
+        };
+        let config = AppConfig::resolve(&app, &wdir);
+        workers.push(Worker::start(config, options, listeners).await.expect("worker starts"));
+    }
+    workers
+}
+
+async fn futures_bind(n: usize) -> Vec<TcpListener> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    v
+}
+
+/// Waits until every worker of a cluster is idle at once.
+pub async fn wait_cluster_idle(workers: &[Worker], timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Idle twice in a row, 20 ms apart: a message between two workers is always counted on one
+    // side (peer_pending until acknowledged), but the reads of three workers are not atomic.
+    let mut streak = 0;
+    while streak < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "cluster not idle after {timeout:?}");
+        streak = if workers.iter().all(|w| w.metrics.is_idle()) { streak + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,171 @@
+//! The sending side of one ordered worker pair.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+use super::proto::{self, Frame, frame, peer_client::PeerClient, reply};
+use super::to_wire;
+use crate::metrics::Metrics;
+use crate::router::{Admission, Outbound};
+
+/// Most envelopes in one batch frame.
+const MAX_BATCH: usize = 512;
+/// Frames queued for the stream beyond what HTTP/2 flow control lets through; when full, the
+/// link stops taking envelopes and its peer's slowness shows up at this worker's ingress.
+const STREAM_BUFFER: usize = 8;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A batch sent but not yet acknowledged: re-sent after a reconnect.
+struct Unacked {
+    batch: proto::Batch,
+    // Held until the peer has the messages in its mailboxes.
+    _admissions: Vec<Admission>,
+}
+
+pub struct Link {
+    pub to: u32,
+    pub addr: String,
+    pub hello: proto::Hello,
+    pub outbound: mpsc::UnboundedReceiver<Outbound>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+enum StreamEnd {
+    Shutdown,
+    Broken(String),
+}
+
+impl Link {
+    pub async fn run(mut self) {
+        let mut unacked: VecDeque<Unacked> = VecDeque::new();
+        let mut next_seq = 1u64;
+        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0u32;
+        loop {
+            let end = self.stream(&mut unacked, &mut next_seq, &mut backoff).await;
+            let reason = match end {
+                StreamEnd::Shutdown => return,
+                StreamEnd::Broken(reason) => reason,
+            };
+            failures += 1;
+            self.metrics.peer_reconnects.inc();
+            // Peers start in any order: the first failures are expected, later ones are news.
+            if failures > 20 {
+                tracing::warn!(peer = self.to, addr = %self.addr, %reason, "peer stream failed; reconnecting");
+            } else {
+                tracing::debug!(peer = self.to, addr = %self.addr, %reason, "peer stream failed; reconnecting");
+            }
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One stream's life: handshake, re-send what is unacknowledged, then send and collect
+    /// acknowledgements until it breaks or the worker stops.
+    async fn stream(&mut self, unacked: &mut VecDeque<Unacked>, next_seq: &mut u64, backoff: &mut Duration) -> StreamEnd {
+        let endpoint = match Endpoint::from_shared(format!("http://{}", self.addr)) {
+            Ok(e) => e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
+            Err(e) => return StreamEnd::Broken(format!("bad peer address: {e}")),
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => return StreamEnd::Broken(format!("connect: {e}")),
+        };
+        let (tx, rx) = mpsc::channel::<Frame>(STREAM_BUFFER);
+        let hello = Frame {
+            kind: Some(frame::Kind::Hello(self.hello.clone())),
+        };
+        tx.send(hello).await.expect("the receiver is alive until the stream is dropped");
+        let mut replies = match PeerClient::new(channel).exchange(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                if status.code() == Code::FailedPrecondition {
+                    self.metrics.peer_refused.inc();
+                    tracing::error!(peer = self.to, addr = %self.addr, reason = status.message(), "peer refused the handshake");
+                }
+                return StreamEnd::Broken(format!("handshake: {status}"));
+            }
+        };
+        match replies.message().await {
+            Ok(Some(proto::Reply { kind: Some(reply::Kind::Welcome(w)) })) => {
+                self.acknowledge(unacked, w.delivered);
+            }
+            Ok(other) => return StreamEnd::Broken(format!("expected Welcome, got {other:?}")),
+            Err(status) => return StreamEnd::Broken(format!("handshake: {status}")),
+        }
+        *backoff = FIRST_BACKOFF;
+
+        // unacked[..sent] went out on this stream; the rest (everything, after a reconnect)
+        // is still to send. New envelopes are taken only once all of it is out.
+        let mut sent = 0usize;
+        let mut buf = Vec::with_capacity(MAX_BATCH);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                reply = replies.message() => match reply {
+                    Ok(Some(proto::Reply { kind: Some(reply::Kind::Ack(a)) })) => {
+                        let acked = self.acknowledge(unacked, a.delivered);
+                        sent = sent.saturating_sub(acked);
+                    }
+                    Ok(Some(other)) => return StreamEnd::Broken(format!("unexpected reply {other:?}")),
+                    Ok(None) => return StreamEnd::Broken("the peer closed the stream".into()),
+                    Err(status) => return StreamEnd::Broken(status.to_string()),
+                },
+                n = self.outbound.recv_many(&mut buf, MAX_BATCH), if sent == unacked.len() => {
+                    if n == 0 {
+                        return StreamEnd::Shutdown;
+                    }
+                    let mut envelopes = Vec::with_capacity(n);
+                    let mut admissions = Vec::new();
+                    for o in buf.drain(..) {
+                        envelopes.push(to_wire(&o.env));
+                        admissions.extend(o.admission);
+                    }
+                    unacked.push_back(Unacked {
+                        batch: proto::Batch { seq: *next_seq, envelopes },
+                        _admissions: admissions,
+                    });
+                    *next_seq += 1;
+                }
+                // Sends only when the stream has room, so acknowledgements keep being read
+                // while the peer is slow (the peer may be waiting for us to read them).
+                permit = tx.reserve(), if sent < unacked.len() => {
+                    let Ok(permit) = permit else {
+                        return StreamEnd::Broken("stream closed".into());
+                    };
+                    let batch = unacked[sent].batch.clone();
+                    sent += 1;
+                    self.metrics.peer_batches_sent.inc();
+                    self.metrics.peer_envelopes_sent.inc_by(batch.envelopes.len() as u64);
+                    self.metrics.peer_bytes_sent.inc_by(batch.encoded_len() as u64);
+                    permit.send(Frame { kind: Some(frame::Kind::Batch(batch)) });
+                }
+                _ = shutdown.wait_for(|s| *s) => return StreamEnd::Shutdown,
+            }
+        }
+    }
+
+    /// Forgets batches the peer has delivered; returns how many.
+    fn acknowledge(&self, unacked: &mut VecDeque<Unacked>, delivered: u64) -> usize {
+        let mut n = 0;
+        while unacked.front().is_some_and(|u| u.batch.seq <= delivered) {
+            let u = unacked.pop_front().expect("checked");
+            self.metrics.peer_pending.dec_by(u.batch.envelopes.len() as i64);
+            n += 1;
+        }
+        n
+    }
+}
