@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use spindle_spec::HumanDuration;
 
+use crate::local::serve::{ServeOptions, serve};
 use crate::local::{self, LocalOptions};
+use crate::peer::discovery::{DiscoveryInput, discover};
 
 #[derive(Debug, Parser)]
 #[command(name = "spindle", version, about = "Stateful functions, StateFun-compatible, in Rust")]
@@ -21,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Run an application on this machine: its function processes (`local.command`) and a worker.
     Run(RunArgs),
+    /// Serve as one worker of an application until SIGTERM (a Kubernetes pod, or a child of
+    /// `run --workers N`).
+    Worker(WorkerArgs),
     /// Check an application file and print what is wrong, with field paths.
     Validate {
         /// The StatefulApplication YAML file.
@@ -50,6 +55,56 @@ pub struct RunArgs {
     /// With --exit-when-idle: give up if not idle after this long.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Worker processes (default: the spec's `workers`); more than one runs each as a child
+    /// process, connected over loopback gRPC.
+    #[arg(long)]
+    pub workers: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The StatefulApplication YAML file (in Kubernetes, the operator's ConfigMap).
+    pub file: PathBuf,
+    /// This worker's index; default: the ordinal of the pod name.
+    #[arg(long, env = "SPINDLE_WORKER_INDEX")]
+    pub index: Option<u32>,
+    /// Every worker's peer address `host:port`, by index, comma-separated.
+    #[arg(long, env = "SPINDLE_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// The pod name (`<statefulset>-<ordinal>`).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The workers' StatefulSet; with --peer-service, peers are `<statefulset>-<i>.<service>`.
+    #[arg(long, env = "SPINDLE_STATEFULSET")]
+    pub statefulset: Option<String>,
+    /// The headless service of the workers.
+    #[arg(long, env = "SPINDLE_PEER_SERVICE")]
+    pub peer_service: Option<String>,
+    #[arg(long, env = "SPINDLE_PEER_PORT", default_value_t = 9091)]
+    pub peer_port: u16,
+    /// Default: 0.0.0.0 and the spec's ingress port.
+    #[arg(long, env = "SPINDLE_INGRESS_ADDR")]
+    pub ingress_addr: Option<SocketAddr>,
+    #[arg(long, env = "SPINDLE_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    /// Default: 0.0.0.0 and --peer-port.
+    #[arg(long, env = "SPINDLE_PEER_ADDR")]
+    pub peer_addr: Option<SocketAddr>,
+    #[arg(long, env = "SPINDLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `ID=PORT`: spec.functions[ID] is a local process on 127.0.0.1:PORT (set by `run`).
+    #[arg(long, value_parser = parse_function_port)]
+    pub function_port: Vec<(usize, u16)>,
+    /// Print every egress record to stdout.
+    #[arg(long)]
+    pub echo_egress: bool,
+}
+
+fn parse_function_port(s: &str) -> Result<(usize, u16), String> {
+    let (id, port) = s.split_once('=').ok_or("expected ID=PORT")?;
+    Ok((id.parse().map_err(|e| format!("{e}"))?, port.parse().map_err(|e| format!("{e}"))?))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -86,6 +141,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 input: a.input,
                 exit_when_idle: a.exit_when_idle,
                 idle_timeout: a.idle_timeout,
+                workers: a.workers,
+            })
+            .await
+        }
+        Command::Worker(a) => {
+            let spec = spindle_spec::load_file(&a.file)?;
+            let cluster = discover(&DiscoveryInput {
+                index: a.index,
+                peers: a.peers,
+                pod_name: a.pod_name,
+                statefulset: a.statefulset,
+                service: a.peer_service,
+                namespace: a.namespace,
+                peer_port: a.peer_port,
+                workers: spec.spec.workers.max(1),
+            })?;
+            let peer_addr = a.peer_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], a.peer_port)));
+            serve(ServeOptions {
+                app_file: a.file,
+                cluster,
+                ingress_addr: a.ingress_addr,
+                admin_addr: a.admin_addr,
+                peer_addr,
+                data_dir: a.data_dir,
+                function_ports: a.function_port,
+                echo_egress: a.echo_egress,
             })
             .await
         }

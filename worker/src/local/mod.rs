@@ -1,8 +1,10 @@
 //! Local mode: runs an application on this machine without Kubernetes — the function
 //! processes from the spec's `local.command`, one worker, and optionally sample input.
 
+mod cluster;
 mod input;
 mod process;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,26 +32,47 @@ pub struct LocalOptions {
     /// Stop once every message has been processed and every egress record written.
     pub exit_when_idle: bool,
     pub idle_timeout: Duration,
+    /// Worker processes to run (default: `spec.workers`); with one, it runs in this process.
+    pub workers: Option<u32>,
+}
+
+/// The directory an application file's relative paths are resolved against.
+pub(crate) fn base_dir(app_file: &Path) -> PathBuf {
+    match app_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let spec = spindle_spec::load_file(&opts.app_file)?;
-    let base_dir = opts
-        .app_file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+    let base_dir = base_dir(&opts.app_file);
     let mut app = AppConfig::resolve(&spec, &base_dir);
+    let workers = opts.workers.unwrap_or(spec.spec.workers);
+    anyhow::ensure!(
+        (1..=spec.spec.key_groups).contains(&workers),
+        "--workers {workers}: must be between 1 and the {} key groups",
+        spec.spec.key_groups
+    );
 
     // Functions first: the worker is ready only when what it invokes is up.
     let mut processes = Vec::new();
+    let mut function_ports = Vec::new();
     for (id, f) in spec.spec.functions.iter().enumerate() {
         if let Some(local) = &f.local {
             let p = FunctionProcess::start(&f.typename, local, &base_dir).await?;
             app.use_local_port(id, p.port);
+            function_ports.push((id, p.port));
             processes.push(p);
         }
+    }
+    if workers > 1 {
+        let port = app.http_ingress.as_ref().map_or(0, |h| h.port);
+        let result = cluster::run(&opts, workers, &function_ports, &base_dir, port).await;
+        for p in processes {
+            p.stop().await;
+        }
+        return result;
     }
 
     let ingress = match &app.http_ingress {
@@ -117,7 +140,7 @@ async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -96,7 +96,7 @@ impl FunctionProcess {
 
 /// A free loopback port, found by binding port 0. Another process could take it before the
 /// function binds it; locally that is rare and shows as a clear startup error.
-async fn free_port() -> anyhow::Result<u16> {
+pub(crate) async fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
     Ok(l.local_addr()?.port())
 }

@@ -11,6 +11,7 @@
 //!   once admission permits are free: a slow worker stops reading, which stalls the sender's
 //!   stream, which holds the sender's ingress admissions — back-pressure end to end.
 
+pub mod discovery;
 pub mod link;
 pub mod service;
 

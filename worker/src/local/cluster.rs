@@ -1,0 +1,137 @@
+//! `spindle run` with several workers: one child process per worker (`spindle worker`), all on
+//! loopback, sharing the function processes; input goes to worker 0, which forwards.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::process::{Child, Command};
+
+use super::process::free_port;
+use super::{LocalOptions, input};
+
+struct Child_ {
+    index: u32,
+    admin: SocketAddr,
+    child: Child,
+}
+
+pub async fn run(opts: &LocalOptions, workers: u32, function_ports: &[(usize, u16)], base_dir: &Path, ingress_port: u16) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the spindle binary")?;
+    let mut peers = Vec::new();
+    for _ in 0..workers {
+        peers.push(format!("127.0.0.1:{}", free_port().await?));
+    }
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"));
+    let mut children = Vec::new();
+    let mut ingress0 = None;
+    for i in 0..workers {
+        let ingress = match (i, opts.ingress_addr) {
+            (0, Some(a)) if a.port() != 0 => a,
+            (0, None) => SocketAddr::from(([127, 0, 0, 1], ingress_port)),
+            _ => SocketAddr::from(([127, 0, 0, 1], free_port().await?)),
+        };
+        if i == 0 {
+            ingress0 = Some(ingress);
+        }
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port().await?));
+        let mut cmd = Command::new(&exe);
+        cmd.arg("worker")
+            .arg(&opts.app_file)
+            .args(["--index", &i.to_string(), "--peers", &peers.join(",")])
+            .args(["--ingress-addr", &ingress.to_string(), "--admin-addr", &admin.to_string()])
+            .args(["--peer-addr", &peers[i as usize]])
+            .arg("--data-dir")
+            .arg(data_dir.join(format!("worker-{i}")))
+            .arg("--echo-egress")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for (id, port) in function_ports {
+            cmd.args(["--function-port", &format!("{id}={port}")]);
+        }
+        let child = cmd.spawn().context("starting a worker process")?;
+        eprintln!("spindle: started worker {i} (pid {}): ingress http://{ingress}, admin http://{admin}, peer {}", child.id().unwrap_or(0), peers[i as usize]);
+        children.push(Child_ { index: i, admin, child });
+    }
+    let result = drive(opts, &mut children, ingress0.expect("worker 0 exists")).await;
+    for c in &mut children {
+        stop(c).await;
+    }
+    result
+}
+
+async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr) -> anyhow::Result<()> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for c in children.iter_mut() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while get(&client, c.admin, "/readyz").await.map(|(s, _)| s) != Some(200) {
+            if let Some(status) = c.child.try_wait()? {
+                bail!("worker {} exited ({status}) before it was ready", c.index);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("worker {} not ready after 60 s", c.index);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("spindle: {} workers ready; ingress http://{ingress}", children.len());
+    if let Some(file) = &opts.input {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read input file {}", file.display()))?;
+        let records = input::parse_input(&text).with_context(|| format!("in {}", file.display()))?;
+        let n = input::send_input(ingress, &records).await?;
+        eprintln!("spindle: sent {n} records from {}", file.display());
+    }
+    if !opts.exit_when_idle {
+        eprintln!("spindle: press Ctrl-C to stop");
+        super::shutdown_signal().await;
+        return Ok(());
+    }
+    // Idle when every worker is, twice in a row: a message between two workers is always
+    // counted on one side, but the workers are read one after the other.
+    let deadline = tokio::time::Instant::now() + opts.idle_timeout;
+    let mut streak = 0;
+    while streak < 2 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the workers did not become idle within {:?}", opts.idle_timeout);
+        }
+        let mut all = true;
+        for c in children.iter() {
+            let idle = get(&client, c.admin, "/status")
+                .await
+                .and_then(|(_, body)| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                .and_then(|v| v["idle"].as_bool())
+                .unwrap_or(false);
+            all &= idle;
+        }
+        streak = if all { streak + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("spindle: all {} workers idle; stopping", children.len());
+    Ok(())
+}
+
+async fn get(client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>, addr: SocketAddr, path: &str) -> Option<(u16, Bytes)> {
+    let uri = format!("http://{addr}{path}").parse().ok()?;
+    let resp = client.get(uri).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, body))
+}
+
+async fn stop(c: &mut Child_) {
+    #[cfg(unix)]
+    if let (Ok(None), Some(pid)) = (c.child.try_wait(), c.child.id())
+        && let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(5), c.child.wait()).await.is_err() {
+        let _ = c.child.kill().await;
+    }
+}
