@@ -7,6 +7,7 @@
 //! benchmark's webhook: latency is ingress → function → egress, end to end. With fewer keys than
 //! clients, messages queue per address and the batch limit matters.
 
+mod chain;
 mod load;
 mod report;
 
@@ -37,8 +38,11 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Serve {
-    /// Serve the counter function on 127.0.0.1:$PORT (used by the benchmark itself).
+    /// Serve the example functions on 127.0.0.1:$PORT (used by the benchmark itself).
     ServeCounter,
+    /// Chains of `example/hop` messages across 1 and N workers connected over loopback gRPC:
+    /// hops/s, per-hop latency, the share of cross-worker hops and bytes per message on the wire.
+    Chain(chain::ChainArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -50,6 +54,7 @@ pub fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve {
         Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
+        Some(Serve::Chain(ref c)) => rt.block_on(chain::run(c)),
         None => rt.block_on(load::run(&args)),
     }
 }

@@ -25,17 +25,10 @@ use crate::Args;
 use crate::report::{self, Row};
 
 /// Completion signals, by message sequence number, fed by the egress webhook.
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Instant>>>>;
+pub(crate) type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Instant>>>>;
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let local = LocalProcess {
-        command: vec![exe.display().to_string(), "serve-counter".into()],
-        env: Default::default(),
-        working_dir: None,
-        startup_timeout: HumanDuration::from_secs(30),
-    };
-    let function = FunctionProcess::start("example/*", &local, &std::env::temp_dir()).await?;
+    let function = start_functions().await?;
     let waiters: Waiters = Arc::default();
     let webhook = start_webhook(waiters.clone()).await?;
     println!(
@@ -62,6 +55,18 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     println!("machine load after the run: {}", report::load_average());
     function.stop().await;
     result
+}
+
+/// The example functions (Rust SDK) as their own process: this binary, `serve-counter`.
+pub(crate) async fn start_functions() -> anyhow::Result<FunctionProcess> {
+    let exe = std::env::current_exe()?;
+    let local = LocalProcess {
+        command: vec![exe.display().to_string(), "serve-counter".into()],
+        env: Default::default(),
+        working_dir: None,
+        startup_timeout: HumanDuration::from_secs(30),
+    };
+    FunctionProcess::start("example/*", &local, &std::env::temp_dir()).await
 }
 
 fn app_yaml(batch: u32, function_port: u16, webhook: SocketAddr) -> String {
@@ -192,7 +197,7 @@ async fn measure(
 }
 
 /// Receives the counter's egress records and wakes the client waiting for each.
-async fn start_webhook(waiters: Waiters) -> anyhow::Result<SocketAddr> {
+pub(crate) async fn start_webhook(waiters: Waiters) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {

@@ -103,6 +103,11 @@ impl Router {
         self.forward(owner, env, admission)
     }
 
+    /// Hands a message a peer routed here to the local partition (routed, so not counted again).
+    pub fn deliver_routed(&self, env: Envelope, admission: Option<Admission>) -> Result<(), Closed> {
+        self.local.send(Input::Deliver(env, admission)).map_err(|_| Closed)
+    }
+
     /// Hands a message owned by worker `owner` (not this one) to the link to it.
     pub fn forward(&self, owner: u32, env: Envelope, admission: Option<Admission>) -> Result<(), Closed> {
         let link = self.peers[owner as usize].as_ref().ok_or(Closed)?;
@@ -118,7 +123,8 @@ impl Router {
         self.local.send(input).map_err(|_| Closed)
     }
 
-    fn count(&self, route: &'static str) {
+    /// Counts a routing decision: every message is counted once, where its route is decided.
+    pub fn count(&self, route: &'static str) {
         self.metrics.messages_routed.get_or_create(&RouteLabels { route }).inc();
     }
 }

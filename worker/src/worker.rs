@@ -142,7 +142,7 @@ impl Worker {
                 let addr = listener.local_addr().map_err(io("the peer socket"))?;
                 let service = PeerService::new(
                     app.clone(),
-                    cluster.clone(),
+                    cluster,
                     router.clone(),
                     metrics.clone(),
                     dead_letters.clone(),

@@ -3,12 +3,14 @@
 //! - `example/person` counts a person's visits and asks `example/greeter` to greet them;
 //! - `example/greeter` writes the greeting to the `example/greets` egress and replies to the
 //!   person, closing the cycle person → greeter → person;
-//! - `example/counter` sums numbers per key, for benchmarks.
+//! - `example/counter` sums numbers per key, and `example/hop` forwards a message along a
+//!   chain of addresses, for benchmarks.
 //!
 //! Messages are JSON ([`messages`]). The `greeter` binary serves them over HTTP ([`run`]).
 
 mod counter;
 mod greeter;
+mod hop;
 pub mod messages;
 mod person;
 mod run;
@@ -17,12 +19,13 @@ use std::sync::LazyLock;
 
 use spindle_sdk::{Functions, TypeName};
 
-pub use messages::{Add, Greet, Greeted, Greeting, Total, Visit};
+pub use messages::{Add, Greet, Greeted, Greeting, Hop, Total, Visit};
 pub use run::run;
 
 pub const PERSON: &str = "example/person";
 pub const GREETER: &str = "example/greeter";
 pub const COUNTER: &str = "example/counter";
+pub const HOP: &str = "example/hop";
 /// Egress of [`Greeting`]s.
 pub const GREETS_EGRESS: &str = "example/greets";
 /// Egress of [`Total`]s.
@@ -36,6 +39,7 @@ fn parse(literal: &str) -> TypeName {
 static PERSON_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(PERSON));
 static GREETER_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(GREETER));
 static COUNTER_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(COUNTER));
+static HOP_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(HOP));
 static GREETS_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(GREETS_EGRESS));
 static TOTALS_TYPE: LazyLock<TypeName> = LazyLock::new(|| parse(TOTALS_EGRESS));
 
@@ -46,6 +50,7 @@ pub fn functions() -> Functions {
     person::register(&mut functions);
     greeter::register(&mut functions);
     counter::register(&mut functions);
+    hop::register(&mut functions);
     functions
 }
 

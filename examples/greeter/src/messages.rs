@@ -68,3 +68,24 @@ pub struct Total {
 impl JsonType for Total {
     const TYPENAME: &'static str = "example/Total";
 }
+
+/// Sent to `example/hop/<id>`: forwarded `remaining` more times, to addresses spread over
+/// `spread` ids; the last hop writes a [`Total`] with this `seq` to `example/totals`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub seq: u64,
+    pub remaining: u32,
+    pub spread: u32,
+}
+
+impl Hop {
+    /// The id of the next address: deterministic, spread over `spread` ids.
+    pub fn next_id(&self) -> String {
+        let n = self.seq.wrapping_mul(31).wrapping_add(u64::from(self.remaining) * 17) % u64::from(self.spread.max(1));
+        format!("h{n}")
+    }
+}
+
+impl JsonType for Hop {
+    const TYPENAME: &'static str = "example/Hop";
+}

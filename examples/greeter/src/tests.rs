@@ -238,3 +238,19 @@ fn a_first_call_asks_for_the_person_state() {
         .collect();
     assert_eq!(names, ["visits", "last_greeting"]);
 }
+
+#[test]
+fn a_hop_forwards_until_the_last_which_reports() {
+    let hop = Hop { seq: 5, remaining: 2, spread: 10 };
+    let r = invoke(address(HOP, "h0"), vec![with("hops", &0i64)], None, typed(&hop));
+    let [out] = &r.outgoing_messages[..] else { panic!("one message expected") };
+    let target = out.target.as_ref().unwrap();
+    assert_eq!((target.r#type.as_str(), target.id.as_str()), ("hop", hop.next_id().as_str()));
+    assert_eq!(decode::<Hop>(out.argument.as_ref()), Hop { remaining: 1, ..hop });
+    assert!(r.outgoing_egresses.is_empty());
+
+    let last = Hop { remaining: 0, ..hop };
+    let r = invoke(address(HOP, "h3"), vec![with("hops", &6i64)], None, typed(&last));
+    assert!(r.outgoing_messages.is_empty());
+    assert_eq!(decode::<Total>(r.outgoing_egresses[0].argument.as_ref()), Total { seq: 5, key: "h3".into(), total: 7 });
+}

@@ -133,7 +133,7 @@ impl Partition {
 
     fn on_input(&mut self, input: Input) {
         match input {
-            Input::Deliver(env, admission) => self.deliver(env, admission),
+            Input::Deliver(env, admission) => self.deliver(env, admission, false),
             Input::ReadState(addr, reply) => {
                 let values = self
                     .specs
@@ -148,7 +148,9 @@ impl Partition {
 
     /// Queues a message for its target and starts a batch if the address is idle; a message
     /// for an address another worker owns goes to that worker.
-    fn deliver(&mut self, env: Envelope, admission: Option<Admission>) {
+    /// `produced_here`: the message comes from this partition (a function's output or a due
+    /// delayed message), so its route is decided here; others were routed already.
+    fn deliver(&mut self, env: Envelope, admission: Option<Admission>, produced_here: bool) {
         let Some(function) = self.app.function_for(&env.target.typename).map(|f| f.id) else {
             self.dead_letters.record(
                 kind::UNKNOWN_FUNCTION,
@@ -162,6 +164,9 @@ impl Partition {
             // Fails only when the worker is stopping, when nothing is delivered anyway.
             let _ = self.router.forward(owner, env, admission);
             return;
+        }
+        if produced_here {
+            self.router.count("local");
         }
         let target = env.target.clone();
         let mailbox = self.mailboxes.entry(target.clone()).or_default();
@@ -372,7 +377,7 @@ impl Partition {
         self.state.apply(source, r.state_mutations, specs, now);
         for m in r.outgoing_messages {
             match envelope(source, m.target, m.argument) {
-                Ok(env) => self.deliver(env, None),
+                Ok(env) => self.deliver(env, None, true),
                 Err(reason) => self.bad_reply(source, reason),
             }
         }
@@ -428,7 +433,7 @@ impl Partition {
 
     fn fire_due(&mut self) {
         for env in self.delayed.take_due(now_ms()) {
-            self.deliver(env, None);
+            self.deliver(env, None, true);
         }
         self.metrics.delayed_pending.set(self.delayed.len() as i64);
     }

@@ -112,7 +112,7 @@ impl PeerService {
             let admission = Admission::new(permit, self.metrics.peer_in_process.clone());
             match from_wire(&wire) {
                 Ok(env) => {
-                    if self.router.deliver(env, Some(admission)).is_err() {
+                    if self.router.deliver_routed(env, Some(admission)).is_err() {
                         return *last;
                     }
                 }

@@ -1,0 +1,195 @@
+//! Chains across workers: each closed-loop client sends an `example/hop` message that is
+//! forwarded `hops` times between addresses spread over `spread` ids (so over every worker's
+//! key groups) before the last hop reports to the egress webhook. All workers run in this
+//! process, connected as a cluster over loopback gRPC, exactly as separate processes would be.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use spindle_example_greeter::Hop;
+use spindle_sdk::JsonType;
+use spindle_spec::HumanDuration;
+use spindle_worker::metrics::RouteLabels;
+use spindle_worker::peer::Cluster;
+use spindle_worker::{AppConfig, Listeners, Worker, WorkerOptions};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::load::{Waiters, start_functions, start_webhook};
+use crate::report::load_average;
+
+#[derive(Debug, clap::Args)]
+pub struct ChainArgs {
+    /// Measured time per configuration (after a warm-up of a fifth of it).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub duration: Duration,
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    pub workers: Vec<u32>,
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub concurrency: Vec<usize>,
+    /// Forwards per chain (a chain is hops + 1 invocations).
+    #[arg(long, default_value_t = 10)]
+    pub hops: u32,
+    /// Distinct addresses the chains visit.
+    #[arg(long, default_value_t = 1000)]
+    pub spread: u32,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
+}
+
+pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
+    let function = start_functions().await?;
+    let waiters: Waiters = Default::default();
+    let webhook = start_webhook(waiters.clone()).await?;
+    println!(
+        "spindle-bench chain: {} hops per chain over {} addresses, {:?} per configuration, {} cores, load {}",
+        args.hops,
+        args.spread,
+        args.duration,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    println!(
+        "{:>7} {:>5} {:>9} {:>9} {:>11} {:>11} {:>8} {:>10}",
+        "workers", "conc", "chains/s", "hops/s", "p50 hop ms", "p99 chain ms", "cross %", "bytes/msg"
+    );
+    let mut result = Ok(());
+    'outer: for &workers in &args.workers {
+        for &c in &args.concurrency {
+            match measure(args, workers, c, function.port, webhook, &waiters).await {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    result = Err(e);
+                    break 'outer;
+                }
+            }
+        }
+    }
+    println!("machine load after the run: {}", load_average());
+    function.stop().await;
+    result
+}
+
+async fn measure(
+    args: &ChainArgs,
+    workers: u32,
+    concurrency: usize,
+    function_port: u16,
+    webhook: SocketAddr,
+    waiters: &Waiters,
+) -> anyhow::Result<String> {
+    let yaml = format!(
+        r#"
+apiVersion: spindle.dev/v1alpha1
+kind: StatefulApplication
+metadata: {{name: chain-bench}}
+spec:
+  workers: {workers}
+  functions:
+    - typename: example/*
+      endpoint: http://127.0.0.1:{function_port}/statefun
+  ingresses:
+    - name: web
+      http: {{}}
+  egresses:
+    - typename: example/totals
+      http: {{url: "http://{webhook}/", maxInFlight: 64}}
+"#
+    );
+    let spec = spindle_spec::from_yaml_str(&yaml, "chain bench")?;
+    let mut peers = Vec::new();
+    for _ in 0..workers {
+        peers.push(TcpListener::bind("127.0.0.1:0").await?);
+    }
+    let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+    let mut cluster = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        let listeners = Listeners {
+            ingress: Some(TcpListener::bind("127.0.0.1:0").await?),
+            admin: TcpListener::bind("127.0.0.1:0").await?,
+            peer: Some(peer),
+        };
+        let options = WorkerOptions {
+            cluster: Cluster {
+                index: i as u32,
+                peers: if workers > 1 { addrs.clone() } else { Vec::new() },
+                generation: 0,
+            },
+            ..WorkerOptions::default()
+        };
+        cluster.push(Worker::start(AppConfig::resolve(&spec, &std::env::temp_dir()), options, listeners).await?);
+    }
+    let ingresses: Vec<SocketAddr> = cluster.iter().map(|w| w.ingress_addr.context("no ingress")).collect::<Result<_, _>>()?;
+
+    let measure_from = Instant::now() + args.duration / 5;
+    let stop = measure_from + args.duration;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..concurrency {
+        let (client, waiters, ingress) = (client.clone(), waiters.clone(), ingresses[c % ingresses.len()]);
+        let (hops, spread) = (args.hops, args.spread);
+        clients.spawn(async move {
+            let mut latencies = Vec::new();
+            for n in 0u64.. {
+                let begun = Instant::now();
+                if begun >= stop {
+                    break;
+                }
+                let seq = (1 << 62) | ((c as u64) << 32) | n;
+                let (tx, rx) = oneshot::channel();
+                waiters.lock().unwrap().insert(seq, tx);
+                let hop = Hop { seq, remaining: hops, spread };
+                let req = Request::post(format!("http://{ingress}/example/hop/h{}", seq % u64::from(spread)))
+                    .header(header::CONTENT_TYPE, format!("application/vnd.{}", Hop::TYPENAME))
+                    .body(Full::new(Bytes::from(serde_json::to_vec(&hop)?)))?;
+                let resp = client.request(req).await?;
+                ensure!(resp.status() == 202, "ingress answered {}", resp.status());
+                let done = tokio::time::timeout(Duration::from_secs(30), rx).await.context("a chain did not finish within 30 s")??;
+                if begun >= measure_from {
+                    latencies.push(done - begun);
+                }
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(r) = clients.join_next().await {
+        latencies.extend(r??);
+    }
+    latencies.sort();
+    let (mut local, mut remote, mut bytes, mut envelopes) = (0, 0, 0, 0);
+    for w in &cluster {
+        w.wait_idle(Duration::from_secs(30)).await?;
+        ensure!(w.dead_letters.recent().is_empty(), "dead letters: {:?}", w.dead_letters.recent());
+        local += w.metrics.messages_routed.get_or_create(&RouteLabels { route: "local" }).get();
+        remote += w.metrics.messages_routed.get_or_create(&RouteLabels { route: "remote" }).get();
+        bytes += w.metrics.peer_bytes_sent.get();
+        envelopes += w.metrics.peer_envelopes_sent.get();
+    }
+    for w in cluster {
+        w.shutdown().await;
+    }
+    let secs = args.duration.as_secs_f64();
+    let chains = latencies.len() as f64 / secs;
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+    let per_hop = pct(0.5).as_secs_f64() * 1e3 / f64::from(args.hops + 1);
+    Ok(format!(
+        "{:>7} {:>5} {:>9.0} {:>9.0} {:>11.3} {:>11.2} {:>8.1} {:>10}",
+        workers,
+        concurrency,
+        chains,
+        chains * f64::from(args.hops + 1),
+        per_hop,
+        pct(0.99).as_secs_f64() * 1e3,
+        100.0 * remote as f64 / (local + remote).max(1) as f64,
+        if envelopes == 0 { "-".to_string() } else { format!("{:.1}", bytes as f64 / envelopes as f64) }
+    ))
+}
