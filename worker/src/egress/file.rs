@@ -1,16 +1,18 @@
-//! JSON-lines file egress: appends one line per record, flushing after each burst.
+//! JSON-lines file egress: appends one line per record. Each burst of lines is one append
+//! (`O_APPEND`, one buffer), so the workers of a local multi-process run can share a file
+//! without tearing lines.
 
 use std::path::Path;
 
 use tokio::fs::File;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::{EgressRecord, SinkContext, json_line};
 use crate::metrics::EgressLabels;
 
 pub struct FileSink {
-    file: BufWriter<File>,
+    file: File,
     path: String,
     name: String,
     ctx: SinkContext,
@@ -23,7 +25,7 @@ impl FileSink {
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         Ok(FileSink {
-            file: BufWriter::new(File::from_std(file)),
+            file: File::from_std(file),
             path: path.display().to_string(),
             name,
             ctx,
