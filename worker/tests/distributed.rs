@@ -162,3 +162,89 @@ async fn a_slow_worker_back_pressures_the_ingress_of_another_without_loss() {
         w.shutdown().await;
     }
 }
+
+/// A TCP proxy whose connections the test can cut at will.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(target: std::net::SocketAddr) -> CuttableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let c = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        CuttableProxy { addr, conns }
+    }
+
+    /// Drops every open connection (both sockets close mid-stream).
+    fn cut(&self) -> usize {
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
+        conns.iter().for_each(|c| c.abort());
+        conns.len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
+    let (addr, _stop) = function::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), Arc::new(echo_to_egress));
+    let dir = TempDir::new("cut");
+    let yaml = test_app(&format!("http://{addr}/x"), "  workers: 2");
+    let spec = spindle_spec::from_yaml_str(&yaml, "cut").unwrap();
+    let l0 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a0, a1) = (l0.local_addr().unwrap().to_string(), l1.local_addr().unwrap());
+    // Worker 0 reaches worker 1 only through the proxy; worker 1 reaches worker 0 directly.
+    let proxy = CuttableProxy::start(a1).await;
+    let mut workers = Vec::new();
+    for (i, (listener, peers)) in [(l0, vec![a0.clone(), proxy.addr.to_string()]), (l1, vec![a0.clone(), a1.to_string()])]
+        .into_iter()
+        .enumerate()
+    {
+        let wdir = dir.path().join(format!("w{i}"));
+        let listeners = spindle_worker::Listeners {
+            ingress: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            peer: Some(listener),
+        };
+        let options = spindle_worker::WorkerOptions {
+            cluster: spindle_worker::peer::Cluster { index: i as u32, peers, generation: 0 },
+            ..Default::default()
+        };
+        workers.push(spindle_worker::Worker::start(spindle_worker::AppConfig::resolve(&spec, &wdir), options, listeners).await.unwrap());
+    }
+    let ingress = workers[0].ingress_addr.unwrap();
+    let mut expected = Vec::new();
+    let mut cuts = 0;
+    for c in 0..400 {
+        let ids: Vec<String> = (0..10).map(|h| format!("n{}", (c * 7 + h * 13) % 50)).collect();
+        let tag = format!("tag{c}");
+        send_text(ingress, "f", &format!("start{c}"), &chain(&ids, &tag)).await;
+        expected.push(tag);
+        if c % 50 == 25 {
+            cuts += proxy.cut();
+        }
+    }
+    wait_cluster_idle(&workers, IDLE).await;
+    let mut got: Vec<String> = (0..2).flat_map(|i| egress_values(&dir.path().join(format!("w{i}/out.jsonl")))).collect();
+    got.sort();
+    expected.sort();
+    assert!(cuts >= 4, "the proxy cut {cuts} connections");
+    assert!(workers[0].metrics.peer_reconnects.get() >= 4, "reconnects: {}", workers[0].metrics.peer_reconnects.get());
+    assert_eq!(got.len(), expected.len(), "no chain lost or repeated");
+    assert_eq!(got, expected);
+    for w in workers {
+        w.shutdown().await;
+    }
+}
