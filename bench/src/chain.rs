@@ -14,13 +14,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use spindle_example_greeter::Hop;
 use spindle_sdk::JsonType;
-use spindle_spec::HumanDuration;
 use spindle_worker::metrics::RouteLabels;
 use spindle_worker::peer::Cluster;
 use spindle_worker::{AppConfig, Listeners, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::duration;
 use crate::load::{Waiters, start_functions, start_webhook};
 use crate::report::load_average;
 
@@ -39,10 +39,6 @@ pub struct ChainArgs {
     /// Distinct addresses the chains visit.
     #[arg(long, default_value_t = 1000)]
     pub spread: u32,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {

@@ -45,7 +45,7 @@ pub enum Serve {
     Chain(chain::ChainArgs),
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
 }
 

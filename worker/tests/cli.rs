@@ -28,37 +28,8 @@ fn validate_names_the_field_and_fails() {
 
 #[test]
 fn run_launches_the_functions_sends_input_and_prints_the_egress() {
-    let venv = std::env::var("SPINDLE_PY_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target/py-venv"));
-    let status = Command::new("bash")
-        .arg(workspace_root().join("e2e/python/setup-venv.sh"))
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(status.success());
     let dir = TempDir::new("cli-run");
-    let app = format!(
-        r#"
-apiVersion: spindle.dev/v1alpha1
-kind: StatefulApplication
-metadata: {{name: cli}}
-spec:
-  functions:
-    - typename: py/*
-      endpoint: http://py-functions:8000/statefun
-      local:
-        command: ["{python}", "{functions}"]
-  ingresses:
-    - name: web
-      http: {{}}
-  egresses:
-    - typename: py/out
-      file: {{path: out/py.jsonl}}
-"#,
-        python = venv.join("bin/python").display(),
-        functions = workspace_root().join("e2e/python/functions.py").display()
-    );
+    let app = python_local_app("cli", "");
     std::fs::write(dir.path().join("app.yaml"), app).unwrap();
     std::fs::write(
         dir.path().join("input.jsonl"),

@@ -12,34 +12,8 @@ const SPINDLE: &str = env!("CARGO_BIN_EXE_spindle");
 
 #[test]
 fn three_worker_processes_run_a_cyclic_application_exactly() {
-    let venv = std::env::var("SPINDLE_PY_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target/py-venv"));
-    let status = Command::new("bash").arg(workspace_root().join("e2e/python/setup-venv.sh")).arg(&venv).status().unwrap();
-    assert!(status.success());
     let dir = TempDir::new("processes");
-    let app = format!(
-        r#"
-apiVersion: spindle.dev/v1alpha1
-kind: StatefulApplication
-metadata: {{name: three}}
-spec:
-  workers: 3
-  functions:
-    - typename: py/*
-      endpoint: http://py-functions:8000/statefun
-      local:
-        command: ["{python}", "{functions}"]
-  ingresses:
-    - name: web
-      http: {{}}
-  egresses:
-    - typename: py/out
-      file: {{path: out/py.jsonl}}
-"#,
-        python = venv.join("bin/python").display(),
-        functions = workspace_root().join("e2e/python/functions.py").display()
-    );
+    let app = python_local_app("three", "  workers: 3");
     std::fs::write(dir.path().join("app.yaml"), app).unwrap();
     // 60 counters, 3 adds each: counter -> echo -> counter round trips, addresses spread over
     // the three workers (counter/x and echo/x hash to different key groups).

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,16 +11,6 @@ use spindle_spec::{HumanDuration, LocalProcess, TypeName};
 use spindle_worker::local::{FunctionProcess, InputRecord, send_input};
 use spindle_worker::{Address, Value};
 use support::*;
-
-fn python_venv() -> PathBuf {
-    let venv = std::env::var_os("SPINDLE_PY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/py-venv"));
-    let script = workspace_root().join("e2e/python/setup-venv.sh");
-    let status = Command::new("bash").arg(&script).arg(&venv).status().expect("running setup-venv.sh");
-    assert!(status.success(), "{} failed: cannot create the Python venv", script.display());
-    venv
-}
 
 fn cmd(target: &str, value: serde_json::Value) -> InputRecord {
     InputRecord {

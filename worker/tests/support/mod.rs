@@ -204,3 +204,43 @@ pub async fn wait_cluster_idle(workers: &[Worker], timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The Python venv with the official StateFun SDK (created on first use by
+/// `e2e/python/setup-venv.sh`, in `$SPINDLE_PY_VENV`, default `target/py-venv`).
+pub fn python_venv() -> PathBuf {
+    let venv = std::env::var_os("SPINDLE_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/py-venv"));
+    let script = workspace_root().join("e2e/python/setup-venv.sh");
+    let status = std::process::Command::new("bash").arg(&script).arg(&venv).status().expect("running setup-venv.sh");
+    assert!(status.success(), "{} failed: cannot create the Python venv", script.display());
+    venv
+}
+
+/// An application running `e2e/python/functions.py` as `py/*` from `local.command`, with an
+/// HTTP ingress and the `py/out` egress in `out/py.jsonl`; `extra` goes under `spec:`.
+pub fn python_local_app(name: &str, extra: &str) -> String {
+    let venv = python_venv();
+    format!(
+        r#"
+apiVersion: spindle.dev/v1alpha1
+kind: StatefulApplication
+metadata: {{name: {name}}}
+spec:
+{extra}
+  functions:
+    - typename: py/*
+      endpoint: http://py-functions:8000/statefun
+      local:
+        command: ["{python}", "{functions}"]
+  ingresses:
+    - name: web
+      http: {{}}
+  egresses:
+    - typename: py/out
+      file: {{path: out/py.jsonl}}
+"#,
+        python = venv.join("bin/python").display(),
+        functions = workspace_root().join("e2e/python/functions.py").display()
+    )
+}
