@@ -1,0 +1,200 @@
+//! The workers: their configuration, Services, StatefulSet and disruption budget.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use spindle_spec::StatefulApplication;
+
+use super::functions::resolved_endpoint;
+use super::{ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, OperatorConfig, PEER_PORT, meta, selector};
+
+const COMPONENT: &str = "worker";
+
+pub fn statefulset_name(app: &StatefulApplication) -> String {
+    format!("{}-worker", app.metadata.name)
+}
+
+pub fn peer_service_name(app: &StatefulApplication) -> String {
+    format!("{}-workers", app.metadata.name)
+}
+
+fn ingress_port(app: &StatefulApplication) -> Option<i32> {
+    app.spec.ingresses.iter().find_map(|i| i.http.as_ref()).map(|h| i32::from(h.port))
+}
+
+/// The application file the workers read, with function endpoints resolved to the operator's
+/// Services. Checkpoint storage and credentials stay out of it (credentials come from Secrets).
+pub fn config_map(app: &StatefulApplication, owner: &OwnerReference) -> ConfigMap {
+    let mut resolved = app.clone();
+    for i in 0..resolved.spec.functions.len() {
+        resolved.spec.functions[i].endpoint = resolved_endpoint(app, i);
+        resolved.spec.functions[i].local = None;
+    }
+    resolved.metadata.namespace = None;
+    let yaml = serde_yaml::to_string(&resolved).expect("the spec serializes");
+    ConfigMap {
+        metadata: meta(app, format!("{}-config", app.metadata.name), COMPONENT, owner),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
+        ..ConfigMap::default()
+    }
+}
+
+/// Headless: gives each worker pod the stable name `<statefulset>-<i>.<service>` its peers dial.
+pub fn peer_service(app: &StatefulApplication, owner: &OwnerReference) -> Service {
+    Service {
+        metadata: meta(app, peer_service_name(app), COMPONENT, owner),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            // Peers must reach each other before they are ready: readiness waits for them.
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector(app, COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("peer".into()),
+                port: PEER_PORT,
+                target_port: Some(IntOrString::String("peer".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The HTTP ingress of every worker behind one Service; `None` without an HTTP ingress.
+pub fn ingress_service(app: &StatefulApplication, owner: &OwnerReference) -> Option<Service> {
+    let port = ingress_port(app)?;
+    Some(Service {
+        metadata: meta(app, format!("{}-ingress", app.metadata.name), COMPONENT, owner),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(app, COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port,
+                target_port: Some(IntOrString::String("ingress".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
+}
+
+/// The workers: `spindle worker /etc/spindle/app.yaml`, finding their index and peers from the
+/// pod name and the headless Service (see the worker's `peer::discovery`).
+pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, owner: &OwnerReference) -> StatefulSet {
+    let mut ports = vec![
+        ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT, ..ContainerPort::default() },
+        ContainerPort { name: Some("peer".into()), container_port: PEER_PORT, ..ContainerPort::default() },
+    ];
+    if let Some(port) = ingress_port(app) {
+        ports.push(ContainerPort { name: Some("ingress".into()), container_port: port, ..ContainerPort::default() });
+    }
+    let container = Container {
+        name: "worker".into(),
+        image: Some(config.worker_image.clone()),
+        image_pull_policy: Some(config.image_pull_policy.clone()),
+        args: Some(vec!["worker".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
+        env: Some(vec![
+            env_field("POD_NAME", "metadata.name"),
+            env_field("POD_NAMESPACE", "metadata.namespace"),
+            env("SPINDLE_STATEFULSET", statefulset_name(app)),
+            env("SPINDLE_PEER_SERVICE", peer_service_name(app)),
+            env("SPINDLE_PEER_PORT", PEER_PORT.to_string()),
+            env("SPINDLE_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
+            env("SPINDLE_DATA_DIR", "/var/lib/spindle"),
+        ]),
+        ports: Some(ports),
+        readiness_probe: Some(http_probe("/readyz", 2)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
+            VolumeMount { name: "data".into(), mount_path: "/var/lib/spindle".into(), ..VolumeMount::default() },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: format!("{}-config", app.metadata.name),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume { name: "data".into(), empty_dir: Some(Default::default()), ..Volume::default() },
+        ]),
+        security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
+        ..PodSpec::default()
+    };
+    StatefulSet {
+        metadata: meta(app, statefulset_name(app), COMPONENT, owner),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(app.spec.workers as i32),
+            service_name: Some(peer_service_name(app)),
+            // All workers start together: each waits for its peers anyway.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector { match_labels: Some(selector(app, COMPONENT)), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(super::labels(app, COMPONENT)), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// At most one worker voluntarily evicted at a time.
+pub fn pod_disruption_budget(app: &StatefulApplication, owner: &OwnerReference) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(app, statefulset_name(app), COMPONENT, owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector(app, COMPONENT)), ..LabelSelector::default() }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
