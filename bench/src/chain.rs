@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::duration;
-use crate::load::{Waiters, start_functions, start_webhook};
+use crate::harness::{Harness, percentile};
 use crate::report::load_average;
 
 #[derive(Debug, clap::Args)]
@@ -42,9 +42,7 @@ pub struct ChainArgs {
 }
 
 pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
-    let function = start_functions().await?;
-    let waiters: Waiters = Default::default();
-    let webhook = start_webhook(waiters.clone()).await?;
+    let harness = Harness::start().await?;
     println!(
         "spindle-bench chain: {} hops per chain over {} addresses, {:?} per configuration, {} cores, load {}",
         args.hops,
@@ -60,7 +58,7 @@ pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
     let mut result = Ok(());
     'outer: for &workers in &args.workers {
         for &c in &args.concurrency {
-            match measure(args, workers, c, function.port, webhook, &waiters).await {
+            match measure(args, workers, c, &harness).await {
                 Ok(line) => println!("{line}"),
                 Err(e) => {
                     result = Err(e);
@@ -70,7 +68,7 @@ pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
         }
     }
     println!("machine load after the run: {}", load_average());
-    function.stop().await;
+    harness.stop().await;
     result
 }
 
@@ -78,10 +76,9 @@ async fn measure(
     args: &ChainArgs,
     workers: u32,
     concurrency: usize,
-    function_port: u16,
-    webhook: SocketAddr,
-    waiters: &Waiters,
+    harness: &Harness,
 ) -> anyhow::Result<String> {
+    let (function_port, webhook) = (harness.function.port, harness.webhook);
     let yaml = format!(
         r#"
 apiVersion: spindle.dev/v1alpha1
@@ -130,7 +127,7 @@ spec:
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..concurrency {
-        let (client, waiters, ingress) = (client.clone(), waiters.clone(), ingresses[c % ingresses.len()]);
+        let (client, waiters, ingress) = (client.clone(), harness.waiters.clone(), ingresses[c % ingresses.len()]);
         let (hops, spread) = (args.hops, args.spread);
         clients.spawn(async move {
             let mut latencies = Vec::new();
@@ -175,7 +172,7 @@ spec:
     }
     let secs = args.duration.as_secs_f64();
     let chains = latencies.len() as f64 / secs;
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| percentile(&latencies, p);
     let per_hop = pct(0.5).as_secs_f64() * 1e3 / f64::from(args.hops + 1);
     Ok(format!(
         "{:>7} {:>5} {:>9.0} {:>9.0} {:>11.3} {:>11.2} {:>8.1} {:>10}",

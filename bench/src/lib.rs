@@ -8,6 +8,7 @@
 //! clients, messages queue per address and the batch limit matters.
 
 mod chain;
+mod harness;
 mod load;
 mod report;
 

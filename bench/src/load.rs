@@ -1,8 +1,6 @@
 //! The load generator and the run over every configuration.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -11,29 +9,25 @@ use http::{Request, header};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spindle_example_greeter::{Add, Total};
+use spindle_example_greeter::Add;
 use spindle_protocol::Primitive;
 use spindle_sdk::JsonType;
-use spindle_spec::{HumanDuration, LocalProcess, TypeName};
-use spindle_worker::local::FunctionProcess;
+use spindle_spec::TypeName;
 use spindle_worker::metrics::{FunctionLabels, OutcomeLabels, outcome};
 use spindle_worker::{Address, AppConfig, Listeners, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::Args;
+use crate::harness::Harness;
 use crate::report::{self, Row};
 
-/// Completion signals, by message sequence number, fed by the egress webhook.
-pub(crate) type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Instant>>>>;
-
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let function = start_functions().await?;
-    let waiters: Waiters = Arc::default();
-    let webhook = start_webhook(waiters.clone()).await?;
+    let harness = Harness::start().await?;
     println!(
-        "spindle-bench: counter function (Rust SDK, its own process) on 127.0.0.1:{}, egress webhook on {webhook}; {} keys, {:?} per configuration, {} cores, load {}",
-        function.port,
+        "spindle-bench: counter function (Rust SDK, its own process) on 127.0.0.1:{}, egress webhook on {}; {} keys, {:?} per configuration, {} cores, load {}",
+        harness.function.port,
+        harness.webhook,
         args.keys,
         args.duration,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -43,7 +37,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let mut result = Ok(());
     'outer: for &batch in &args.batch {
         for &concurrency in &args.concurrency {
-            match measure(args, batch, concurrency, function.port, webhook, &waiters).await {
+            match measure(args, batch, concurrency, &harness).await {
                 Ok(row) => println!("{}", report::line(&row)),
                 Err(e) => {
                     result = Err(e);
@@ -53,20 +47,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     println!("machine load after the run: {}", report::load_average());
-    function.stop().await;
+    harness.stop().await;
     result
-}
-
-/// The example functions (Rust SDK) as their own process: this binary, `serve-counter`.
-pub(crate) async fn start_functions() -> anyhow::Result<FunctionProcess> {
-    let exe = std::env::current_exe()?;
-    let local = LocalProcess {
-        command: vec![exe.display().to_string(), "serve-counter".into()],
-        env: Default::default(),
-        working_dir: None,
-        startup_timeout: HumanDuration::from_secs(30),
-    };
-    FunctionProcess::start("example/*", &local, &std::env::temp_dir()).await
 }
 
 fn app_yaml(batch: u32, function_port: u16, webhook: SocketAddr) -> String {
@@ -95,11 +77,10 @@ async fn measure(
     args: &Args,
     batch: u32,
     concurrency: usize,
-    function_port: u16,
-    webhook: SocketAddr,
-    waiters: &Waiters,
+    harness: &Harness,
 ) -> anyhow::Result<Row> {
-    let spec = spindle_spec::from_yaml_str(&app_yaml(batch, function_port, webhook), "bench app")?;
+    let yaml = app_yaml(batch, harness.function.port, harness.webhook);
+    let spec = spindle_spec::from_yaml_str(&yaml, "bench app")?;
     let listeners = Listeners {
         ingress: Some(TcpListener::bind("127.0.0.1:0").await?),
         admin: TcpListener::bind("127.0.0.1:0").await?,
@@ -116,7 +97,7 @@ async fn measure(
         .build_http::<Full<Bytes>>();
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..concurrency {
-        let (client, waiters, keys) = (client.clone(), waiters.clone(), args.keys);
+        let (client, waiters, keys) = (client.clone(), harness.waiters.clone(), args.keys);
         clients.spawn(async move {
             let mut latencies = Vec::new();
             let mut sent = 0u64;
@@ -194,28 +175,4 @@ async fn measure(
         latencies,
         mean_batch: messages as f64 / batches.max(1) as f64,
     })
-}
-
-/// Receives the counter's egress records and wakes the client waiting for each.
-pub(crate) async fn start_webhook(waiters: Waiters) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let waiters = waiters.clone();
-        async move {
-            let now = Instant::now();
-            match serde_json::from_slice::<Total>(&body) {
-                Ok(t) => {
-                    if let Some(tx) = waiters.lock().unwrap().remove(&t.seq) {
-                        let _ = tx.send(now);
-                    }
-                    http::StatusCode::OK
-                }
-                Err(_) => http::StatusCode::BAD_REQUEST,
-            }
-        }
-    });
-    // Lives as long as the benchmark process.
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr)
 }

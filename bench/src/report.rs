@@ -19,11 +19,7 @@ impl Row {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
-        self.latencies[i]
+        crate::harness::percentile(&self.latencies, p)
     }
 }
 

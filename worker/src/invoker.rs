@@ -1,7 +1,7 @@
 //! Remote invocation over the StateFun request-reply protocol: one HTTP POST per batch on a
 //! pooled keep-alive client, retried with exponential backoff within the call timeout.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
@@ -9,15 +9,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
+use crate::retry::Backoff;
 use spindle_protocol::reqreply::{
     FromFunction, ToFunction,
     from_function::{self, InvocationResponse, PersistedValueSpec},
 };
-
-/// First retry delay; doubles per attempt, as StateFun's runtime does.
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-/// Longest wait between attempts, so a function that comes back is reached soon.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What a function answered.
 #[derive(Debug)]
@@ -74,13 +70,11 @@ impl Invoker {
         mut on_retry: impl FnMut(&str),
     ) -> Result<Reply, InvokeFailure> {
         let body = Bytes::from(request.encode_to_vec());
-        let deadline = Instant::now() + timeout;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::within(timeout);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(remaining, self.attempt(uri, body.clone())).await {
+            let err = match tokio::time::timeout(backoff.remaining(), self.attempt(uri, body.clone())).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(e)) => e,
                 Err(_) => AttemptError {
@@ -89,8 +83,8 @@ impl Invoker {
                     reason: format!("no answer within the call timeout of {timeout:?}"),
                 },
             };
-            let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
-            if !err.retryable || wait.is_zero() {
+            let wait = if err.retryable { backoff.next_wait() } else { None };
+            let Some(wait) = wait else {
                 let reason = if err.retryable {
                     format!("{} (gave up after {attempts} attempts in {timeout:?})", err.reason)
                 } else {
@@ -101,10 +95,9 @@ impl Invoker {
                     reason,
                     attempts,
                 });
-            }
+            };
             on_retry(&err.reason);
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

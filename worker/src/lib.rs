@@ -21,6 +21,7 @@ pub mod message;
 pub mod metrics;
 pub mod partition;
 pub mod peer;
+pub mod retry;
 pub mod router;
 pub mod worker;
 

@@ -89,8 +89,9 @@ impl Router {
         worker_of(key_group(addr, self.key_groups), self.workers, self.key_groups)
     }
 
-    pub fn is_local(&self, addr: &Address) -> bool {
-        self.owner(addr) == self.me
+    /// This worker's index.
+    pub fn me(&self) -> u32 {
+        self.me
     }
 
     /// Delivers to the owner of the target, here or at a peer.

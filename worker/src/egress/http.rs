@@ -3,7 +3,7 @@
 //! becomes a dead letter.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Uri, header};
@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use super::{EgressRecord, SinkContext, json_line};
 use crate::deadletter::kind;
+use crate::retry::Backoff;
 use crate::metrics::EgressLabels;
 
 pub struct HttpSink {
@@ -69,8 +70,7 @@ impl HttpSink {
         if self.ctx.echo {
             println!("egress {} <- {}", self.name, json_line(&record));
         }
-        let deadline = Instant::now() + self.timeout;
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::within(self.timeout);
         let outcome = loop {
             let req = Request::post(self.uri.clone())
                 .header(header::CONTENT_TYPE, format!("application/vnd.{}", record.value.typename))
@@ -78,8 +78,7 @@ impl HttpSink {
                 .header("x-spindle-source", record.source.to_string())
                 .body(Full::new(record.value.bytes.clone()))
                 .expect("valid request");
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let error = match tokio::time::timeout(remaining, self.client.request(req)).await {
+            let error = match tokio::time::timeout(backoff.remaining(), self.client.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => break Ok(()),
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     break Err(format!("{} answered {}", self.uri, resp.status()));
@@ -88,13 +87,11 @@ impl HttpSink {
                 Ok(Err(e)) => format!("cannot reach {}: {e}", self.uri),
                 Err(_) => format!("no answer from {} within {:?}", self.uri, self.timeout),
             };
-            let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
-            if wait.is_zero() {
+            let Some(wait) = backoff.next_wait() else {
                 break Err(error);
-            }
+            };
             tracing::debug!(egress = %self.name, %error, "egress POST failed; retrying");
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         };
         let outcome_label = match outcome {
             Ok(()) => "ok",

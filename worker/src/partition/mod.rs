@@ -160,7 +160,7 @@ impl Partition {
             return;
         };
         let owner = self.router.owner(&env.target);
-        if !self.router.is_local(&env.target) {
+        if owner != self.router.me() {
             // Fails only when the worker is stopping, when nothing is delivered anyway.
             let _ = self.router.forward(owner, env, admission);
             return;

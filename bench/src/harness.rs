@@ -1,0 +1,82 @@
+//! What both workloads run against: the example functions (Rust SDK) in their own process,
+//! and a webhook that receives the `example/totals` egress and wakes the client waiting for
+//! each sequence number.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use spindle_example_greeter::Total;
+use spindle_spec::{HumanDuration, LocalProcess};
+use spindle_worker::local::FunctionProcess;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Completion signals, by message sequence number, fed by the egress webhook.
+pub(crate) type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Instant>>>>;
+
+pub(crate) struct Harness {
+    pub function: FunctionProcess,
+    pub webhook: SocketAddr,
+    pub waiters: Waiters,
+}
+
+impl Harness {
+    pub async fn start() -> anyhow::Result<Harness> {
+        let function = start_functions().await?;
+        let waiters: Waiters = Arc::default();
+        let webhook = start_webhook(waiters.clone()).await?;
+        Ok(Harness { function, webhook, waiters })
+    }
+
+    pub async fn stop(self) {
+        self.function.stop().await;
+    }
+}
+
+/// The `p` quantile of sorted latencies (zero when there are none).
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// The example functions (Rust SDK) as their own process: this binary, `serve-counter`.
+async fn start_functions() -> anyhow::Result<FunctionProcess> {
+    let exe = std::env::current_exe()?;
+    let local = LocalProcess {
+        command: vec![exe.display().to_string(), "serve-counter".into()],
+        env: Default::default(),
+        working_dir: None,
+        startup_timeout: HumanDuration::from_secs(30),
+    };
+    FunctionProcess::start("example/*", &local, &std::env::temp_dir()).await
+}
+
+
+/// Receives the counter's egress records and wakes the client waiting for each.
+async fn start_webhook(waiters: Waiters) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let waiters = waiters.clone();
+        async move {
+            let now = Instant::now();
+            match serde_json::from_slice::<Total>(&body) {
+                Ok(t) => {
+                    if let Some(tx) = waiters.lock().unwrap().remove(&t.seq) {
+                        let _ = tx.send(now);
+                    }
+                    http::StatusCode::OK
+                }
+                Err(_) => http::StatusCode::BAD_REQUEST,
+            }
+        }
+    });
+    // Lives as long as the benchmark process.
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
