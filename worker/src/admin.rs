@@ -1,9 +1,10 @@
 //! The admin endpoints: `/healthz` (the process is alive), `/readyz` (it can serve: started
 //! and its local functions are up), `/metrics` (Prometheus), `/status` (JSON counters, e.g.
-//! for waiting until idle), `/dead-letters` and `/state/{namespace}/{type}/{id}`.
+//! for waiting until idle, and checkpoint progress), `/dead-letters` and
+//! `/state/{namespace}/{type}/{id}`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::Router as Routes;
@@ -15,19 +16,14 @@ use serde_json::{Map, json};
 use spindle_spec::TypeName;
 use tokio::sync::oneshot;
 
-use crate::deadletter::DeadLetters;
 use crate::json::insert_value;
 use crate::message::Address;
-use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::partition::Input;
-use crate::router::Router;
 
 #[derive(Clone)]
 pub struct Admin {
-    pub metrics: Arc<Metrics>,
-    pub dead_letters: Arc<DeadLetters>,
-    pub ready: Arc<AtomicBool>,
-    pub router: Router,
+    pub node: Arc<Node>,
 }
 
 impl Admin {
@@ -44,25 +40,33 @@ impl Admin {
 }
 
 async fn readyz(State(a): State<Admin>) -> Response {
-    if a.ready.load(Ordering::Acquire) {
+    if a.node.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "starting or restoring\n").into_response()
     }
 }
 
 async fn metrics(State(a): State<Admin>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        a.metrics.encode(),
+        a.node.metrics.encode(),
     )
         .into_response()
 }
 
 async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
-    let m = &a.metrics;
+    let m = &a.node.metrics;
+    let p = *a.node.progress.borrow();
     Json(json!({
         "idle": m.is_idle(),
+        "worker": a.node.me(),
+        "incarnation": a.node.incarnation,
+        "generation": p.generation,
+        "restoredCheckpoint": p.restored,
+        "completedCheckpoint": p.completed,
+        "checkpointsCompleted": m.checkpoints_completed.get(),
+        "checkpointsFailed": m.checkpoints_failed.get(),
         "ingressAccepted": m.ingress_accepted.get(),
         "ingressInProcess": m.ingress_in_process.get(),
         "messagesQueued": m.messages_queued.get(),
@@ -73,7 +77,7 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
 }
 
 async fn dead_letters(State(a): State<Admin>) -> Json<serde_json::Value> {
-    Json(json!(a.dead_letters.recent()))
+    Json(json!(a.node.dead_letters.recent()))
 }
 
 async fn state(
@@ -85,7 +89,10 @@ async fn state(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let (tx, rx) = oneshot::channel();
-    if a.router.send(Input::ReadState(Address::new(typename, id), tx)).is_err() {
+    let Some(world) = a.node.current() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restoring\n").into_response();
+    };
+    if world.router.send(Input::ReadState(Address::new(typename, id), tx)).is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let Ok(values) = rx.await else {

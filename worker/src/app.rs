@@ -17,6 +17,28 @@ pub struct AppConfig {
     pub http_ingress: Option<HttpIngressConfig>,
     pub max_buffered_messages: usize,
     pub key_groups: u32,
+    pub checkpoint: CheckpointConfig,
+    /// The application file's directory: relative paths in the spec start here.
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// `None`: checkpoints off (`interval: 0s`); egress leaves at once, at-most-once.
+    pub interval: Option<Duration>,
+    /// Object storage URL; `None`: `.spindle/checkpoints` under `base_dir`.
+    pub storage: Option<String>,
+    /// Completed checkpoints kept.
+    pub retained: u32,
+}
+
+impl CheckpointConfig {
+    pub fn storage_url(&self, base_dir: &Path) -> String {
+        match &self.storage {
+            Some(url) => url.clone(),
+            None => base_dir.join(".spindle").join("checkpoints").display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +136,12 @@ impl AppConfig {
             http_ingress,
             max_buffered_messages: spec.max_buffered_messages as usize,
             key_groups: spec.key_groups,
+            checkpoint: CheckpointConfig {
+                interval: Some(spec.checkpoint.interval.as_duration()).filter(|d| !d.is_zero()),
+                storage: spec.checkpoint.storage.clone(),
+                retained: spec.checkpoint.retained,
+            },
+            base_dir: base_dir.to_path_buf(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod deadletter;
@@ -19,11 +20,13 @@ pub mod keygroup;
 pub mod local;
 pub mod message;
 pub mod metrics;
+pub mod node;
 pub mod partition;
 pub mod peer;
 pub mod retry;
 pub mod router;
 pub mod worker;
+pub mod world;
 
 pub use app::AppConfig;
 pub use message::{Address, Envelope, Value};

@@ -79,6 +79,31 @@ pub struct Metrics {
     pub peer_reconnects: Counter,
     /// Handshakes refused, on either side.
     pub peer_refused: Counter,
+    /// Checkpoints completed (coordinator).
+    pub checkpoints_completed: Counter,
+    /// Checkpoints that failed (coordinator): a part or the manifest was not written in time.
+    pub checkpoints_failed: Counter,
+    /// From trigger to manifest written (coordinator).
+    pub checkpoint_seconds: Histogram,
+    /// Time the partition stops to copy its snapshot.
+    pub checkpoint_capture_seconds: Histogram,
+    pub part_upload_seconds: Histogram,
+    pub part_upload_failures: Counter,
+    /// Size of this worker's last part.
+    pub checkpoint_part_bytes: Gauge,
+    /// Size of the last completed checkpoint, all parts (coordinator).
+    pub checkpoint_bytes: Gauge,
+    pub last_checkpoint: Gauge,
+    pub generation: Gauge,
+    /// Rollbacks started (coordinator).
+    pub rollbacks: Counter,
+    pub restore_seconds: Histogram,
+    /// From the start of a rollback until every worker has restored (coordinator).
+    pub recovery_seconds: Histogram,
+}
+
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
 impl Default for Metrics {
@@ -115,6 +140,19 @@ impl Metrics {
             peer_bytes_sent: Counter::default(),
             peer_reconnects: Counter::default(),
             peer_refused: Counter::default(),
+            checkpoints_completed: Counter::default(),
+            checkpoints_failed: Counter::default(),
+            checkpoint_seconds: seconds(),
+            checkpoint_capture_seconds: seconds(),
+            part_upload_seconds: seconds(),
+            part_upload_failures: Counter::default(),
+            checkpoint_part_bytes: Gauge::default(),
+            checkpoint_bytes: Gauge::default(),
+            last_checkpoint: Gauge::default(),
+            generation: Gauge::default(),
+            rollbacks: Counter::default(),
+            restore_seconds: seconds(),
+            recovery_seconds: seconds(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -140,6 +178,19 @@ impl Metrics {
         r.register("peer_bytes_sent", "Encoded bytes of batches sent to peers", m.peer_bytes_sent.clone());
         r.register("peer_reconnects", "Peer streams reopened after a failure", m.peer_reconnects.clone());
         r.register("peer_refused", "Peer handshakes refused", m.peer_refused.clone());
+        r.register("checkpoints_completed", "Checkpoints completed (coordinator)", m.checkpoints_completed.clone());
+        r.register("checkpoints_failed", "Checkpoints failed (coordinator)", m.checkpoints_failed.clone());
+        r.register("checkpoint_duration_seconds", "From trigger to manifest written", m.checkpoint_seconds.clone());
+        r.register("checkpoint_capture_seconds", "Partition pause to copy a snapshot", m.checkpoint_capture_seconds.clone());
+        r.register("checkpoint_part_upload_seconds", "Encoding and writing this worker's part", m.part_upload_seconds.clone());
+        r.register("checkpoint_part_upload_failures", "Parts that could not be written", m.part_upload_failures.clone());
+        r.register("checkpoint_part_bytes", "Size of this worker's last part", m.checkpoint_part_bytes.clone());
+        r.register("checkpoint_bytes", "Size of the last completed checkpoint", m.checkpoint_bytes.clone());
+        r.register("last_checkpoint", "Id of the last completed checkpoint", m.last_checkpoint.clone());
+        r.register("generation", "Current generation (incremented by every rollback)", m.generation.clone());
+        r.register("rollbacks", "Rollbacks started (coordinator)", m.rollbacks.clone());
+        r.register("restore_duration_seconds", "Time to restore a checkpoint on this worker", m.restore_seconds.clone());
+        r.register("recovery_duration_seconds", "From rollback start until every worker restored", m.recovery_seconds.clone());
         Metrics { registry, ..m }
     }
 

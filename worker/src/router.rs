@@ -1,7 +1,7 @@
-//! The routing boundary: everything that hands a message to the data plane (ingresses, the
-//! partition for its outgoing messages, the peer service) goes through a `Router`, which finds
-//! the worker owning the target's key group and hands the message to the local partition or
-//! to the link to that peer.
+//! The routing boundary: finds the worker owning a target's key group and hands the message to
+//! the local partition or to the link to that peer. Ingress records go to the local partition
+//! first (`Input::Ingest`), which forwards them: that keeps the partition the only sender on
+//! peer channels, which the checkpoint barriers rely on.
 
 use std::sync::Arc;
 
@@ -39,11 +39,12 @@ impl Drop for Admission {
     }
 }
 
-/// A message on its way to a peer.
+/// What goes down the channel to a peer, in order.
 #[derive(Debug)]
-pub struct Outbound {
-    pub env: Envelope,
-    pub admission: Option<Admission>,
+pub enum Outbound {
+    Message { env: Envelope, admission: Option<Admission> },
+    /// This worker's epoch `n` ends here on this channel (checkpoint `n`).
+    Barrier(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,19 +95,24 @@ impl Router {
         self.me
     }
 
-    /// Delivers to the owner of the target, here or at a peer.
-    pub fn deliver(&self, env: Envelope, admission: Option<Admission>) -> Result<(), Closed> {
-        let owner = self.owner(&env.target);
-        if owner == self.me {
-            self.count("local");
-            return self.local.send(Input::Deliver(env, admission)).map_err(|_| Closed);
-        }
-        self.forward(owner, env, admission)
+    /// Hands a message peer `from` routed here to the local partition (routed, so not counted
+    /// again).
+    pub fn deliver_routed(&self, env: Envelope, admission: Option<Admission>, from: u32) -> Result<(), Closed> {
+        self.local
+            .send(Input::Deliver {
+                env,
+                admission,
+                from: Some(from),
+            })
+            .map_err(|_| Closed)
     }
 
-    /// Hands a message a peer routed here to the local partition (routed, so not counted again).
-    pub fn deliver_routed(&self, env: Envelope, admission: Option<Admission>) -> Result<(), Closed> {
-        self.local.send(Input::Deliver(env, admission)).map_err(|_| Closed)
+    /// Ends epoch `n` on every channel to a peer. Called by the partition only, which is the
+    /// only sender on those channels, so the barrier follows exactly its pre-snapshot messages.
+    pub fn barrier(&self, n: u64) {
+        for link in self.peers.iter().flatten() {
+            let _ = link.send(Outbound::Barrier(n));
+        }
     }
 
     /// Hands a message owned by worker `owner` (not this one) to the link to it.
@@ -114,7 +120,7 @@ impl Router {
         let link = self.peers[owner as usize].as_ref().ok_or(Closed)?;
         self.count("remote");
         self.metrics.peer_pending.inc();
-        link.send(Outbound { env, admission }).map_err(|_| {
+        link.send(Outbound::Message { env, admission }).map_err(|_| {
             self.metrics.peer_pending.dec();
             Closed
         })

@@ -1,10 +1,12 @@
-//! A running worker: wires the partition, egress sinks, ingress and admin servers together and
-//! ties every task to one shutdown signal.
+//! A running worker: the servers (ingress, admin, peer), the egress sinks, the checkpoint
+//! store and — on worker 0 — the coordinator, all tied to one shutdown signal. The data plane
+//! itself is a [`crate::world::World`], started by the coordinator's first restore and
+//! replaced by every rollback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,21 +15,22 @@ use tokio::task::JoinSet;
 
 use crate::admin::Admin;
 use crate::app::AppConfig;
+use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::store::CheckpointStore;
 use crate::deadletter::DeadLetters;
 use crate::egress::{EgressHub, SinkContext};
 use crate::ingress::http::HttpIngress;
 use crate::message::{Address, Value};
 use crate::metrics::Metrics;
-use crate::partition::{Input, Partition};
-use crate::peer::link::Link;
-use crate::peer::proto::{self, peer_server::PeerServer};
-use crate::peer::{Cluster, PeerService};
-use crate::router::Router;
+use crate::node::{Node, NodeParts, Progress};
+use crate::partition::Input;
+use crate::peer::proto::peer_server::PeerServer;
+use crate::peer::{Cluster, PeerService, control};
 use tokio_stream::wrappers::TcpListenerStream;
 
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
-    /// Where the worker keeps its files (dead letters now, checkpoints later).
+    /// Where the worker keeps its files (dead letters).
     pub data_dir: Option<PathBuf>,
     /// Print every egress record to stdout (local runs).
     pub echo_egress: bool,
@@ -65,19 +68,16 @@ pub struct Worker {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub dead_letters: Arc<DeadLetters>,
-    router: Router,
-    /// Served at `/readyz`: true from start until shutdown begins.
-    ready: Arc<AtomicBool>,
+    node: Arc<Node>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Egress sinks: stopped last, so that they write everything released before.
+    sinks: JoinSet<()>,
+    sinks_stop: watch::Sender<bool>,
 }
 
 impl Worker {
-    pub async fn start(
-        app: AppConfig,
-        options: WorkerOptions,
-        listeners: Listeners,
-    ) -> Result<Worker, WorkerError> {
+    pub async fn start(app: AppConfig, options: WorkerOptions, listeners: Listeners) -> Result<Worker, WorkerError> {
         let app = Arc::new(app);
         let metrics = Arc::new(Metrics::new());
         let io = |what: &str| {
@@ -85,18 +85,18 @@ impl Worker {
             move |source| WorkerError::Io { what, source }
         };
         let dead_letters = Arc::new(
-            DeadLetters::open(options.data_dir.as_deref(), metrics.clone())
-                .map_err(io("the dead-letter file"))?,
+            DeadLetters::open(options.data_dir.as_deref(), metrics.clone()).map_err(io("the dead-letter file"))?,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-
         let sink_ctx = SinkContext {
             metrics: metrics.clone(),
             dead_letters: dead_letters.clone(),
             echo: options.echo_egress,
         };
-        let egress = EgressHub::start(&app, &sink_ctx, &mut tasks).map_err(io("an egress"))?;
+        let (sinks_stop, sinks_stop_rx) = watch::channel(false);
+        let mut sinks = JoinSet::new();
+        let egress = EgressHub::start(&app, &sink_ctx, &mut sinks, sinks_stop_rx).map_err(io("an egress"))?;
         let cluster = options.cluster;
         let (workers, me) = (cluster.workers(), cluster.index);
         if me >= workers {
@@ -105,49 +105,34 @@ impl Worker {
         if workers > app.key_groups {
             return Err(WorkerError::Config(format!("{workers} workers exceed the {} key groups", app.key_groups)));
         }
-        let mut links = Vec::new();
-        let mut peer_senders = Vec::new();
-        for (i, addr) in cluster.peers.iter().enumerate() {
-            let i = i as u32;
-            if i == me {
-                peer_senders.push(None);
-                continue;
+        let store = match app.checkpoint.interval {
+            None => None,
+            Some(_) => {
+                let url = app.checkpoint.storage_url(&app.base_dir);
+                let store = CheckpointStore::open(&url, &app.base_dir, &app.name)
+                    .map_err(|e| WorkerError::Config(format!("checkpoint storage `{url}`: {e}")))?;
+                tracing::info!(storage = %store.describe(), interval = ?app.checkpoint.interval, "checkpoints on");
+                Some(store)
             }
-            let (tx, rx) = mpsc::unbounded_channel();
-            peer_senders.push(Some(tx));
-            links.push(Link {
-                to: i,
-                addr: addr.clone(),
-                hello: proto::Hello {
-                    application: app.name.clone(),
-                    from_worker: me,
-                    to_worker: i,
-                    workers,
-                    key_groups: app.key_groups,
-                    generation: cluster.generation,
-                },
-                outbound: rx,
-                metrics: metrics.clone(),
-                shutdown: shutdown_rx.clone(),
-            });
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let router = Router::new(me, app.key_groups, tx, peer_senders, metrics.clone());
-        let partition = Partition::new(app.clone(), router.clone(), egress, dead_letters.clone(), metrics.clone());
-        tasks.spawn(partition.run(rx, shutdown_rx.clone()));
+        };
+        let (coordinator_tx, coordinator_rx) = mpsc::unbounded_channel();
+        let node = Arc::new(Node::new(NodeParts {
+            app: app.clone(),
+            cluster,
+            metrics: metrics.clone(),
+            dead_letters: dead_letters.clone(),
+            egress,
+            store,
+            coordinator: (me == 0).then(|| coordinator_tx.clone()),
+            shutdown: shutdown_rx.clone(),
+        }));
+
         let peer_addr = match (workers > 1, listeners.peer) {
             (false, _) => None,
             (true, None) => return Err(WorkerError::Config("more than one worker needs a peer listener".into())),
             (true, Some(listener)) => {
                 let addr = listener.local_addr().map_err(io("the peer socket"))?;
-                let service = PeerService::new(
-                    app.clone(),
-                    cluster,
-                    router.clone(),
-                    metrics.clone(),
-                    dead_letters.clone(),
-                    shutdown_rx.clone(),
-                );
+                let service = PeerService { node: node.clone() };
                 let mut stop = shutdown_rx.clone();
                 tasks.spawn(async move {
                     let result = tonic::transport::Server::builder()
@@ -160,22 +145,25 @@ impl Worker {
                         tracing::error!(error = %e, "peer server failed");
                     }
                 });
-                for link in links {
-                    tasks.spawn(link.run());
-                }
                 tracing::info!(%addr, worker = me, workers, "peer endpoint listening");
                 Some(addr)
             }
         };
+        if me == 0 {
+            let interval = app.checkpoint.interval.filter(|_| node.checkpoints_on());
+            let coordinator =
+                Coordinator::new(node.clone(), coordinator_rx, coordinator_tx, interval, app.checkpoint.retained as usize);
+            tasks.spawn(coordinator.run());
+        } else {
+            tasks.spawn(control::join(node.clone()));
+        }
 
         let ingress_addr = match listeners.ingress {
             Some(listener) => {
                 let addr = listener.local_addr().map_err(io("the ingress socket"))?;
                 let ingress = HttpIngress {
-                    app: app.clone(),
-                    router: router.clone(),
+                    node: node.clone(),
                     admission: Arc::new(Semaphore::new(app.max_buffered_messages)),
-                    metrics: metrics.clone(),
                     max_body_bytes: app.http_ingress.as_ref().map_or(1 << 20, |h| h.max_body_bytes),
                 };
                 serve(&mut tasks, listener, ingress.routes(), shutdown_rx.clone());
@@ -185,14 +173,7 @@ impl Worker {
             None => None,
         };
         let admin_addr = listeners.admin.local_addr().map_err(io("the admin socket"))?;
-        let ready = Arc::new(AtomicBool::new(true));
-        let admin = Admin {
-            metrics: metrics.clone(),
-            dead_letters: dead_letters.clone(),
-            ready: ready.clone(),
-            router: router.clone(),
-        };
-        serve(&mut tasks, listeners.admin, admin.routes(), shutdown_rx);
+        serve(&mut tasks, listeners.admin, Admin { node: node.clone() }.routes(), shutdown_rx);
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
         Ok(Worker {
             ingress_addr,
@@ -200,17 +181,19 @@ impl Worker {
             admin_addr,
             metrics,
             dead_letters,
-            router,
-            ready,
+            node,
             shutdown,
             tasks,
+            sinks,
+            sinks_stop,
         })
     }
 
-    /// Waits until nothing accepted is queued, in flight, delayed or waiting for an egress.
+    /// Waits until this worker runs a generation and nothing accepted is queued, in flight,
+    /// delayed or waiting for an egress.
     pub async fn wait_idle(&self, timeout: Duration) -> Result<(), WorkerError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while !self.metrics.is_idle() {
+        while self.node.current().is_none() || !self.metrics.is_idle() {
             if tokio::time::Instant::now() >= deadline {
                 return Err(WorkerError::NotIdle(timeout));
             }
@@ -221,19 +204,30 @@ impl Worker {
 
     /// The state values of an address, by state name.
     pub async fn read_state(&self, addr: Address) -> Result<Vec<(String, Value)>, WorkerError> {
+        let world = self.node.world().await.map_err(|_| WorkerError::ShuttingDown)?;
         let (tx, rx) = oneshot::channel();
-        self.router
+        world
+            .router
             .send(Input::ReadState(addr, tx))
             .map_err(|_| WorkerError::ShuttingDown)?;
         rx.await.map_err(|_| WorkerError::ShuttingDown)
     }
 
+    /// Generation and checkpoints as this worker knows them.
+    pub fn progress(&self) -> Progress {
+        *self.node.progress.borrow()
+    }
+
     /// Stops every task: servers stop accepting, the partition stops, sinks write what they hold.
     pub async fn shutdown(mut self) {
-        self.ready.store(false, std::sync::atomic::Ordering::Release);
+        self.node.ready.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
-        drop(self.router);
+        if let Some(world) = self.node.world.send_replace(None) {
+            world.stop().await;
+        }
         while self.tasks.join_next().await.is_some() {}
+        let _ = self.sinks_stop.send(true);
+        while self.sinks.join_next().await.is_some() {}
     }
 }
 

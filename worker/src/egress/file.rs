@@ -6,7 +6,9 @@ use std::path::Path;
 
 use tokio::fs::File;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+use super::Closing;
 
 use super::{EgressRecord, SinkContext, json_line};
 use crate::metrics::EgressLabels;
@@ -32,7 +34,7 @@ impl FileSink {
         })
     }
 
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<EgressRecord>) {
+    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) {
         let mut batch = Vec::with_capacity(256);
         let labels = |outcome| EgressLabels {
             egress: self.name.clone(),
@@ -40,6 +42,7 @@ impl FileSink {
         };
         let ok = self.ctx.metrics.egress_records.get_or_create(&labels("ok")).clone();
         let failed = self.ctx.metrics.egress_records.get_or_create(&labels("failed")).clone();
+        let mut rx = Closing::new(rx, stop);
         while rx.recv_many(&mut batch, 256).await > 0 {
             let mut text = String::new();
             for r in &batch {

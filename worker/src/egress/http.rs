@@ -10,7 +10,9 @@ use http::{Request, Uri, header};
 use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::Closing;
 use tokio::task::JoinSet;
 
 use super::{EgressRecord, SinkContext, json_line};
@@ -49,7 +51,8 @@ impl HttpSink {
         })
     }
 
-    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<EgressRecord>) {
+    pub async fn run(self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) {
+        let mut rx = Closing::new(rx, stop);
         let this = Arc::new(self);
         // Bounds the POSTs in flight to the webhook (`maxInFlight`).
         let slots = Arc::new(Semaphore::new(this.max_in_flight));
@@ -72,12 +75,14 @@ impl HttpSink {
         }
         let mut backoff = Backoff::within(self.timeout);
         let outcome = loop {
-            let req = Request::post(self.uri.clone())
+            let mut req = Request::post(self.uri.clone())
                 .header(header::CONTENT_TYPE, format!("application/vnd.{}", record.value.typename))
                 .header("x-spindle-egress", self.name.as_str())
-                .header("x-spindle-source", record.source.to_string())
-                .body(Full::new(record.value.bytes.clone()))
-                .expect("valid request");
+                .header("x-spindle-source", record.source.to_string());
+            if let Some(key) = &record.key {
+                req = req.header("idempotency-key", &**key);
+            }
+            let req = req.body(Full::new(record.value.bytes.clone())).expect("valid request");
             let error = match tokio::time::timeout(backoff.remaining(), self.client.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => break Ok(()),
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {

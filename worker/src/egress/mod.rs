@@ -1,7 +1,7 @@
 //! Egresses: functions' egress messages leave the application through sinks, one task each.
 //!
-//! Exactly-once release (output of epoch n held back until checkpoint n completes) slots in
-//! here, between `emit` and the sinks, in the checkpointing release.
+//! With checkpoints, the partition holds a record back until the checkpoint of the epoch that
+//! produced it completes (`partition::epochs`), then emits it here with its idempotency key.
 
 mod file;
 mod http;
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use spindle_spec::TypeName;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::app::{AppConfig, EgressSink};
@@ -27,9 +27,13 @@ pub struct EgressRecord {
     pub value: Value,
     /// The function address that emitted it.
     pub source: Address,
+    /// Idempotency key, set when the record is released by a completed checkpoint.
+    pub key: Option<Arc<str>>,
 }
 
-/// Hands records to their sinks. Dropping it lets the sinks drain what they hold and stop.
+/// Hands records to their sinks. Dropping every clone lets the sinks drain what they hold and
+/// stop. Outlives rollbacks: each generation's partition holds a clone.
+#[derive(Clone)]
 pub struct EgressHub {
     // Unbounded: the partition must never block on a slow sink (that would stall every
     // address). What sits here is bounded by the ingress admission limit times fan-out, and
@@ -48,10 +52,13 @@ pub struct SinkContext {
 
 impl EgressHub {
     /// Starts one task per egress of `app` on `tasks`.
+    /// Sinks write what they were given and stop once `stop` turns true (after the last
+    /// producer stopped).
     pub fn start(
         app: &AppConfig,
         ctx: &SinkContext,
         tasks: &mut JoinSet<()>,
+        stop: watch::Receiver<bool>,
     ) -> std::io::Result<EgressHub> {
         let mut sinks = HashMap::new();
         for e in &app.egresses {
@@ -60,7 +67,7 @@ impl EgressHub {
             match &e.sink {
                 EgressSink::File { path } => {
                     let sink = file::FileSink::open(path, name, ctx.clone())?;
-                    tasks.spawn(sink.run(rx));
+                    tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Http {
                     url,
@@ -68,7 +75,7 @@ impl EgressHub {
                     max_in_flight,
                 } => {
                     let sink = http::HttpSink::new(url, *timeout, *max_in_flight, name, ctx.clone())?;
-                    tasks.spawn(sink.run(rx));
+                    tasks.spawn(sink.run(rx, stop.clone()));
                 }
             }
             sinks.insert(e.typename.clone(), tx);
@@ -77,6 +84,10 @@ impl EgressHub {
             sinks,
             metrics: ctx.metrics.clone(),
         })
+    }
+
+    pub fn has(&self, egress: &TypeName) -> bool {
+        self.sinks.contains_key(egress)
     }
 
     /// Queues a record; gives it back when no egress of that name exists.
@@ -89,5 +100,39 @@ impl EgressHub {
             self.metrics.egress_pending.dec();
             e.0
         })
+    }
+}
+
+/// A sink's queue that closes when told to stop, then yields what it still holds: the hub
+/// lives as long as the worker, so its senders never all drop while the sinks should drain.
+pub(crate) struct Closing {
+    rx: mpsc::UnboundedReceiver<EgressRecord>,
+    stop: watch::Receiver<bool>,
+    closed: bool,
+}
+
+impl Closing {
+    fn new(rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) -> Closing {
+        Closing { rx, stop, closed: false }
+    }
+
+    pub async fn recv_many(&mut self, buf: &mut Vec<EgressRecord>, limit: usize) -> usize {
+        loop {
+            if self.closed {
+                return self.rx.recv_many(buf, limit).await;
+            }
+            tokio::select! {
+                n = self.rx.recv_many(buf, limit) => return n,
+                _ = self.stop.wait_for(|s| *s) => {
+                    self.rx.close();
+                    self.closed = true;
+                }
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Option<EgressRecord> {
+        let mut buf = Vec::with_capacity(1);
+        (self.recv_many(&mut buf, 1).await > 0).then(|| buf.pop()).flatten()
     }
 }

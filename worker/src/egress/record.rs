@@ -18,10 +18,14 @@ impl EgressRecord {
     }
 }
 
-/// `{"egress", "source", "typename", "value" | "valueBase64"}` as one line, no newline.
+/// `{"egress", "key"?, "source", "typename", "value" | "valueBase64"}` as one line, no
+/// newline; `key` is the idempotency key of records released by a checkpoint.
 pub fn json_line(r: &EgressRecord) -> String {
     let mut obj = Map::new();
     obj.insert("egress".into(), r.egress.as_str().into());
+    if let Some(key) = &r.key {
+        obj.insert("key".into(), (**key).into());
+    }
     obj.insert("source".into(), r.source.to_string().into());
     obj.insert("typename".into(), (*r.value.typename).into());
     insert_value(&mut obj, &r.value);
@@ -41,6 +45,7 @@ mod tests {
             egress: TypeName::parse("e/out").unwrap(),
             value: Value::new(typename, bytes),
             source: Address::new(TypeName::parse("f/g").unwrap(), "x"),
+            key: None,
         }
     }
 

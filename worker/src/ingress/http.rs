@@ -1,8 +1,14 @@
 //! HTTP ingress, following the StateFun playground convention:
 //! `POST`/`PUT /{namespace}/{type}/{id}` with `Content-Type: application/vnd.{typename}`; the
-//! body is the message value. 202 once the message is accepted (queued in the worker).
+//! body is the message value.
 //!
-//! Acceptance is not durability: until checkpoints arrive, a crash loses accepted messages.
+//! Two acknowledgements (docs/checkpoints.md):
+//! - *accepted* (default): `202` once the record is queued in the worker, inside the scope of
+//!   the next checkpoint. A failure before that checkpoint completes loses it: at-most-once.
+//! - *durable* (`Spindle-Ack: durable`): `200` once the checkpoint containing the record is
+//!   complete. `503` with `Spindle-Retry: safe` means the application rolled back to a
+//!   checkpoint without it — it was not applied and a retry is safe. No answer (a broken
+//!   connection, a timeout) leaves it unknown.
 
 use std::sync::Arc;
 
@@ -17,22 +23,30 @@ use http_body_util::{BodyExt, Limited};
 use spindle_spec::TypeName;
 use tokio::sync::Semaphore;
 
-use crate::app::AppConfig;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
 use crate::message::{Address, Envelope, Value};
-use crate::metrics::{KindLabels, Metrics};
-use crate::router::{Admission, Router};
+use crate::metrics::KindLabels;
+use crate::node::Node;
+use crate::partition::Input;
+use crate::router::Admission;
 
 /// Content-type prefix that carries a message's typename.
 const VND: &str = "application/vnd.";
 
+/// Header asking for a durable acknowledgement.
+const ACK_HEADER: &str = "spindle-ack";
+/// Longest a durable acknowledgement waits for its checkpoint.
+const DURABLE_WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct HttpIngress {
-    pub app: Arc<AppConfig>,
-    pub router: Router,
+    pub node: Arc<Node>,
     /// Bounds accepted-but-unprocessed records (`maxBufferedMessages`); waiting for a permit
     /// is the ingress's back-pressure.
     pub admission: Arc<Semaphore>,
-    pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
 }
 
@@ -48,10 +62,22 @@ struct Rejection {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    retry_safe: bool,
 }
 
 fn reject(status: StatusCode, kind: &'static str, message: String) -> Rejection {
-    Rejection { status, kind, message }
+    Rejection {
+        status,
+        kind,
+        message,
+        retry_safe: false,
+    }
+}
+
+/// How a record was acknowledged.
+enum Ack {
+    Accepted,
+    Durable(u64),
 }
 
 async fn ingest(
@@ -60,19 +86,20 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let metrics = &ingress.node.metrics;
     match accept(&ingress, &namespace, &ty, id, &headers, body).await {
-        Ok(()) => {
-            ingress.metrics.ingress_accepted.inc();
-            StatusCode::ACCEPTED.into_response()
-        }
+        Ok(Ack::Accepted) => StatusCode::ACCEPTED.into_response(),
+        Ok(Ack::Durable(n)) => (
+            StatusCode::OK,
+            [("spindle-checkpoint", n.to_string())],
+            format!("durable: in checkpoint {n}\n"),
+        )
+            .into_response(),
         Err(r) => {
-            ingress
-                .metrics
-                .ingress_rejected
-                .get_or_create(&KindLabels { kind: r.kind })
-                .inc();
+            metrics.ingress_rejected.get_or_create(&KindLabels { kind: r.kind }).inc();
             tracing::debug!(status = %r.status, message = %r.message, "ingress request refused");
-            (r.status, format!("{}\n", r.message)).into_response()
+            let retry = if r.retry_safe { "safe" } else { "unknown" };
+            (r.status, [("spindle-retry", retry)], format!("{}\n", r.message)).into_response()
         }
     }
 }
@@ -84,11 +111,30 @@ async fn accept(
     id: String,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(), Rejection> {
+) -> Result<Ack, Rejection> {
+    let node = &ingress.node;
+    let durable = match headers.get(ACK_HEADER).map(|v| v.to_str().unwrap_or("")) {
+        None | Some("accepted") => false,
+        Some("durable") if node.checkpoints_on() => true,
+        Some("durable") => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "bad_ack",
+                "durable acknowledgement needs checkpoints, which this application turns off (checkpoint.interval: 0s)".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "bad_ack",
+                format!("Spindle-Ack `{other}` is neither `accepted` nor `durable`"),
+            ));
+        }
+    };
     let target_type = TypeName::new(namespace, ty).map_err(|e| {
         reject(StatusCode::BAD_REQUEST, "bad_target", format!("bad target function type: {e}"))
     })?;
-    if ingress.app.function_for(&target_type).is_none() {
+    if node.app.function_for(&target_type).is_none() {
         return Err(reject(
             StatusCode::NOT_FOUND,
             "unknown_function",
@@ -127,10 +173,60 @@ async fn accept(
         caller: None,
         value: Value::new(typename.as_str(), bytes),
     };
-    let admission = Admission::new(permit, ingress.metrics.ingress_in_process.clone());
-    ingress.router.deliver(env, Some(admission)).map_err(|e| {
-        reject(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
-    })
+    let shutting_down = || reject(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the worker is shutting down".into());
+    let admission = Admission::new(permit, node.metrics.ingress_in_process.clone());
+    let world = node.world().await.map_err(|_| shutting_down())?;
+    let (tx, rx) = if durable {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let ingest = Input::Ingest {
+        env,
+        admission: Some(admission),
+        epoch: tx,
+    };
+    world.router.send(ingest).map_err(|_| shutting_down())?;
+    node.metrics.ingress_accepted.inc();
+    let Some(rx) = rx else {
+        return Ok(Ack::Accepted);
+    };
+    let lost = |why: String| Rejection {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "rolled_back",
+        message: why,
+        retry_safe: true,
+    };
+    let generation = world.generation;
+    drop(world);
+    let epoch = rx
+        .await
+        .map_err(|_| lost("the application rolled back before the record was queued; it was not applied".into()))?;
+    let mut progress = node.progress.subscribe();
+    let waited = tokio::time::timeout(
+        DURABLE_WAIT,
+        progress.wait_for(|p| p.generation > generation || p.completed >= epoch),
+    )
+    .await;
+    let p = match waited {
+        Ok(Ok(p)) => *p,
+        Ok(Err(_)) => return Err(shutting_down()),
+        Err(_) => {
+            return Err(reject(
+                StatusCode::GATEWAY_TIMEOUT,
+                "not_durable_yet",
+                format!("checkpoint {epoch}, which contains the record, did not complete within {DURABLE_WAIT:?}; the record may still become durable"),
+            ));
+        }
+    };
+    if p.generation == generation || p.restored >= epoch {
+        return Ok(Ack::Durable(epoch));
+    }
+    Err(lost(format!(
+        "the application rolled back to checkpoint {}, before checkpoint {epoch} that would have contained the record; it was not applied",
+        p.restored
+    )))
 }
 
 /// The typename from `Content-Type: application/vnd.{namespace}/{name}`.

@@ -11,7 +11,7 @@ use crate::message::{Address, Envelope};
 type Key = (u64, u64); // (due time in epoch ms, sequence number for FIFO among equal times)
 type Token = (Address, Arc<str>);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DelayedMessages {
     by_due: BTreeMap<Key, (Envelope, Option<Token>)>,
     by_token: HashMap<Token, Key>,
@@ -61,6 +61,13 @@ impl DelayedMessages {
                 env
             })
             .collect()
+    }
+
+    /// Every pending message with its due time and live cancellation token, in due order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &Envelope, Option<&str>)> {
+        self.by_due
+            .iter()
+            .map(|(k, (env, token))| (k.0, env, token.as_ref().map(|t| &*t.1)))
     }
 
     pub fn len(&self) -> usize {

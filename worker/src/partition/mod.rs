@@ -4,11 +4,12 @@
 //! The loop takes deliveries, invocation completions and due timers. Invocations run as tasks
 //! (one per batch, not per message) on a `JoinSet` the loop owns, so they end with it.
 //!
-//! Checkpoint seam: everything a checkpoint must capture — state, specs, queued messages,
-//! batches in flight (their messages are kept in the task's `Batch`), delayed messages — lives
-//! in this struct; a barrier becomes one more `Input`.
+//! Everything a checkpoint captures — state, specs, queued messages, batches in flight (kept
+//! here, not in the invocation task, so a snapshot sees them), delayed messages, held egress —
+//! lives in this struct; barriers arrive as inputs, in order with messages (`epochs`).
 
 mod delayed;
+mod epochs;
 mod mailbox;
 mod state;
 
@@ -27,10 +28,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 pub use delayed::DelayedMessages;
+pub use epochs::Epochs;
 pub use mailbox::{Batch, Mailbox, Pending, Slots};
 pub use state::{Expiration, SpecRegistry, StateSpec, StateStore};
 
 use crate::app::AppConfig;
+use crate::checkpoint::snapshot::Restored;
 use crate::clock::now_ms;
 use crate::deadletter::{DeadLetters, DeadMessage, kind};
 use crate::egress::{EgressHub, EgressRecord};
@@ -44,13 +47,30 @@ use crate::router::{Admission, Router};
 const MAX_INCOMPLETE_ROUNDS: u32 = 3;
 
 pub enum Input {
-    Deliver(Envelope, Option<Admission>),
+    /// A message routed here by a peer (`from`), or from this worker's own router.
+    Deliver {
+        env: Envelope,
+        admission: Option<Admission>,
+        from: Option<u32>,
+    },
+    /// A record from an ingress. `epoch` learns the checkpoint that will contain it.
+    Ingest {
+        env: Envelope,
+        admission: Option<Admission>,
+        epoch: Option<oneshot::Sender<u64>>,
+    },
+    /// The coordinator starts checkpoint `n` (at the coordinator's own partition only).
+    Trigger(u64),
+    /// Peer `from` has sent everything of its epoch `checkpoint` on its channel to us.
+    Barrier { from: u32, checkpoint: u64 },
+    /// Checkpoint `n` is complete: release egress output up to it.
+    Completed(u64),
     /// Current state values of an address (inspection and tests).
     ReadState(Address, oneshot::Sender<Vec<(String, Value)>>),
 }
 
 struct Completion {
-    batch: Batch,
+    target: Address,
     result: Result<Reply, InvokeFailure>,
     elapsed: Duration,
 }
@@ -61,6 +81,8 @@ pub struct Partition {
     router: Router,
     invoker: Invoker,
     mailboxes: HashMap<Address, Mailbox>,
+    /// The batch in flight per address (at most one).
+    in_flight: HashMap<Address, Batch>,
     slots: Vec<Slots>,
     specs: SpecRegistry,
     state: StateStore,
@@ -70,6 +92,10 @@ pub struct Partition {
     metrics: Arc<Metrics>,
     endpoints: HashMap<TypeName, Uri>,
     invocations: JoinSet<Completion>,
+    /// `None` when checkpoints are off: egress then leaves at once (at-most-once).
+    epochs: Option<Epochs>,
+    /// What this generation resumes from; taken when `run` starts.
+    restored: Option<Restored>,
 }
 
 impl Partition {
@@ -79,6 +105,8 @@ impl Partition {
         egress: EgressHub,
         dead_letters: Arc<DeadLetters>,
         metrics: Arc<Metrics>,
+        epochs: Option<Epochs>,
+        restored: Restored,
     ) -> Partition {
         let slots = app.functions.iter().map(|_| Slots::default()).collect();
         Partition {
@@ -86,6 +114,7 @@ impl Partition {
             router,
             invoker: Invoker::new(),
             mailboxes: HashMap::new(),
+            in_flight: HashMap::new(),
             slots,
             specs: SpecRegistry::default(),
             state: StateStore::default(),
@@ -95,12 +124,36 @@ impl Partition {
             metrics,
             endpoints: HashMap::new(),
             invocations: JoinSet::new(),
+            epochs,
+            restored: Some(restored),
         }
     }
 
+    /// Takes up where the restored checkpoint left off: state, messages (re-invoking batches
+    /// that were in flight), delayed messages, and egress output not known to have left.
+    fn resume(&mut self) {
+        let Some(r) = self.restored.take() else {
+            return;
+        };
+        self.state = r.state;
+        self.specs = r.specs;
+        for (due, env, token) in r.delayed {
+            self.delayed.schedule(due, env, token.as_deref());
+        }
+        self.metrics.delayed_pending.set(self.delayed.len() as i64);
+        for env in r.messages {
+            self.deliver(env, None, false);
+        }
+        if let Some(epochs) = self.epochs.as_mut() {
+            epochs.hold_restored(r.egress);
+        }
+        self.on_completed(r.checkpoint);
+    }
+
     /// Runs until `shutdown` turns true or every sender of `inputs` is gone. In-flight
-    /// invocations are abandoned on shutdown (the checkpointing release replays them).
+    /// invocations are abandoned on shutdown: a rollback re-invokes them from the checkpoint.
     pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>, mut shutdown: watch::Receiver<bool>) {
+        self.resume();
         let mut buf = Vec::with_capacity(256);
         loop {
             let timer = self.delayed.next_due().map(|due| {
@@ -133,7 +186,23 @@ impl Partition {
 
     fn on_input(&mut self, input: Input) {
         match input {
-            Input::Deliver(env, admission) => self.deliver(env, admission, false),
+            Input::Deliver { env, admission, from } => {
+                if let (Some(from), Some(epochs)) = (from, self.epochs.as_mut())
+                    && epochs.recording()
+                {
+                    epochs.record(from, &env);
+                }
+                self.deliver(env, admission, false);
+            }
+            Input::Ingest { env, admission, epoch } => {
+                if let Some(tx) = epoch {
+                    let _ = tx.send(self.epochs.as_ref().map_or(0, Epochs::epoch));
+                }
+                self.deliver(env, admission, true);
+            }
+            Input::Trigger(n) => self.on_barrier(n, None),
+            Input::Barrier { from, checkpoint } => self.on_barrier(checkpoint, Some(from)),
+            Input::Completed(n) => self.on_completed(n),
             Input::ReadState(addr, reply) => {
                 let values = self
                     .specs
@@ -260,6 +329,7 @@ impl Partition {
             })
             .clone();
         let target = batch.target.clone();
+        self.in_flight.insert(target.clone(), batch);
         self.invocations.spawn(async move {
             let started = Instant::now();
             let result = invoker
@@ -269,7 +339,7 @@ impl Partition {
                 })
                 .await;
             Completion {
-                batch,
+                target,
                 result,
                 elapsed: started.elapsed(),
             }
@@ -277,11 +347,11 @@ impl Partition {
     }
 
     fn on_completion(&mut self, c: Completion) {
-        let Completion {
-            mut batch,
-            result,
-            elapsed,
-        } = c;
+        let Completion { target, result, elapsed } = c;
+        let Some(mut batch) = self.in_flight.remove(&target) else {
+            tracing::error!(%target, "an invocation completed for an address with no batch in flight");
+            return;
+        };
         let function = batch.function;
         let label = batch.target.typename.to_string();
         self.metrics
@@ -409,18 +479,23 @@ impl Partition {
                         egress,
                         value,
                         source: source.clone(),
+                        key: None,
                     })
                 });
             match record {
-                Ok(record) => {
-                    if let Err(record) = self.egress.emit(record) {
-                        self.dead_letters.record(
-                            kind::UNKNOWN_EGRESS,
-                            format!("{source} sent to egress `{}`, which the application does not declare", record.egress),
-                            vec![record.dead_message()],
-                        );
-                    }
+                Ok(record) if !self.egress.has(&record.egress) => {
+                    self.dead_letters.record(
+                        kind::UNKNOWN_EGRESS,
+                        format!("{source} sent to egress `{}`, which the application does not declare", record.egress),
+                        vec![record.dead_message()],
+                    );
                 }
+                Ok(record) => match self.epochs.as_mut() {
+                    Some(epochs) => epochs.hold(record),
+                    None => {
+                        let _ = self.egress.emit(record);
+                    }
+                },
                 Err(reason) => self.bad_reply(source, reason),
             }
         }
@@ -457,4 +532,15 @@ fn envelope(
         caller: Some(source.clone()),
         value,
     })
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // A partition ends with its generation; what it held is not queued or in flight any
+        // more (a rollback restores it from the checkpoint), so the gauges must not say so.
+        let queued: usize = self.mailboxes.values().map(|m| m.queue.len()).sum();
+        self.metrics.messages_queued.dec_by(queued as i64);
+        self.metrics.batches_in_flight.dec_by(self.in_flight.len() as i64);
+        self.metrics.delayed_pending.dec_by(self.delayed.len() as i64);
+    }
 }

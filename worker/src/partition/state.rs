@@ -51,7 +51,7 @@ impl StateSpec {
 }
 
 /// The state specs each function type has declared.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SpecRegistry {
     specs: HashMap<TypeName, Vec<StateSpec>>,
 }
@@ -81,6 +81,10 @@ impl SpecRegistry {
         }
         changed
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&TypeName, &[StateSpec])> {
+        self.specs.iter().map(|(t, s)| (t, s.as_slice()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,8 +93,9 @@ struct Cell {
     expires_at_ms: Option<u64>,
 }
 
-/// All state values of the addresses this partition owns.
-#[derive(Debug, Default)]
+/// All state values of the addresses this partition owns. `Clone` is how a checkpoint
+/// captures it: values are `Bytes`, so a copy shares their buffers.
+#[derive(Debug, Default, Clone)]
 pub struct StateStore {
     cells: HashMap<Address, HashMap<Arc<str>, Cell>>,
 }
@@ -195,6 +200,21 @@ impl StateStore {
     /// Number of addresses with state.
     pub fn addresses(&self) -> usize {
         self.cells.len()
+    }
+
+    /// Every value with its expiry (epoch ms), by address: what a checkpoint writes.
+    pub fn iter(&self) -> impl Iterator<Item = (&Address, impl Iterator<Item = (&str, &Value, Option<u64>)>)> {
+        self.cells
+            .iter()
+            .map(|(a, cells)| (a, cells.iter().map(|(n, c)| (&**n, &c.value, c.expires_at_ms))))
+    }
+
+    /// Puts back a value read from a checkpoint.
+    pub fn restore(&mut self, addr: Address, name: &str, value: Value, expires_at_ms: Option<u64>) {
+        self.cells
+            .entry(addr)
+            .or_default()
+            .insert(name.into(), Cell { value, expires_at_ms });
     }
 }
 

@@ -15,13 +15,27 @@ use super::to_wire;
 use crate::metrics::Metrics;
 use crate::router::{Admission, Outbound};
 
+fn push(unacked: &mut VecDeque<Unacked>, next_seq: &mut u64, envelopes: Vec<proto::Envelope>, admissions: Vec<Admission>, barrier: u64) {
+    unacked.push_back(Unacked {
+        batch: proto::Batch {
+            seq: *next_seq,
+            envelopes,
+            barrier,
+        },
+        _admissions: admissions,
+    });
+    *next_seq += 1;
+}
+
 /// Most envelopes in one batch frame.
 const MAX_BATCH: usize = 512;
 /// Frames queued for the stream beyond what HTTP/2 flow control lets through; when full, the
 /// link stops taking envelopes and its peer's slowness shows up at this worker's ingress.
 const STREAM_BUFFER: usize = 8;
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+// Short: after a rollback, peers refuse until they have restored too (a few ms to seconds), and
+// every millisecond of waiting here adds to the recovery time.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A batch sent but not yet acknowledged: re-sent after a reconnect.
 struct Unacked {
@@ -53,7 +67,7 @@ impl Link {
         loop {
             let end = self.stream(&mut unacked, &mut next_seq, &mut backoff).await;
             let reason = match end {
-                StreamEnd::Shutdown => return,
+                StreamEnd::Shutdown => return self.discard(&unacked),
                 StreamEnd::Broken(reason) => reason,
             };
             failures += 1;
@@ -67,7 +81,7 @@ impl Link {
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = shutdown.wait_for(|s| *s) => return self.discard(&unacked),
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -131,14 +145,22 @@ impl Link {
                     let mut envelopes = Vec::with_capacity(n);
                     let mut admissions = Vec::new();
                     for o in buf.drain(..) {
-                        envelopes.push(to_wire(&o.env));
-                        admissions.extend(o.admission);
+                        match o {
+                            Outbound::Message { env, admission } => {
+                                envelopes.push(to_wire(&env));
+                                admissions.extend(admission);
+                            }
+                            // A barrier ends its batch, so it follows exactly what preceded it.
+                            Outbound::Barrier(n) => {
+                                let envelopes = std::mem::take(&mut envelopes);
+                                let admissions = std::mem::take(&mut admissions);
+                                push(unacked, next_seq, envelopes, admissions, n);
+                            }
+                        }
                     }
-                    unacked.push_back(Unacked {
-                        batch: proto::Batch { seq: *next_seq, envelopes },
-                        _admissions: admissions,
-                    });
-                    *next_seq += 1;
+                    if !envelopes.is_empty() {
+                        push(unacked, next_seq, envelopes, admissions, 0);
+                    }
                 }
                 // Sends only when the stream has room, so acknowledgements keep being read
                 // while the peer is slow (the peer may be waiting for us to read them).
@@ -156,6 +178,16 @@ impl Link {
                 _ = shutdown.wait_for(|s| *s) => return StreamEnd::Shutdown,
             }
         }
+    }
+
+    /// The messages still here when the link ends (its generation is over) are no longer
+    /// pending: a rollback restores them from the checkpoint.
+    fn discard(&mut self, unacked: &VecDeque<Unacked>) {
+        let mut n: usize = unacked.iter().map(|u| u.batch.envelopes.len()).sum();
+        while let Ok(o) = self.outbound.try_recv() {
+            n += matches!(o, Outbound::Message { .. }) as usize;
+        }
+        self.metrics.peer_pending.dec_by(n as i64);
     }
 
     /// Forgets batches the peer has delivered; returns how many.

@@ -12,6 +12,7 @@
 //!   stream, which holds the sender's ingress admissions — back-pressure end to end.
 
 pub mod discovery;
+pub mod control;
 pub mod link;
 pub mod service;
 

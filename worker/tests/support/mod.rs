@@ -36,8 +36,15 @@ impl Drop for TempDir {
     }
 }
 
+/// Logs of the code under test, shown for failing tests; `RUST_LOG` picks what (default: warn).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// Starts a worker for `yaml`, with ingress and admin on loopback port 0.
 pub async fn start_worker(yaml: &str, dir: &Path) -> Worker {
+    init_logs();
     let app = spindle_spec::from_yaml_str(yaml, "test app").expect("test app is valid");
     let config = AppConfig::resolve(&app, dir);
     let listeners = Listeners {

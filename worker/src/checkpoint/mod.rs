@@ -1,0 +1,8 @@
+//! Exactly-once: coordinated checkpoints to object storage and rollback. See
+//! `docs/checkpoints.md` for the protocol and its invariants.
+
+pub mod coordinator;
+pub mod manifest;
+pub mod snapshot;
+pub mod store;
+pub mod uploader;

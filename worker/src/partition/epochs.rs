@@ -1,0 +1,239 @@
+//! Checkpoint epochs inside a partition: snapshots at barriers, Chandy–Lamport channel
+//! recording, and egress held back until the checkpoint of its epoch completes.
+//!
+//! Epoch `n` is everything this worker does between its snapshots for checkpoints `n - 1` and
+//! `n`. The snapshot for `n` is taken at the first barrier `n` to arrive (or the coordinator's
+//! trigger): the partition copies its state, mailboxes, in-flight batches and delayed messages,
+//! then — before handling anything else — puts barrier `n` on every outgoing channel. Until
+//! barrier `n` arrives on an input channel, messages from that channel were sent before the
+//! sender's snapshot, so they are recorded into the snapshot as well as processed.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::Partition;
+use crate::checkpoint::snapshot::{PendingEgress, Snapshot};
+use crate::egress::EgressRecord;
+use crate::message::Envelope;
+use crate::metrics::Metrics;
+
+pub struct Epochs {
+    application: Arc<str>,
+    me: u32,
+    peers: Vec<u32>,
+    /// Id of the checkpoint that ends the current epoch (the next snapshot).
+    epoch: u64,
+    /// Sequence of egress records within the current epoch (for idempotency keys).
+    seq: u64,
+    recordings: BTreeMap<u64, Recording>,
+    /// Egress records waiting for their checkpoint, in epoch order.
+    held: VecDeque<PendingEgress>,
+    /// Finished snapshots, to the uploader. Unbounded: at most one per checkpoint interval.
+    snapshots: mpsc::UnboundedSender<Snapshot>,
+    metrics: Arc<Metrics>,
+}
+
+struct Recording {
+    snapshot: Snapshot,
+    /// Input channels whose barrier has not arrived yet.
+    waiting: HashSet<u32>,
+    started: Instant,
+}
+
+impl Epochs {
+    /// `restored`: the checkpoint this generation started from (0: none).
+    pub fn new(
+        application: Arc<str>,
+        me: u32,
+        workers: u32,
+        restored: u64,
+        snapshots: mpsc::UnboundedSender<Snapshot>,
+        metrics: Arc<Metrics>,
+    ) -> Epochs {
+        Epochs {
+            application,
+            me,
+            peers: (0..workers).filter(|&w| w != me).collect(),
+            epoch: restored + 1,
+            seq: 0,
+            recordings: BTreeMap::new(),
+            held: VecDeque::new(),
+            snapshots,
+            metrics,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Holds a record produced now until checkpoint `epoch` completes.
+    pub fn hold(&mut self, record: EgressRecord) {
+        self.seq += 1;
+        let key = format!("{}/{}/{}/{}", self.application, self.epoch, self.me, self.seq);
+        self.metrics.egress_pending.inc();
+        self.held.push_back(PendingEgress {
+            epoch: self.epoch,
+            key: key.into(),
+            record,
+        });
+    }
+
+    /// Records restored from a checkpoint (its epochs are complete: released at once).
+    pub fn hold_restored(&mut self, restored: Vec<PendingEgress>) {
+        self.metrics.egress_pending.inc_by(restored.len() as i64);
+        for (i, p) in restored.into_iter().enumerate() {
+            self.held.insert(i, p);
+        }
+    }
+
+    /// Takes the records of epochs up to `completed`, each with its key set.
+    pub fn release(&mut self, completed: u64) -> Vec<EgressRecord> {
+        let n = self.held.iter().take_while(|p| p.epoch <= completed).count();
+        self.held
+            .drain(..n)
+            .map(|p| EgressRecord {
+                key: Some(p.key),
+                ..p.record
+            })
+            .collect()
+    }
+
+    pub fn recording(&self) -> bool {
+        !self.recordings.is_empty()
+    }
+
+    /// A message from peer `from`, about to be delivered: part of the channel state of every
+    /// snapshot still waiting for that channel's barrier.
+    pub fn record(&mut self, from: u32, env: &Envelope) {
+        for r in self.recordings.values_mut() {
+            if r.waiting.contains(&from) {
+                r.snapshot.recorded.push(env.clone());
+            }
+        }
+    }
+
+    /// A barrier from `from` (or the trigger, `None`) for checkpoint `n`: true when the
+    /// partition must snapshot now.
+    fn needs_snapshot(&mut self, n: u64, from: Option<u32>) -> bool {
+        if n >= self.epoch {
+            return true;
+        }
+        if let Some(from) = from
+            && let Some(r) = self.recordings.get_mut(&n)
+        {
+            r.waiting.remove(&from);
+        }
+        false
+    }
+
+    fn start(&mut self, snapshot: Snapshot, from: Option<u32>) {
+        let n = snapshot.checkpoint;
+        self.epoch = n + 1;
+        self.seq = 0;
+        let waiting = self.peers.iter().copied().filter(|&p| Some(p) != from).collect();
+        self.recordings.insert(
+            n,
+            Recording {
+                snapshot,
+                waiting,
+                started: Instant::now(),
+            },
+        );
+    }
+
+    /// Hands every snapshot whose channels are all closed to the uploader.
+    fn finish_ready(&mut self) {
+        let done: Vec<u64> = self
+            .recordings
+            .iter()
+            .filter(|(_, r)| r.waiting.is_empty())
+            .map(|(n, _)| *n)
+            .collect();
+        for n in done {
+            let r = self.recordings.remove(&n).expect("listed above");
+            tracing::debug!(
+                checkpoint = n,
+                recorded = r.snapshot.recorded.len(),
+                aligned_ms = r.started.elapsed().as_millis() as u64,
+                "snapshot complete"
+            );
+            let _ = self.snapshots.send(r.snapshot);
+        }
+    }
+}
+
+impl Drop for Epochs {
+    fn drop(&mut self) {
+        // Held records die with this generation (a rollback): they were never released.
+        self.metrics.egress_pending.dec_by(self.held.len() as i64);
+    }
+}
+
+impl Partition {
+    /// Barrier `n` from peer `from`, or the coordinator's trigger for `n` (`from = None`).
+    pub(super) fn on_barrier(&mut self, n: u64, from: Option<u32>) {
+        let Some(epochs) = self.epochs.as_mut() else {
+            return;
+        };
+        if epochs.needs_snapshot(n, from) {
+            let started = Instant::now();
+            let snapshot = self.capture(n);
+            self.metrics.checkpoint_capture_seconds.observe(started.elapsed().as_secs_f64());
+            // Nothing else runs in between: the barriers follow exactly the messages sent
+            // before the snapshot, on every channel.
+            self.router.barrier(n);
+            let epochs = self.epochs.as_mut().expect("checked above");
+            epochs.start(snapshot, from);
+        }
+        self.epochs.as_mut().expect("checked above").finish_ready();
+    }
+
+    /// Checkpoint `n` completed: its epoch's egress output (and older) may leave.
+    pub(super) fn on_completed(&mut self, n: u64) {
+        let Some(epochs) = self.epochs.as_mut() else {
+            return;
+        };
+        for record in epochs.release(n) {
+            // Only records of declared egresses are held, so `emit` takes it; it counts the
+            // record as pending again, and it was counted once when held.
+            let _ = self.egress.emit(record);
+            self.metrics.egress_pending.dec();
+        }
+    }
+
+    /// Copies what a restore needs. Values are `Bytes` and addresses `Arc`s, so this copies
+    /// maps, not payloads.
+    fn capture(&self, n: u64) -> Snapshot {
+        let mut messages = Vec::with_capacity(self.metrics.messages_queued.get().max(0) as usize);
+        // Per address: the batch in flight first, then what waits behind it.
+        for batch in self.in_flight.values() {
+            messages.extend(batch.messages.iter().map(|p| p.env.clone()));
+            if let Some(m) = self.mailboxes.get(&batch.target) {
+                messages.extend(m.queue.iter().map(|p| p.env.clone()));
+            }
+        }
+        for (addr, m) in &self.mailboxes {
+            if !self.in_flight.contains_key(addr) {
+                messages.extend(m.queue.iter().map(|p| p.env.clone()));
+            }
+        }
+        let epochs = self.epochs.as_ref().expect("only called with checkpoints on");
+        Snapshot {
+            checkpoint: n,
+            state: self.state.clone(),
+            specs: self.specs.clone(),
+            messages,
+            recorded: Vec::new(),
+            delayed: self
+                .delayed
+                .entries()
+                .map(|(due, env, token)| (due, env.clone(), token.map(Arc::from)))
+                .collect(),
+            egress: epochs.held.iter().cloned().collect(),
+        }
+    }
+}
