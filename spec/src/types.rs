@@ -219,16 +219,18 @@ pub struct FileEgress {
     pub path: String,
 }
 
-/// Checkpoint settings (exactly-once); used from the checkpointing release on.
+/// Checkpoint settings: exactly-once state, messaging and egress (see docs/checkpoints.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckpointSpec {
-    /// Time between the starts of two checkpoints.
+    /// Time between the starts of two checkpoints. `0s` turns checkpoints off: egress then
+    /// leaves at once and a failure loses everything in memory (at-most-once).
     #[serde(default = "default_checkpoint_interval")]
     pub interval: HumanDuration,
-    /// Object storage URL for checkpoints: `file:///path`, a relative path (local runs), or
-    /// `s3://bucket/prefix` (credentials from the environment). Empty: `.spindle/checkpoints`
-    /// beside the application file when run locally.
+    /// Object storage URL for checkpoints, shared by all workers: `file:///path`, a relative
+    /// path (local runs), or `s3://bucket/prefix` (credentials, region and endpoint from the
+    /// standard `AWS_*` environment variables). Empty: `.spindle/checkpoints` beside the
+    /// application file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// Completed checkpoints to keep; older ones are deleted.

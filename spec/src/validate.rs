@@ -82,9 +82,6 @@ impl StatefulApplication {
         self.validate_functions(&mut e);
         self.validate_ingresses(&mut e);
         self.validate_egresses(&mut e);
-        if spec.checkpoint.interval.0.is_zero() {
-            e.add("spec.checkpoint.interval", "must be longer than zero");
-        }
         if spec.checkpoint.retained == 0 {
             e.add("spec.checkpoint.retained", "must be at least 1");
         }

@@ -87,4 +87,7 @@ pub struct Envelope {
     /// The sending function; `None` for messages from an ingress.
     pub caller: Option<Address>,
     pub value: Value,
+    /// An ingress record's idempotency key (caller-supplied): the worker owning the target
+    /// applies a record once per key within the deduplication window.
+    pub dedup: Option<Arc<str>>,
 }

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub ingress_accepted: Counter,
     /// Records refused by ingresses, by reason.
     pub ingress_rejected: Family<KindLabels, Counter>,
+    /// Ingress records dropped because their idempotency key was seen before.
+    pub ingress_duplicates: Counter,
     pub invocations: Family<OutcomeLabels, Counter>,
     pub invocation_messages: Family<FunctionLabels, Counter>,
     pub invocation_retries: Family<FunctionLabels, Counter>,
@@ -118,6 +120,7 @@ impl Metrics {
         let m = Metrics {
             ingress_accepted: Counter::default(),
             ingress_rejected: Family::default(),
+            ingress_duplicates: Counter::default(),
             invocations: Family::default(),
             invocation_messages: Family::default(),
             invocation_retries: Family::default(),
@@ -158,6 +161,7 @@ impl Metrics {
         let r = &mut registry;
         r.register("ingress_accepted", "Records accepted by ingresses", m.ingress_accepted.clone());
         r.register("ingress_rejected", "Records refused by ingresses, by reason", m.ingress_rejected.clone());
+        r.register("ingress_duplicates", "Ingress records dropped as repeats of an idempotency key", m.ingress_duplicates.clone());
         r.register("invocations", "Invocation batches by function and outcome", m.invocations.clone());
         r.register("invocation_messages", "Messages delivered to functions", m.invocation_messages.clone());
         r.register("invocation_retries", "Invocation attempts retried", m.invocation_retries.clone());

@@ -11,7 +11,7 @@ use spindle_spec::TypeName;
 use crate::egress::EgressRecord;
 use crate::keygroup::{key_group, worker_of};
 use crate::message::{Address, Envelope, Value};
-use crate::partition::{Expiration, SpecRegistry, StateSpec, StateStore};
+use crate::partition::{DEDUP_WINDOW_MS, Expiration, SeenKeys, SpecRegistry, StateSpec, StateStore};
 
 pub mod proto {
     tonic::include_proto!("spindle.checkpoint.v1");
@@ -28,7 +28,7 @@ pub struct PendingEgress {
 }
 
 /// Everything a worker must resume from, as of its snapshot for checkpoint `checkpoint`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     pub checkpoint: u64,
     pub state: StateStore,
@@ -39,6 +39,22 @@ pub struct Snapshot {
     pub recorded: Vec<Envelope>,
     pub delayed: Vec<(u64, Envelope, Option<Arc<str>>)>,
     pub egress: Vec<PendingEgress>,
+    pub seen: SeenKeys,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            checkpoint: 0,
+            state: StateStore::default(),
+            specs: SpecRegistry::default(),
+            messages: Vec::new(),
+            recorded: Vec::new(),
+            delayed: Vec::new(),
+            egress: Vec::new(),
+            seen: SeenKeys::new(DEDUP_WINDOW_MS),
+        }
+    }
 }
 
 /// Who wrote a part, and for which layout.
@@ -75,6 +91,7 @@ fn message_to(env: &Envelope) -> proto::Message {
         caller_id,
         typename: env.value.typename.to_string(),
         value: env.value.bytes.clone(),
+        dedup: env.dedup.as_deref().unwrap_or("").to_string(),
     }
 }
 
@@ -90,6 +107,7 @@ fn message_from(m: proto::Message) -> Result<Envelope, String> {
         target: Address::new(target, m.target_id),
         caller,
         value: Value::new(m.typename, m.value),
+        dedup: (!m.dedup.is_empty()).then(|| m.dedup.into()),
     })
 }
 
@@ -180,13 +198,23 @@ impl Snapshot {
                     epoch: p.epoch,
                 })
                 .collect(),
+            seen: self
+                .seen
+                .entries()
+                .map(|(a, key, at)| proto::Seen {
+                    target_type: a.typename.to_string(),
+                    target_id: a.id.to_string(),
+                    key: key.to_string(),
+                    at_ms: at,
+                })
+                .collect(),
         };
         Bytes::from(part.encode_to_vec())
     }
 }
 
 /// What one worker resumes with: the entries of its key groups from every part of a checkpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Restored {
     pub checkpoint: u64,
     pub state: StateStore,
@@ -196,6 +224,21 @@ pub struct Restored {
     pub delayed: Vec<(u64, Envelope, Option<Arc<str>>)>,
     /// Output of completed epochs that may not have left yet: released again, same keys.
     pub egress: Vec<PendingEgress>,
+    pub seen: SeenKeys,
+}
+
+impl Default for Restored {
+    fn default() -> Self {
+        Restored {
+            checkpoint: 0,
+            state: StateStore::default(),
+            specs: SpecRegistry::default(),
+            messages: Vec::new(),
+            delayed: Vec::new(),
+            egress: Vec::new(),
+            seen: SeenKeys::new(DEDUP_WINDOW_MS),
+        }
+    }
 }
 
 /// Who owns what under the current layout.
@@ -275,6 +318,19 @@ impl Restored {
                     out.delayed.push((d.due_ms, env, token));
                 }
             }
+            let mut seen: Vec<_> = Vec::new();
+            for s in part.seen {
+                let t = TypeName::parse(&s.target_type).map_err(|e| bad(format!("idempotency key target: {e}")))?;
+                let addr = Address::new(t, s.target_id);
+                if layout.owns(&addr) {
+                    seen.push((s.at_ms, addr, Arc::<str>::from(s.key)));
+                }
+            }
+            // Oldest first, so that expiry keeps working in order.
+            seen.sort_by_key(|s| s.0);
+            for (at, addr, key) in seen {
+                out.seen.insert(&addr, &key, at);
+            }
             if part.worker % layout.workers.max(1) == layout.worker {
                 for e in part.egress {
                     let egress = TypeName::parse(&e.egress).map_err(|err| bad(format!("egress: {err}")))?;
@@ -313,6 +369,7 @@ mod tests {
             target: addr(to),
             caller: Some(addr("caller")),
             value: Value::new("t/v", Bytes::from(v.to_string())),
+            dedup: None,
         }
     }
 

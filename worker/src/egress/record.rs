@@ -14,6 +14,7 @@ impl EgressRecord {
             target: Address::new(self.egress.clone(), ""),
             caller: Some(self.source.clone()),
             value: self.value.clone(),
+            dedup: None,
         })
     }
 }

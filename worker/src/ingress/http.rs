@@ -36,6 +36,8 @@ use crate::router::Admission;
 /// Content-type prefix that carries a message's typename.
 const VND: &str = "application/vnd.";
 
+/// Header with the caller's idempotency key for the record.
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Header asking for a durable acknowledgement.
 const ACK_HEADER: &str = "spindle-ack";
 /// Longest a durable acknowledgement waits for its checkpoint.
@@ -168,10 +170,22 @@ async fn accept(
         .acquire_owned()
         .await
         .map_err(|_| reject(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the worker is shutting down".into()))?;
+    let dedup = match headers.get(IDEMPOTENCY_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 256 => Some(Arc::from(k)),
+        Some(_) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "bad_idempotency_key",
+                "Idempotency-Key must be 1 to 256 visible ASCII characters".into(),
+            ));
+        }
+    };
     let env = Envelope {
         target: Address::new(target_type, id),
         caller: None,
         value: Value::new(typename.as_str(), bytes),
+        dedup,
     };
     let shutting_down = || reject(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the worker is shutting down".into());
     let admission = Admission::new(permit, node.metrics.ingress_in_process.clone());

@@ -92,6 +92,7 @@ mod tests {
             target: a.clone(),
             caller: Some(a),
             value: Value::new("t/v", Bytes::from(vec![n])),
+            dedup: None,
         }
     }
 

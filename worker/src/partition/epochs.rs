@@ -234,6 +234,7 @@ impl Partition {
                 .map(|(due, env, token)| (due, env.clone(), token.map(Arc::from)))
                 .collect(),
             egress: epochs.held.iter().cloned().collect(),
+            seen: self.seen.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! here, not in the invocation task, so a snapshot sees them), delayed messages, held egress —
 //! lives in this struct; barriers arrive as inputs, in order with messages (`epochs`).
 
+mod dedup;
 mod delayed;
 mod epochs;
 mod mailbox;
@@ -27,6 +28,7 @@ use spindle_spec::TypeName;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+pub use dedup::SeenKeys;
 pub use delayed::DelayedMessages;
 pub use epochs::Epochs;
 pub use mailbox::{Batch, Mailbox, Pending, Slots};
@@ -41,6 +43,9 @@ use crate::invoker::{InvokeFailure, Invoker, Reply};
 use crate::message::{Address, Envelope, Value};
 use crate::metrics::{FunctionLabels, Metrics, OutcomeLabels, outcome};
 use crate::router::{Admission, Router};
+
+/// How long an ingress idempotency key is remembered.
+pub const DEDUP_WINDOW_MS: u64 = 15 * 60 * 1000;
 
 /// Most `IncompleteInvocationContext` answers for one batch: the first declares the specs;
 /// more means the function keeps asking for what it was given.
@@ -87,6 +92,7 @@ pub struct Partition {
     specs: SpecRegistry,
     state: StateStore,
     delayed: DelayedMessages,
+    seen: SeenKeys,
     egress: EgressHub,
     dead_letters: Arc<DeadLetters>,
     metrics: Arc<Metrics>,
@@ -119,6 +125,7 @@ impl Partition {
             specs: SpecRegistry::default(),
             state: StateStore::default(),
             delayed: DelayedMessages::default(),
+            seen: SeenKeys::new(DEDUP_WINDOW_MS),
             egress,
             dead_letters,
             metrics,
@@ -141,8 +148,13 @@ impl Partition {
             self.delayed.schedule(due, env, token.as_deref());
         }
         self.metrics.delayed_pending.set(self.delayed.len() as i64);
+        self.seen = r.seen;
+        // Keys of the restored messages are known already (or are added now): no dedup here.
         for env in r.messages {
-            self.deliver(env, None, false);
+            if let Some(key) = &env.dedup {
+                self.seen.insert(&env.target, key, now_ms());
+            }
+            self.enqueue(env, None);
         }
         if let Some(epochs) = self.epochs.as_mut() {
             epochs.hold_restored(r.egress);
@@ -217,10 +229,11 @@ impl Partition {
 
     /// Queues a message for its target and starts a batch if the address is idle; a message
     /// for an address another worker owns goes to that worker.
-    /// `produced_here`: the message comes from this partition (a function's output or a due
-    /// delayed message), so its route is decided here; others were routed already.
+    /// `produced_here`: the message comes from this partition (a function's output, a due
+    /// delayed message or an ingress record), so its route is decided here; others were routed
+    /// already.
     fn deliver(&mut self, env: Envelope, admission: Option<Admission>, produced_here: bool) {
-        let Some(function) = self.app.function_for(&env.target.typename).map(|f| f.id) else {
+        if self.app.function_for(&env.target.typename).is_none() {
             self.dead_letters.record(
                 kind::UNKNOWN_FUNCTION,
                 format!("no function serves type `{}`", env.target.typename),
@@ -237,6 +250,21 @@ impl Partition {
         if produced_here {
             self.router.count("local");
         }
+        if let Some(key) = &env.dedup
+            && !self.seen.insert(&env.target, key, now_ms())
+        {
+            // Applied before (within the window): acknowledged, not applied again.
+            self.metrics.ingress_duplicates.inc();
+            return;
+        }
+        self.enqueue(env, admission);
+    }
+
+    /// Puts a message for an address this partition owns in its mailbox.
+    fn enqueue(&mut self, env: Envelope, admission: Option<Admission>) {
+        let Some(function) = self.app.function_for(&env.target.typename).map(|f| f.id) else {
+            return;
+        };
         let target = env.target.clone();
         let mailbox = self.mailboxes.entry(target.clone()).or_default();
         mailbox.queue.push_back(Pending { env, admission });
@@ -531,6 +559,7 @@ fn envelope(
         target,
         caller: Some(source.clone()),
         value,
+        dedup: None,
     })
 }
 

@@ -56,6 +56,7 @@ pub fn to_wire(env: &Envelope) -> proto::Envelope {
         caller_id,
         typename: env.value.typename.to_string(),
         value: env.value.bytes.clone(),
+        dedup: env.dedup.as_deref().unwrap_or("").to_string(),
     }
 }
 
@@ -71,6 +72,7 @@ pub fn from_wire(e: &proto::Envelope) -> Result<Envelope, String> {
         target: Address::new(target, e.target_id.as_str()),
         caller,
         value: Value::new(e.typename.as_str(), e.value.clone()),
+        dedup: (!e.dedup.is_empty()).then(|| e.dedup.as_str().into()),
     })
 }
 
@@ -82,11 +84,12 @@ mod tests {
     #[test]
     fn envelopes_survive_the_wire() {
         let t = TypeName::parse("t/f").unwrap();
-        for caller in [None, Some(Address::new(t.clone(), "c"))] {
+        for (caller, dedup) in [(None, Some("k1".into())), (Some(Address::new(t.clone(), "c")), None)] {
             let env = Envelope {
                 target: Address::new(t.clone(), "x/y"),
                 caller,
                 value: Value::new("t/V", Bytes::from_static(b"\0\x01")),
+                dedup,
             };
             assert_eq!(from_wire(&to_wire(&env)).unwrap(), env);
         }

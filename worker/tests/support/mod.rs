@@ -151,6 +151,28 @@ pub async fn send_text(ingress: std::net::SocketAddr, ty: &str, id: &str, text: 
     assert_eq!(status, 202, "{body}");
 }
 
+/// POSTs with extra headers: (status, headers, body). A connection failure is `None`.
+pub async fn post_with(
+    ingress: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, http::HeaderMap, String)> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = http::Request::post(format!("http://{ingress}{path}")).header("content-type", content_type);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.ok()?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, headers, String::from_utf8_lossy(&body).to_string()))
+}
+
 /// GETs `path` from `addr`: (status, body).
 pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use http_body_util::BodyExt;
@@ -165,6 +187,7 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 /// Starts `n` workers of `yaml` connected as one cluster over loopback gRPC; worker `i` keeps
 /// its files (egress, dead letters) in `dir/w{i}`.
 pub async fn start_cluster(yaml: &str, dir: &Path, n: usize) -> Vec<Worker> {
+    init_logs();
     let peers: Vec<TcpListener> = futures_bind(n).await;
     let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
     let app = spindle_spec::from_yaml_str(yaml, "test app").expect("test app is valid");
@@ -185,7 +208,11 @@ pub async fn start_cluster(yaml: &str, dir: &Path, n: usize) -> Vec<Worker> {
             },
             ..WorkerOptions::default()
         };
-        let config = AppConfig::resolve(&app, &wdir);
+        let mut config = AppConfig::resolve(&app, &wdir);
+        // One store for all, as in a real deployment (the default is per base directory).
+        if config.checkpoint.storage.is_none() {
+            config.checkpoint.storage = Some(dir.join("checkpoints").display().to_string());
+        }
         workers.push(Worker::start(config, options, listeners).await.expect("worker starts"));
     }
     workers
