@@ -1,7 +1,32 @@
-// TEMPORARY stub until the store branch lands.
+//! The manifest: written last, it is what makes a checkpoint exist. It lists every part with
+//! its size and checksum, so a restore can tell an intact part from a damaged one.
+
 use serde::{Deserialize, Serialize};
-use super::store::PartInfo;
+
+/// One worker's part of a checkpoint, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Manifest { pub application: String, pub checkpoint: u64, pub generation: u64, pub workers: u32,
-    pub key_groups: u32, pub parts: Vec<PartInfo>, pub created_at_ms: u64, pub duration_ms: u64, pub bytes: u64 }
+pub struct PartInfo {
+    pub worker: u32,
+    /// Object key, relative to the store's root.
+    pub key: String,
+    /// Payload bytes (without the header).
+    pub size: u64,
+    pub crc32: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub application: String,
+    pub checkpoint: u64,
+    pub generation: u64,
+    pub workers: u32,
+    pub key_groups: u32,
+    pub parts: Vec<PartInfo>,
+    pub created_at_ms: u64,
+    /// From trigger to the last part written.
+    pub duration_ms: u64,
+    /// All parts' payload bytes.
+    pub bytes: u64,
+}

@@ -1,5 +1,7 @@
 //! `spindle run` with several workers: one child process per worker (`spindle worker`), all on
-//! loopback, sharing the function processes; input goes to worker 0, which forwards.
+//! loopback, sharing the function processes; input goes to worker 0, which forwards. A worker
+//! that dies is started again on the same ports, as a StatefulSet restarts a pod; it rejoins
+//! and the application rolls back to its last checkpoint.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +22,22 @@ struct Child_ {
     index: u32,
     admin: SocketAddr,
     child: Child,
+    /// How to start it again.
+    command: std::sync::Arc<dyn Fn() -> Command + Send + Sync>,
+    restarts: u32,
+}
+
+impl Child_ {
+    /// Restarts the process if it exited; true if it did.
+    fn restart_if_dead(&mut self) -> anyhow::Result<bool> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(false);
+        };
+        self.restarts += 1;
+        eprintln!("spindle: worker {} exited ({status}); starting it again (restart {})", self.index, self.restarts);
+        self.child = (self.command)().spawn().context("restarting a worker process")?;
+        Ok(true)
+    }
 }
 
 pub async fn run(opts: &LocalOptions, workers: u32, function_ports: &[(usize, u16)], base_dir: &Path, ingress_port: u16) -> anyhow::Result<()> {
@@ -41,23 +59,34 @@ pub async fn run(opts: &LocalOptions, workers: u32, function_ports: &[(usize, u1
             ingress0 = Some(ingress);
         }
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port().await?));
-        let mut cmd = Command::new(&exe);
-        cmd.arg("worker")
-            .arg(&opts.app_file)
-            .args(["--index", &i.to_string(), "--peers", &peers.join(",")])
-            .args(["--ingress-addr", &ingress.to_string(), "--admin-addr", &admin.to_string()])
-            .args(["--peer-addr", &peers[i as usize]])
-            .arg("--data-dir")
-            .arg(data_dir.join(format!("worker-{i}")))
-            .arg("--echo-egress")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        for (id, port) in function_ports {
-            cmd.args(["--function-port", &format!("{id}={port}")]);
-        }
-        let child = cmd.spawn().context("starting a worker process")?;
+        let (exe, app_file, all_peers, data_dir) = (exe.clone(), opts.app_file.clone(), peers.clone(), data_dir.clone());
+        let function_ports = function_ports.to_vec();
+        let command = std::sync::Arc::new(move || {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("worker")
+                .arg(&app_file)
+                .args(["--index", &i.to_string(), "--peers", &all_peers.join(",")])
+                .args(["--ingress-addr", &ingress.to_string(), "--admin-addr", &admin.to_string()])
+                .args(["--peer-addr", &all_peers[i as usize]])
+                .arg("--data-dir")
+                .arg(data_dir.join(format!("worker-{i}")))
+                .arg("--echo-egress")
+                .stdin(Stdio::null())
+                .kill_on_drop(true);
+            for (id, port) in &function_ports {
+                cmd.args(["--function-port", &format!("{id}={port}")]);
+            }
+            cmd
+        });
+        let child = command().spawn().context("starting a worker process")?;
         eprintln!("spindle: started worker {i} (pid {}): ingress http://{ingress}, admin http://{admin}, peer {}", child.id().unwrap_or(0), peers[i as usize]);
-        children.push(Child_ { index: i, admin, child });
+        children.push(Child_ {
+            index: i,
+            admin,
+            child,
+            command,
+            restarts: 0,
+        });
     }
     let result = drive(opts, &mut children, ingress0.expect("worker 0 exists")).await;
     for c in &mut children {
@@ -89,8 +118,18 @@ async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr
     }
     if !opts.exit_when_idle {
         eprintln!("spindle: press Ctrl-C to stop");
-        super::shutdown_signal().await;
-        return Ok(());
+        let stop = super::shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    for c in children.iter_mut() {
+                        c.restart_if_dead()?;
+                    }
+                }
+            }
+        }
     }
     // Idle when every worker is, twice in a row: a message between two workers is always
     // counted on one side, but the workers are read one after the other.
@@ -101,7 +140,11 @@ async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr
             bail!("the workers did not become idle within {:?}", opts.idle_timeout);
         }
         let mut all = true;
-        for c in children.iter() {
+        for c in children.iter_mut() {
+            if c.restart_if_dead()? {
+                all = false;
+                continue;
+            }
             let idle = get(&client, c.admin, "/status")
                 .await
                 .and_then(|(_, body)| serde_json::from_slice::<serde_json::Value>(&body).ok())

@@ -105,6 +105,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub mod function;
+pub mod moto;
 
 /// An application with one function type namespace `t/*` at `endpoint`, an HTTP ingress and a
 /// file egress `t/out` at `out.jsonl`; `extra` is appended to `spec:`.

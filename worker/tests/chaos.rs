@@ -1,0 +1,448 @@
+//! Chaos, with real parts: three `spindle worker` processes, checkpoints to a real S3 server
+//! (moto, on loopback), the example functions, and a workload of counters, chains of hops
+//! between addresses (cycles across workers) and the greeter cycle (person -> greeter ->
+//! person). While it runs, workers — the coordinator among them — are killed with SIGKILL at
+//! random moments and restarted, and the storage server stops answering for a while. Then
+//! every record is checked: nothing lost, nothing applied twice, every counter exact.
+//!
+//! `SPINDLE_CHAOS_INPUTS` (default 100000) sets the number of input records; `SPINDLE_CHAOS_SEED`
+//! the random seed (printed, so a failing run can be repeated).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::moto::Moto;
+use support::*;
+use tokio::net::TcpListener;
+
+const WORKERS: usize = 3;
+const COUNTERS: u64 = 1000;
+const HOP_IDS: u32 = 500;
+const HOPS_PER_CHAIN: u32 = 10;
+const PEOPLE: u64 = 100;
+
+/// The worker processes, restartable on the same ports (as a StatefulSet restarts a pod).
+struct Procs {
+    dir: PathBuf,
+    app: PathBuf,
+    peers: Vec<String>,
+    ingress: Vec<SocketAddr>,
+    admin: Vec<SocketAddr>,
+    env: Vec<(String, String)>,
+    children: Vec<Option<Child>>,
+}
+
+impl Procs {
+    fn spawn(&mut self, i: usize) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("worker-{i}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .arg("worker")
+            .arg(&self.app)
+            .args(["--index", &i.to_string(), "--peers", &self.peers.join(",")])
+            .args(["--ingress-addr", &self.ingress[i].to_string(), "--admin-addr", &self.admin[i].to_string()])
+            .args(["--peer-addr", &self.peers[i]])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("w{i}")))
+            .envs(self.env.iter().cloned())
+            .env("RUST_LOG", "info,spindle_worker::checkpoint=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spindle worker starts");
+        self.children[i] = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// Egress webhook: every POST with its idempotency key, path and body.
+type Received = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
+
+async fn collector() -> (SocketAddr, Received) {
+    let got: Received = Arc::default();
+    let g = got.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |uri: http::Uri, headers: http::HeaderMap, body: bytes::Bytes| {
+        let g = g.clone();
+        async move {
+            let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            g.lock().unwrap().push((key, uri.path().to_string(), value));
+            "ok"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, got)
+}
+
+/// A small deterministic generator (xorshift), so a run can be repeated from its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Input `i`: (path, content type, body).
+fn input(i: u64) -> (String, &'static str, Vec<u8>) {
+    match i % 10 {
+        0..=6 => (
+            format!("/example/counter/c{}", i % COUNTERS),
+            "application/vnd.example/Add",
+            serde_json::json!({"seq": i, "value": (i % 13) as i64 + 1}).to_string().into_bytes(),
+        ),
+        7 | 8 => (
+            format!("/example/hop/h{}", i % u64::from(HOP_IDS)),
+            "application/vnd.example/Hop",
+            serde_json::json!({"seq": i, "remaining": HOPS_PER_CHAIN - 1, "spread": HOP_IDS}).to_string().into_bytes(),
+        ),
+        _ => (format!("/example/person/p{}", i % PEOPLE), "application/vnd.example/Visit", b"{}".to_vec()),
+    }
+}
+
+async fn status(admin: SocketAddr) -> Option<serde_json::Value> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = tokio::time::timeout(Duration::from_secs(2), client.get(format!("http://{admin}/status").parse().unwrap()))
+        .await
+        .ok()?
+        .ok()?;
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
+/// Waits until every worker runs generation > `after` and is ready; returns the generation.
+async fn wait_running(admin: &[SocketAddr], after: u64, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut gens = Vec::new();
+        for a in admin {
+            let ready = get_opt(*a, "/readyz").await == Some(200);
+            gens.push(status(*a).await.filter(|_| ready).and_then(|s| s["generation"].as_u64()));
+        }
+        if let Some(Some(g)) = gens.first()
+            && *g > after
+            && gens.iter().all(|x| *x == Some(*g))
+        {
+            return *g;
+        }
+        assert!(Instant::now() < deadline, "workers not running a new generation after {timeout:?}: {gens:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn get_opt(addr: SocketAddr, path: &str) -> Option<u16> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let r = tokio::time::timeout(Duration::from_secs(2), client.get(format!("http://{addr}{path}").parse().unwrap())).await;
+    Some(r.ok()?.ok()?.status().as_u16())
+}
+
+async fn state(admin: &[SocketAddr], path: &str, name: &str) -> Option<i64> {
+    for a in admin {
+        let (code, body) = get(*a, &format!("/state{path}")).await;
+        if code == 200
+            && let Some(v) = serde_json::from_str::<serde_json::Value>(&body).unwrap()[name]["value"].as_i64()
+        {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_killed_at_random_and_storage_outage_lose_and_duplicate_nothing() {
+    init_logs();
+    let inputs: u64 = std::env::var("SPINDLE_CHAOS_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let seed: u64 = std::env::var("SPINDLE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("chaos: {inputs} inputs, seed {seed} (SPINDLE_CHAOS_SEED={seed} repeats the kill schedule)");
+    let dir = TempDir::new("chaos");
+    let moto = Moto::start("spindle");
+    let (fn_addr, _stop_functions) = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(spindle_sdk::serve(listener, Arc::new(spindle_example_greeter::functions()), async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        (addr, stop)
+    };
+    let (sink, received) = collector().await;
+    eprintln!("started: example functions (Rust SDK) on {fn_addr}, egress collector on {sink}");
+    let yaml = format!(
+        r#"apiVersion: spindle.dev/v1alpha1
+kind: StatefulApplication
+metadata: {{name: chaos}}
+spec:
+  functions:
+    - typename: example/*
+      endpoint: http://{fn_addr}/statefun
+      maxBatchSize: 100
+      maxInFlight: 64
+      callTimeout: 60s
+  ingresses:
+    - name: web
+      http: {{}}
+  egresses:
+    - typename: example/totals
+      http: {{url: "http://{sink}/totals", timeout: 60s, maxInFlight: 64}}
+    - typename: example/greets
+      http: {{url: "http://{sink}/greets", timeout: 60s, maxInFlight: 64}}
+  workers: {WORKERS}
+  checkpoint:
+    interval: 200ms
+    storage: {}
+"#,
+        moto.url("checkpoints")
+    );
+    let app = dir.path().join("app.yaml");
+    std::fs::write(&app, yaml).unwrap();
+    let mut procs = Procs {
+        dir: dir.path().to_path_buf(),
+        app,
+        peers: (0..WORKERS).map(|_| format!("127.0.0.1:{}", free_port())).collect(),
+        ingress: (0..WORKERS).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect(),
+        admin: (0..WORKERS).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect(),
+        env: moto.env(),
+        children: (0..WORKERS).map(|_| None).collect(),
+    };
+    for i in 0..WORKERS {
+        procs.spawn(i);
+    }
+    let admin = procs.admin.clone();
+    let ingress = procs.ingress.clone();
+    let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;
+    eprintln!("started: {WORKERS} spindle worker processes (generation {generation}); logs in {}", dir.path().display());
+
+    // Load: each input once, with an idempotency key and a durable acknowledgement, retried
+    // (at another worker) until acknowledged — what a careful HTTP caller does.
+    let next = Arc::new(AtomicU64::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..512 {
+        let (next, retries, done, ingress) = (next.clone(), retries.clone(), done.clone(), ingress.clone());
+        load.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= inputs {
+                    return;
+                }
+                let (path, ct, body) = input(i);
+                let key = format!("in-{i}");
+                let headers = [("spindle-ack", "durable"), ("idempotency-key", key.as_str())];
+                let mut attempt = 0;
+                loop {
+                    let at = ingress[(i as usize + attempt) % WORKERS];
+                    match post_with(at, &path, ct, body.clone(), &headers).await {
+                        Some((200, _, _)) => break,
+                        _ => {
+                            attempt += 1;
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    // Chaos: kill a worker (the coordinator on the second round), restart it at once, and
+    // measure until every worker runs the next generation; pause the storage once.
+    let mut rng = Rng(seed);
+    let mut recoveries = Vec::new();
+    let mut outage_failed = 0;
+    let kills = 4;
+    for round in 0..kills {
+        let wait = Duration::from_millis(1500 + rng.below(2500));
+        let until = Instant::now() + wait;
+        while Instant::now() < until && done.load(Ordering::Relaxed) < inputs {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if done.load(Ordering::Relaxed) >= inputs * 9 / 10 {
+            break;
+        }
+        if round == 2 {
+            // Longer than the store's request timeout (5 s): checkpoints fail, then recover.
+            let before = status(admin[0]).await.unwrap_or_default();
+            eprintln!("chaos: storage paused for 8 s at {} acknowledged", done.load(Ordering::Relaxed));
+            moto.pause();
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            moto.resume();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let after = loop {
+                let s = status(admin[0]).await.unwrap_or_default();
+                if s["completedCheckpoint"].as_u64() > before["completedCheckpoint"].as_u64() {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "checkpoints did not recover after the storage outage");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            outage_failed = after["checkpointsFailed"].as_u64().unwrap_or(0) - before["checkpointsFailed"].as_u64().unwrap_or(0);
+            eprintln!(
+                "chaos: storage resumed; {outage_failed} checkpoints failed meanwhile, checkpoint {} completed after",
+                after["completedCheckpoint"]
+            );
+        }
+        let victim = if round == 1 { 0 } else { rng.below(WORKERS as u64) as usize };
+        let at = Instant::now();
+        procs.kill9(victim);
+        procs.spawn(victim);
+        generation = wait_running(&admin, generation, Duration::from_secs(120)).await;
+        let took = at.elapsed();
+        recoveries.push(took);
+        eprintln!(
+            "chaos: kill -9 worker {victim} at {} acknowledged -> generation {generation} running on all after {:.0} ms",
+            done.load(Ordering::Relaxed),
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    let mut progress = Instant::now();
+    while !load.is_empty() {
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), load.join_next()).await {
+            r.unwrap();
+        }
+        if progress.elapsed() > Duration::from_secs(10) {
+            eprintln!("chaos: {} of {inputs} acknowledged", done.load(Ordering::Relaxed));
+            progress = Instant::now();
+        }
+        assert!(started.elapsed() < Duration::from_secs(1800), "the load did not finish");
+    }
+    let load_time = started.elapsed();
+    eprintln!(
+        "chaos: all {inputs} inputs durable in {:.1} s ({:.0}/s), {} retries",
+        load_time.as_secs_f64(),
+        inputs as f64 / load_time.as_secs_f64(),
+        retries.load(Ordering::Relaxed)
+    );
+
+    // Every effect of the inputs must arrive: wait for the egress, then check everything.
+    let counters: Vec<u64> = (0..inputs).filter(|i| i % 10 <= 6).collect();
+    let chains: Vec<u64> = (0..inputs).filter(|i| matches!(i % 10, 7 | 8)).collect();
+    let visits = inputs - counters.len() as u64 - chains.len() as u64;
+    let expected_totals = counters.len() + chains.len();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (totals, greets) = {
+            let r = received.lock().unwrap();
+            let keys = |p: &str| r.iter().filter(|x| x.1 == format!("/{p}")).map(|x| x.0.clone()).collect::<BTreeSet<_>>().len();
+            (keys("totals"), keys("greets"))
+        };
+        if totals >= expected_totals && greets as u64 >= visits {
+            break;
+        }
+        assert!(Instant::now() < deadline, "egress incomplete: {totals}/{expected_totals} totals, {greets}/{visits} greetings");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = received.lock().unwrap().clone();
+    let mut by_key: BTreeMap<&str, &serde_json::Value> = BTreeMap::new();
+    let mut resent = 0;
+    for (key, _, value) in &received {
+        assert!(!key.is_empty(), "every released record has an idempotency key");
+        if let Some(old) = by_key.insert(key, value) {
+            assert_eq!(old, value, "a re-sent record is the same record ({key})");
+            resent += 1;
+        }
+    }
+    // After dedup by key: each total once per input (lost / duplicated would show here).
+    let mut seqs: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut greets: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    let mut greet_records = 0;
+    for value in by_key.values() {
+        if let Some(seq) = value.get("seq").and_then(|s| s.as_u64()) {
+            *seqs.entry(seq).or_default() += 1;
+        } else {
+            greet_records += 1;
+            greets.entry(value["name"].as_str().unwrap().to_string()).or_default().insert(value["visits"].as_i64().unwrap());
+        }
+    }
+    let want: BTreeSet<u64> = counters.iter().chain(&chains).copied().collect();
+    let lost = want.iter().filter(|s| !seqs.contains_key(s)).count();
+    let duplicated = seqs.values().filter(|n| **n > 1).count();
+    let unexpected = seqs.keys().filter(|s| !want.contains(s)).count();
+
+    // State: every counter, the hop counts, every person's visits.
+    let mut expected_counter: BTreeMap<u64, i64> = BTreeMap::new();
+    for i in &counters {
+        *expected_counter.entry(i % COUNTERS).or_default() += (i % 13) as i64 + 1;
+    }
+    let mut exact = 0;
+    for (k, sum) in &expected_counter {
+        let got = state(&admin, &format!("/example/counter/c{k}"), "total").await;
+        assert_eq!(got, Some(*sum), "counter c{k}");
+        exact += 1;
+    }
+    let mut hops = 0;
+    for h in 0..HOP_IDS {
+        hops += state(&admin, &format!("/example/hop/h{h}"), "hops").await.unwrap_or(0);
+    }
+    let mut visits_exact = 0;
+    for p in 0..PEOPLE {
+        let n = (0..inputs).filter(|i| i % 10 == 9 && i % PEOPLE == p).count() as i64;
+        let got = state(&admin, &format!("/example/person/p{p}"), "visits").await.unwrap_or(0);
+        assert_eq!(got, n, "visits of p{p}");
+        let seen = greets.get(&format!("p{p}")).cloned().unwrap_or_default();
+        assert_eq!(seen, (1..=n).collect(), "greetings of p{p}: one per visit, in a cycle person -> greeter -> person");
+        visits_exact += 1;
+    }
+    let mut dead = 0;
+    for a in &admin {
+        let (_, body) = get(*a, "/dead-letters").await;
+        dead += serde_json::from_str::<serde_json::Value>(&body).unwrap().as_array().map_or(0, Vec::len);
+    }
+    let mean = recoveries.iter().map(Duration::as_secs_f64).sum::<f64>() / recoveries.len().max(1) as f64;
+    let worst = recoveries.iter().max().copied().unwrap_or_default();
+    eprintln!("chaos results (seed {seed}):");
+    eprintln!("  inputs {inputs}: {} counter adds, {} chains of {HOPS_PER_CHAIN} hops, {visits} visits", counters.len(), chains.len());
+    eprintln!(
+        "  kills {} (coordinator included), storage outage 8 s ({outage_failed} checkpoints failed, then recovered), generation {generation}",
+        recoveries.len()
+    );
+    eprintln!("  kill -9 -> all workers running again: mean {:.0} ms, worst {:.0} ms", mean * 1000.0, worst.as_secs_f64() * 1000.0);
+    eprintln!("  egress records received {}, re-sent (same key, dropped) {resent}", received.len());
+    eprintln!("  lost {lost}, duplicated {duplicated}, unexpected {unexpected} (after idempotency-key dedup)");
+    eprintln!("  counters exact {exact}/{}, people exact {visits_exact}/{PEOPLE} ({greet_records} greetings), hops {hops}/{}", expected_counter.len(), chains.len() as i64 * i64::from(HOPS_PER_CHAIN));
+    eprintln!("  dead letters {dead}");
+    assert_eq!((lost, duplicated, unexpected), (0, 0, 0));
+    assert_eq!(hops, chains.len() as i64 * i64::from(HOPS_PER_CHAIN), "every hop counted once");
+    assert_eq!(dead, 0, "no dead letters");
+    assert!(recoveries.len() >= 3, "the chaos ran: {} kills", recoveries.len());
+}
