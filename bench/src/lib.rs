@@ -8,6 +8,7 @@
 //! clients, messages queue per address and the batch limit matters.
 
 mod chain;
+mod checkpoint;
 mod harness;
 mod load;
 mod report;
@@ -44,6 +45,11 @@ pub enum Serve {
     /// Chains of `example/hop` messages across 1 and N workers connected over loopback gRPC:
     /// hops/s, per-hop latency, the share of cross-worker hops and bytes per message on the wire.
     Chain(chain::ChainArgs),
+    /// The cost of exactly-once: throughput with checkpoints on versus off (interleaved
+    /// rounds), checkpoint duration and size against state size, and recovery time from
+    /// `kill -9` of a worker process (needs the release `spindle` binary beside this one:
+    /// `cargo build --release -p spindle-worker` first).
+    Checkpoint(checkpoint::CheckpointArgs),
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -56,6 +62,7 @@ pub fn main() -> anyhow::Result<()> {
     match args.serve {
         Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
         Some(Serve::Chain(ref c)) => rt.block_on(chain::run(c)),
+        Some(Serve::Checkpoint(ref c)) => rt.block_on(checkpoint::run(c)),
         None => rt.block_on(load::run(&args)),
     }
 }

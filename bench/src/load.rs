@@ -69,6 +69,9 @@ spec:
   egresses:
     - typename: example/totals
       http: {{url: "http://{webhook}/", maxInFlight: 64}}
+  # Without checkpoints (measured by `spindle-bench checkpoint`): egress leaves at once, and a
+  # new worker does not resume from the checkpoints of the previous configuration.
+  checkpoint: {{interval: 0s}}
 "#
     )
 }

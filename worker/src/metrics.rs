@@ -85,6 +85,8 @@ pub struct Metrics {
     pub checkpoints_completed: Counter,
     /// Checkpoints that failed (coordinator): a part or the manifest was not written in time.
     pub checkpoints_failed: Counter,
+    /// Completed checkpoints found damaged (checksum, size) and skipped at a restore.
+    pub checkpoints_damaged: Counter,
     /// From trigger to manifest written (coordinator).
     pub checkpoint_seconds: Histogram,
     /// Time the partition stops to copy its snapshot.
@@ -145,6 +147,7 @@ impl Metrics {
             peer_refused: Counter::default(),
             checkpoints_completed: Counter::default(),
             checkpoints_failed: Counter::default(),
+            checkpoints_damaged: Counter::default(),
             checkpoint_seconds: seconds(),
             checkpoint_capture_seconds: seconds(),
             part_upload_seconds: seconds(),
@@ -184,6 +187,7 @@ impl Metrics {
         r.register("peer_refused", "Peer handshakes refused", m.peer_refused.clone());
         r.register("checkpoints_completed", "Checkpoints completed (coordinator)", m.checkpoints_completed.clone());
         r.register("checkpoints_failed", "Checkpoints failed (coordinator)", m.checkpoints_failed.clone());
+        r.register("checkpoints_damaged", "Damaged checkpoints skipped at a restore", m.checkpoints_damaged.clone());
         r.register("checkpoint_duration_seconds", "From trigger to manifest written", m.checkpoint_seconds.clone());
         r.register("checkpoint_capture_seconds", "Partition pause to copy a snapshot", m.checkpoint_capture_seconds.clone());
         r.register("checkpoint_part_upload_seconds", "Encoding and writing this worker's part", m.part_upload_seconds.clone());

@@ -164,6 +164,46 @@ async fn durable_acknowledgement_needs_checkpoints_and_names_bad_headers() {
     worker.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_is_skipped_and_the_one_before_restored() {
+    let (endpoint, _stop) = functions().await;
+    let dir = TempDir::new("damaged");
+    let store = dir.path().join("store");
+    let yaml = app(&endpoint, &store);
+    let worker = start_worker(&yaml, dir.path()).await;
+    let ingress = worker.ingress_addr.unwrap();
+    for seq in 0..10u64 {
+        add(ingress, "k", seq, 1).await;
+    }
+    worker.wait_idle(IDLE).await.unwrap();
+    let done = worker.progress().completed;
+    wait_until("two more checkpoints", IDLE, || worker.progress().completed >= done + 2).await;
+    worker.shutdown().await;
+    // Truncate the newest checkpoint's part.
+    let checkpoints = store.join("ck/checkpoints");
+    let mut ids: Vec<u64> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|n: &u64| checkpoints.join(format!("{n:020}/MANIFEST.json")).exists())
+        .collect();
+    ids.sort_unstable();
+    let (newest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let part = std::fs::read_dir(checkpoints.join(format!("{newest:020}")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "bin"))
+        .unwrap();
+    let bytes = std::fs::read(&part).unwrap();
+    std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+
+    let worker = start_worker(&yaml, dir.path()).await;
+    worker.wait_idle(IDLE).await.unwrap();
+    assert_eq!(worker.progress().restored, previous, "restored the checkpoint before the damaged {newest}");
+    assert_eq!(worker.metrics.checkpoints_damaged.get(), 1, "and said so");
+    assert_eq!(total(std::slice::from_ref(&worker), "k").await, Some(10), "all ten adds were in both checkpoints");
+    worker.shutdown().await;
+}
+
 async fn check_totals(workers: &[Worker], expected: &BTreeMap<String, i64>) {
     wait_cluster_idle(workers, IDLE).await;
     for (key, sum) in expected {

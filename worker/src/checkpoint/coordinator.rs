@@ -271,7 +271,7 @@ impl Coordinator {
         self.restores.abort_all();
         self.in_progress = None;
         self.node.metrics.rollbacks.inc();
-        let (generation, checkpoint) = loop {
+        let (generation, checkpoint, highest) = loop {
             match self.choose().await {
                 Ok(x) => break x,
                 Err(e) => {
@@ -285,7 +285,8 @@ impl Coordinator {
         tracing::info!(generation, checkpoint, why, "rolling back");
         self.generation = generation;
         self.restored_from = checkpoint;
-        self.next_checkpoint = self.next_checkpoint.max(checkpoint + 1);
+        // Past damaged checkpoints too: their manifests exist and are never overwritten.
+        self.next_checkpoint = self.next_checkpoint.max(highest + 1);
         let workers = self.node.cluster.workers();
         self.pending = (0..workers).collect();
         for w in 0..workers {
@@ -321,15 +322,22 @@ impl Coordinator {
 
     /// The next generation (persisted first, so a restarted coordinator goes higher) and the
     /// newest checkpoint whose parts all read back intact.
-    async fn choose(&self) -> Result<(u64, u64), super::store::StoreError> {
+    /// Also returns the highest checkpoint id in storage.
+    async fn choose(&self) -> Result<(u64, u64, u64), super::store::StoreError> {
         let Some(store) = &self.node.store else {
             // Without checkpoints, generations only need to grow within this process's life
             // and past an earlier coordinator's: the clock does both.
-            return Ok((now_ms().max(self.generation + 1), 0));
+            return Ok((now_ms().max(self.generation + 1), 0, 0));
         };
         let generation = store.read_generation().await?.max(self.generation) + 1;
         store.write_generation(generation).await?;
-        let checkpoint = store.latest_valid().await?.map_or(0, |(m, _)| m.checkpoint);
-        Ok((generation, checkpoint))
+        let latest = store.latest_valid().await?;
+        let checkpoint = latest.as_ref().map_or(0, |l| l.manifest.checkpoint);
+        let highest = latest.as_ref().and_then(|l| l.damaged.first().copied()).unwrap_or(checkpoint);
+        if let Some(l) = latest.filter(|l| !l.damaged.is_empty()) {
+            self.node.metrics.checkpoints_damaged.inc_by(l.damaged.len() as u64);
+            tracing::error!(damaged = ?l.damaged, restoring = checkpoint, "newer checkpoints are damaged; restoring an older one");
+        }
+        Ok((generation, checkpoint, highest))
     }
 }

@@ -50,6 +50,15 @@ fn classify(e: object_store::Error, key: &str) -> StoreError {
     }
 }
 
+/// The newest intact checkpoint.
+#[derive(Debug)]
+pub struct Latest {
+    pub manifest: Manifest,
+    pub parts: Vec<(PartInfo, Bytes)>,
+    /// Newer checkpoints skipped because a part or the manifest is damaged.
+    pub damaged: Vec<u64>,
+}
+
 #[derive(Clone)]
 pub struct CheckpointStore {
     store: Arc<dyn ObjectStore>,
@@ -67,6 +76,16 @@ impl CheckpointStore {
     /// `url`: `s3://bucket/prefix` (credentials, region, endpoint from `AWS_*` variables),
     /// `file:///abs/path`, or a path (relative ones start at `base_dir`).
     pub fn open(url: &str, base_dir: &Path, application: &str) -> Result<CheckpointStore, StoreError> {
+        Self::open_with_env(url, base_dir, application, std::env::vars())
+    }
+
+    /// As [`open`](Self::open), with the `AWS_*` settings taken from `env`.
+    pub fn open_with_env(
+        url: &str,
+        base_dir: &Path,
+        application: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<CheckpointStore, StoreError> {
         let bad = |reason: String| StoreError::BadUrl {
             url: url.to_string(),
             reason,
@@ -87,10 +106,19 @@ impl CheckpointStore {
                 retry_timeout: Duration::from_secs(8),
                 ..RetryConfig::default()
             };
-            // Client options replace those `from_env` read, so plain-HTTP endpoints (tests, an
-            // in-cluster MinIO) are allowed again here.
-            let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
+            let mut builder = object_store::aws::AmazonS3Builder::new();
+            let mut allow_http = false;
+            for (k, v) in env {
+                if k == "AWS_ALLOW_HTTP" {
+                    // Plain-HTTP endpoints: tests, an in-cluster MinIO.
+                    allow_http = v.eq_ignore_ascii_case("true");
+                } else if k.starts_with("AWS_")
+                    && let Ok(key) = k.to_ascii_lowercase().parse::<object_store::aws::AmazonS3ConfigKey>()
+                {
+                    builder = builder.with_config(key, v);
+                }
+            }
+            let s3 = builder
                 .with_bucket_name(bucket)
                 .with_client_options(options)
                 .with_allow_http(allow_http)
@@ -217,13 +245,15 @@ impl CheckpointStore {
     }
 
     /// The newest checkpoint whose manifest and parts are intact, with the payloads; damaged
-    /// ones are skipped with a warning naming them.
-    pub async fn latest_valid(&self) -> Result<Option<(Manifest, Vec<(PartInfo, Bytes)>)>, StoreError> {
+    /// ones are skipped with a warning naming them, and listed.
+    pub async fn latest_valid(&self) -> Result<Option<Latest>, StoreError> {
+        let mut damaged = Vec::new();
         for n in self.completed().await?.into_iter().rev() {
             match self.read_all(n).await {
-                Ok(found) => return Ok(Some(found)),
+                Ok((manifest, parts)) => return Ok(Some(Latest { manifest, parts, damaged })),
                 Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound { .. })) => {
                     tracing::warn!(checkpoint = n, error = %e, "checkpoint is damaged; falling back to the previous one");
+                    damaged.push(n);
                 }
                 Err(e) => return Err(e),
             }

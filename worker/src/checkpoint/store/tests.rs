@@ -58,9 +58,10 @@ async fn damaged_parts_are_detected_and_the_previous_checkpoint_is_used() {
     let err = s.read_part(&m2.parts[1]).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
-    let (m, parts) = s.latest_valid().await.unwrap().unwrap();
-    assert_eq!(m.checkpoint, 1, "falls back past the damaged checkpoint");
-    assert_eq!(&parts[0].1[..], b"first");
+    let latest = s.latest_valid().await.unwrap().unwrap();
+    assert_eq!(latest.manifest.checkpoint, 1, "falls back past the damaged checkpoint");
+    assert_eq!(latest.damaged, [2]);
+    assert_eq!(&latest.parts[0].1[..], b"first");
     // Truncated.
     std::fs::write(&file, &bytes[..10]).unwrap();
     assert!(s.read_part(&m2.parts[1]).await.unwrap_err().to_string().contains("no part header"));
