@@ -19,7 +19,7 @@ use spindle_worker::{Address, AppConfig, Listeners, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::traffic::{Keys, Load, LoadSpec, Sink, histogram, scrape};
+use super::traffic::{Keys, Load, LoadSpec, histogram, scrape};
 use super::{CheckpointArgs, Env, app_yaml};
 use crate::harness::percentile;
 
