@@ -138,7 +138,11 @@ impl CheckpointStore {
             None => base_dir.join(url),
         };
         std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+        // fsync: a completed checkpoint acknowledges durable records and releases egress, so
+        // it must survive a power loss, not only a process crash.
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| bad(e.to_string()))?
+            .with_fsync(true);
         Ok(CheckpointStore {
             store: Arc::new(fs),
             describe: format!("{}/{application}", dir.display()),

@@ -94,10 +94,11 @@ struct Cell {
 }
 
 /// All state values of the addresses this partition owns. `Clone` is how a checkpoint
-/// captures it: values are `Bytes`, so a copy shares their buffers.
+/// captures it, in O(1): the outer map is persistent (copy-on-write), so processing after a
+/// snapshot copies only the paths and per-address maps it changes, and values are `Bytes`.
 #[derive(Debug, Default, Clone)]
 pub struct StateStore {
-    cells: HashMap<Address, HashMap<Arc<str>, Cell>>,
+    cells: imbl::HashMap<Address, HashMap<Arc<str>, Cell>>,
 }
 
 fn expiry(exp: Expiration, now_ms: u64) -> Option<u64> {
