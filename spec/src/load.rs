@@ -147,6 +147,16 @@ spec:
     }
 
     #[test]
+    fn min_pause_needs_checkpoints_and_at_most_the_interval() {
+        let with = |c: &str| GOOD.replace("spec:\n", &format!("spec:\n  checkpoint: {c}\n"));
+        assert!(from_yaml_str(&with("{interval: 1s, minPause: 2ms}"), "app.yaml").is_ok());
+        let msg = err_lines(&with("{interval: 1s, minPause: 2s}"));
+        assert!(msg.contains("spec.checkpoint.minPause: 2s is longer than `interval` (1s)"), "{msg}");
+        let msg = err_lines(&with("{interval: 0s, minPause: 2ms}"));
+        assert!(msg.contains("spec.checkpoint.minPause: needs checkpoints"), "{msg}");
+    }
+
+    #[test]
     fn rejects_bad_typenames() {
         let msg = err_lines(&GOOD.replace("typename: example/*", "typename: example"));
         assert!(msg.contains("spec.functions[0].typename: `example` is not a typename"), "{msg}");

@@ -227,6 +227,13 @@ pub struct CheckpointSpec {
     /// leaves at once and a failure loses everything in memory (at-most-once).
     #[serde(default = "default_checkpoint_interval")]
     pub interval: HumanDuration,
+    /// Group commit: a checkpoint also starts as soon as this long has passed since the
+    /// previous one ended, whenever a durable acknowledgement or an egress record is waiting
+    /// for one. Durable latency is then about one checkpoint's duration instead of up to
+    /// `interval`; under steady output, checkpoints run back to back with this pause between
+    /// them. Unset: checkpoints start only every `interval`. At most `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_pause: Option<HumanDuration>,
     /// Object storage URL for checkpoints, shared by all workers: `file:///path`, a relative
     /// path (local runs), or `s3://bucket/prefix` (credentials, region and endpoint from the
     /// standard `AWS_*` environment variables). Empty: `.spindle/checkpoints` beside the
@@ -249,6 +256,7 @@ impl Default for CheckpointSpec {
     fn default() -> Self {
         CheckpointSpec {
             interval: default_checkpoint_interval(),
+            min_pause: None,
             storage: None,
             retained: default_retained(),
         }

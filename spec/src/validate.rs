@@ -82,6 +82,16 @@ impl StatefulApplication {
         self.validate_functions(&mut e);
         self.validate_ingresses(&mut e);
         self.validate_egresses(&mut e);
+        if let Some(pause) = spec.checkpoint.min_pause {
+            if spec.checkpoint.interval.as_duration().is_zero() {
+                e.add("spec.checkpoint.minPause", "needs checkpoints, which `interval: 0s` turns off");
+            } else if pause.as_duration() > spec.checkpoint.interval.as_duration() {
+                e.add(
+                    "spec.checkpoint.minPause",
+                    format!("{pause} is longer than `interval` ({}): group commit never starts a checkpoint earlier than the interval then", spec.checkpoint.interval),
+                );
+            }
+        }
         if spec.checkpoint.retained == 0 {
             e.add("spec.checkpoint.retained", "must be at least 1");
         }

@@ -26,6 +26,9 @@ pub struct AppConfig {
 pub struct CheckpointConfig {
     /// `None`: checkpoints off (`interval: 0s`); egress leaves at once, at-most-once.
     pub interval: Option<Duration>,
+    /// Group commit: a checkpoint starts this long after the previous one ended whenever
+    /// something waits for one (`None`: only every `interval`).
+    pub min_pause: Option<Duration>,
     /// Object storage URL; `None`: `.spindle/checkpoints` under `base_dir`.
     pub storage: Option<String>,
     /// Completed checkpoints kept.
@@ -138,6 +141,7 @@ impl AppConfig {
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
                 interval: Some(spec.checkpoint.interval.as_duration()).filter(|d| !d.is_zero()),
+                min_pause: spec.checkpoint.min_pause.map(|d| d.as_duration()),
                 storage: spec.checkpoint.storage.clone(),
                 retained: spec.checkpoint.retained,
             },

@@ -151,8 +151,14 @@ impl Worker {
         };
         if me == 0 {
             let interval = app.checkpoint.interval.filter(|_| node.checkpoints_on());
-            let coordinator =
-                Coordinator::new(node.clone(), coordinator_rx, coordinator_tx, interval, app.checkpoint.retained as usize);
+            let coordinator = Coordinator::new(
+                node.clone(),
+                coordinator_rx,
+                coordinator_tx,
+                interval,
+                app.checkpoint.min_pause,
+                app.checkpoint.retained as usize,
+            );
             tasks.spawn(coordinator.run());
         } else {
             tasks.spawn(control::join(node.clone()));

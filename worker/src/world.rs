@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::checkpoint::snapshot::Restored;
-use crate::checkpoint::uploader;
+use crate::checkpoint::{uploader, wants};
 use crate::node::Node;
 use crate::partition::{Epochs, Partition};
 use crate::peer::link::Link;
@@ -66,12 +66,18 @@ impl World {
         let epochs = node.checkpoints_on().then(|| {
             let (snapshots, snapshots_rx) = mpsc::unbounded_channel();
             tasks.spawn(uploader::run(node.clone(), generation, snapshots_rx, stopped.clone()));
+            let wants = app.checkpoint.min_pause.map(|_| {
+                let (tx, rx) = watch::channel(0);
+                tasks.spawn(wants::run(node.clone(), generation, rx, stopped.clone()));
+                tx
+            });
             Epochs::new(
                 app.name.as_str().into(),
                 me,
                 workers,
                 restored.checkpoint,
                 snapshots,
+                wants,
                 node.metrics.clone(),
             )
         });

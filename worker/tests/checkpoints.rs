@@ -243,3 +243,30 @@ async fn a_checkpoint_restores_onto_another_worker_count() {
     let (_, seqs) = released(&egress_files);
     assert_eq!(seqs, (0..seq).collect(), "every add reported once after dedup");
 }
+
+/// Group commit: with checkpoints every 10 minutes and `minPause: 5ms`, durable
+/// acknowledgements and egress still come within the test's deadline, because what waits for
+/// a checkpoint makes the coordinator start one — also when it waits on another worker (the
+/// `WantCheckpoint` control call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_starts_a_checkpoint_when_something_waits_for_one() {
+    let (endpoint, _stop) = functions().await;
+    let dir = TempDir::new("group-commit");
+    let yaml = app(&endpoint, &dir.path().join("store")).replace("interval: 100ms", "interval: 10m\n    minPause: 5ms");
+    let workers = start_cluster(&yaml, dir.path(), 3).await;
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for seq in 0..30u64 {
+        let key = format!("k{}", seq % 7);
+        add(workers[seq as usize % 3].ingress_addr.unwrap(), &key, seq, 2).await;
+        *expected.entry(key).or_default() += 2;
+    }
+    check_totals(&workers, &expected).await;
+    let files: Vec<_> = (0..3).map(|i| dir.path().join(format!("w{i}/totals.jsonl"))).collect();
+    wait_until("every egress record released", IDLE, || released(&files).1.len() == 30).await;
+    let completed = workers[0].progress().completed;
+    eprintln!("30 durable adds and their egress over 3 workers: {completed} checkpoints, none of them by the 10 min interval");
+    assert!(completed >= 2, "checkpoints were started by what waited for them");
+    for w in workers {
+        w.shutdown().await;
+    }
+}

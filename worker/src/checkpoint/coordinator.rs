@@ -7,6 +7,10 @@
 //! then is `n` complete and announced. A worker that (re)starts joins with a new incarnation,
 //! which means its memory is gone: the application rolls back to the newest intact checkpoint
 //! under a new generation.
+//!
+//! Group commit (`checkpoint.minPause`): workers tell the coordinator when something waits for
+//! a checkpoint (a durable acknowledgement, held egress), once per epoch; the next checkpoint
+//! then starts `minPause` after the previous one ended instead of at the next tick.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub enum Event {
     Restored { worker: u32, generation: u64, incarnation: u64 },
     /// Internal: the manifest write of a checkpoint ended.
     Manifest { generation: u64, checkpoint: u64, result: Result<u64, String> },
+    /// Group commit: something on a worker waits for `checkpoint` to complete.
+    Want { generation: u64, checkpoint: u64 },
 }
 
 struct InProgress {
@@ -52,6 +58,8 @@ pub struct Coordinator {
     /// To hand internal events back to the loop.
     tx: mpsc::UnboundedSender<Event>,
     interval: Option<Duration>,
+    /// Group commit: the pause after a checkpoint ends before a wanted one starts.
+    min_pause: Option<Duration>,
     retained: usize,
     generation: u64,
     restored_from: u64,
@@ -61,6 +69,10 @@ pub struct Coordinator {
     /// Incarnation of each worker at its last restore.
     incarnations: Vec<Option<u64>>,
     next_checkpoint: u64,
+    /// The highest checkpoint a worker waits for in this generation (group commit).
+    wanted: u64,
+    /// When the last checkpoint completed or failed (or the rollback began).
+    last_end: Instant,
     in_progress: Option<InProgress>,
     /// Restore calls of the current rollback; a newer rollback aborts them.
     restores: JoinSet<()>,
@@ -74,6 +86,7 @@ impl Coordinator {
         events: mpsc::UnboundedReceiver<Event>,
         tx: mpsc::UnboundedSender<Event>,
         interval: Option<Duration>,
+        min_pause: Option<Duration>,
         retained: usize,
     ) -> Coordinator {
         let workers = node.cluster.workers() as usize;
@@ -82,6 +95,7 @@ impl Coordinator {
             events,
             tx,
             interval,
+            min_pause: min_pause.filter(|_| interval.is_some()),
             retained,
             generation: 0,
             restored_from: 0,
@@ -89,6 +103,8 @@ impl Coordinator {
             pending: HashSet::new(),
             incarnations: vec![None; workers],
             next_checkpoint: 1,
+            wanted: 0,
+            last_end: Instant::now(),
             in_progress: None,
             restores: JoinSet::new(),
             chores: JoinSet::new(),
@@ -104,10 +120,15 @@ impl Coordinator {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let eager = self.eager_start();
             let ev = tokio::select! {
                 Some(ev) = self.events.recv() => ev,
                 _ = ticker.tick() => {
                     self.tick();
+                    continue;
+                }
+                _ = tokio::time::sleep_until(eager.unwrap_or_else(Instant::now).into()), if eager.is_some() => {
+                    self.start();
                     continue;
                 }
                 Some(_) = self.restores.join_next(), if !self.restores.is_empty() => continue,
@@ -161,6 +182,11 @@ impl Coordinator {
                     Err(reason) => self.fail(&format!("worker {worker} could not write its part: {reason}")),
                 }
             }
+            Event::Want { generation, checkpoint } => {
+                if generation == self.generation {
+                    self.wanted = self.wanted.max(checkpoint);
+                }
+            }
             Event::Manifest { generation, checkpoint, result } => {
                 if generation != self.generation || self.in_progress.as_ref().is_none_or(|p| p.checkpoint != checkpoint) {
                     return true;
@@ -182,7 +208,20 @@ impl Coordinator {
             }
             return;
         }
-        if self.interval.is_none() || !self.pending.is_empty() {
+        self.start();
+    }
+
+    /// When group commit starts the next checkpoint: a worker waits for one not yet started.
+    /// A failed checkpoint is not retried early (the store may be down): `wanted` then
+    /// names a started one, and the next tick starts the retry.
+    fn eager_start(&self) -> Option<Instant> {
+        let pause = self.min_pause?;
+        (self.in_progress.is_none() && self.pending.is_empty() && self.wanted >= self.next_checkpoint)
+            .then(|| self.last_end + pause)
+    }
+
+    fn start(&mut self) {
+        if self.interval.is_none() || self.in_progress.is_some() || !self.pending.is_empty() {
             return;
         }
         let Some(world) = self.node.current().filter(|w| w.generation == self.generation) else {
@@ -201,6 +240,7 @@ impl Coordinator {
 
     fn fail(&mut self, reason: &str) {
         if let Some(p) = self.in_progress.take() {
+            self.last_end = Instant::now();
             self.node.metrics.checkpoints_failed.inc();
             tracing::warn!(checkpoint = p.checkpoint, reason, "checkpoint failed; the next interval tries again");
         }
@@ -231,6 +271,7 @@ impl Coordinator {
 
     fn complete(&mut self, checkpoint: u64, bytes: u64) {
         let p = self.in_progress.take().expect("checked by the caller");
+        self.last_end = Instant::now();
         let took = p.started.elapsed();
         let m = &self.node.metrics;
         m.checkpoints_completed.inc();
@@ -270,6 +311,8 @@ impl Coordinator {
         self.rollback_started = Instant::now();
         self.restores.abort_all();
         self.in_progress = None;
+        self.wanted = 0;
+        self.last_end = Instant::now();
         self.node.metrics.rollbacks.inc();
         let (generation, checkpoint, highest) = loop {
             match self.choose().await {

@@ -6,3 +6,4 @@ pub mod manifest;
 pub mod snapshot;
 pub mod store;
 pub mod uploader;
+pub mod wants;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::Partition;
 use crate::checkpoint::snapshot::{PendingEgress, Snapshot};
@@ -33,6 +33,9 @@ pub struct Epochs {
     held: VecDeque<PendingEgress>,
     /// Finished snapshots, to the uploader. Unbounded: at most one per checkpoint interval.
     snapshots: mpsc::UnboundedSender<Snapshot>,
+    /// Group commit: the highest epoch something here waits for, to the coordinator
+    /// (`checkpoint::wants`). `None`: checkpoints only start every interval.
+    wants: Option<watch::Sender<u64>>,
     metrics: Arc<Metrics>,
 }
 
@@ -51,6 +54,7 @@ impl Epochs {
         workers: u32,
         restored: u64,
         snapshots: mpsc::UnboundedSender<Snapshot>,
+        wants: Option<watch::Sender<u64>>,
         metrics: Arc<Metrics>,
     ) -> Epochs {
         Epochs {
@@ -62,6 +66,7 @@ impl Epochs {
             recordings: BTreeMap::new(),
             held: VecDeque::new(),
             snapshots,
+            wants,
             metrics,
         }
     }
@@ -70,8 +75,23 @@ impl Epochs {
         self.epoch
     }
 
+    /// Something produced now waits for checkpoint `epoch` (group commit).
+    pub fn want(&self) {
+        if let Some(w) = &self.wants {
+            let epoch = self.epoch;
+            w.send_if_modified(|wanted| {
+                let newer = epoch > *wanted;
+                if newer {
+                    *wanted = epoch;
+                }
+                newer
+            });
+        }
+    }
+
     /// Holds a record produced now until checkpoint `epoch` completes.
     pub fn hold(&mut self, record: EgressRecord) {
+        self.want();
         self.seq += 1;
         let key = format!("{}/{}/{}/{}", self.application, self.epoch, self.me, self.seq);
         self.metrics.egress_pending.inc();

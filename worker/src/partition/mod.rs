@@ -208,6 +208,9 @@ impl Partition {
             }
             Input::Ingest { env, admission, epoch } => {
                 if let Some(tx) = epoch {
+                    if let Some(epochs) = &self.epochs {
+                        epochs.want();
+                    }
                     let _ = tx.send(self.epochs.as_ref().map_or(0, Epochs::epoch));
                 }
                 self.deliver(env, admission, true);

@@ -243,6 +243,10 @@ impl Peer for PeerService {
                     .map_err(|e| Status::unavailable(format!("restoring checkpoint {}: {e}", r.checkpoint)))?;
             }
             Some(control_request::Kind::Completed(c)) => node.completed(c.generation, c.checkpoint),
+            Some(control_request::Kind::Want(w)) => self.to_coordinator(Event::Want {
+                generation: w.generation,
+                checkpoint: w.checkpoint,
+            })?,
         }
         Ok(Response::new(ControlReply {
             incarnation: node.incarnation,
