@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,21 @@ async fn start_functions() -> anyhow::Result<FunctionProcess> {
     FunctionProcess::start("example/*", &local, &std::env::temp_dir()).await
 }
 
+
+/// The release `spindle` binary: `explicit`, or beside this binary.
+pub(crate) fn spindle_binary(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    let bin = match explicit {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("spindle"),
+    };
+    anyhow::ensure!(
+        bin.is_file(),
+        "the worker binary {} does not exist: build it first with `cargo build --release -p spindle-worker` \
+         (same CARGO_TARGET_DIR as the benchmark), or pass --spindle PATH",
+        bin.display()
+    );
+    Ok(bin)
+}
 
 /// Receives the counter's egress records and wakes the client waiting for each.
 async fn start_webhook(waiters: Waiters) -> anyhow::Result<SocketAddr> {

@@ -8,10 +8,11 @@
 //! clients, messages queue per address and the batch limit matters.
 
 mod chain;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod harness;
 mod load;
 mod report;
+mod restate;
 
 use std::time::Duration;
 
@@ -50,6 +51,11 @@ pub enum Serve {
     /// `kill -9` of a worker process (needs the release `spindle` binary beside this one:
     /// `cargo build --release -p spindle-worker` first).
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Spindle and Restate side by side in one run: request-reply, one-way and chain
+    /// workloads at several concurrencies, with CPU and memory of every process; writes
+    /// markdown, JSON and a PNG chart (needs Node.js/npm for Restate, and the release
+    /// `spindle` binary beside this one).
+    Restate(restate::RestateArgs),
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -63,6 +69,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
         Some(Serve::Chain(ref c)) => rt.block_on(chain::run(c)),
         Some(Serve::Checkpoint(ref c)) => rt.block_on(checkpoint::run(c)),
+        Some(Serve::Restate(ref r)) => rt.block_on(restate::run(r)),
         None => rt.block_on(load::run(&args)),
     }
 }

@@ -13,7 +13,7 @@
 mod overhead;
 mod recovery;
 mod size;
-mod traffic;
+pub(crate) mod traffic;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

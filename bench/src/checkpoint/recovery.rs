@@ -84,18 +84,7 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 
 /// The release `spindle` binary beside this one, or `--spindle`.
 pub(crate) fn spindle_binary(args: &CheckpointArgs) -> anyhow::Result<PathBuf> {
-    let bin = match &args.spindle {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("spindle"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "the worker binary {} does not exist: build it first with `cargo build --release -p spindle-worker` \
-             (same CARGO_TARGET_DIR as the benchmark), or pass --spindle PATH",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    crate::harness::spindle_binary(args.spindle.as_ref())
 }
 
 pub(crate) async fn run(args: &CheckpointArgs, env: &Env, kills: &mut Vec<Kill>) -> anyhow::Result<()> {

@@ -52,6 +52,11 @@ impl FunctionProcess {
         Ok(p)
     }
 
+    /// The process id, while it runs (for benchmarks that account CPU and memory per process).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     async fn wait_listening(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let started = tokio::time::Instant::now();
         let mut next_note = Duration::from_secs(10);

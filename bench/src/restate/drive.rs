@@ -1,0 +1,301 @@
+//! The load generator both systems get: closed-loop clients over one pooled HTTP/1.1 client,
+//! the same keys, message bodies and completion rules; and the final correctness check.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+use super::restate_side::RestateProcesses;
+use super::usage::{self, Snapshot};
+use super::{RestateArgs, Side, SideKind, Workload};
+use crate::checkpoint::traffic::get;
+use crate::harness::{Harness, Waiters, percentile};
+use crate::report::load_average;
+
+/// What one side was sent over the run, for the final check.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Sent {
+    /// Adds acknowledged (every add has value 1).
+    pub adds: u64,
+    /// Chains started and completed.
+    pub chains: u64,
+}
+
+/// One measured row.
+pub(crate) struct Row {
+    pub system: String,
+    pub kind: SideKind,
+    pub workload: Workload,
+    pub concurrency: usize,
+    pub guarantee: &'static str,
+    pub window: Duration,
+    /// Completed invocations (request-reply, one-way) or chains, in the window.
+    pub completed: u64,
+    /// Invocations per completion (chains: hops + 1).
+    pub invocations_each: u32,
+    /// Latency of the operations begun in the window, sorted: completion (request-reply,
+    /// chain) or acknowledgement (one-way).
+    pub latencies: Vec<Duration>,
+    /// Per process (role, share of a core, RSS at the end), the load generator last.
+    pub processes: Vec<(String, f64, u64)>,
+    pub load: String,
+}
+
+impl Row {
+    pub fn per_second(&self) -> f64 {
+        self.completed as f64 / self.window.as_secs_f64()
+    }
+
+    pub fn invocations_per_second(&self) -> f64 {
+        self.per_second() * f64::from(self.invocations_each)
+    }
+
+    pub fn p(&self, q: f64) -> Duration {
+        percentile(&self.latencies, q)
+    }
+
+    /// CPU (all of the system's processes, not the load generator) per completed invocation.
+    pub fn cpu_per_invocation(&self) -> Duration {
+        let cores: f64 = self.processes.iter().filter(|p| p.0 != LOADGEN).map(|p| p.1).sum();
+        let per = cores / self.invocations_per_second().max(1e-9);
+        Duration::from_secs_f64(per.min(1e6))
+    }
+}
+
+pub(crate) const LOADGEN: &str = "load generator + webhook (spindle-bench)";
+
+/// Sequence numbers, unique over the run: the webhook wakes clients by them.
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+struct Ctx {
+    client: Client<HttpConnector, Full<Bytes>>,
+    side_kind: SideKind,
+    ingress: std::net::SocketAddr,
+    workload: Workload,
+    keys: u64,
+    hops: u32,
+    waiters: Waiters,
+}
+
+impl Ctx {
+    async fn post(&self, path: String, content_type: &str, body: Vec<u8>, durable: bool) -> anyhow::Result<StatusCode> {
+        let mut req = Request::post(format!("http://{}{path}", self.ingress)).header(header::CONTENT_TYPE, content_type);
+        if durable {
+            req = req.header("spindle-ack", "durable");
+        }
+        let resp = self.client.request(req.body(Full::new(Bytes::from(body)))?).await?;
+        let status = resp.status();
+        // Drain the body so the connection goes back to the pool.
+        let _ = resp.into_body().collect().await?;
+        Ok(status)
+    }
+
+    /// Sends one operation and returns once it is complete (as the workload defines).
+    async fn op(&self, seq: u64) -> anyhow::Result<()> {
+        let key = seq % self.keys;
+        let wait = |seq: u64| {
+            let (tx, rx) = oneshot::channel();
+            self.waiters.lock().unwrap().insert(seq, tx);
+            rx
+        };
+        let add = serde_json::to_vec(&serde_json::json!({"seq": seq, "value": 1}))?;
+        let hop = serde_json::to_vec(&serde_json::json!({"seq": seq, "remaining": self.hops, "spread": self.keys}))?;
+        let (status, done, expect) = match (self.side_kind, self.workload) {
+            (SideKind::Restate, Workload::RequestReply) => {
+                (self.post(format!("/counter/k{key}/add"), "application/json", add, false).await?, None, StatusCode::OK)
+            }
+            (SideKind::Restate, Workload::OneWay) => {
+                (self.post(format!("/counter/k{key}/add/send"), "application/json", add, false).await?, None, StatusCode::ACCEPTED)
+            }
+            (SideKind::Restate, Workload::Chain) => {
+                let rx = wait(seq);
+                (self.post(format!("/hop/h{key}/hop/send"), "application/json", hop, false).await?, Some(rx), StatusCode::ACCEPTED)
+            }
+            (SideKind::Spindle(_), Workload::RequestReply) => {
+                let rx = wait(seq);
+                let s = self.post(format!("/example/counter/k{key}"), "application/vnd.example/Add", add, false).await?;
+                (s, Some(rx), StatusCode::ACCEPTED)
+            }
+            (SideKind::Spindle(_), Workload::OneWay) => {
+                (self.post(format!("/example/counter/k{key}"), "application/vnd.example/Add", add, true).await?, None, StatusCode::OK)
+            }
+            (SideKind::Spindle(_), Workload::Chain) => {
+                let rx = wait(seq);
+                let s = self.post(format!("/example/hop/h{key}"), "application/vnd.example/Hop", hop, false).await?;
+                (s, Some(rx), StatusCode::ACCEPTED)
+            }
+        };
+        if status != expect {
+            self.waiters.lock().unwrap().remove(&seq);
+            anyhow::bail!("the ingress answered {status} (expected {expect})");
+        }
+        if let Some(rx) = done {
+            tokio::time::timeout(Duration::from_secs(60), rx)
+                .await
+                .context("no completion within 60 s")?
+                .context("the webhook dropped the waiter")?;
+        }
+        Ok(())
+    }
+}
+
+/// Completions so far for the one-way workload (its clients only see acknowledgements):
+/// Restate's from the counters' state, Spindle's from the egress records this worker has
+/// delivered (one per completed add, released after its checkpoint).
+async fn completions(side: &Side, restate: Option<&RestateProcesses>) -> anyhow::Result<u64> {
+    Ok(match side.kind {
+        SideKind::Restate => restate.context("Restate is not running")?.state_sum("counter", "total").await?.max(0) as u64,
+        SideKind::Spindle(_) => {
+            let admin = side.admin.context("no admin address")?;
+            let (_, body) = get(admin, "/metrics").await.context("reading Spindle's /metrics")?;
+            let text = String::from_utf8_lossy(&body);
+            text.lines()
+                .filter(|l| l.starts_with("spindle_egress_records_total{") && l.contains(r#"outcome="ok""#))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        }
+    })
+}
+
+pub(crate) async fn row(
+    args: &RestateArgs,
+    side: &Side,
+    workload: Workload,
+    concurrency: usize,
+    h: &Harness,
+    restate: Option<&RestateProcesses>,
+    sent: &mut Sent,
+) -> anyhow::Result<Row> {
+    let ctx = Arc::new(Ctx {
+        client: Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(concurrency)
+            .build_http::<Full<Bytes>>(),
+        side_kind: side.kind,
+        ingress: side.ingress,
+        workload,
+        keys: args.keys,
+        hops: args.hops,
+        waiters: h.waiters.clone(),
+    });
+    let mut pids: Vec<u32> = side.processes.iter().map(|p| p.1).collect();
+    pids.push(std::process::id());
+    let from = Instant::now() + args.duration / 5;
+    let stop = from + args.duration;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let ctx = ctx.clone();
+        clients.spawn(async move {
+            let (mut latencies, mut ops) = (Vec::new(), 0u64);
+            loop {
+                let begun = Instant::now();
+                if begun >= stop {
+                    break;
+                }
+                ctx.op(SEQ.fetch_add(1, Ordering::Relaxed)).await?;
+                ops += 1;
+                if begun >= from {
+                    latencies.push(begun.elapsed());
+                }
+            }
+            anyhow::Ok((latencies, ops))
+        });
+    }
+    // The window's edges: CPU and memory of every process, and (one-way) completions so far.
+    tokio::time::sleep_until(from.into()).await;
+    let (a, done_a) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?);
+    tokio::time::sleep_until(stop.into()).await;
+    let (b, done_b) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?);
+    let load = load_average();
+    let (mut latencies, mut ops) = (Vec::new(), 0);
+    while let Some(r) = clients.join_next().await {
+        let (l, n) = r??;
+        latencies.extend(l);
+        ops += n;
+    }
+    latencies.sort();
+    match workload {
+        Workload::Chain => sent.chains += ops,
+        _ => sent.adds += ops,
+    }
+    let completed = match workload {
+        Workload::OneWay => done_b.saturating_sub(done_a),
+        _ => latencies.len() as u64,
+    };
+    Ok(Row {
+        system: side.label.clone(),
+        kind: side.kind,
+        workload,
+        concurrency,
+        guarantee: side.guarantee(workload),
+        window: b.at.duration_since(a.at),
+        completed,
+        invocations_each: if workload == Workload::Chain { args.hops + 1 } else { 1 },
+        latencies,
+        processes: processes(side, &a, &b),
+        load,
+    })
+}
+
+async fn completions_if(w: Workload, side: &Side, restate: Option<&RestateProcesses>) -> anyhow::Result<u64> {
+    if w == Workload::OneWay { completions(side, restate).await } else { Ok(0) }
+}
+
+fn processes(side: &Side, a: &Snapshot, b: &Snapshot) -> Vec<(String, f64, u64)> {
+    let names = side.processes.iter().map(|p| p.0).chain([LOADGEN]);
+    names
+        .zip(usage::between(a, b))
+        .map(|(n, (cpu, rss))| (n.to_string(), cpu, rss))
+        .collect()
+}
+
+/// Every add and every hop is in the state exactly once: the counters sum to the adds sent,
+/// the hop counts to chains × (hops + 1). Waits (with a deadline) for one-way work to drain.
+pub(crate) async fn verify(args: &RestateArgs, side: &Side, sent: &Sent, restate: Option<&RestateProcesses>) -> anyhow::Result<String> {
+    let want_hops = sent.chains * u64::from(args.hops + 1);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (adds, hops) = match side.kind {
+            SideKind::Restate => {
+                let r = restate.context("Restate is not running")?;
+                (r.state_sum("counter", "total").await?.max(0) as u64, r.state_sum("hop", "hops").await?.max(0) as u64)
+            }
+            SideKind::Spindle(_) => {
+                let admin = side.admin.context("no admin address")?;
+                (spindle_sum(admin, "counter", "total", args.keys).await?, spindle_sum(admin, "hop", "hops", args.keys).await?)
+            }
+        };
+        if adds == sent.adds && hops == want_hops {
+            return Ok(format!("counters sum to {adds} = adds sent; hop counts sum to {hops} = {} chains × {}", sent.chains, args.hops + 1));
+        }
+        ensure!(
+            adds <= sent.adds && hops <= want_hops && Instant::now() < deadline,
+            "state does not match what was sent: counters {adds} (sent {}), hops {hops} (expected {want_hops})",
+            sent.adds
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The sum of integer state `name` over `example/{ty}/{k|h}0..keys`, through `/state`.
+async fn spindle_sum(admin: std::net::SocketAddr, ty: &str, name: &str, keys: u64) -> anyhow::Result<u64> {
+    let prefix = if ty == "counter" { "k" } else { "h" };
+    let mut sum = 0u64;
+    for k in 0..keys {
+        let (status, body) = get(admin, &format!("/state/example/{ty}/{prefix}{k}"))
+            .await
+            .with_context(|| format!("reading example/{ty}/{prefix}{k}"))?;
+        ensure!(status == 200, "/state answered {status}");
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        sum += v[name]["value"].as_u64().unwrap_or(0);
+    }
+    Ok(sum)
+}
