@@ -4,6 +4,7 @@
 pub mod coordinator;
 pub mod manifest;
 pub mod snapshot;
+mod state_encoding;
 pub mod store;
 pub mod uploader;
 pub mod wants;

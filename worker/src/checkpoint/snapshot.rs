@@ -141,22 +141,6 @@ fn spec_from(s: proto::Spec) -> StateSpec {
 impl Snapshot {
     /// The part as written to storage.
     pub fn encode(&self, meta: &PartMeta) -> Bytes {
-        let state = self
-            .state
-            .iter()
-            .map(|(addr, cells)| proto::AddressState {
-                typename: addr.typename.to_string(),
-                id: addr.id.to_string(),
-                cells: cells
-                    .map(|(name, v, exp)| proto::Cell {
-                        name: name.to_string(),
-                        typename: v.typename.to_string(),
-                        value: v.bytes.clone(),
-                        expires_at_ms: exp.unwrap_or(0),
-                    })
-                    .collect(),
-            })
-            .collect();
         let specs = self
             .specs
             .iter()
@@ -172,7 +156,7 @@ impl Snapshot {
             worker: meta.worker,
             workers: meta.workers,
             key_groups: meta.key_groups,
-            state,
+            state: Vec::new(),
             specs,
             messages: self.messages.iter().map(message_to).collect(),
             recorded: self.recorded.iter().map(message_to).collect(),
@@ -209,7 +193,12 @@ impl Snapshot {
                 })
                 .collect(),
         };
-        Bytes::from(part.encode_to_vec())
+        // The state, the bulk of a part, is appended directly; entries of a repeated field
+        // may come in any position.
+        let mut buf = Vec::with_capacity(part.encoded_len() + self.state.addresses() * 96);
+        part.encode(&mut buf).expect("a Vec grows as needed");
+        super::state_encoding::append_state(&self.state, &mut buf);
+        Bytes::from(buf)
     }
 }
 
