@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::restate_side::RestateProcesses;
 use super::usage::{self, Snapshot};
 use super::{RestateArgs, Side, SideKind, Workload};
-use crate::checkpoint::traffic::get;
+use crate::checkpoint::traffic::{get, histogram, scrape};
 use crate::harness::{Harness, Waiters, percentile};
 use crate::report::load_average;
 
@@ -48,6 +48,8 @@ pub(crate) struct Row {
     /// Per process (role, share of a core, RSS at the end), the load generator last.
     pub processes: Vec<(String, f64, u64)>,
     pub load: String,
+    /// Spindle: checkpoints completed per second and their mean duration in the window.
+    pub checkpoints: Option<(f64, Duration)>,
 }
 
 impl Row {
@@ -211,9 +213,9 @@ pub(crate) async fn row(
     }
     // The window's edges: CPU and memory of every process, and (one-way) completions so far.
     tokio::time::sleep_until(from.into()).await;
-    let (a, done_a) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?);
+    let (a, done_a, ck_a) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?, checkpoints(side).await);
     tokio::time::sleep_until(stop.into()).await;
-    let (b, done_b) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?);
+    let (b, done_b, ck_b) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?, checkpoints(side).await);
     let load = load_average();
     let (mut latencies, mut ops) = (Vec::new(), 0);
     while let Some(r) = clients.join_next().await {
@@ -242,7 +244,19 @@ pub(crate) async fn row(
         latencies,
         processes: processes(side, &a, &b),
         load,
+        checkpoints: ck_a.zip(ck_b).map(|((s0, n0), (s1, n1))| {
+            let n = n1.saturating_sub(n0);
+            let secs = b.at.duration_since(a.at).as_secs_f64();
+            (n as f64 / secs, Duration::from_secs_f64(((s1 - s0) / n.max(1) as f64).max(0.0)))
+        }),
     })
+}
+
+/// Spindle's checkpoint histogram so far: (sum of seconds, count).
+async fn checkpoints(side: &Side) -> Option<(f64, u64)> {
+    let (_, body) = get(side.admin?, "/metrics").await?;
+    let m = scrape(&String::from_utf8_lossy(&body));
+    Some(histogram(&m, "spindle_checkpoint_duration_seconds"))
 }
 
 async fn completions_if(w: Workload, side: &Side, restate: Option<&RestateProcesses>) -> anyhow::Result<u64> {

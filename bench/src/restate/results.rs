@@ -30,9 +30,15 @@ fn rss_summary(r: &Row) -> String {
         .join(", ")
 }
 
+fn checkpoint_summary(r: &Row) -> String {
+    r.checkpoints
+        .map(|(per_s, mean)| format!("{per_s:.0}/s, mean {:.1} ms", ms(mean)))
+        .unwrap_or_default()
+}
+
 pub(crate) fn line(r: &Row) -> String {
     format!(
-        "  {:<13} c={:<3} {:<58} {:>9.0} /s {:>9.0} inv/s  p50 {:>8.2} ms  p99 {:>8.2} ms  CPU/inv {:>6.0} µs  [{}] load {}",
+        "  {:<13} c={:<3} {:<58} {:>9.0} /s {:>9.0} inv/s  p50 {:>8.2} ms  p99 {:>8.2} ms  CPU/inv {:>6.0} µs  checkpoints {} [{}] load {}",
         r.workload.name(),
         r.concurrency,
         r.system,
@@ -41,6 +47,7 @@ pub(crate) fn line(r: &Row) -> String {
         ms(r.p(0.5)),
         ms(r.p(0.99)),
         r.cpu_per_invocation().as_secs_f64() * 1e6,
+        checkpoint_summary(r),
         cpu_summary(r),
         r.load
     )
@@ -71,8 +78,8 @@ fn markdown(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) 
          Latency: request-reply and chain until completion, one-way until the acknowledgement. \
          Ratio = Spindle / Restate, same workload and concurrency; for p99, below 1 means Spindle is faster.\n\n",
     );
-    md.push_str("| workload | c | system | completed/s | invocations/s | p50 ms | p99 ms | ratio thr. | ratio p99 | CPU µs/invocation | CPU (share of a core) | RSS MB |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| workload | c | system | completed/s | invocations/s | p50 ms | p99 ms | ratio thr. | ratio p99 | CPU µs/invocation | checkpoints | CPU (share of a core) | RSS MB |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let (ratio, ratio_p99) = match (r.kind, restate_of(rows, r)) {
             (SideKind::Spindle(_), Some(base)) => (
@@ -82,7 +89,7 @@ fn markdown(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) 
             _ => ("".into(), "".into()),
         };
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {ratio} | {ratio_p99} | {:.0} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {ratio} | {ratio_p99} | {:.0} | {} | {} | {} |\n",
             r.workload.name(),
             r.concurrency,
             r.system,
@@ -91,6 +98,7 @@ fn markdown(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) 
             ms(r.p(0.5)),
             ms(r.p(0.99)),
             r.cpu_per_invocation().as_secs_f64() * 1e6,
+            checkpoint_summary(r),
             cpu_summary(r),
             rss_summary(r)
         ));
@@ -131,6 +139,8 @@ fn to_json(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) -
             "cpu_us_per_invocation": r.cpu_per_invocation().as_secs_f64() * 1e6,
             "processes": r.processes.iter().map(|(n, cpu, rss)| json!({"name": n, "cpu_cores": cpu, "rss_bytes": rss})).collect::<Vec<_>>(),
             "load": r.load,
+            "checkpoints_per_s": r.checkpoints.map(|c| c.0),
+            "checkpoint_mean_ms": r.checkpoints.map(|c| ms(c.1)),
         })).collect::<Vec<_>>(),
     })
 }
