@@ -58,19 +58,26 @@ async fn start_functions() -> anyhow::Result<FunctionProcess> {
 }
 
 
-/// The release `spindle` binary: `explicit`, or beside this binary.
-pub(crate) fn spindle_binary(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
-    let bin = match explicit {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("spindle"),
-    };
-    anyhow::ensure!(
-        bin.is_file(),
-        "the worker binary {} does not exist: build it first with `cargo build --release -p spindle-worker` \
-         (same CARGO_TARGET_DIR as the benchmark), or pass --spindle PATH",
-        bin.display()
-    );
-    Ok(bin)
+/// A loopback address free a moment ago, for a child process to bind (it cannot be handed
+/// a listener).
+pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// How to start a Spindle process: `explicit` (a `spindle` binary), or this binary's
+/// `spindle` subcommand, which is Spindle's own command line compiled in (same build profile).
+pub(crate) fn spindle_command(explicit: Option<&PathBuf>) -> anyhow::Result<std::process::Command> {
+    Ok(match explicit {
+        Some(p) => {
+            anyhow::ensure!(p.is_file(), "the worker binary {} does not exist", p.display());
+            std::process::Command::new(p)
+        }
+        None => {
+            let mut c = std::process::Command::new(std::env::current_exe()?);
+            c.arg("spindle");
+            c
+        }
+    })
 }
 
 /// Receives the counter's egress records and wakes the client waiting for each.

@@ -48,14 +48,18 @@ pub enum Serve {
     Chain(chain::ChainArgs),
     /// The cost of exactly-once: throughput with checkpoints on versus off (interleaved
     /// rounds), checkpoint duration and size against state size, and recovery time from
-    /// `kill -9` of a worker process (needs the release `spindle` binary beside this one:
-    /// `cargo build --release -p spindle-worker` first).
+    /// `kill -9` of a worker process (`spindle worker` processes run from this binary).
     Checkpoint(checkpoint::CheckpointArgs),
     /// Spindle and Restate side by side in one run: request-reply, one-way and chain
     /// workloads at several concurrencies, with CPU and memory of every process; writes
-    /// markdown, JSON and a PNG chart (needs Node.js/npm for Restate, and the release
-    /// `spindle` binary beside this one).
+    /// markdown, JSON and a PNG chart (needs Node.js and npm for Restate's side).
     Restate(restate::RestateArgs),
+    /// Spindle's own command line (`spindle worker …`), for the processes the benchmarks start.
+    #[command(hide = true)]
+    Spindle {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -64,12 +68,18 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
 
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Serve::Spindle { args }) = args.serve {
+        // Spindle builds its own runtime.
+        let code = spindle_worker::cli::main_from(std::iter::once("spindle".into()).chain(args));
+        std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 1 });
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve {
         Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
         Some(Serve::Chain(ref c)) => rt.block_on(chain::run(c)),
         Some(Serve::Checkpoint(ref c)) => rt.block_on(checkpoint::run(c)),
         Some(Serve::Restate(ref r)) => rt.block_on(restate::run(r)),
+        Some(Serve::Spindle { .. }) => unreachable!("handled above"),
         None => rt.block_on(load::run(&args)),
     }
 }

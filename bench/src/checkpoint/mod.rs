@@ -68,7 +68,7 @@ pub struct CheckpointArgs {
     /// Recovery: messages/s of the steady load over the three workers.
     #[arg(long, default_value_t = 500.0)]
     pub recovery_rate: f64,
-    /// The `spindle` binary for the recovery processes (default: beside this binary).
+    /// A `spindle` binary for the recovery processes (default: Spindle built into this one).
     #[arg(long, env = "SPINDLE_BIN")]
     pub spindle: Option<PathBuf>,
 }
@@ -155,10 +155,9 @@ pub async fn run(args: &CheckpointArgs) -> anyhow::Result<()> {
         args.interval,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    if args.parts.contains(&Part::Recovery) {
+    if let Some(p) = &args.spindle {
         // Fail before spending minutes on the other parts.
-        let bin = recovery::spindle_binary(args)?;
-        println!("recovery uses {}", bin.display());
+        anyhow::ensure!(p.is_file(), "the worker binary {} does not exist", p.display());
     }
     let mut figures = Figures::default();
     let result = measure(args, &env, &mut figures).await;

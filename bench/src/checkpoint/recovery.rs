@@ -1,6 +1,5 @@
-//! From `kill -9` of a worker process to resumed processing: three `spindle worker` processes
-//! (the release binary), checkpoints on the local filesystem, a steady paced load spread over
-//! the three ingresses. A worker — a non-coordinator, then the coordinator (worker 0), in
+//! From `kill -9` of a worker process to resumed processing: three `spindle worker` processes,
+//! checkpoints on the local filesystem, a steady paced load spread over the three ingresses. A worker — a non-coordinator, then the coordinator (worker 0), in
 //! turn — is killed with SIGKILL and restarted at once on the same ports, as a StatefulSet
 //! restarts a pod. Measured from the kill:
 //! (a) until every worker reports the new generation on `/status` and `/readyz` answers 200;
@@ -9,13 +8,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use super::traffic::{Keys, Load, LoadSpec, get, histogram, next_seq_floor, scrape};
 use super::{CheckpointArgs, Env, app_yaml};
+use crate::harness::{free_addr, spindle_command};
 
 const WORKERS: usize = 3;
 
@@ -29,7 +29,7 @@ pub(crate) struct Kill {
 
 /// The worker processes, restartable on the same ports.
 struct Procs {
-    bin: PathBuf,
+    spindle: Option<PathBuf>,
     dir: PathBuf,
     app: PathBuf,
     peers: Vec<String>,
@@ -41,7 +41,7 @@ struct Procs {
 impl Procs {
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let log = std::fs::File::options().create(true).append(true).open(self.dir.join(format!("worker-{i}.log")))?;
-        let child = Command::new(&self.bin)
+        let child = spindle_command(self.spindle.as_ref())?
             .arg("worker")
             .arg(&self.app)
             .args(["--index", &i.to_string(), "--peers", &self.peers.join(",")])
@@ -54,7 +54,7 @@ impl Procs {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))?;
+            .context("starting a spindle worker")?;
         self.children[i] = Some(child);
         Ok(())
     }
@@ -78,17 +78,7 @@ impl Drop for Procs {
     }
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// The release `spindle` binary beside this one, or `--spindle`.
-pub(crate) fn spindle_binary(args: &CheckpointArgs) -> anyhow::Result<PathBuf> {
-    crate::harness::spindle_binary(args.spindle.as_ref())
-}
-
 pub(crate) async fn run(args: &CheckpointArgs, env: &Env, kills: &mut Vec<Kill>) -> anyhow::Result<()> {
-    let bin = spindle_binary(args)?;
     let dir = env.dir.join("recovery");
     std::fs::create_dir_all(&dir)?;
     let store = dir.join("store");
@@ -96,7 +86,7 @@ pub(crate) async fn run(args: &CheckpointArgs, env: &Env, kills: &mut Vec<Kill>)
     let app = dir.join("app.yaml");
     std::fs::write(&app, yaml)?;
     let mut procs = Procs {
-        bin,
+        spindle: args.spindle.clone(),
         dir: dir.clone(),
         app,
         peers: (0..WORKERS).map(|_| free_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?,

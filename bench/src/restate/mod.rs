@@ -89,7 +89,7 @@ pub struct RestateArgs {
     /// (default: `bench-restate` in the target directory).
     #[arg(long, env = "SPINDLE_BENCH_RESTATE_DIR")]
     pub tools: Option<PathBuf>,
-    /// The `spindle` binary (default: beside this binary).
+    /// A `spindle` binary for Spindle's side (default: Spindle built into this one).
     #[arg(long, env = "SPINDLE_BIN")]
     pub spindle: Option<PathBuf>,
 }

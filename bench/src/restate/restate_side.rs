@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 
 use super::{Side, SideKind};
 use crate::checkpoint::traffic::get;
+use crate::harness::free_addr;
 
 const PACKAGE_JSON: &str = include_str!("../../restate/package.json");
 const SERVICES: &str = include_str!("../../restate/services.cjs");
@@ -27,10 +28,6 @@ pub(crate) struct RestateProcesses {
     pub admin: SocketAddr,
     server: Child,
     services: Child,
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// `npm install`s the pinned server and SDK into `tools` unless they are there; returns the

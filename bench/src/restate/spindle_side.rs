@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use super::{RestateArgs, Side, SideKind, SpindleMode};
 use crate::checkpoint::traffic::get;
-use crate::harness::{Harness, spindle_binary};
+use crate::harness::{Harness, free_addr, spindle_command};
 
 pub(crate) struct SpindleProcess {
     mode: SpindleMode,
@@ -22,13 +22,8 @@ pub(crate) struct SpindleProcess {
     label: String,
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 impl SpindleProcess {
     pub async fn start(args: &RestateArgs, mode: SpindleMode, h: &Harness, scratch: &Path) -> anyhow::Result<SpindleProcess> {
-        let bin = spindle_binary(args.spindle.as_ref())?;
         let name = match mode {
             SpindleMode::Group => "bench-group",
             SpindleMode::Periodic => "bench-periodic",
@@ -71,7 +66,7 @@ spec:
         std::fs::write(&app, yaml)?;
         let (ingress, admin) = (free_addr()?, free_addr()?);
         let log = std::fs::File::create(dir.join("worker.log"))?;
-        let child = Command::new(&bin)
+        let child = Command::from(spindle_command(args.spindle.as_ref())?)
             .arg("worker")
             .arg(&app)
             .args(["--ingress-addr", &ingress.to_string(), "--admin-addr", &admin.to_string()])
@@ -83,7 +78,7 @@ spec:
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+            .context("starting a spindle worker")?;
         let mut p = SpindleProcess {
             mode,
             ingress,
