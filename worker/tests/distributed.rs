@@ -222,7 +222,10 @@ async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
             cluster: spindle_worker::peer::Cluster { index: i as u32, peers, generation: 0 },
             ..Default::default()
         };
-        workers.push(spindle_worker::Worker::start(spindle_worker::AppConfig::resolve(&spec, &wdir), options, listeners).await.unwrap());
+        let mut config = spindle_worker::AppConfig::resolve(&spec, &wdir);
+        // One checkpoint store for both, as every deployment must have.
+        config.checkpoint.storage = Some(dir.path().join("checkpoints").display().to_string());
+        workers.push(spindle_worker::Worker::start(config, options, listeners).await.unwrap());
     }
     let ingress = workers[0].ingress_addr.unwrap();
     let mut expected = Vec::new();

@@ -220,7 +220,19 @@ impl CheckpointStore {
             std::thread::scope(|s| {
                 let handles: Vec<_> = paths
                     .iter()
-                    .map(|p| s.spawn(move || std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| format!("fsync {}: {e}", p.display()))))
+                    .map(|p| {
+                        s.spawn(move || {
+                            std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| match e.kind() {
+                                // Another worker's part is not where this one looks: their
+                                // storage is not shared, and a restore could never read it.
+                                std::io::ErrorKind::NotFound => format!(
+                                    "{} does not exist: every worker of an application must use the same checkpoint storage",
+                                    p.display()
+                                ),
+                                _ => format!("fsync {}: {e}", p.display()),
+                            })
+                        })
+                    })
                     .collect();
                 handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err("fsync thread panicked".into())))
             })
