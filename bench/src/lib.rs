@@ -13,6 +13,7 @@ mod harness;
 mod load;
 mod report;
 mod restate;
+mod usage;
 
 use std::time::Duration;
 

@@ -76,6 +76,7 @@ pub struct CheckpointArgs {
 /// What every measurement runs against.
 pub(crate) struct Env {
     pub function_port: u16,
+    pub function_pid: Option<u32>,
     pub webhook: SocketAddr,
     pub sink: traffic::Sink,
     /// Scratch directory of this run (checkpoint stores, worker files and logs).
@@ -145,6 +146,7 @@ pub async fn run(args: &CheckpointArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let env = Env {
         function_port: harness.function.port,
+        function_pid: harness.function.pid(),
         webhook,
         sink,
         dir: dir.clone(),
@@ -187,9 +189,10 @@ async fn measure(args: &CheckpointArgs, env: &Env, f: &mut Figures) -> anyhow::R
             for on in [false, true] {
                 let r = overhead::round(args, env, n, on).await?;
                 println!(
-                    "  round {n} checkpoints {:<3}: {:>8.0} msgs/s (from state), latency p50 {} p99 {}{}",
+                    "  round {n} checkpoints {:<3}: {:>8.0} msgs/s (from state), CPU {:.0} µs/msg, latency p50 {} p99 {}{}",
                     if on { "on" } else { "off" },
                     r.per_second,
+                    r.cpu_per_message.as_secs_f64() * 1e6,
                     ms(r.p(0.5)),
                     ms(r.p(0.99)),
                     r.mean_checkpoint.map_or(String::new(), |d| format!(
@@ -237,6 +240,16 @@ impl Figures {
             );
             println!("| Throughput, checkpoints every {:?} | {on:.0} msgs/s (rounds: {}) | |", args.interval, each(true));
             println!("| Throughput ratio on/off | {:.3} (overhead {:.1} %) | overhead < 5 % |", on / off, (1.0 - on / off) * 100.0);
+            let cpu = |on: bool| {
+                let v: Vec<f64> = side(on).map(|r| r.cpu_per_message.as_secs_f64() * 1e6).collect();
+                v.iter().sum::<f64>() / v.len().max(1) as f64
+            };
+            println!(
+                "| CPU per message (worker, load generator, function), off → on | {:.0} → {:.0} µs (+{:.1} %) | |",
+                cpu(false),
+                cpu(true),
+                (cpu(true) / cpu(false).max(1e-9) - 1.0) * 100.0
+            );
             for on in [false, true] {
                 let mut all: Vec<Duration> = side(on).flat_map(|r| r.latencies.iter().copied()).collect();
                 all.sort();

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use super::traffic::{Keys, Load, LoadSpec, histogram, scrape};
 use super::{CheckpointArgs, Env, app_yaml};
 use crate::harness::percentile;
+use crate::usage;
 
 pub(crate) struct Round {
     pub checkpoints: bool,
@@ -29,6 +30,9 @@ pub(crate) struct Round {
     pub latencies: Vec<Duration>,
     pub completed_checkpoints: u64,
     pub mean_checkpoint: Option<Duration>,
+    /// CPU of this process (worker, load generator, webhook) and the function process per
+    /// message: steadier than throughput on a shared machine.
+    pub cpu_per_message: Duration,
 }
 
 pub(crate) async fn round(args: &CheckpointArgs, env: &Env, n: usize, checkpoints: bool) -> anyhow::Result<Round> {
@@ -74,11 +78,14 @@ async fn measure(args: &CheckpointArgs, env: &Env, worker: &Arc<Worker>, checkpo
         rate: None,
     });
     tokio::time::sleep(args.round / 5).await;
+    let pids: Vec<u32> = std::iter::once(std::process::id()).chain(env.function_pid).collect();
     let (t1, s1) = state_sum(worker, args.keys).await?;
-    let m1 = scrape(&worker.metrics.encode());
+    let (m1, u1) = (scrape(&worker.metrics.encode()), usage::snapshot(&pids));
     tokio::time::sleep(args.round).await;
     let (t2, s2) = state_sum(worker, args.keys).await?;
-    let m2 = scrape(&worker.metrics.encode());
+    let (m2, u2) = (scrape(&worker.metrics.encode()), usage::snapshot(&pids));
+    let cores: f64 = usage::between(&u1, &u2).iter().map(|(cpu, _)| cpu).sum();
+    let wall = u2.at.duration_since(u1.at).as_secs_f64();
     let errors = load.errors.load(std::sync::atomic::Ordering::Relaxed);
     let sent = load.stop().await?;
     ensure!(errors == 0, "{errors} ingress requests failed during a throughput round");
@@ -110,6 +117,7 @@ async fn measure(args: &CheckpointArgs, env: &Env, worker: &Arc<Worker>, checkpo
         latencies,
         completed_checkpoints: n2 - n1,
         mean_checkpoint: (n2 > n1).then(|| Duration::from_secs_f64((sum2 - sum1) / (n2 - n1) as f64)),
+        cpu_per_message: Duration::from_secs_f64(cores * wall / (s2 - s1).max(1) as f64),
     })
 }
 

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
 use super::restate_side::RestateProcesses;
-use super::usage::{self, Snapshot};
+use crate::usage::{self, Snapshot};
 use super::{RestateArgs, Side, SideKind, Workload};
 use crate::checkpoint::traffic::{get, histogram, scrape};
 use crate::harness::{Harness, Waiters, percentile};

@@ -17,7 +17,6 @@ mod drive;
 mod results;
 mod restate_side;
 mod spindle_side;
-mod usage;
 
 use std::path::PathBuf;
 use std::time::Duration;
