@@ -20,11 +20,23 @@ pub fn custom_resource_definition() -> Value {
     let rules = json!([
         {
             "rule": "self.keyGroups == oldSelf.keyGroups",
-            "message": "keyGroups is immutable: state is stored by key group in checkpoints"
+            "message": "keyGroups is immutable: state is stored by key group in checkpoints",
+            "fieldPath": ".keyGroups"
         },
         {
-            "rule": "self.workers <= self.keyGroups",
-            "message": "workers must not exceed keyGroups: every worker needs a key group"
+            "rule": "self.workers >= 1 && self.workers <= self.keyGroups",
+            "message": "workers must be at least 1 and at most keyGroups: every worker needs a key group",
+            "fieldPath": ".workers"
+        },
+        {
+            "rule": "self.functions.all(f, !has(f.port) || has(f.image))",
+            "message": "functions[].port is the port of the function's container: it needs an image",
+            "fieldPath": ".functions"
+        },
+        {
+            "rule": "self.checkpoint.retained >= 1",
+            "message": "checkpoint.retained must be at least 1",
+            "fieldPath": ".checkpoint.retained"
         }
     ]);
     spec.as_object_mut()
@@ -39,11 +51,7 @@ pub fn custom_resource_definition() -> Value {
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": {
-                "type": "object",
-                "description": "Observed state, written by the operator.",
-                "x-kubernetes-preserve-unknown-fields": true
-            }
+            "status": status_schema()
         }
     });
     json!({
@@ -68,13 +76,23 @@ pub fn custom_resource_definition() -> Value {
                 "subresources": {"status": {}},
                 "additionalPrinterColumns": [
                     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
-                    {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers"},
-                    {"name": "Last checkpoint", "type": "integer", "jsonPath": ".status.lastCheckpoint"},
+                    {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
+                    {"name": "Workers", "type": "string", "description": "ready/desired", "jsonPath": ".status.workerSummary"},
+                    {"name": "Checkpoint", "type": "integer", "description": "the last completed checkpoint", "jsonPath": ".status.lastCheckpoint"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
                 ]
             }]
         }
     })
+}
+
+/// The status subresource's schema, from [`ApplicationStatus`](crate::resource::ApplicationStatus).
+fn status_schema() -> Value {
+    let schema = serde_json::to_value(schemars::schema_for!(crate::resource::ApplicationStatus)).expect("schemas serialize");
+    let defs = schema["$defs"].as_object().cloned().unwrap_or_default();
+    let mut status = structural(&schema, &defs);
+    status["description"] = "Observed state, written by the operator.".into();
+    status
 }
 
 pub fn crd_yaml() -> String {
@@ -99,6 +117,19 @@ fn structural(s: &Value, defs: &Map<String, Value>) -> Value {
             }
         }
         return inlined;
+    }
+    // A documented unit enum is `oneOf` one `const` per variant; Kubernetes wants `enum` (the
+    // field's description says what the values mean).
+    if let Some(variants) = obj.get("oneOf").and_then(Value::as_array)
+        && variants.iter().all(|v| v.get("const").is_some())
+    {
+        let mut out = Map::new();
+        out.insert("type".into(), "string".into());
+        out.insert("enum".into(), variants.iter().map(|v| v["const"].clone()).collect());
+        if let Some(d) = obj.get("description") {
+            out.insert("description".into(), d.clone());
+        }
+        return Value::Object(out);
     }
     // `Option<Struct>` is `anyOf: [{$ref}, {type: null}]`: an absent field in Kubernetes.
     if let Some(any) = obj.get("anyOf").and_then(Value::as_array) {
@@ -170,6 +201,9 @@ mod tests {
         let crd = custom_resource_definition();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         walk(schema, "", &mut |path, obj| {
+            if path.ends_with(".properties") {
+                return; // field names (a field may be called `type`), not a schema
+            }
             assert!(!obj.contains_key("$ref"), "{path}: $ref");
             assert!(!obj.contains_key("anyOf"), "{path}: anyOf");
             assert!(
@@ -192,17 +226,41 @@ mod tests {
             .contains("Port to listen on"));
     }
 
+    /// The CRD is committed twice: in `crds/` (for `kubectl apply`) and in the chart's
+    /// `crds/` (Helm installs it from there, and charts cannot reach outside their folder).
     #[test]
     fn committed_crd_matches_the_code() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/statefulapplications.spindle.dev.yaml");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let want = crd_yaml();
-        if std::env::var_os("SPINDLE_BLESS").is_some() {
-            std::fs::write(&path, &want).unwrap();
+        for path in ["crds/statefulapplications.spindle.dev.yaml", "charts/spindle-operator/crds/statefulapplications.spindle.dev.yaml"] {
+            let path = root.join(path);
+            if std::env::var_os("SPINDLE_BLESS").is_some() {
+                std::fs::write(&path, &want).unwrap();
+            }
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                have == want,
+                "{} is out of date with spec/src/types.rs: run `SPINDLE_BLESS=1 cargo test -p spindle-operator`",
+                path.display()
+            );
         }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "crds/ is out of date with spec/src/types.rs: run `SPINDLE_BLESS=1 cargo test -p spindle-operator`"
-        );
+    }
+
+    #[test]
+    fn printer_columns_enums_and_rules() {
+        let crd = custom_resource_definition();
+        let version = &crd["spec"]["versions"][0];
+        let columns: Vec<&str> = version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(columns, ["Ready", "Reason", "Workers", "Checkpoint", "Age"]);
+        let schema = &version["schema"]["openAPIV3Schema"];
+        let policy = &schema["properties"]["spec"]["properties"]["checkpoint"]["properties"]["retentionPolicy"];
+        assert_eq!(policy["enum"], json!(["Retain", "Delete"]));
+        assert_eq!(policy["default"], "Retain");
+        let status = &schema["properties"]["status"]["properties"];
+        for field in ["conditions", "observedGeneration", "workers", "readyWorkers", "workerSummary", "lastCheckpoint", "rescale"] {
+            assert!(status.get(field).is_some(), "status.{field}");
+        }
+        let rules = schema["properties"]["spec"]["x-kubernetes-validations"].as_array().unwrap();
+        assert!(rules.iter().any(|r| r["rule"] == "self.keyGroups == oldSelf.keyGroups"), "keyGroups is immutable");
     }
 }

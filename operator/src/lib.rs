@@ -1,6 +1,19 @@
-//! Spindle's control plane. Today: the `StatefulApplication` CustomResourceDefinition
-//! generated from the spec's Rust types (`crdgen` writes `crds/`), and the pure builders of
-//! the objects that run an application. The controller that applies them builds on these.
+//! Spindle's control plane: the `StatefulApplication` CRD (generated from the spec's Rust
+//! types by `crdgen`), the pure builders of the objects that run an application, and the
+//! controller that applies them (see docs/operator.md).
 
 pub mod builders;
+pub mod cli;
+pub mod context;
+pub mod controller;
 pub mod crd;
+mod error;
+pub mod leader;
+pub mod metrics;
+pub mod resource;
+mod run;
+pub mod server;
+pub mod worker_admin;
+
+pub use error::Error;
+pub use run::run;

@@ -63,6 +63,10 @@ fn type_of(prop: &Value, defs: &Map<String, Value>) -> String {
             None => name.to_string(),
         };
     }
+    if let Some(variants) = prop.get("oneOf").and_then(Value::as_array) {
+        let names: Vec<String> = variants.iter().filter_map(|v| v["const"].as_str()).map(|c| format!("`{c}`")).collect();
+        return format!("one of {}", names.join(", "));
+    }
     if let Some(any) = prop.get("anyOf").and_then(Value::as_array) {
         let types: Vec<String> = any
             .iter()

@@ -243,6 +243,26 @@ pub struct CheckpointSpec {
     /// Completed checkpoints to keep; older ones are deleted.
     #[serde(default = "default_retained")]
     pub retained: u32,
+    /// What happens to this application's checkpoint data when the `StatefulApplication` is
+    /// deleted from a cluster: `Retain` keeps it (re-creating the application resumes from it),
+    /// `Delete` removes it once the workers have stopped. Ignored locally.
+    #[serde(default)]
+    pub retention_policy: RetentionPolicy,
+    /// Name of a Secret in the application's namespace whose keys become environment variables
+    /// of the workers (and of the job that deletes checkpoint data), e.g. `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`. Kubernetes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// What deleting an application in a cluster does to its checkpoint data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RetentionPolicy {
+    /// Keep the checkpoints: an application created again under the same name resumes from them.
+    #[default]
+    Retain,
+    /// Delete the checkpoints after the workers have stopped.
+    Delete,
 }
 
 fn default_checkpoint_interval() -> HumanDuration {
@@ -259,6 +279,8 @@ impl Default for CheckpointSpec {
             min_pause: None,
             storage: None,
             retained: default_retained(),
+            retention_policy: RetentionPolicy::default(),
+            credentials_secret: None,
         }
     }
 }

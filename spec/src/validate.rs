@@ -95,6 +95,11 @@ impl StatefulApplication {
         if spec.checkpoint.retained == 0 {
             e.add("spec.checkpoint.retained", "must be at least 1");
         }
+        if let Some(secret) = &spec.checkpoint.credentials_secret
+            && let Err(reason) = check_dns_subdomain(secret)
+        {
+            e.add("spec.checkpoint.credentialsSecret", reason);
+        }
         if e.0.is_empty() {
             Ok(())
         } else {
@@ -241,6 +246,17 @@ fn check_dns_label(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{name}` is not a DNS-1123 label (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit)"
+        ))
+    }
+}
+
+/// A Kubernetes object name such as a Secret's: DNS-1123 labels joined by dots, at most 253.
+fn check_dns_subdomain(name: &str) -> Result<(), String> {
+    if name.len() <= 253 && name.split('.').all(|label| check_dns_label(label).is_ok()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)"
         ))
     }
 }

@@ -31,6 +31,25 @@ pub enum Command {
         /// The StatefulApplication YAML file.
         file: PathBuf,
     },
+    /// An application's checkpoint data in its storage.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// Delete all of an application's checkpoint data (run by the operator's cleanup job when
+    /// a StatefulApplication with `retentionPolicy: Delete` is deleted). Its workers must be
+    /// stopped.
+    Delete {
+        /// Storage URL, as `spec.checkpoint.storage` (`s3://…`, `file://…` or a path);
+        /// S3 settings from the `AWS_*` variables.
+        #[arg(long, env = "SPINDLE_CHECKPOINT_STORAGE")]
+        storage: String,
+        /// The application's name (`metadata.name`).
+        #[arg(long, env = "SPINDLE_APPLICATION")]
+        application: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +198,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 echo_egress: a.echo_egress,
             })
             .await
+        }
+        Command::Checkpoints(CheckpointsCommand::Delete { storage, application }) => {
+            let store = crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &application)?;
+            let deleted = store.delete_all().await?;
+            println!("{}: deleted {deleted} objects", store.describe());
+            Ok(())
         }
         Command::Validate { file } => {
             let app = spindle_spec::load_file(&file)?;

@@ -9,7 +9,9 @@
 //! - Service `A-ingress`: the HTTP ingress, when the application has one.
 //! - StatefulSet `A-worker` (`spec.workers` pods) and PodDisruptionBudget `A-worker`.
 //! - Per function entry with an `image`: Deployment and Service `A-fn-<i>`.
+//! - On deletion with `retentionPolicy: Delete`: Job `A-delete-checkpoints`.
 
+mod cleanup;
 mod functions;
 mod workers;
 
@@ -18,8 +20,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use spindle_spec::StatefulApplication;
 
+pub use cleanup::{cleanup_job, cleanup_job_name};
 pub use functions::{function_deployment, function_service, function_service_name};
-pub use workers::{config_map, ingress_service, peer_service, pod_disruption_budget, worker_statefulset};
+pub use workers::{
+    CONFIG_HASH_ANNOTATION, WORKERS_ANNOTATION, config_map, config_map_name, ingress_service, ingress_service_name,
+    peer_service, peer_service_name, pod_disruption_budget, statefulset_name, worker_selector, worker_statefulset,
+};
 
 /// Ports of a worker pod.
 pub const ADMIN_PORT: i32 = 9090;
@@ -31,9 +37,23 @@ pub const CONFIG_FILE: &str = "app.yaml";
 /// What the operator is configured with (Helm values), not what an application says.
 #[derive(Debug, Clone)]
 pub struct OperatorConfig {
-    /// Image of the `spindle` worker binary.
+    /// Image of the `spindle` worker binary (workers and the checkpoint-deletion job).
     pub worker_image: String,
     pub image_pull_policy: String,
+    /// Checkpoint storage for applications whose spec names none (or a local path, which
+    /// means nothing in a pod): `s3://bucket/prefix`.
+    pub default_storage: Option<String>,
+    /// Secret with the storage credentials for applications that name none.
+    pub default_credentials_secret: Option<String>,
+    /// Resources of a worker container.
+    pub worker_resources: WorkerResources,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerResources {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub memory_limit: String,
 }
 
 impl Default for OperatorConfig {
@@ -41,8 +61,62 @@ impl Default for OperatorConfig {
         OperatorConfig {
             worker_image: "ghcr.io/spindle-dev/spindle-worker:0.1.0".into(),
             image_pull_policy: "IfNotPresent".into(),
+            default_storage: None,
+            default_credentials_secret: None,
+            worker_resources: WorkerResources {
+                cpu_request: "100m".into(),
+                memory_request: "128Mi".into(),
+                memory_limit: "1Gi".into(),
+            },
         }
     }
+}
+
+/// Where the workers of a pod keep their files (an `emptyDir`).
+pub const DATA_DIR: &str = "/var/lib/spindle";
+
+/// Where an application's checkpoints go in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Shared object storage (`s3://…`, or `file://` on a volume every pod mounts).
+    Shared(String),
+    /// Nothing shared was configured: each pod's own data directory. Checkpoints then do not
+    /// survive the pod, and several workers cannot restore each other's parts.
+    PodLocal(String),
+}
+
+impl Storage {
+    pub fn url(&self) -> &str {
+        match self {
+            Storage::Shared(u) | Storage::PodLocal(u) => u,
+        }
+    }
+}
+
+/// The spec's storage when it is a URL; a relative path (written for local runs) or none
+/// falls back to the operator's default, and then to the pod's data directory.
+pub fn checkpoint_storage(app: &StatefulApplication, config: &OperatorConfig) -> Storage {
+    let own = app.spec.checkpoint.storage.as_deref().filter(|u| u.starts_with("s3://") || u.starts_with("file://"));
+    match own.or(config.default_storage.as_deref()) {
+        Some(url) => Storage::Shared(url.to_string()),
+        None => Storage::PodLocal(format!("file://{DATA_DIR}/checkpoints")),
+    }
+}
+
+/// The Secret whose keys become the workers' environment, if any.
+pub fn credentials_secret(app: &StatefulApplication, config: &OperatorConfig) -> Option<String> {
+    let own_storage = app.spec.checkpoint.storage.as_deref().is_some_and(|u| u.contains("://"));
+    match &app.spec.checkpoint.credentials_secret {
+        Some(s) => Some(s.clone()),
+        None if !own_storage => config.default_credentials_secret.clone(),
+        None => None,
+    }
+}
+
+/// FNV-1a, hex: stable across builds and Rust versions (unlike `DefaultHasher`).
+pub fn fnv1a(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
 }
 
 pub(crate) fn labels(app: &StatefulApplication, component: &str) -> BTreeMap<String, String> {

@@ -41,7 +41,7 @@ fn all_objects(app: &StatefulApplication) -> Vec<serde_json::Value> {
     let o = owner();
     let config = OperatorConfig::default();
     let mut v = vec![
-        serde_json::to_value(config_map(app, &o)).unwrap(),
+        serde_json::to_value(config_map(app, &config, &o)).unwrap(),
         serde_json::to_value(peer_service(app, &o)).unwrap(),
         serde_json::to_value(worker_statefulset(app, &config, &o)).unwrap(),
         serde_json::to_value(pod_disruption_budget(app, &o)).unwrap(),
@@ -51,6 +51,7 @@ fn all_objects(app: &StatefulApplication) -> Vec<serde_json::Value> {
         v.extend(function_deployment(app, i, &o).map(|d| serde_json::to_value(d).unwrap()));
         v.extend(function_service(app, i, &o).map(|s| serde_json::to_value(s).unwrap()));
     }
+    v.push(serde_json::to_value(cleanup_job(app, &config)).unwrap());
     v
 }
 
@@ -87,12 +88,92 @@ fn the_statefulset_carries_the_worker_contract() {
 
 #[test]
 fn the_config_map_points_functions_at_their_services() {
-    let cm = config_map(&app(), &owner());
+    let cm = config_map(&app(), &OperatorConfig::default(), &owner());
     let yaml = &cm.data.unwrap()["app.yaml"];
     let resolved = spindle_spec::from_yaml_str(yaml, "config map").expect("the workers can load it");
     assert_eq!(resolved.spec.functions[0].endpoint, "http://greeter-fn-0:8000/statefun");
     assert_eq!(resolved.spec.functions[0].local, None, "local commands mean nothing in a pod");
+    assert_eq!(resolved.spec.functions[0].image, None, "images are the Deployments' business");
     assert_eq!(resolved.spec.functions[1].endpoint, "https://fns.example.com/other/{function.name}");
+    assert!(resolved.metadata.labels.is_empty(), "labels do not restart workers");
+    assert_eq!(resolved.spec.checkpoint.storage.as_deref(), Some("file:///var/lib/spindle/checkpoints"));
+}
+
+fn config_hash(app: &StatefulApplication) -> String {
+    let sts = worker_statefulset(app, &OperatorConfig::default(), &owner());
+    sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+}
+
+/// Workers read their configuration once: the pod template carries its hash, so a change
+/// that matters to them restarts them, and one that does not (an image) leaves them alone.
+#[test]
+fn only_changes_the_workers_see_restart_them() {
+    let base = app();
+    let mut image = base.clone();
+    image.spec.functions[0].image = Some("spindle/example-greeter:0.2.0".into());
+    assert_eq!(config_hash(&base), config_hash(&image));
+    let mut label = base.clone();
+    label.metadata.labels.insert("release".into(), "2".into());
+    assert_eq!(config_hash(&base), config_hash(&label));
+    let mut endpoint = base.clone();
+    endpoint.spec.functions[1].endpoint = "https://fns2.example.com/other".into();
+    assert_ne!(config_hash(&base), config_hash(&endpoint));
+    let mut workers = base.clone();
+    workers.spec.workers = 2;
+    assert_ne!(config_hash(&base), config_hash(&workers));
+    let sts = worker_statefulset(&workers, &OperatorConfig::default(), &owner());
+    assert_eq!(sts.metadata.annotations.unwrap()[WORKERS_ANNOTATION], "2");
+}
+
+#[test]
+fn checkpoint_storage_and_credentials_in_a_cluster() {
+    let mut app = app();
+    let config = OperatorConfig::default();
+    assert!(matches!(checkpoint_storage(&app, &config), Storage::PodLocal(_)));
+    // A relative path is for local runs: the operator's default applies.
+    app.spec.checkpoint.storage = Some(".spindle/checkpoints".into());
+    let with_default = OperatorConfig {
+        default_storage: Some("s3://shared/spindle".into()),
+        default_credentials_secret: Some("s3-default".into()),
+        ..OperatorConfig::default()
+    };
+    assert_eq!(checkpoint_storage(&app, &with_default), Storage::Shared("s3://shared/spindle".into()));
+    assert_eq!(credentials_secret(&app, &with_default).as_deref(), Some("s3-default"));
+    app.spec.checkpoint.storage = Some("s3://mine/prefix".into());
+    app.spec.checkpoint.credentials_secret = Some("s3-mine".into());
+    assert_eq!(checkpoint_storage(&app, &with_default), Storage::Shared("s3://mine/prefix".into()));
+    let sts = worker_statefulset(&app, &with_default, &owner());
+    let c = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+    let from = c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap();
+    assert_eq!(from.name, "s3-mine");
+    assert_eq!(c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "1Gi");
+    let cm = config_map(&app, &with_default, &owner());
+    assert!(cm.data.unwrap()["app.yaml"].contains("storage: s3://mine/prefix"));
+}
+
+#[test]
+fn the_cleanup_job_deletes_exactly_this_application() {
+    let mut app = app();
+    app.spec.checkpoint.storage = Some("s3://mine/prefix".into());
+    app.spec.checkpoint.credentials_secret = Some("s3-mine".into());
+    let job = cleanup_job(&app, &OperatorConfig::default());
+    assert_eq!(job.metadata.name.as_deref(), Some("greeter-delete-checkpoints"));
+    assert!(job.metadata.owner_references.is_none(), "it must outlive a foreground deletion");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.args.as_deref().unwrap(),
+        ["checkpoints", "delete", "--storage", "s3://mine/prefix", "--application", "greeter"]
+    );
+    assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-mine");
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+}
+
+#[test]
+fn the_peer_service_exposes_admin_for_the_operator() {
+    let svc = peer_service(&app(), &owner());
+    let ports: Vec<_> = svc.spec.unwrap().ports.unwrap().into_iter().map(|p| (p.name.unwrap(), p.port)).collect();
+    assert_eq!(ports, [("peer".to_string(), 9091), ("admin".to_string(), 9090)]);
 }
 
 #[test]
@@ -121,7 +202,7 @@ fn venv() -> PathBuf {
 #[test]
 fn every_object_is_valid_for_kubernetes() {
     let objects = all_objects(&app());
-    assert_eq!(objects.len(), 7);
+    assert_eq!(objects.len(), 8);
     let dir = std::env::temp_dir().join(format!("spindle-manifests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut files = Vec::new();

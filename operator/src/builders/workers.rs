@@ -4,19 +4,43 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretEnvSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use spindle_spec::StatefulApplication;
 
 use super::functions::resolved_endpoint;
-use super::{ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, OperatorConfig, PEER_PORT, meta, selector};
+use super::{
+    ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, OperatorConfig, PEER_PORT, checkpoint_storage, credentials_secret, fnv1a,
+    meta, selector,
+};
 
 const COMPONENT: &str = "worker";
+
+/// On the StatefulSet: the worker count its configuration was written for. While a rescale
+/// is under way it differs from `spec.workers` (see `controller::rescale`).
+pub const WORKERS_ANNOTATION: &str = "spindle.dev/workers";
+/// On the pod template: a hash of the ConfigMap, so that a changed configuration restarts
+/// the workers (they read it once, at start).
+pub const CONFIG_HASH_ANNOTATION: &str = "spindle.dev/config-hash";
+
+pub fn config_map_name(app: &StatefulApplication) -> String {
+    format!("{}-config", app.metadata.name)
+}
+
+pub fn ingress_service_name(app: &StatefulApplication) -> String {
+    format!("{}-ingress", app.metadata.name)
+}
+
+/// The labels of the worker pods.
+pub fn worker_selector(app: &StatefulApplication) -> BTreeMap<String, String> {
+    selector(app, COMPONENT)
+}
 
 pub fn statefulset_name(app: &StatefulApplication) -> String {
     format!("{}-worker", app.metadata.name)
@@ -30,21 +54,30 @@ fn ingress_port(app: &StatefulApplication) -> Option<i32> {
     app.spec.ingresses.iter().find_map(|i| i.http.as_ref()).map(|h| i32::from(h.port))
 }
 
-/// The application file the workers read, with function endpoints resolved to the operator's
-/// Services. Checkpoint storage and credentials stay out of it (credentials come from Secrets).
-pub fn config_map(app: &StatefulApplication, owner: &OwnerReference) -> ConfigMap {
-    let mut resolved = app.clone();
-    for i in 0..resolved.spec.functions.len() {
-        resolved.spec.functions[i].endpoint = resolved_endpoint(app, i);
-        resolved.spec.functions[i].local = None;
-    }
-    resolved.metadata.namespace = None;
-    let yaml = serde_yaml::to_string(&resolved).expect("the spec serializes");
+/// The application file the workers read: function endpoints resolved to the operator's
+/// Services, checkpoint storage resolved (see [`checkpoint_storage`]), and nothing the workers
+/// do not use (images, local commands, labels), so that only changes that matter to them
+/// restart them. Credentials stay out of it: they come from a Secret, as environment.
+pub fn config_map(app: &StatefulApplication, config: &OperatorConfig, owner: &OwnerReference) -> ConfigMap {
     ConfigMap {
-        metadata: meta(app, format!("{}-config", app.metadata.name), COMPONENT, owner),
-        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
+        metadata: meta(app, config_map_name(app), COMPONENT, owner),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), worker_config(app, config))])),
         ..ConfigMap::default()
     }
+}
+
+fn worker_config(app: &StatefulApplication, config: &OperatorConfig) -> String {
+    let mut resolved = app.clone();
+    for i in 0..resolved.spec.functions.len() {
+        let f = &mut resolved.spec.functions[i];
+        f.endpoint = resolved_endpoint(app, i);
+        f.local = None;
+        f.image = None;
+    }
+    resolved.metadata = spindle_spec::ObjectMeta { name: app.metadata.name.clone(), ..Default::default() };
+    resolved.spec.checkpoint.storage = Some(checkpoint_storage(app, config).url().to_string());
+    resolved.spec.checkpoint.credentials_secret = None;
+    serde_yaml::to_string(&resolved).expect("the spec serializes")
 }
 
 /// Headless: gives each worker pod the stable name `<statefulset>-<i>.<service>` its peers dial.
@@ -56,12 +89,22 @@ pub fn peer_service(app: &StatefulApplication, owner: &OwnerReference) -> Servic
             // Peers must reach each other before they are ready: readiness waits for them.
             publish_not_ready_addresses: Some(true),
             selector: Some(selector(app, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("peer".into()),
-                port: PEER_PORT,
-                target_port: Some(IntOrString::String("peer".into())),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("peer".into()),
+                    port: PEER_PORT,
+                    target_port: Some(IntOrString::String("peer".into())),
+                    ..ServicePort::default()
+                },
+                // The operator reads `/status` of worker 0 through its DNS name; Prometheus
+                // finds the workers' `/metrics` here too.
+                ServicePort {
+                    name: Some("admin".into()),
+                    port: ADMIN_PORT,
+                    target_port: Some(IntOrString::String("admin".into())),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -72,7 +115,7 @@ pub fn peer_service(app: &StatefulApplication, owner: &OwnerReference) -> Servic
 pub fn ingress_service(app: &StatefulApplication, owner: &OwnerReference) -> Option<Service> {
     let port = ingress_port(app)?;
     Some(Service {
-        metadata: meta(app, format!("{}-ingress", app.metadata.name), COMPONENT, owner),
+        metadata: meta(app, ingress_service_name(app), COMPONENT, owner),
         spec: Some(ServiceSpec {
             selector: Some(selector(app, COMPONENT)),
             ports: Some(vec![ServicePort {
@@ -99,6 +142,18 @@ fn env_field(name: &str, path: &str) -> EnvVar {
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
+    }
+}
+
+fn resources(config: &OperatorConfig) -> ResourceRequirements {
+    let r = &config.worker_resources;
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(r.cpu_request.clone())),
+            ("memory".to_string(), Quantity(r.memory_request.clone())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity(r.memory_limit.clone()))])),
+        ..ResourceRequirements::default()
     }
 }
 
@@ -136,14 +191,21 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
             env("SPINDLE_PEER_SERVICE", peer_service_name(app)),
             env("SPINDLE_PEER_PORT", PEER_PORT.to_string()),
             env("SPINDLE_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
-            env("SPINDLE_DATA_DIR", "/var/lib/spindle"),
+            env("SPINDLE_DATA_DIR", DATA_DIR),
         ]),
+        env_from: credentials_secret(app, config).map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        resources: Some(resources(config)),
         ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         volume_mounts: Some(vec![
             VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
-            VolumeMount { name: "data".into(), mount_path: "/var/lib/spindle".into(), ..VolumeMount::default() },
+            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
         ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -158,7 +220,7 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
             Volume {
                 name: "config".into(),
                 config_map: Some(ConfigMapVolumeSource {
-                    name: format!("{}-config", app.metadata.name),
+                    name: config_map_name(app),
                     ..ConfigMapVolumeSource::default()
                 }),
                 ..Volume::default()
@@ -168,8 +230,11 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
         security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
         ..PodSpec::default()
     };
+    let mut metadata = meta(app, statefulset_name(app), COMPONENT, owner);
+    metadata.annotations = Some(BTreeMap::from([(WORKERS_ANNOTATION.to_string(), app.spec.workers.to_string())]));
+    let template_annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), fnv1a(&worker_config(app, config)))]);
     StatefulSet {
-        metadata: meta(app, statefulset_name(app), COMPONENT, owner),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(app.spec.workers as i32),
             service_name: Some(peer_service_name(app)),
@@ -177,7 +242,11 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector { match_labels: Some(selector(app, COMPONENT)), ..LabelSelector::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(super::labels(app, COMPONENT)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(super::labels(app, COMPONENT)),
+                    annotations: Some(template_annotations),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod),
             },
             ..StatefulSetSpec::default()

@@ -396,5 +396,6 @@ fn check_part(key: &str, bytes: Bytes, expected: &PartInfo) -> Result<Bytes, Sto
     Ok(payload)
 }
 
+mod purge;
 #[cfg(test)]
 mod tests;

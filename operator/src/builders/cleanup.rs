@@ -1,0 +1,77 @@
+//! The job that deletes an application's checkpoint data (`retentionPolicy: Delete`).
+//!
+//! It runs the worker image (`spindle checkpoints delete`), so the storage layout and the
+//! credentials stay the workers' business: the operator never reads the Secret. It has no
+//! owner reference: it runs while the application is being deleted, and a foreground
+//! deletion would remove owned objects before it finished; the operator deletes it itself.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, PodSecurityContext, PodSpec, PodTemplateSpec, SecretEnvSource, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use spindle_spec::StatefulApplication;
+
+use super::{OperatorConfig, checkpoint_storage, credentials_secret, labels};
+
+const COMPONENT: &str = "checkpoint-cleanup";
+
+pub fn cleanup_job_name(app: &StatefulApplication) -> String {
+    format!("{}-delete-checkpoints", app.metadata.name)
+}
+
+pub fn cleanup_job(app: &StatefulApplication, config: &OperatorConfig) -> Job {
+    let storage = checkpoint_storage(app, config);
+    let container = Container {
+        name: "delete-checkpoints".into(),
+        image: Some(config.worker_image.clone()),
+        image_pull_policy: Some(config.image_pull_policy.clone()),
+        args: Some(vec![
+            "checkpoints".into(),
+            "delete".into(),
+            "--storage".into(),
+            storage.url().to_string(),
+            "--application".into(),
+            app.metadata.name.clone(),
+        ]),
+        env_from: credentials_secret(app, config).map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let labels: BTreeMap<String, String> = labels(app, COMPONENT);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(cleanup_job_name(app)),
+            namespace: app.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(3),
+            // If the operator is gone before it deletes the job, Kubernetes does.
+            ttl_seconds_after_finished: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("Never".into()),
+                    security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}

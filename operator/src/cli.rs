@@ -1,0 +1,96 @@
+//! The operator's command line; every flag can also be set by an environment variable
+//! (the Helm chart sets those).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use spindle_spec::HumanDuration;
+
+use crate::builders::{OperatorConfig, WorkerResources};
+use crate::worker_admin::DEFAULT_URL_TEMPLATE;
+
+#[derive(Debug, Parser)]
+#[command(name = "spindle-operator", version, about = "Reconciles StatefulApplications into Spindle workers and functions")]
+pub struct Args {
+    #[clap(flatten)]
+    pub server: ServerArgs,
+    #[clap(flatten)]
+    pub leader: LeaderArgs,
+    #[clap(flatten)]
+    pub workers: WorkerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SPINDLE_OPERATOR_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `spindle_operator=debug`.
+    #[arg(long, env = "SPINDLE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LeaderArgs {
+    /// Name of the Lease replicas compete for.
+    #[arg(long, env = "SPINDLE_OPERATOR_LEASE", default_value = "spindle-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease: the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's name in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a lease holds without being renewed.
+    #[arg(long, env = "SPINDLE_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How often the holder renews (and a standby checks).
+    #[arg(long, env = "SPINDLE_OPERATOR_LEASE_RENEW", default_value = "5s", value_parser = parse_duration)]
+    pub renew_every: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Image of the `spindle` worker.
+    #[arg(long, env = "SPINDLE_WORKER_IMAGE", default_value = "ghcr.io/spindle-dev/spindle-worker:0.1.0")]
+    pub worker_image: String,
+    #[arg(long, env = "SPINDLE_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub image_pull_policy: String,
+    /// Checkpoint storage (`s3://bucket/prefix`) for applications whose spec names none.
+    #[arg(long, env = "SPINDLE_DEFAULT_CHECKPOINT_STORAGE")]
+    pub default_checkpoint_storage: Option<String>,
+    /// Secret (in each application's namespace) with the credentials of the default storage.
+    #[arg(long, env = "SPINDLE_DEFAULT_CREDENTIALS_SECRET")]
+    pub default_credentials_secret: Option<String>,
+    #[arg(long, env = "SPINDLE_WORKER_CPU_REQUEST", default_value = "100m")]
+    pub worker_cpu_request: String,
+    #[arg(long, env = "SPINDLE_WORKER_MEMORY_REQUEST", default_value = "128Mi")]
+    pub worker_memory_request: String,
+    #[arg(long, env = "SPINDLE_WORKER_MEMORY_LIMIT", default_value = "1Gi")]
+    pub worker_memory_limit: String,
+    /// URL of worker 0's admin endpoints; `{statefulset}`, `{service}`, `{namespace}` and
+    /// `{port}` are replaced (change it to run the operator outside the cluster).
+    #[arg(long, env = "SPINDLE_WORKER_ADMIN_URL", default_value = DEFAULT_URL_TEMPLATE)]
+    pub worker_admin_url: String,
+}
+
+impl WorkerArgs {
+    pub fn operator_config(&self) -> OperatorConfig {
+        OperatorConfig {
+            worker_image: self.worker_image.clone(),
+            image_pull_policy: self.image_pull_policy.clone(),
+            default_storage: self.default_checkpoint_storage.clone().filter(|s| !s.is_empty()),
+            default_credentials_secret: self.default_credentials_secret.clone().filter(|s| !s.is_empty()),
+            worker_resources: WorkerResources {
+                cpu_request: self.worker_cpu_request.clone(),
+                memory_request: self.worker_memory_request.clone(),
+                memory_limit: self.worker_memory_limit.clone(),
+            },
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
+}

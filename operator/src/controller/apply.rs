@@ -1,0 +1,268 @@
+//! Apply: the spec validated, every object built by the pure builders and written with
+//! server-side apply, stale objects pruned, a rescale advanced by one step, the status
+//! written. "Not there yet" is a condition and a requeue, never an error.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use spindle_spec::StatefulApplication as Spec;
+
+use super::rescale::{Running, Step, checkpoint_deadline, next_step};
+use super::ssa::{self, Existing};
+use super::status::{self, Conditions, DEGRADED, READY, Rollout};
+use crate::Error;
+use crate::builders::{self, CONFIG_HASH_ANNOTATION, Storage};
+use crate::context::Context;
+use crate::resource::{ApplicationStatus, Rescale, StatefulApplication};
+
+pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, Error> {
+    let namespace = app.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<StatefulApplication> = Api::namespaced(ctx.client.clone(), &namespace);
+    let spec = app.to_spec();
+    if let Err(errors) = spec.validate() {
+        return invalid(app, ctx, &api, &errors.to_string()).await;
+    }
+    let uid = app.metadata.uid.as_deref().ok_or(Error::MissingField("metadata.uid"))?;
+    let owner = builders::owner_reference(&spec, uid);
+    let previous = app.status.clone().unwrap_or_default();
+    let generation_changed = previous.observed_generation != app.metadata.generation;
+    let desired = spec.spec.workers;
+
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = sts_api.get_opt(&builders::statefulset_name(&spec)).await?;
+    let running = existing.as_ref().map(Running::observe);
+
+    // Worker 0 coordinates checkpoints: its newest completed one is the application's.
+    let worker_status = match running {
+        Some(r) if r.ready > 0 => Some(ctx.workers.status(&spec).await),
+        _ => None,
+    };
+    let completed = worker_status.as_ref().and_then(|s| s.as_ref().ok()).map(|s| s.completed_checkpoint);
+    let mut rescale = previous.rescale.clone().filter(|r| running.is_some_and(|run| run.layout != desired) && r.to == desired);
+    if let Some(r) = rescale.as_mut()
+        && r.after_checkpoint.is_none()
+    {
+        r.after_checkpoint = completed;
+    }
+    let checkpoints_on = !spec.spec.checkpoint.interval.0.is_zero();
+    let step = next_step(desired, running, checkpoints_on, rescale.as_ref().zip(completed));
+
+    let current = Current::load(&ctx.client, &spec, ctx.first_apply(uid)).await?;
+    let functions = apply_independent(&spec, ctx, &owner, uid, &current).await?;
+    let mut sts = existing.clone();
+    let mut progress = None;
+    let mut blocked = None;
+    let now = Timestamp::now();
+    match step {
+        Step::Steady | Step::Start => {
+            let applied = apply_workers(&spec, ctx, &owner, existing.as_ref(), &current, app).await?;
+            if step == Step::Start {
+                let from = rescale.as_ref().map_or(0, |r| r.from);
+                let checkpoint = rescale.as_ref().and_then(|r| r.checkpoint);
+                let restores = checkpoint.map_or("the newest checkpoint".to_string(), |n| format!("checkpoint {n} (or a newer one)"));
+                ctx.event(app, EventType::Normal, "StartingWorkers", "Rescale", format!("{from} workers stopped; starting {desired}, which restore {restores}")).await;
+                ctx.metrics.rescales.inc();
+                progress = Some(("StartingWorkers", format!("starting {desired} workers, which restore {restores}")));
+            }
+            sts = Some(applied);
+            rescale = None;
+        }
+        Step::AwaitCheckpoint => {
+            let from = running.map_or(0, |r| r.layout);
+            let record = rescale.get_or_insert_with(|| Rescale {
+                from,
+                to: desired,
+                after_checkpoint: completed,
+                checkpoint: None,
+                started: now.to_string(),
+            });
+            if previous.rescale.as_ref().is_none_or(|r| r.to != desired) {
+                ctx.event(app, EventType::Normal, "RescaleStarted", "Rescale", format!("changing from {from} to {desired} workers: waiting for a checkpoint, then stopping the workers and starting {desired}")).await;
+            }
+            let after = record.after_checkpoint.map_or("the current one".to_string(), |n| format!("checkpoint {n}"));
+            progress = Some(("WaitingForCheckpoint", format!("changing from {from} to {desired} workers: waiting for a checkpoint after {after}")));
+            let started: Timestamp = record.started.parse().unwrap_or(now);
+            let waited = Duration::try_from(now.duration_since(started)).unwrap_or_default();
+            let deadline = checkpoint_deadline(spec.spec.checkpoint.interval.as_duration());
+            if waited > deadline {
+                let why = match &worker_status {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "worker 0 reports no newer completed checkpoint".to_string(),
+                };
+                blocked = Some(format!("no checkpoint completed in {}s: {why}; the {from} workers keep running", waited.as_secs()));
+            }
+        }
+        Step::Stop { checkpoint } => {
+            let from = running.map_or(0, |r| r.layout);
+            let record = rescale.get_or_insert_with(|| Rescale { from, to: desired, after_checkpoint: completed, checkpoint: None, started: now.to_string() });
+            record.checkpoint = checkpoint;
+            let why = match checkpoint {
+                Some(n) => format!("checkpoint {n} completed"),
+                None if !checkpoints_on => "checkpoints are off".to_string(),
+                None => "no worker is ready, so none can take a checkpoint".to_string(),
+            };
+            // A merge patch of the count only: the applied configuration stays the old
+            // count's until every worker has stopped. Dropping the applied hash makes the
+            // next apply write the StatefulSet in full (also when the count goes back).
+            let patch = json!({
+                "metadata": {"annotations": {ssa::APPLIED_HASH_ANNOTATION: null}},
+                "spec": {"replicas": 0},
+            });
+            sts = Some(sts_api.patch(&builders::statefulset_name(&spec), &PatchParams::default(), &Patch::Merge(&patch)).await?);
+            ctx.event(app, EventType::Normal, "StoppingWorkers", "Rescale", format!("{why}; stopping the {from} workers to start {desired}")).await;
+            progress = Some(("StoppingWorkers", format!("{why}; stopping the {from} workers")));
+        }
+        Step::Stopping => {
+            let pods = running.map_or(0, |r| r.pods);
+            progress = Some(("StoppingWorkers", format!("waiting for {pods} worker pods to stop")));
+        }
+    }
+
+    let rollout = Rollout::observe(desired, sts.as_ref(), &functions);
+    let conditions = status::conditions(&rollout, progress.clone(), blocked);
+    announce(app, ctx, &previous, &conditions, generation_changed).await;
+    if generation_changed && let Storage::PodLocal(_) = builders::checkpoint_storage(&spec, &ctx.config) {
+        let note = "checkpoints go to each pod's own data directory and do not survive it: set spec.checkpoint.storage (s3://…) or the operator's default storage".to_string();
+        ctx.event(app, EventType::Warning, "PodLocalCheckpoints", "Apply", note).await;
+    }
+    let new_status = ApplicationStatus {
+        observed_generation: app.metadata.generation,
+        conditions: status::merge(&previous.conditions, &conditions, app.metadata.generation, now),
+        workers: desired,
+        ready_workers: rollout.ready,
+        worker_summary: format!("{}/{}", rollout.ready, desired),
+        last_checkpoint: completed.filter(|c| *c > 0).or(previous.last_checkpoint),
+        rescale,
+    };
+    status::write(&api, app, new_status).await?;
+    Ok(match (progress, step) {
+        (Some(_), Step::AwaitCheckpoint) => Action::requeue(spec.spec.checkpoint.interval.as_duration().clamp(Duration::from_secs(1), Duration::from_secs(10))),
+        (Some(_), _) => Action::requeue(Duration::from_secs(2)),
+        (None, _) if !rollout.complete() => Action::requeue(Duration::from_secs(10)),
+        // Ready: come back now and then to refresh the last checkpoint.
+        (None, _) => Action::requeue(Duration::from_secs(30)),
+    })
+}
+
+/// The objects of one application, as stored, by kind.
+struct Current {
+    deployments: Existing<Deployment>,
+    services: Existing<Service>,
+    config_maps: Existing<ConfigMap>,
+    budgets: Existing<PodDisruptionBudget>,
+    /// Apply even what looks unchanged (the first time in this process).
+    full: bool,
+}
+
+impl Current {
+    async fn load(client: &kube::Client, spec: &Spec, full: bool) -> Result<Current, Error> {
+        let namespace = spec.metadata.namespace.as_deref().ok_or(Error::MissingField("metadata.namespace"))?;
+        let selector = format!("app.kubernetes.io/instance={},app.kubernetes.io/managed-by=spindle-operator", spec.metadata.name);
+        Ok(Current {
+            deployments: Existing::load(client, namespace, &selector).await?,
+            services: Existing::load(client, namespace, &selector).await?,
+            config_maps: Existing::load(client, namespace, &selector).await?,
+            budgets: Existing::load(client, namespace, &selector).await?,
+            full,
+        })
+    }
+}
+
+fn name_of<K: kube::Resource>(obj: &K) -> String {
+    obj.meta().name.clone().unwrap_or_default()
+}
+
+/// Everything that does not depend on the worker count; stale function objects pruned.
+/// Returns the function Deployments as stored.
+async fn apply_independent(spec: &Spec, ctx: &Context, owner: &OwnerReference, uid: &str, current: &Current) -> Result<Vec<Deployment>, Error> {
+    let client = &ctx.client;
+    let namespace = spec.metadata.namespace.as_deref().ok_or(Error::MissingField("metadata.namespace"))?;
+    let mut deployments = Vec::new();
+    let mut services = BTreeSet::new();
+    let mut service = async |s: Service| -> Result<(), Error> {
+        let name = name_of(&s);
+        ssa::apply(client, &s, current.services.0.get(&name), current.full).await?;
+        services.insert(name);
+        Ok(())
+    };
+    for i in 0..spec.spec.functions.len() {
+        if let Some(d) = builders::function_deployment(spec, i, owner) {
+            deployments.push(ssa::apply(client, &d, current.deployments.0.get(&name_of(&d)), current.full).await?);
+        }
+        if let Some(s) = builders::function_service(spec, i, owner) {
+            service(s).await?;
+        }
+    }
+    if let Some(s) = builders::ingress_service(spec, owner) {
+        service(s).await?;
+    }
+    service(builders::peer_service(spec, owner)).await?;
+    let pdb = builders::pod_disruption_budget(spec, owner);
+    ssa::apply(client, &pdb, current.budgets.0.get(&name_of(&pdb)), current.full).await?;
+    let keep: BTreeSet<String> = deployments.iter().map(name_of).collect();
+    let mut pruned = ssa::prune(client, namespace, &current.deployments, uid, &keep).await?;
+    pruned.extend(ssa::prune(client, namespace, &current.services, uid, &services).await?);
+    if !pruned.is_empty() {
+        tracing::info!(app = %spec.metadata.name, ?pruned, "deleted objects the spec no longer needs");
+    }
+    Ok(deployments)
+}
+
+/// The ConfigMap and StatefulSet for `spec.workers`.
+async fn apply_workers(spec: &Spec, ctx: &Context, owner: &OwnerReference, existing: Option<&StatefulSet>, current: &Current, app: &StatefulApplication) -> Result<StatefulSet, Error> {
+    let cm = builders::config_map(spec, &ctx.config, owner);
+    ssa::apply(&ctx.client, &cm, current.config_maps.0.get(&name_of(&cm)), current.full).await?;
+    let sts = builders::worker_statefulset(spec, &ctx.config, owner);
+    let hash = |s: &StatefulSet| {
+        s.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(CONFIG_HASH_ANNOTATION).cloned()
+    };
+    if let Some(old) = existing.and_then(hash)
+        && Some(old) != hash(&sts)
+    {
+        let note = "the workers' configuration changed: restarting them (the application rolls back to its last checkpoint and replays)".to_string();
+        ctx.event(app, EventType::Normal, "RestartingWorkers", "Apply", note).await;
+    }
+    ssa::apply(&ctx.client, &sts, existing, current.full).await
+}
+
+/// Events for flips of Ready and Degraded, and for a newly applied generation.
+async fn announce(app: &StatefulApplication, ctx: &Context, previous: &ApplicationStatus, now: &Conditions, generation_changed: bool) {
+    let was = |t: &str| status::condition(Some(previous), t).map(|c| c.status == "True");
+    if generation_changed {
+        let g = app.metadata.generation.unwrap_or(0);
+        ctx.event(app, EventType::Normal, "Applied", "Apply", format!("generation {g} applied")).await;
+    }
+    if now.ready.status && was(READY) != Some(true) {
+        ctx.event(app, EventType::Normal, "Ready", "Apply", now.ready.message.clone()).await;
+    }
+    if now.degraded.status && was(DEGRADED) != Some(true) {
+        ctx.event(app, EventType::Warning, now.degraded.reason, "Apply", now.degraded.message.clone()).await;
+    }
+}
+
+/// The spec does not validate: nothing is applied (the workers keep the last valid one), the
+/// application is Degraded with every wrong field named, and the operator waits for a change.
+async fn invalid(app: &StatefulApplication, ctx: &Context, api: &Api<StatefulApplication>, errors: &str) -> Result<Action, Error> {
+    let previous = app.status.clone().unwrap_or_default();
+    let conditions = status::invalid_spec(errors, status::condition(Some(&previous), READY));
+    if previous.observed_generation != app.metadata.generation {
+        ctx.event(app, EventType::Warning, "InvalidSpec", "Validate", errors.to_string()).await;
+    }
+    let new_status = ApplicationStatus {
+        observed_generation: app.metadata.generation,
+        conditions: status::merge(&previous.conditions, &conditions, app.metadata.generation, Timestamp::now()),
+        ..previous
+    };
+    status::write(api, app, new_status).await?;
+    Ok(Action::await_change())
+}

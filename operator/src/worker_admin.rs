@@ -1,0 +1,73 @@
+//! Reads a worker's `/status` (worker 0 coordinates checkpoints, so its
+//! `completedCheckpoint` is the application's). Plain HTTP inside the cluster, to
+//! `<statefulset>-0.<headless service>.<namespace>.svc`, bounded in time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use spindle_spec::StatefulApplication;
+
+use crate::Error;
+use crate::builders::{ADMIN_PORT, peer_service_name, statefulset_name};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The part of a worker's `/status` the operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    pub generation: u64,
+    /// 0: none yet.
+    pub completed_checkpoint: u64,
+}
+
+#[derive(Clone)]
+pub struct WorkerAdmin {
+    http: Client<HttpConnector, Empty<Bytes>>,
+    /// `{statefulset}`, `{service}`, `{namespace}` and `{port}` are replaced.
+    url_template: String,
+}
+
+pub const DEFAULT_URL_TEMPLATE: &str = "http://{statefulset}-0.{service}.{namespace}.svc:{port}";
+
+impl WorkerAdmin {
+    pub fn new(url_template: impl Into<String>) -> WorkerAdmin {
+        WorkerAdmin {
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            url_template: url_template.into(),
+        }
+    }
+
+    /// The base URL of worker 0's admin endpoints.
+    pub fn base_url(&self, app: &StatefulApplication) -> String {
+        self.url_template
+            .replace("{statefulset}", &statefulset_name(app))
+            .replace("{service}", &peer_service_name(app))
+            .replace("{namespace}", app.metadata.namespace.as_deref().unwrap_or("default"))
+            .replace("{port}", &ADMIN_PORT.to_string())
+    }
+
+    pub async fn status(&self, app: &StatefulApplication) -> Result<WorkerStatus, Error> {
+        let url = format!("{}/status", self.base_url(app));
+        let fail = |reason: String| Error::WorkerAdmin { url: url.clone(), reason };
+        let uri: http::Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
+        let response = tokio::time::timeout(TIMEOUT, self.http.get(uri))
+            .await
+            .map_err(|_| fail(format!("no answer within {TIMEOUT:?}")))?
+            .map_err(|e| fail(format!("{e}")))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("HTTP {}", response.status())));
+        }
+        let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| fail(format!("body not read within {TIMEOUT:?}")))?
+            .map_err(|e| fail(format!("{e}")))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| fail(format!("not a worker status: {e}")))
+    }
+}
