@@ -101,6 +101,10 @@ pub struct Metrics {
     pub generation: Gauge,
     /// Rollbacks started (coordinator).
     pub rollbacks: Counter,
+    /// Source (Kafka, JetStream) and connector-egress errors, by kind; retried.
+    pub connector_errors: Family<KindLabels, Counter>,
+    /// Kafka consumer-group offset commits made after completed checkpoints.
+    pub offset_commits: Counter,
     pub restore_seconds: Histogram,
     /// From the start of a rollback until every worker has restored (coordinator).
     pub recovery_seconds: Histogram,
@@ -157,6 +161,8 @@ impl Metrics {
             last_checkpoint: Gauge::default(),
             generation: Gauge::default(),
             rollbacks: Counter::default(),
+            connector_errors: Family::default(),
+            offset_commits: Counter::default(),
             restore_seconds: seconds(),
             recovery_seconds: seconds(),
             registry: Registry::default(),
@@ -197,6 +203,8 @@ impl Metrics {
         r.register("last_checkpoint", "Id of the last completed checkpoint", m.last_checkpoint.clone());
         r.register("generation", "Current generation (incremented by every rollback)", m.generation.clone());
         r.register("rollbacks", "Rollbacks started (coordinator)", m.rollbacks.clone());
+        r.register("connector_errors", "Kafka/JetStream read, write and commit errors by kind (retried)", m.connector_errors.clone());
+        r.register("offset_commits", "Kafka consumer-group offset commits after completed checkpoints", m.offset_commits.clone());
         r.register("restore_duration_seconds", "Time to restore a checkpoint on this worker", m.restore_seconds.clone());
         r.register("recovery_duration_seconds", "From rollback start until every worker restored", m.recovery_seconds.clone());
         Metrics { registry, ..m }

@@ -5,6 +5,8 @@
 
 mod file;
 mod http;
+mod kafka;
+mod nats;
 mod record;
 
 use std::collections::HashMap;
@@ -15,10 +17,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::app::{AppConfig, EgressSink};
-use crate::deadletter::DeadLetters;
+use crate::deadletter::{DeadLetters, kind};
 use crate::message::{Address, Value};
-use crate::metrics::Metrics;
+use crate::metrics::{EgressLabels, Metrics};
 
+pub use kafka::murmur2;
 pub use record::json_line;
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,36 @@ pub struct SinkContext {
     pub echo: bool,
 }
 
+impl SinkContext {
+    /// A sink is done with `records`: counted by outcome, echoed (local runs), and on failure
+    /// written as dead letters with the reason.
+    pub(crate) fn finish(&self, egress: &str, records: &[EgressRecord], result: Result<(), String>) {
+        if records.is_empty() {
+            return;
+        }
+        let n = records.len() as u64;
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(reason) => {
+                let messages = records.iter().map(EgressRecord::dead_message).collect();
+                self.dead_letters.record(kind::EGRESS_FAILED, format!("egress {egress}: {reason}"), messages);
+                "failed"
+            }
+        };
+        if self.echo {
+            for r in records {
+                println!("egress {egress} <- {}", json_line(r));
+            }
+        }
+        let labels = EgressLabels {
+            egress: egress.to_string(),
+            outcome,
+        };
+        self.metrics.egress_records.get_or_create(&labels).inc_by(n);
+        self.metrics.egress_pending.dec_by(n as i64);
+    }
+}
+
 impl EgressHub {
     /// Starts one task per egress of `app` on `tasks`.
     /// Sinks write what they were given and stop once `stop` turns true (after the last
@@ -75,6 +108,14 @@ impl EgressHub {
                     max_in_flight,
                 } => {
                     let sink = http::HttpSink::new(url, *timeout, *max_in_flight, name, ctx.clone())?;
+                    tasks.spawn(sink.run(rx, stop.clone()));
+                }
+                EgressSink::Kafka(spec) => {
+                    let sink = kafka::KafkaSink::new(spec.clone(), name, ctx.clone());
+                    tasks.spawn(sink.run(rx, stop.clone()));
+                }
+                EgressSink::Nats(spec) => {
+                    let sink = nats::NatsSink::new(spec.clone(), name, ctx.clone());
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
             }

@@ -33,8 +33,16 @@ pub struct Epochs {
     held: VecDeque<PendingEgress>,
     /// Finished snapshots, to the uploader. Unbounded: at most one per checkpoint interval.
     snapshots: mpsc::UnboundedSender<Snapshot>,
+    /// Positions of the sources this worker reads, as of each snapshot not yet complete.
+    positions_at: BTreeMap<u64, Positions>,
+    /// Where the positions of a completed checkpoint go (committed back to Kafka consumer
+    /// groups). Unbounded: one map per completed checkpoint.
+    completed_positions: Option<mpsc::UnboundedSender<Positions>>,
     metrics: Arc<Metrics>,
 }
+
+/// Source positions (source key → next position to read).
+pub type Positions = BTreeMap<Arc<str>, i64>;
 
 struct Recording {
     snapshot: Snapshot,
@@ -62,8 +70,16 @@ impl Epochs {
             recordings: BTreeMap::new(),
             held: VecDeque::new(),
             snapshots,
+            positions_at: BTreeMap::new(),
+            completed_positions: None,
             metrics,
         }
+    }
+
+    /// Sends the sources' positions of every completed checkpoint to `tx`.
+    pub fn report_positions(mut self, tx: mpsc::UnboundedSender<Positions>) -> Epochs {
+        self.completed_positions = Some(tx);
+        self
     }
 
     pub fn epoch(&self) -> u64 {
@@ -183,10 +199,19 @@ impl Partition {
             let started = Instant::now();
             let snapshot = self.capture(n);
             self.metrics.checkpoint_capture_seconds.observe(started.elapsed().as_secs_f64());
+            let reading: Positions = self
+                .positions
+                .iter()
+                .filter(|(k, _)| self.reading.contains(*k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
             // Nothing else runs in between: the barriers follow exactly the messages sent
             // before the snapshot, on every channel.
             self.router.barrier(n);
             let epochs = self.epochs.as_mut().expect("checked above");
+            if epochs.completed_positions.is_some() && !reading.is_empty() {
+                epochs.positions_at.insert(n, reading);
+            }
             epochs.start(snapshot, from);
         }
         self.epochs.as_mut().expect("checked above").finish_ready();
@@ -197,6 +222,16 @@ impl Partition {
         let Some(epochs) = self.epochs.as_mut() else {
             return;
         };
+        let done: Vec<u64> = epochs.positions_at.range(..=n).map(|(k, _)| *k).collect();
+        let mut newest = None;
+        for k in done {
+            newest = epochs.positions_at.remove(&k);
+        }
+        if let (Some(p), Some(tx)) = (newest, &epochs.completed_positions)
+            && !p.is_empty()
+        {
+            let _ = tx.send(p);
+        }
         for record in epochs.release(n) {
             // Only records of declared egresses are held, so `emit` takes it; it counts the
             // record as pending again, and it was counted once when held.
@@ -235,6 +270,7 @@ impl Partition {
                 .collect(),
             egress: epochs.held.iter().cloned().collect(),
             seen: self.seen.clone(),
+            positions: self.positions.clone(),
         }
     }
 }
