@@ -100,6 +100,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         let sink_ctx = SinkContext {
             metrics: metrics.clone(),
+            unconfirmed: Default::default(),
             dead_letters: dead_letters.clone(),
             echo: options.echo_egress,
         };

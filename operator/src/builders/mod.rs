@@ -10,6 +10,7 @@
 //! - StatefulSet `A-worker` (`spec.workers` pods) and PodDisruptionBudget `A-worker`.
 //! - Per function entry with an `image`: Deployment and Service `A-fn-<i>`.
 
+mod credentials;
 mod functions;
 mod workers;
 

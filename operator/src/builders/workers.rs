@@ -129,7 +129,7 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
         image: Some(config.worker_image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         args: Some(vec!["worker".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
-        env: Some(vec![
+        env: Some([vec![
             env_field("POD_NAME", "metadata.name"),
             env_field("POD_NAMESPACE", "metadata.namespace"),
             env("SPINDLE_STATEFULSET", statefulset_name(app)),
@@ -137,7 +137,7 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
             env("SPINDLE_PEER_PORT", PEER_PORT.to_string()),
             env("SPINDLE_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
             env("SPINDLE_DATA_DIR", "/var/lib/spindle"),
-        ]),
+        ], super::credentials::credential_env(app)].concat()),
         ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),

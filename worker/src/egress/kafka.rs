@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::Client;
 use rskafka::record::Record;
 use spindle_protocol::egress::KafkaProducerRecord;
 use spindle_protocol::typenames::KAFKA_PRODUCER_RECORD;
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Closing, EgressRecord, SinkContext};
+use crate::ingress::kafka::client_builder;
 use crate::metrics::KindLabels;
 use crate::retry::Backoff;
 
@@ -105,7 +106,7 @@ impl KafkaSink {
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = tokio::time::timeout(REQUEST_TIMEOUT, ClientBuilder::new(self.spec.brokers.clone()).build())
+                let c = tokio::time::timeout(REQUEST_TIMEOUT, client_builder(&self.spec.brokers).build())
                     .await
                     .map_err(|_| format!("no answer from {:?}", self.spec.brokers))?
                     .map_err(|e| format!("connecting to {:?}: {e}", self.spec.brokers))?;
@@ -150,7 +151,10 @@ impl KafkaSink {
         for ((topic, p), group) in groups {
             let pc = match self.producers.get(&(topic.clone(), p)) {
                 Some(pc) => pc.clone(),
-                None => match client.partition_client(topic.clone(), p, UnknownTopicHandling::Error).await {
+                None => match tokio::time::timeout(REQUEST_TIMEOUT, client.partition_client(topic.clone(), p, UnknownTopicHandling::Error))
+                    .await
+                    .unwrap_or_else(|_| Err(rskafka::client::error::Error::InvalidResponse("no answer".into())))
+                {
                     Ok(pc) => {
                         let pc = Arc::new(pc);
                         self.producers.insert((topic.clone(), p), pc.clone());

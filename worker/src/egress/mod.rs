@@ -10,13 +10,14 @@ mod nats;
 mod record;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use spindle_spec::TypeName;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::app::{AppConfig, EgressSink};
+use crate::checkpoint::snapshot::PendingEgress;
 use crate::deadletter::{DeadLetters, kind};
 use crate::message::{Address, Value};
 use crate::metrics::{EgressLabels, Metrics};
@@ -43,11 +44,46 @@ pub struct EgressHub {
     // is visible as `spindle_egress_pending`.
     sinks: HashMap<TypeName, mpsc::UnboundedSender<EgressRecord>>,
     metrics: Arc<Metrics>,
+    pub unconfirmed: Unconfirmed,
+}
+
+/// Released egress records that their sink has not written yet, by idempotency key. They stay
+/// in every snapshot until written: a worker that dies between release and write has them
+/// re-sent, with the same keys, after a restore from any later checkpoint too. Shared by the
+/// partition (which adds on release) and the sinks (which confirm); outlives generations.
+#[derive(Clone, Default)]
+pub struct Unconfirmed(Arc<Mutex<HashMap<Arc<str>, PendingEgress>>>);
+
+impl Unconfirmed {
+    pub fn add(&self, released: &[PendingEgress]) {
+        let mut map = self.0.lock().expect("unconfirmed egress lock");
+        for p in released {
+            map.insert(p.key.clone(), p.clone());
+        }
+    }
+
+    /// The sink is done with these records (written, or dead letters).
+    pub fn confirm(&self, records: &[EgressRecord]) {
+        let mut map = self.0.lock().expect("unconfirmed egress lock");
+        for r in records {
+            if let Some(k) = &r.key {
+                map.remove(k);
+            }
+        }
+    }
+
+    /// What a snapshot must hold, oldest epoch first.
+    pub fn pending(&self) -> Vec<PendingEgress> {
+        let mut v: Vec<PendingEgress> = self.0.lock().expect("unconfirmed egress lock").values().cloned().collect();
+        v.sort_by(|a, b| (a.epoch, &a.key).cmp(&(b.epoch, &b.key)));
+        v
+    }
 }
 
 #[derive(Clone)]
 pub struct SinkContext {
     pub metrics: Arc<Metrics>,
+    pub unconfirmed: Unconfirmed,
     pub dead_letters: Arc<DeadLetters>,
     /// Also print every record to stdout (local runs).
     pub echo: bool,
@@ -60,6 +96,7 @@ impl SinkContext {
         if records.is_empty() {
             return;
         }
+        self.unconfirmed.confirm(records);
         let n = records.len() as u64;
         let outcome = match result {
             Ok(()) => "ok",
@@ -124,6 +161,7 @@ impl EgressHub {
         Ok(EgressHub {
             sinks,
             metrics: ctx.metrics.clone(),
+            unconfirmed: ctx.unconfirmed.clone(),
         })
     }
 

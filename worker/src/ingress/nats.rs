@@ -92,7 +92,13 @@ impl NatsSource {
             if self.ctx.stopped() {
                 return;
             }
-            match self.read(&mut next, &mut reported).await {
+            let mut stop = self.ctx.stop.clone();
+            // Raced against the generation's end: a rollback must never wait for a broker.
+            let result = tokio::select! {
+                r = self.read(&mut next, &mut reported) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match result {
                 Ok(()) => return,
                 Err(reason) => {
                     self.ctx.node.metrics.connector_errors.get_or_create(&KindLabels { kind: "nats_read" }).inc();

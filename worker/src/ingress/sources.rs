@@ -95,9 +95,10 @@ impl SourceContext {
         // Never more than the whole budget (a record with more targets than that still goes).
         let want = chunk.len().min(self.node.app.max_buffered_messages.max(1));
         let mut permit = tokio::select! {
-            p = sem.acquire_many_owned(want as u32) => p.ok()?,
+            p = sem.clone().acquire_many_owned(want as u32) => p.ok()?,
             _ = stop.wait_for(|s| *s) => return None,
         };
+        tracing::trace!(permits = want, left = sem.available_permits(), "admitted");
         let gauge = &self.node.metrics.ingress_in_process;
         Some(
             chunk

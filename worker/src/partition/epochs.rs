@@ -106,16 +106,10 @@ impl Epochs {
         }
     }
 
-    /// Takes the records of epochs up to `completed`, each with its key set.
-    pub fn release(&mut self, completed: u64) -> Vec<EgressRecord> {
+    /// Takes the records of epochs up to `completed`.
+    pub fn release(&mut self, completed: u64) -> Vec<PendingEgress> {
         let n = self.held.iter().take_while(|p| p.epoch <= completed).count();
-        self.held
-            .drain(..n)
-            .map(|p| EgressRecord {
-                key: Some(p.key),
-                ..p.record
-            })
-            .collect()
+        self.held.drain(..n).collect()
     }
 
     pub fn recording(&self) -> bool {
@@ -232,7 +226,15 @@ impl Partition {
         {
             let _ = tx.send(p);
         }
-        for record in epochs.release(n) {
+        let released = epochs.release(n);
+        // Until its sink has written it, a released record stays in snapshots (see
+        // `Unconfirmed`): a later checkpoint must not forget it.
+        self.egress.unconfirmed.add(&released);
+        for p in released {
+            let record = EgressRecord {
+                key: Some(p.key),
+                ..p.record
+            };
             // Only records of declared egresses are held, so `emit` takes it; it counts the
             // record as pending again, and it was counted once when held.
             let _ = self.egress.emit(record);
@@ -268,7 +270,7 @@ impl Partition {
                 .entries()
                 .map(|(due, env, token)| (due, env.clone(), token.map(Arc::from)))
                 .collect(),
-            egress: epochs.held.iter().cloned().collect(),
+            egress: self.egress.unconfirmed.pending().into_iter().chain(epochs.held.iter().cloned()).collect(),
             seen: self.seen.clone(),
             positions: self.positions.clone(),
         }

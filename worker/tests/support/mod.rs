@@ -32,6 +32,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // `SPINDLE_KEEP_TEST_DIRS=1` keeps them (worker logs) for a look after a failure.
+        if std::env::var_os("SPINDLE_KEEP_TEST_DIRS").is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -104,8 +108,10 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+pub mod brokers;
 pub mod function;
 pub mod moto;
+pub mod procs;
 
 /// An application with one function type namespace `t/*` at `endpoint`, an HTTP ingress and a
 /// file egress `t/out` at `out.jsonl`; `extra` is appended to `spec:`.

@@ -18,6 +18,7 @@ mod reader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rskafka::BackoffConfig;
 use rskafka::client::{Client, ClientBuilder};
 use spindle_spec::KafkaIngress;
 use tokio::task::JoinSet;
@@ -29,6 +30,18 @@ use crate::partition::Positions;
 
 /// How long a request to a broker may take before it is retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client builder for `brokers`. rskafka retries retryable errors inside a call, by default
+/// forever with waits growing to 500 s; Spindle retries itself (and must notice a rollback),
+/// so a call gives up after a few seconds.
+pub(crate) fn client_builder(brokers: &[String]) -> ClientBuilder {
+    ClientBuilder::new(brokers.to_vec()).client_id("spindle").backoff_config(BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        base: 2.,
+        deadline: Some(Duration::from_secs(5)),
+    })
+}
 
 /// The checkpoint key of a partition's position.
 pub fn position_key(ingress: &str, topic: &str, partition: i32) -> String {
@@ -154,7 +167,7 @@ impl KafkaSource {
 pub(crate) async fn connect(ctx: &SourceContext, brokers: &[String], what: &str) -> Option<Client> {
     let mut noted = Instant::now() - Duration::from_secs(60);
     loop {
-        let built = tokio::time::timeout(REQUEST_TIMEOUT, ClientBuilder::new(brokers.to_vec()).build()).await;
+        let built = tokio::time::timeout(REQUEST_TIMEOUT, client_builder(brokers).build()).await;
         let problem = match built {
             Ok(Ok(c)) => return Some(c),
             Ok(Err(e)) => e.to_string(),

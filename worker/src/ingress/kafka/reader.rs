@@ -36,7 +36,7 @@ impl PartitionReader {
         };
         let Some(pc) = self
             .retry("kafka_partition", || async {
-                client.partition_client(self.topic.clone(), self.partition, UnknownTopicHandling::Retry).await.map_err(|e| e.to_string())
+                client.partition_client(self.topic.clone(), self.partition, UnknownTopicHandling::Error).await.map_err(|e| e.to_string())
             })
             .await
         else {
@@ -106,6 +106,7 @@ impl PartitionReader {
                     }
                 }
             }
+            tracing::trace!(source = %self.key, next, reached, messages = batch.len(), "fetched");
             if reached == next {
                 continue;
             }
@@ -127,9 +128,10 @@ impl PartitionReader {
         };
         let earliest = offset(OffsetAt::Earliest).await?;
         // The end from a fetch's high watermark: brokers differ in what "latest" means in
-        // ListOffsets (tansu answers the last offset, Kafka the one after it).
+        // ListOffsets (tansu answers the last offset, Kafka the one after it). A small wait:
+        // tansu answers a fetch with no wait at all without the partition.
         let end = || async {
-            tokio::time::timeout(REQUEST_TIMEOUT, pc.fetch_records(earliest, 1..2, 0))
+            tokio::time::timeout(REQUEST_TIMEOUT, pc.fetch_records(earliest, 1..1024, 10))
                 .await
                 .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
                 .map(|(_, hw)| hw)
@@ -159,7 +161,8 @@ impl PartitionReader {
         })
     }
 
-    /// Retries `f` every 500 ms until it succeeds; `None` once the generation stops.
+    /// Retries `f` (each attempt within the request timeout) every 500 ms until it succeeds;
+    /// `None` once the generation stops, even in the middle of an attempt.
     async fn retry<T, F, Fut>(&self, kind: &'static str, mut f: F) -> Option<T>
     where
         F: FnMut() -> Fut,
@@ -167,10 +170,12 @@ impl PartitionReader {
     {
         let mut failing = None;
         loop {
-            if self.ctx.stopped() {
-                return None;
-            }
-            match f().await {
+            let mut stop = self.ctx.stop.clone();
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(REQUEST_TIMEOUT, f()) => r.unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            match attempt {
                 Ok(v) => return Some(v),
                 Err(reason) => self.failed(kind, &mut failing, &reason),
             }
