@@ -23,9 +23,13 @@ pub struct KafkaIngress {
     /// application name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_group_id: Option<String>,
-    /// Where a partition starts when no checkpoint holds a position for it.
+    /// Where a partition starts when no checkpoint holds a position for it: `earliest`,
+    /// `latest`, `group-offsets` or `timestamp`.
     #[serde(default)]
     pub startup_position: StartupPosition,
+    /// With `startupPosition: timestamp`: an RFC 3339 time in UTC, e.g. `2026-01-31T12:00:00Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_timestamp: Option<String>,
     /// Most bytes one fetch asks for per partition.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
@@ -66,25 +70,14 @@ pub enum ValueFormat {
     Utf8,
 }
 
-/// Where a source starts reading when no checkpoint holds its position (the first start, or
-/// a topic or stream added later). Once a checkpoint holds it, the checkpoint wins.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartupPosition {
-    /// `earliest` (everything retained), `latest` (only what arrives from now on),
-    /// `group-offsets` (Kafka: the consumer group's committed offsets, `earliest` where it has
-    /// none) or `timestamp` (the first record at or after `timestamp`).
-    #[serde(default, rename = "type")]
-    pub kind: StartupKind,
-    /// With `type: timestamp`: an RFC 3339 time in UTC, e.g. `2026-01-31T12:00:00Z`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-}
-
-/// The kinds of startup position.
+/// Where a source starts reading when no checkpoint holds its position (the first start, or a
+/// topic or stream added later); once a checkpoint holds it, the checkpoint wins.
+/// `earliest`: everything retained; `latest`: only what arrives from now on; `group-offsets`
+/// (Kafka): the consumer group's committed offsets, `earliest` where it has none;
+/// `timestamp`: the first record at or after `startupTimestamp`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum StartupKind {
+pub enum StartupPosition {
     #[default]
     Earliest,
     Latest,
@@ -130,10 +123,13 @@ pub struct NatsIngress {
     /// Subject filters (wildcards allowed) and where their messages go; a message goes to the
     /// first entry whose filter matches its subject.
     pub subjects: Vec<NatsSubject>,
-    /// Where the stream is read from when no checkpoint holds a position (`group-offsets` is
-    /// not available for NATS).
+    /// Where the stream is read from when no checkpoint holds a position: `earliest`,
+    /// `latest` or `timestamp` (`group-offsets` is Kafka's).
     #[serde(default)]
     pub startup_position: StartupPosition,
+    /// With `startupPosition: timestamp`: an RFC 3339 time in UTC, e.g. `2026-01-31T12:00:00Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_timestamp: Option<String>,
 }
 
 /// One subject filter of a NATS ingress.

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crate::connectors::{
-    KafkaEgress, KafkaIngress, NatsAuth, NatsEgress, NatsIngress, StartupKind, StartupPosition, parse_utc_millis,
+    KafkaEgress, KafkaIngress, NatsAuth, NatsEgress, NatsIngress, StartupPosition, parse_utc_millis,
 };
 use crate::validate::Errors;
 use crate::{StatefulApplication, TypeName};
@@ -27,7 +27,7 @@ impl StatefulApplication {
         if k.consumer_group_id.as_deref().is_some_and(|g| g.trim().is_empty()) {
             e.add(format!("{at}.consumerGroupId"), "must not be empty");
         }
-        check_startup(&k.startup_position, true, &format!("{at}.startupPosition"), e);
+        check_startup(k.startup_position, k.startup_timestamp.as_deref(), true, at, e);
         if k.fetch_max_bytes < 1024 {
             e.add(format!("{at}.fetchMaxBytes"), "must be at least 1024");
         }
@@ -51,7 +51,7 @@ impl StatefulApplication {
             }
             self.check_routing(&s.value_type, &s.targets, &at, e);
         }
-        check_startup(&n.startup_position, false, &format!("{at}.startupPosition"), e);
+        check_startup(n.startup_position, n.startup_timestamp.as_deref(), false, at, e);
     }
 
     /// A value type and targets: typenames, and every target served by a function.
@@ -145,18 +145,21 @@ fn check_auth(auth: &NatsAuth, at: &str, e: &mut Errors) {
     }
 }
 
-fn check_startup(p: &StartupPosition, kafka: bool, at: &str, e: &mut Errors) {
-    match (p.kind, &p.timestamp) {
-        (StartupKind::Timestamp, None) => e.add(format!("{at}.timestamp"), "`type: timestamp` needs a timestamp"),
-        (StartupKind::Timestamp, Some(t)) => {
+fn check_startup(p: StartupPosition, timestamp: Option<&str>, kafka: bool, at: &str, e: &mut Errors) {
+    match (p, timestamp) {
+        (StartupPosition::Timestamp, None) => {
+            e.add(format!("{at}.startupTimestamp"), "`startupPosition: timestamp` needs a startupTimestamp")
+        }
+        (StartupPosition::Timestamp, Some(t)) => {
             if let Err(reason) = parse_utc_millis(t) {
-                e.add(format!("{at}.timestamp"), reason);
+                e.add(format!("{at}.startupTimestamp"), reason);
             }
         }
-        (_, Some(_)) => e.add(format!("{at}.timestamp"), "only `type: timestamp` takes a timestamp"),
-        (StartupKind::GroupOffsets, None) if !kafka => {
-            e.add(format!("{at}.type"), "`group-offsets` is a Kafka startup position; use earliest, latest or timestamp")
-        }
+        (_, Some(_)) => e.add(format!("{at}.startupTimestamp"), "only `startupPosition: timestamp` takes a timestamp"),
+        (StartupPosition::GroupOffsets, None) if !kafka => e.add(
+            format!("{at}.startupPosition"),
+            "`group-offsets` is a Kafka startup position; use earliest, latest or timestamp",
+        ),
         _ => {}
     }
 }
@@ -207,7 +210,8 @@ spec:
       kafka:
         brokers: ["kafka:9092"]
         topics: [{topic: adds, valueType: example/Add, targets: [example/counter], valueFormat: json}]
-        startupPosition: {type: timestamp, timestamp: "2026-01-31T12:00:00Z"}
+        startupPosition: timestamp
+        startupTimestamp: "2026-01-31T12:00:00Z"
     - name: n
       nats:
         servers: ["nats://nats:4222"]
@@ -246,14 +250,14 @@ spec:
         for want in [
             "spec.ingresses[0].kafka.brokers[0]: `kafka` is not `host:port`",
             "spec.ingresses[0].kafka.topics[0].targets[0]: no function serves type `other/counter`",
-            "spec.ingresses[0].kafka.startupPosition.timestamp: `yesterday` is not an RFC 3339",
+            "spec.ingresses[0].kafka.startupTimestamp: `yesterday` is not an RFC 3339",
             "spec.ingresses[1].nats.auth.token.env: `1TOKEN` is not an environment variable name",
             "spec.ingresses[1].nats.subjects[0].subject: `in.>.x` is not a NATS subject",
             "spec.egresses[1].nats.subject: `out.*` is not a NATS subject",
         ] {
             assert!(msg.contains(want), "missing `{want}` in:\n{msg}");
         }
-        let group = APP.replace("stream: IN", "stream: IN\n        startupPosition: {type: group-offsets}");
-        assert!(errors(&group).contains("spec.ingresses[1].nats.startupPosition.type: `group-offsets` is a Kafka"));
+        let group = APP.replace("stream: IN", "stream: IN\n        startupPosition: group-offsets");
+        assert!(errors(&group).contains("spec.ingresses[1].nats.startupPosition: `group-offsets` is a Kafka"));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
-use spindle_spec::{NatsAuth, NatsIngress, SecretValue, StartupKind, parse_utc_millis};
+use spindle_spec::{NatsAuth, NatsIngress, SecretValue, StartupPosition, parse_utc_millis};
 use tokio_stream::StreamExt;
 
 use super::route::{Route, TARGET_HEADER};
@@ -123,10 +123,10 @@ impl NatsSource {
         let info = stream.info().await.map_err(|e| format!("stream {}: {e}", self.spec.stream))?.clone();
         let start = match *next {
             Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n.max(1) as u64 },
-            None => match self.spec.startup_position.kind {
-                StartupKind::Latest => DeliverPolicy::ByStartSequence { start_sequence: info.state.last_sequence + 1 },
-                StartupKind::Timestamp => {
-                    let t = parse_utc_millis(self.spec.startup_position.timestamp.as_deref().unwrap_or(""))?;
+            None => match self.spec.startup_position {
+                StartupPosition::Latest => DeliverPolicy::ByStartSequence { start_sequence: info.state.last_sequence + 1 },
+                StartupPosition::Timestamp => {
+                    let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or(""))?;
                     let start_time = chrono::DateTime::from_timestamp_millis(t).ok_or("timestamp out of range")?;
                     DeliverPolicy::ByStartTime { start_time }
                 }

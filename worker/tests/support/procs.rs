@@ -47,7 +47,7 @@ impl Procs {
             .arg("--data-dir")
             .arg(self.dir.join(format!("w{i}")))
             .envs(self.env.iter().cloned())
-            .env("RUST_LOG", std::env::var("SPINDLE_TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()))
+            .env("RUST_LOG", std::env::var("SPINDLE_TEST_WORKER_LOG").unwrap_or_else(|_| "info,rskafka=warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use spindle_spec::{KafkaIngress, StartupKind, parse_utc_millis};
+use spindle_spec::{KafkaIngress, StartupPosition, parse_utc_millis};
 
 use super::{REQUEST_TIMEOUT, connect, group};
 use crate::ingress::route::{Route, TARGET_HEADER};
@@ -137,11 +137,10 @@ impl PartitionReader {
                 .map(|(_, hw)| hw)
                 .map_err(|e| e.to_string())
         };
-        let p = &self.spec.startup_position;
-        Ok(match p.kind {
-            StartupKind::Earliest => (earliest, None),
-            StartupKind::Latest => (end().await?, None),
-            StartupKind::GroupOffsets => {
+        Ok(match self.spec.startup_position {
+            StartupPosition::Earliest => (earliest, None),
+            StartupPosition::Latest => (end().await?, None),
+            StartupPosition::GroupOffsets => {
                 let group = self.spec.consumer_group_id.clone().unwrap_or_else(|| self.ctx.node.app.name.clone());
                 let mut conn = group::coordinator(&self.spec.brokers, &group, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())?;
                 let committed = conn.fetch(&group, &self.topic, &[self.partition]).await.map_err(|e| e.to_string())?;
@@ -150,8 +149,8 @@ impl PartitionReader {
                     _ => (earliest, None),
                 }
             }
-            StartupKind::Timestamp => {
-                let t = parse_utc_millis(p.timestamp.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+            StartupPosition::Timestamp => {
+                let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
                 let at = chrono::DateTime::from_timestamp_millis(t).ok_or("timestamp out of range")?;
                 match offset(OffsetAt::Timestamp(at)).await? {
                     o if o < 0 => (end().await?, None),
