@@ -9,6 +9,7 @@
 
 mod chain;
 mod checkpoint;
+mod connectors;
 mod harness;
 mod load;
 mod report;
@@ -50,6 +51,9 @@ pub enum Serve {
     /// `kill -9` of a worker process (needs the release `spindle` binary beside this one:
     /// `cargo build --release -p spindle-worker` first).
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Records/s Kafka -> function -> Kafka and NATS JetStream -> function -> JetStream,
+    /// through 1 and 3 workers with checkpoints every second (brokers from the project venv).
+    Connectors(connectors::ConnectorArgs),
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -63,6 +67,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
         Some(Serve::Chain(ref c)) => rt.block_on(chain::run(c)),
         Some(Serve::Checkpoint(ref c)) => rt.block_on(checkpoint::run(c)),
+        Some(Serve::Connectors(ref c)) => rt.block_on(connectors::run(c)),
         None => rt.block_on(load::run(&args)),
     }
 }
