@@ -38,7 +38,6 @@ pub fn credential_env(app: &StatefulApplication) -> Vec<EnvVar> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::builders::{OperatorConfig, config_map, owner_reference, worker_statefulset};
 
     const APP: &str = r#"
