@@ -8,28 +8,16 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::brokers::{Tansu, TestRecord};
 use support::procs::{Procs, state, wait_running};
 use support::*;
-use tokio::net::TcpListener;
 
 const WORKERS: usize = 3;
 const PARTITIONS: i32 = 4;
 const OUT_PARTITIONS: i32 = 3;
 const KEYS: u64 = 100;
-
-async fn example_functions() -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(spindle_sdk::serve(listener, Arc::new(spindle_example_greeter::functions()), async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
-    (addr, stop)
-}
 
 /// Input `i`: a good record for counter `c{i % KEYS}`.
 fn good(i: u64) -> TestRecord {
@@ -50,7 +38,7 @@ fn bad() -> Vec<(TestRecord, &'static str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_in_and_out_exactly_once_through_kill_9() {
     init_logs();
-    let inputs: u64 = std::env::var("SPINDLE_KAFKA_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(6_000);
+    let inputs: u64 = std::env::var("SPINDLE_KAFKA_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let dir = TempDir::new("kafka-e2e");
     let tansu = Tansu::start();
     tansu.create_topic("adds", PARTITIONS).await;
@@ -114,12 +102,10 @@ spec:
         produced += n;
         for (at, victim) in [(inputs / 3, 1), (2 * inputs / 3, 0)] {
             if produced >= at && !kills.iter().any(|(v, _)| *v == victim) {
-                let t = Instant::now();
-                procs.kill9(victim);
-                procs.spawn(victim);
-                generation = wait_running(&admin, generation, Duration::from_secs(120)).await;
-                eprintln!("chaos: kill -9 worker {victim} after {produced} produced -> generation {generation} on all after {} ms", t.elapsed().as_millis());
-                kills.push((victim, t.elapsed()));
+                let (g, took) = procs.kill_and_restart(victim, generation).await;
+                generation = g;
+                eprintln!("chaos: kill -9 worker {victim} after {produced} produced -> generation {generation} on all after {} ms", took.as_millis());
+                kills.push((victim, took));
             }
         }
     }

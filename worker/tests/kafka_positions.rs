@@ -9,13 +9,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spindle_protocol::Primitive;
 use support::brokers::{Tansu, TestRecord, now_ms};
 use support::*;
-use tokio::net::TcpListener;
 
 async fn committed(tansu: &Tansu, group: &str) -> i64 {
     let Ok(mut conn) = spindle_worker::ingress::kafka::group::coordinator(&[tansu.addr.clone()], group, Duration::from_secs(5)).await else {
@@ -86,9 +84,7 @@ async fn startup_positions_earliest_latest_timestamp_and_group_offsets() {
     let tansu = Tansu::start();
     tansu.create_topic("sp", 1).await;
     let client = tansu.client().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fn_addr = listener.local_addr().unwrap();
-    tokio::spawn(spindle_sdk::serve(listener, Arc::new(spindle_example_greeter::functions()), std::future::pending::<()>()));
+    let (fn_addr, _stop_functions) = example_functions().await;
     let now = now_ms();
     // Three records two minutes old, three from now.
     tansu.produce(&client, "sp", 0, (0..3).map(|s| add(s, now - 120_000)).collect()).await;

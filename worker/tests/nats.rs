@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::brokers::Nats;
@@ -20,16 +19,6 @@ use tokio::net::TcpListener;
 const WORKERS: usize = 3;
 const KEYS: u64 = 100;
 const TOKEN: &str = "s3cret-token-for-tests";
-
-async fn example_functions() -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(spindle_sdk::serve(listener, Arc::new(spindle_example_greeter::functions()), async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
-    (addr, stop)
-}
 
 fn add(i: u64) -> Vec<u8> {
     serde_json::json!({"seq": i, "value": (i % 7) as i64 + 1}).to_string().into_bytes()
@@ -62,7 +51,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jetstream_in_and_out_exactly_once_through_kill_9() {
     init_logs();
-    let inputs: u64 = std::env::var("SPINDLE_NATS_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(6_000);
+    let inputs: u64 = std::env::var("SPINDLE_NATS_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let dir = TempDir::new("nats-e2e");
     let nats = Nats::start(dir.path(), &format!("authorization {{ token: \"{TOKEN}\" }}"));
     let js = nats.jetstream(Some(TOKEN)).await;
@@ -105,12 +94,10 @@ async fn jetstream_in_and_out_exactly_once_through_kill_9() {
         published = (published + 100).min(inputs);
         for (at, victim) in [(inputs / 3, 0), (2 * inputs / 3, 2)] {
             if published >= at && !kills.iter().any(|(v, _)| *v == victim) {
-                let t = Instant::now();
-                procs.kill9(victim);
-                procs.spawn(victim);
-                generation = wait_running(&admin, generation, Duration::from_secs(120)).await;
-                eprintln!("chaos: kill -9 worker {victim} after {published} published -> generation {generation} on all after {} ms", t.elapsed().as_millis());
-                kills.push((victim, t.elapsed()));
+                let (g, took) = procs.kill_and_restart(victim, generation).await;
+                generation = g;
+                eprintln!("chaos: kill -9 worker {victim} after {published} published -> generation {generation} on all after {} ms", took.as_millis());
+                kills.push((victim, took));
             }
         }
     }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message as _;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -21,10 +21,9 @@ use spindle_spec::KafkaEgress;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::retrying::{self, Attempt};
 use super::{Closing, EgressRecord, SinkContext};
 use crate::ingress::kafka::client_builder;
-use crate::metrics::KindLabels;
-use crate::retry::Backoff;
 
 /// Longest a single request to the broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +39,7 @@ pub struct KafkaSink {
 }
 
 /// A record on its way out.
-struct Out {
+pub(crate) struct Out {
     topic: String,
     /// Chosen once the topic's partition count is known.
     partition: Option<i32>,
@@ -78,27 +77,53 @@ impl KafkaSink {
                 Err((r, reason)) => self.done(vec![r], Err(reason)),
             }
         }
-        let mut backoff = Backoff::within(self.spec.timeout.as_duration());
-        let mut failing = None;
-        while !outs.is_empty() {
-            let error = match self.attempt(&mut outs).await {
-                Ok(()) => continue,
-                Err(e) => e,
-            };
-            self.ctx.metrics.connector_errors.get_or_create(&KindLabels { kind: "kafka_produce" }).inc();
-            let Some(wait) = backoff.next_wait() else {
-                let failed = outs.drain(..).map(|o| o.source).collect();
-                self.done(failed, Err(format!("not produced within {:?}: {error}", self.spec.timeout.as_duration())));
-                break;
-            };
-            let now = Instant::now();
-            if failing.is_none_or(|t: Instant| now.duration_since(t) > Duration::from_secs(30)) {
-                tracing::warn!(egress = %self.name, %error, pending = outs.len(), "Kafka egress: producing failed; retrying");
-                failing = Some(now);
-            }
-            tokio::time::sleep(wait).await;
+        let (timeout, ctx, name) = (self.spec.timeout.as_duration(), self.ctx.clone(), self.name.clone());
+        if let Some((failed, reason)) = retrying::within(self, outs, timeout, &ctx, &name, "kafka_produce").await {
+            self.done(failed.into_iter().map(|o| o.source).collect(), Err(reason));
         }
     }
+
+    fn to_kafka(&self, r: EgressRecord) -> Result<Out, (EgressRecord, String)> {
+        let mut headers = BTreeMap::new();
+        if let Some(key) = &r.key {
+            headers.insert("idempotency-key".to_string(), key.as_bytes().to_vec());
+        }
+        headers.insert("spindle-source".to_string(), r.source.to_string().into_bytes());
+        let (topic, key, value) = if &*r.value.typename == KAFKA_PRODUCER_RECORD {
+            let p = match KafkaProducerRecord::decode(r.value.bytes.as_ref()) {
+                Ok(p) => p,
+                Err(e) => return Err((r, format!("the value is not a KafkaProducerRecord: {e}"))),
+            };
+            let topic = if p.topic.is_empty() { self.spec.topic.clone() } else { Some(p.topic) };
+            (topic, (!p.key.is_empty()).then(|| p.key.into_bytes()), p.value_bytes.to_vec())
+        } else {
+            headers.insert("spindle-typename".to_string(), r.value.typename.as_bytes().to_vec());
+            (self.spec.topic.clone(), Some(r.source.id.as_bytes().to_vec()), r.value.bytes.to_vec())
+        };
+        let Some(topic) = topic else {
+            return Err((r, "the record names no topic and the egress has no `topic`".into()));
+        };
+        let timestamp = chrono::DateTime::from_timestamp_millis(crate::clock::now_ms() as i64).unwrap_or_default();
+        Ok(Out {
+            topic,
+            partition: None,
+            record: Record {
+                key,
+                value: Some(value),
+                headers,
+                timestamp,
+            },
+            source: r,
+        })
+    }
+
+    fn done(&self, records: Vec<EgressRecord>, result: Result<(), String>) {
+        self.ctx.finish(&self.name, &records, result);
+    }
+}
+
+impl Attempt for KafkaSink {
+    type Pending = Out;
 
     /// One round: every record whose partition is known is produced, one request per
     /// partition, all at once. What is left in `outs` failed.
@@ -206,43 +231,6 @@ impl KafkaSink {
         }
     }
 
-    fn to_kafka(&self, r: EgressRecord) -> Result<Out, (EgressRecord, String)> {
-        let mut headers = BTreeMap::new();
-        if let Some(key) = &r.key {
-            headers.insert("idempotency-key".to_string(), key.as_bytes().to_vec());
-        }
-        headers.insert("spindle-source".to_string(), r.source.to_string().into_bytes());
-        let (topic, key, value) = if &*r.value.typename == KAFKA_PRODUCER_RECORD {
-            let p = match KafkaProducerRecord::decode(r.value.bytes.as_ref()) {
-                Ok(p) => p,
-                Err(e) => return Err((r, format!("the value is not a KafkaProducerRecord: {e}"))),
-            };
-            let topic = if p.topic.is_empty() { self.spec.topic.clone() } else { Some(p.topic) };
-            (topic, (!p.key.is_empty()).then(|| p.key.into_bytes()), p.value_bytes.to_vec())
-        } else {
-            headers.insert("spindle-typename".to_string(), r.value.typename.as_bytes().to_vec());
-            (self.spec.topic.clone(), Some(r.source.id.as_bytes().to_vec()), r.value.bytes.to_vec())
-        };
-        let Some(topic) = topic else {
-            return Err((r, "the record names no topic and the egress has no `topic`".into()));
-        };
-        let timestamp = chrono::DateTime::from_timestamp_millis(crate::clock::now_ms() as i64).unwrap_or_default();
-        Ok(Out {
-            topic,
-            partition: None,
-            record: Record {
-                key,
-                value: Some(value),
-                headers,
-                timestamp,
-            },
-            source: r,
-        })
-    }
-
-    fn done(&self, records: Vec<EgressRecord>, result: Result<(), String>) {
-        self.ctx.finish(&self.name, &records, result);
-    }
 }
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), which the default

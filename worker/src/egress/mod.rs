@@ -8,6 +8,7 @@ mod http;
 mod kafka;
 mod nats;
 mod record;
+mod retrying;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -5,16 +5,15 @@
 //! Headers: `spindle-typename`, `spindle-source`. Unacknowledged records are retried within
 //! `timeout`, then become dead letters.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use spindle_spec::NatsEgress;
 use tokio::sync::{mpsc, watch};
 
+use super::retrying::{self, Attempt};
 use super::{Closing, EgressRecord, SinkContext};
 use crate::ingress::nats::connect;
-use crate::metrics::KindLabels;
-use crate::retry::Backoff;
 
 /// Longest wait for one acknowledgement before the record is published again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,28 +39,20 @@ impl NatsSink {
         }
     }
 
-    async fn send(&mut self, mut pending: Vec<EgressRecord>) {
-        let mut backoff = Backoff::within(self.spec.timeout.as_duration());
-        let mut failing = None;
-        while !pending.is_empty() {
-            let error = match self.attempt(&mut pending).await {
-                Ok(()) => continue,
-                Err(e) => e,
-            };
-            self.ctx.metrics.connector_errors.get_or_create(&KindLabels { kind: "nats_publish" }).inc();
-            let Some(wait) = backoff.next_wait() else {
-                let failed = std::mem::take(&mut pending);
-                self.done(failed, Err(format!("not acknowledged within {:?}: {error}", self.spec.timeout.as_duration())));
-                break;
-            };
-            let now = Instant::now();
-            if failing.is_none_or(|t: Instant| now.duration_since(t) > Duration::from_secs(30)) {
-                tracing::warn!(egress = %self.name, %error, pending = pending.len(), "NATS egress: publishing failed; retrying");
-                failing = Some(now);
-            }
-            tokio::time::sleep(wait).await;
+    async fn send(&mut self, pending: Vec<EgressRecord>) {
+        let (timeout, ctx, name) = (self.spec.timeout.as_duration(), self.ctx.clone(), self.name.clone());
+        if let Some((failed, reason)) = retrying::within(self, pending, timeout, &ctx, &name, "nats_publish").await {
+            self.done(failed, Err(reason));
         }
     }
+
+    fn done(&self, records: Vec<EgressRecord>, result: Result<(), String>) {
+        self.ctx.finish(&self.name, &records, result);
+    }
+}
+
+impl Attempt for NatsSink {
+    type Pending = EgressRecord;
 
     /// Publishes everything in `pending`, then waits for the acknowledgements in order; what
     /// was not acknowledged stays in `pending`.
@@ -111,9 +102,5 @@ impl NatsSink {
             None => Ok(()),
             Some(e) => Err(e),
         }
-    }
-
-    fn done(&self, records: Vec<EgressRecord>, result: Result<(), String>) {
-        self.ctx.finish(&self.name, &records, result);
     }
 }

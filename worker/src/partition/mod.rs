@@ -229,9 +229,7 @@ impl Partition {
                 self.deliver(env, admission, true);
             }
             Input::Source { source, next, records } => {
-                if !self.reading.contains(&source) {
-                    self.reading.insert(source.clone());
-                }
+                self.reading.insert(source.clone());
                 self.positions.insert(source, next);
                 for (env, admission) in records {
                     self.deliver(env, admission, true);

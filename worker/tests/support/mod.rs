@@ -285,3 +285,16 @@ spec:
         functions = workspace_root().join("e2e/python/functions.py").display()
     )
 }
+
+/// The example functions (Rust SDK) served in this process on a loopback port, until the
+/// returned sender is dropped or set.
+pub async fn example_functions() -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let functions = std::sync::Arc::new(spindle_example_greeter::functions());
+    tokio::spawn(spindle_sdk::serve(listener, functions, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    (addr, stop)
+}

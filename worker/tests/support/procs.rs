@@ -70,6 +70,16 @@ impl Procs {
         }
     }
 
+    /// `kill -9` worker `i`, start it again, and wait until every worker runs a generation
+    /// after `generation`: the new generation and how long that took.
+    pub async fn kill_and_restart(&mut self, i: usize, generation: u64) -> (u64, Duration) {
+        let t = Instant::now();
+        self.kill9(i);
+        self.spawn(i);
+        let g = wait_running(&self.admin, generation, Duration::from_secs(120)).await;
+        (g, t.elapsed())
+    }
+
     /// The dead letters every worker appended to its file (survives kills), as JSON.
     pub fn dead_letters(&self) -> Vec<serde_json::Value> {
         (0..self.children.len())
