@@ -83,7 +83,12 @@ impl Attempt for NatsSink {
         for (r, sent) in acks {
             let acked = match sent {
                 Ok(ack) => match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(ack)) => {
+                        if ack.duplicate {
+                            self.ctx.metrics.egress_duplicates.inc();
+                        }
+                        Ok(())
+                    }
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err(format!("no acknowledgement within {ACK_TIMEOUT:?}")),
                 },
