@@ -26,6 +26,10 @@ const COUNTERS: u64 = 1000;
 const HOP_IDS: u32 = 500;
 const HOPS_PER_CHAIN: u32 = 10;
 const PEOPLE: u64 = 100;
+/// Storage outage: longer than a checkpoint may take (10 s + 10 intervals), so the checkpoint
+/// under way fails for certain. (Shorter ones fail it only by chance: the store retries a
+/// timed-out request for up to 8 s, and a retry can succeed once the storage is back.)
+const OUTAGE_S: u64 = 14;
 
 /// Egress webhook: every POST with its idempotency key, path and body.
 type Received = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
@@ -184,11 +188,11 @@ spec:
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if round == 2 {
-            // Longer than the store's request timeout (5 s): checkpoints fail, then recover.
+            // Longer than a checkpoint may take (`OUTAGE_S`): checkpoints fail, then recover.
             let before = status(admin[0]).await.unwrap_or_default();
-            eprintln!("chaos: storage paused for 8 s at {} acknowledged", done.load(Ordering::Relaxed));
+            eprintln!("chaos: storage paused for {OUTAGE_S} s at {} acknowledged", done.load(Ordering::Relaxed));
             moto.pause();
-            tokio::time::sleep(Duration::from_secs(8)).await;
+            tokio::time::sleep(Duration::from_secs(OUTAGE_S)).await;
             moto.resume();
             let deadline = Instant::now() + Duration::from_secs(60);
             let after = loop {
@@ -316,7 +320,7 @@ spec:
     eprintln!("chaos results (seed {seed}):");
     eprintln!("  inputs {inputs}: {} counter adds, {} chains of {HOPS_PER_CHAIN} hops, {visits} visits", counters.len(), chains.len());
     eprintln!(
-        "  kills {} (coordinator included), storage outage 8 s ({outage_failed} checkpoints failed, then recovered), generation {generation}",
+        "  kills {} (coordinator included), storage outage {OUTAGE_S} s ({outage_failed} checkpoints failed, then recovered), generation {generation}",
         recoveries.len()
     );
     eprintln!("  kill -9 -> all workers running again: mean {:.0} ms, worst {:.0} ms", mean * 1000.0, worst.as_secs_f64() * 1000.0);
