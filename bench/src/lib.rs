@@ -9,6 +9,7 @@
 
 mod chain;
 pub(crate) mod checkpoint;
+mod connectors;
 mod harness;
 mod load;
 mod report;
@@ -51,6 +52,9 @@ pub enum Serve {
     /// rounds), checkpoint duration and size against state size, and recovery time from
     /// `kill -9` of a worker process (`spindle worker` processes run from this binary).
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Records/s Kafka -> function -> Kafka and NATS JetStream -> function -> JetStream,
+    /// through 1 and 3 workers with checkpoints every second (brokers from the project venv).
+    Connectors(connectors::ConnectorArgs),
     /// Spindle and Restate side by side in one run: request-reply, one-way and chain
     /// workloads at several concurrencies, with CPU and memory of every process; writes
     /// markdown, JSON and a PNG chart (needs Node.js and npm for Restate's side).
@@ -79,6 +83,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
         Some(Serve::Chain(ref c)) => rt.block_on(chain::run(c)),
         Some(Serve::Checkpoint(ref c)) => rt.block_on(checkpoint::run(c)),
+        Some(Serve::Connectors(ref c)) => rt.block_on(connectors::run(c)),
         Some(Serve::Restate(ref r)) => rt.block_on(restate::run(r)),
         Some(Serve::Spindle { .. }) => unreachable!("handled above"),
         None => rt.block_on(load::run(&args)),

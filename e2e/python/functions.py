@@ -11,6 +11,8 @@ py/counter  state: count (int), note (string, expires 2 s after write)
             string "ding-*" (delayed, from itself)  -> egress "delayed:<id>:<text>"
             string from py/echo                    -> egress "echoed:<text>"
 py/echo     state: seen (long); replies "<text>#seen=<seen>" to its caller
+py/relay    string -> Kafka egress "py/kafka-out" (kafka_egress_message): topic "relayed",
+            key = its id, value "<text>!" (StateFun's KafkaProducerRecord)
 """
 import os
 from datetime import timedelta
@@ -18,7 +20,7 @@ from datetime import timedelta
 from aiohttp import web
 from statefun import (StatefulFunctions, RequestReplyHandler, Context, Message, ValueSpec,
                       IntType, LongType, StringType, make_json_type, message_builder,
-                      egress_message_builder)
+                      egress_message_builder, kafka_egress_message)
 
 COMMAND = make_json_type("py/Command")
 functions = StatefulFunctions()
@@ -77,6 +79,13 @@ async def echo(context: Context, message: Message):
     context.send(message_builder(target_typename=context.caller.typename,
                                  target_id=context.caller.id,
                                  str_value=f"{message.as_string()}#seen={seen}"))
+
+
+@functions.bind(typename="py/relay")
+async def relay(context: Context, message: Message):
+    context.send_egress(kafka_egress_message(typename="py/kafka-out", topic="relayed",
+                                             key=context.address.id,
+                                             value=message.as_string() + "!"))
 
 
 handler = RequestReplyHandler(functions)

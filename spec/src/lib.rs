@@ -1,13 +1,16 @@
 //! The `StatefulApplication` spec (API group `spindle.dev`): the one YAML that runs locally and,
 //! applied with `kubectl`, in a cluster. Loading validates it and names the failing field.
 
+pub mod connectors;
 mod duration;
 mod load;
 pub mod reference;
 mod typename;
 mod types;
 mod validate;
+mod validate_connectors;
 
+pub use connectors::*;
 pub use duration::{DurationError, HumanDuration};
 pub use load::{LoadError, from_yaml_str, load_file};
 pub use typename::{TypeName, TypeNameError};

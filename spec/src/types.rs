@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::HumanDuration;
+use crate::connectors::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress};
 
 /// A `StatefulApplication` resource as it is written in YAML: the same document is applied with
 /// `kubectl` or run locally with `spindle run`.
@@ -144,7 +145,7 @@ fn default_startup_timeout() -> HumanDuration {
     HumanDuration::from_secs(600)
 }
 
-/// An ingress: exactly one of the source kinds (`http`, …) is set.
+/// An ingress: exactly one of the source kinds (`http`, `kafka`, `nats`) is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IngressSpec {
@@ -154,6 +155,12 @@ pub struct IngressSpec {
     /// `/{namespace}/{type}/{id}` with `Content-Type: application/vnd.{namespace}/{typename}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpIngress>,
+    /// Kafka topics read with explicit partition assignment, positions in checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaIngress>,
+    /// A NATS JetStream stream, its sequence in checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsIngress>,
 }
 
 /// Settings of an HTTP ingress.
@@ -176,7 +183,7 @@ fn default_max_body() -> u32 {
     1 << 20
 }
 
-/// An egress: exactly one of the sink kinds (`http`, `file`, …) is set.
+/// An egress: exactly one of the sink kinds (`http`, `file`, `kafka`, `nats`) is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressSpec {
@@ -188,6 +195,12 @@ pub struct EgressSpec {
     /// Append every record as a JSON line to a file (local use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileEgress>,
+    /// Produce every record to a Kafka topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaEgress>,
+    /// Publish every record to a NATS JetStream subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsEgress>,
 }
 
 /// Settings of an HTTP webhook egress.

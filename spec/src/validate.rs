@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::validate_connectors::{check_kafka_egress, check_nats_egress};
 use crate::{API_VERSION, KIND, StatefulApplication, TypeName};
 
 /// The largest key-group count (as Flink's maximum parallelism).
@@ -40,10 +41,10 @@ impl fmt::Display for ValidationErrors {
 }
 
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
-    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.0.push(FieldError {
             path: path.into(),
             reason: reason.into(),
@@ -149,16 +150,23 @@ impl StatefulApplication {
             } else if !names.insert(ing.name.as_str()) {
                 e.add(at("name"), format!("`{}` is declared twice", ing.name));
             }
-            match &ing.http {
-                Some(http) => {
-                    if !ports.insert(http.port) {
-                        e.add(at("http.port"), format!("port {} is used by another ingress", http.port));
-                    }
-                    if http.max_body_bytes == 0 {
-                        e.add(at("http.maxBodyBytes"), "must be at least 1");
-                    }
+            let kinds = ing.http.is_some() as u8 + ing.kafka.is_some() as u8 + ing.nats.is_some() as u8;
+            if kinds != 1 {
+                e.add(format!("spec.ingresses[{i}]"), "exactly one ingress kind must be set (http, kafka or nats)");
+            }
+            if let Some(http) = &ing.http {
+                if !ports.insert(http.port) {
+                    e.add(at("http.port"), format!("port {} is used by another ingress", http.port));
                 }
-                None => e.add(format!("spec.ingresses[{i}]"), "exactly one ingress kind must be set (http)"),
+                if http.max_body_bytes == 0 {
+                    e.add(at("http.maxBodyBytes"), "must be at least 1");
+                }
+            }
+            if let Some(kafka) = &ing.kafka {
+                self.check_kafka_ingress(kafka, &at("kafka"), e);
+            }
+            if let Some(nats) = &ing.nats {
+                self.check_nats_ingress(nats, &at("nats"), e);
             }
         }
     }
@@ -172,9 +180,15 @@ impl StatefulApplication {
             } else if !seen.insert(eg.typename.as_str()) {
                 e.add(at("typename"), format!("`{}` is declared twice", eg.typename));
             }
-            let kinds = eg.http.is_some() as u8 + eg.file.is_some() as u8;
+            let kinds = eg.http.is_some() as u8 + eg.file.is_some() as u8 + eg.kafka.is_some() as u8 + eg.nats.is_some() as u8;
             if kinds != 1 {
-                e.add(format!("spec.egresses[{i}]"), "exactly one egress kind must be set (http or file)");
+                e.add(format!("spec.egresses[{i}]"), "exactly one egress kind must be set (http, file, kafka or nats)");
+            }
+            if let Some(kafka) = &eg.kafka {
+                check_kafka_egress(kafka, &at("kafka"), e);
+            }
+            if let Some(nats) = &eg.nats {
+                check_nats_egress(nats, &at("nats"), e);
             }
             if let Some(http) = &eg.http {
                 if let Err(reason) = check_absolute_http_url(&http.url) {
@@ -192,6 +206,14 @@ impl StatefulApplication {
                     e.add(at("file.path"), "must not be empty");
                 }
         }
+    }
+
+    /// True when some function entry serves type `t`.
+    pub(crate) fn serves(&self, t: &TypeName) -> bool {
+        self.spec.functions.iter().any(|f| match f.typename.strip_suffix("/*") {
+            Some(ns) => ns == t.namespace(),
+            None => f.typename == t.as_str(),
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spindle_spec::{StatefulApplication, TypeName};
+use spindle_spec::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue, StatefulApplication, TypeName};
 
 /// Index of a function entry in the spec (`spec.functions[i]`).
 pub type FunctionId = usize;
@@ -15,6 +15,8 @@ pub struct AppConfig {
     pub functions: Vec<FunctionEntry>,
     pub egresses: Vec<EgressEntry>,
     pub http_ingress: Option<HttpIngressConfig>,
+    /// Kafka and JetStream ingresses: sources with positions in checkpoints.
+    pub sources: Vec<SourceConfig>,
     pub max_buffered_messages: usize,
     pub key_groups: u32,
     pub checkpoint: CheckpointConfig,
@@ -76,6 +78,22 @@ pub enum EgressSink {
     },
     /// Path resolved against the application file's directory.
     File { path: PathBuf },
+    Kafka(KafkaEgress),
+    Nats(NatsEgress),
+}
+
+/// An ingress that reads from a log with positions (`spec.ingresses[i]`).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The ingress name, unique in the application: positions are stored under it.
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Kafka(KafkaIngress),
+    Nats(NatsIngress),
 }
 
 #[derive(Debug, Clone)]
@@ -111,16 +129,22 @@ impl AppConfig {
             .iter()
             .map(|e| EgressEntry {
                 typename: TypeName::parse(&e.typename).expect("validated spec has valid typenames"),
-                sink: match (&e.http, &e.file) {
-                    (Some(h), _) => EgressSink::Http {
+                sink: if let Some(h) = &e.http {
+                    EgressSink::Http {
                         url: h.url.clone(),
                         timeout: h.timeout.as_duration(),
                         max_in_flight: h.max_in_flight as usize,
-                    },
-                    (None, Some(f)) => EgressSink::File {
+                    }
+                } else if let Some(f) = &e.file {
+                    EgressSink::File {
                         path: base_dir.join(&f.path),
-                    },
-                    (None, None) => unreachable!("validated spec: every egress has a kind"),
+                    }
+                } else if let Some(k) = &e.kafka {
+                    EgressSink::Kafka(k.clone())
+                } else if let Some(n) = &e.nats {
+                    EgressSink::Nats(n.clone())
+                } else {
+                    unreachable!("validated spec: every egress has a kind")
                 },
             })
             .collect();
@@ -132,11 +156,24 @@ impl AppConfig {
                 port: h.port,
                 max_body_bytes: h.max_body_bytes as usize,
             });
+        let sources = spec
+            .ingresses
+            .iter()
+            .filter_map(|i| {
+                let kind = match (&i.kafka, &i.nats) {
+                    (Some(k), _) => SourceKind::Kafka(k.clone()),
+                    (None, Some(n)) => SourceKind::Nats(n.clone()),
+                    (None, None) => return None,
+                };
+                Some(SourceConfig { name: i.name.clone(), kind })
+            })
+            .collect();
         AppConfig {
             name: app.metadata.name.clone(),
             functions,
             egresses,
             http_ingress,
+            sources,
             max_buffered_messages: spec.max_buffered_messages as usize,
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
@@ -155,6 +192,22 @@ impl AppConfig {
             Serves::Type(x) => x == t,
             Serves::Namespace(ns) => ns == t.namespace(),
         })
+    }
+
+    /// Every credential the connectors read from the environment, with where it is used.
+    pub fn credentials(&self) -> Vec<(String, &SecretValue)> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            if let SourceKind::Nats(n) = &s.kind {
+                out.extend(n.auth.iter().flat_map(|a| a.secrets()).map(|v| (format!("ingress {}", s.name), v)));
+            }
+        }
+        for e in &self.egresses {
+            if let EgressSink::Nats(n) = &e.sink {
+                out.extend(n.auth.iter().flat_map(|a| a.secrets()).map(|v| (format!("egress {}", e.typename), v)));
+            }
+        }
+        out
     }
 
     pub fn egress(&self, t: &TypeName) -> Option<&EgressEntry> {

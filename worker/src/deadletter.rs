@@ -29,6 +29,9 @@ pub mod kind {
     pub const EGRESS_FAILED: &str = "egress_failed";
     /// A function's reply was unusable (e.g. asks again for state it was given).
     pub const BAD_REPLY: &str = "bad_reply";
+    /// A Kafka record or JetStream message that cannot become a message (no key, a value
+    /// that does not decode); its source keeps flowing.
+    pub const BAD_RECORD: &str = "bad_record";
 }
 
 #[derive(Debug, Clone, Serialize)]

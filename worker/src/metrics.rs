@@ -101,6 +101,12 @@ pub struct Metrics {
     pub generation: Gauge,
     /// Rollbacks started (coordinator).
     pub rollbacks: Counter,
+    /// Source (Kafka, JetStream) and connector-egress errors, by kind; retried.
+    pub connector_errors: Family<KindLabels, Counter>,
+    /// Kafka consumer-group offset commits made after completed checkpoints.
+    pub offset_commits: Counter,
+    /// Egress records the broker already had (JetStream's duplicate window dropped a re-send).
+    pub egress_duplicates: Counter,
     pub restore_seconds: Histogram,
     /// From the start of a rollback until every worker has restored (coordinator).
     pub recovery_seconds: Histogram,
@@ -157,6 +163,9 @@ impl Metrics {
             last_checkpoint: Gauge::default(),
             generation: Gauge::default(),
             rollbacks: Counter::default(),
+            connector_errors: Family::default(),
+            offset_commits: Counter::default(),
+            egress_duplicates: Counter::default(),
             restore_seconds: seconds(),
             recovery_seconds: seconds(),
             registry: Registry::default(),
@@ -197,6 +206,9 @@ impl Metrics {
         r.register("last_checkpoint", "Id of the last completed checkpoint", m.last_checkpoint.clone());
         r.register("generation", "Current generation (incremented by every rollback)", m.generation.clone());
         r.register("rollbacks", "Rollbacks started (coordinator)", m.rollbacks.clone());
+        r.register("connector_errors", "Kafka/JetStream read, write and commit errors by kind (retried)", m.connector_errors.clone());
+        r.register("offset_commits", "Kafka consumer-group offset commits after completed checkpoints", m.offset_commits.clone());
+        r.register("egress_duplicates", "Egress re-sends the broker dropped as duplicates (JetStream Nats-Msg-Id)", m.egress_duplicates.clone());
         r.register("restore_duration_seconds", "Time to restore a checkpoint on this worker", m.restore_seconds.clone());
         r.register("recovery_duration_seconds", "From rollback start until every worker restored", m.recovery_seconds.clone());
         Metrics { registry, ..m }

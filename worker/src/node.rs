@@ -58,6 +58,9 @@ pub struct Node {
     /// waiting for it is what stalls a sender. Outlives generations: permits held by a dropped
     /// generation's messages come back when they are dropped.
     pub peer_admission: Arc<Semaphore>,
+    /// Bounds records from this worker's ingresses (HTTP, Kafka, JetStream) accepted but not
+    /// yet processed (`maxBufferedMessages`); waiting for it is the ingresses' back-pressure.
+    pub ingress_admission: Arc<Semaphore>,
     /// Served at `/readyz`: false while restoring and once shutdown begins.
     pub ready: AtomicBool,
     pub control: ControlClients,
@@ -84,6 +87,7 @@ impl Node {
         let incarnation = crate::clock::now_ms() ^ (u64::from(std::process::id()) << 44);
         Node {
             peer_admission: Arc::new(Semaphore::new(p.app.max_buffered_messages)),
+            ingress_admission: Arc::new(Semaphore::new(p.app.max_buffered_messages)),
             control: ControlClients::new(&p.cluster, &p.app.name),
             app: p.app,
             cluster: p.cluster,

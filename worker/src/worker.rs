@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
@@ -78,6 +78,15 @@ pub struct Worker {
 
 impl Worker {
     pub async fn start(app: AppConfig, options: WorkerOptions, listeners: Listeners) -> Result<Worker, WorkerError> {
+        for (user, secret) in app.credentials() {
+            if std::env::var_os(&secret.env).is_none() {
+                return Err(WorkerError::Config(format!(
+                    "{user}: the credential's environment variable {} is not set{}",
+                    secret.env,
+                    secret.secret_key_ref.as_ref().map_or(String::new(), |r| format!(" (in Kubernetes it comes from Secret {} key {})", r.name, r.key))
+                )));
+            }
+        }
         let app = Arc::new(app);
         let metrics = Arc::new(Metrics::new());
         let io = |what: &str| {
@@ -91,6 +100,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         let sink_ctx = SinkContext {
             metrics: metrics.clone(),
+            unconfirmed: Default::default(),
             dead_letters: dead_letters.clone(),
             echo: options.echo_egress,
         };
@@ -169,7 +179,7 @@ impl Worker {
                 let addr = listener.local_addr().map_err(io("the ingress socket"))?;
                 let ingress = HttpIngress {
                     node: node.clone(),
-                    admission: Arc::new(Semaphore::new(app.max_buffered_messages)),
+                    admission: node.ingress_admission.clone(),
                     max_body_bytes: app.http_ingress.as_ref().map_or(1 << 20, |h| h.max_body_bytes),
                 };
                 serve(&mut tasks, listener, ingress.routes(), shutdown_rx.clone());

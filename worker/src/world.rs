@@ -82,6 +82,11 @@ impl World {
             )
         });
         let from = restored.checkpoint;
+        let positions = restored.positions.clone();
+        let epochs = epochs.map(|e| match crate::ingress::sources::committer(node, &stopped, &mut tasks) {
+            Some(tx) => e.report_positions(tx),
+            None => e,
+        });
         let partition = Partition::new(
             app.clone(),
             router.clone(),
@@ -91,7 +96,8 @@ impl World {
             epochs,
             restored,
         );
-        tasks.spawn(partition.run(rx, stopped));
+        tasks.spawn(partition.run(rx, stopped.clone()));
+        crate::ingress::sources::start(node, &router, &positions, &stopped, &mut tasks);
         let delivered = (0..workers)
             .filter(|&i| i != me)
             .map(|i| (i, Arc::new(Mutex::new(0))))

@@ -12,13 +12,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::moto::Moto;
+use support::procs::{Procs, state, status, wait_running};
 use support::*;
 use tokio::net::TcpListener;
 
@@ -27,59 +26,6 @@ const COUNTERS: u64 = 1000;
 const HOP_IDS: u32 = 500;
 const HOPS_PER_CHAIN: u32 = 10;
 const PEOPLE: u64 = 100;
-
-/// The worker processes, restartable on the same ports (as a StatefulSet restarts a pod).
-struct Procs {
-    dir: PathBuf,
-    app: PathBuf,
-    peers: Vec<String>,
-    ingress: Vec<SocketAddr>,
-    admin: Vec<SocketAddr>,
-    env: Vec<(String, String)>,
-    children: Vec<Option<Child>>,
-}
-
-impl Procs {
-    fn spawn(&mut self, i: usize) {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("worker-{i}.log")))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-            .arg("worker")
-            .arg(&self.app)
-            .args(["--index", &i.to_string(), "--peers", &self.peers.join(",")])
-            .args(["--ingress-addr", &self.ingress[i].to_string(), "--admin-addr", &self.admin[i].to_string()])
-            .args(["--peer-addr", &self.peers[i]])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("w{i}")))
-            .envs(self.env.iter().cloned())
-            .env("RUST_LOG", "info,spindle_worker::checkpoint=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spindle worker starts");
-        self.children[i] = Some(child);
-    }
-
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
-            let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill9(i);
-        }
-    }
-}
 
 /// Egress webhook: every POST with its idempotency key, path and body.
 type Received = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
@@ -133,57 +79,6 @@ fn input(i: u64) -> (String, &'static str, Vec<u8>) {
     }
 }
 
-async fn status(admin: SocketAddr) -> Option<serde_json::Value> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = tokio::time::timeout(Duration::from_secs(2), client.get(format!("http://{admin}/status").parse().unwrap()))
-        .await
-        .ok()?
-        .ok()?;
-    use http_body_util::BodyExt;
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
-    serde_json::from_slice(&body).ok()
-}
-
-/// Waits until every worker runs generation > `after` and is ready; returns the generation.
-async fn wait_running(admin: &[SocketAddr], after: u64, timeout: Duration) -> u64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut gens = Vec::new();
-        for a in admin {
-            let ready = get_opt(*a, "/readyz").await == Some(200);
-            gens.push(status(*a).await.filter(|_| ready).and_then(|s| s["generation"].as_u64()));
-        }
-        if let Some(Some(g)) = gens.first()
-            && *g > after
-            && gens.iter().all(|x| *x == Some(*g))
-        {
-            return *g;
-        }
-        assert!(Instant::now() < deadline, "workers not running a new generation after {timeout:?}: {gens:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn get_opt(addr: SocketAddr, path: &str) -> Option<u16> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let r = tokio::time::timeout(Duration::from_secs(2), client.get(format!("http://{addr}{path}").parse().unwrap())).await;
-    Some(r.ok()?.ok()?.status().as_u16())
-}
-
-async fn state(admin: &[SocketAddr], path: &str, name: &str) -> Option<i64> {
-    for a in admin {
-        let (code, body) = get(*a, &format!("/state{path}")).await;
-        if code == 200
-            && let Some(v) = serde_json::from_str::<serde_json::Value>(&body).unwrap()[name]["value"].as_i64()
-        {
-            return Some(v);
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_killed_at_random_and_storage_outage_lose_and_duplicate_nothing() {
     init_logs();
@@ -233,18 +128,8 @@ spec:
     );
     let app = dir.path().join("app.yaml");
     std::fs::write(&app, yaml).unwrap();
-    let mut procs = Procs {
-        dir: dir.path().to_path_buf(),
-        app,
-        peers: (0..WORKERS).map(|_| format!("127.0.0.1:{}", free_port())).collect(),
-        ingress: (0..WORKERS).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect(),
-        admin: (0..WORKERS).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect(),
-        env: moto.env(),
-        children: (0..WORKERS).map(|_| None).collect(),
-    };
-    for i in 0..WORKERS {
-        procs.spawn(i);
-    }
+    let mut procs = Procs::new(dir.path(), app, WORKERS, moto.env());
+    procs.spawn_all();
     let admin = procs.admin.clone();
     let ingress = procs.ingress.clone();
     let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;

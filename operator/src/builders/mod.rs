@@ -12,6 +12,7 @@
 //! - On deletion with `retentionPolicy: Delete`: Job `A-delete-checkpoints`.
 
 mod cleanup;
+mod credentials;
 mod functions;
 mod workers;
 

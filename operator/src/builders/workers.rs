@@ -184,7 +184,7 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
         image: Some(config.worker_image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         args: Some(vec!["worker".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
-        env: Some(vec![
+        env: Some([vec![
             env_field("POD_NAME", "metadata.name"),
             env_field("POD_NAMESPACE", "metadata.namespace"),
             env("SPINDLE_STATEFULSET", statefulset_name(app)),
@@ -192,7 +192,7 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
             env("SPINDLE_PEER_PORT", PEER_PORT.to_string()),
             env("SPINDLE_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
             env("SPINDLE_DATA_DIR", DATA_DIR),
-        ]),
+        ], super::credentials::credential_env(app)].concat()),
         env_from: credentials_secret(app, config).map(|name| {
             vec![EnvFromSource {
                 secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),

@@ -2,6 +2,7 @@
 //! encoding (`proto/checkpoint.proto`), and the reverse: the entries of one or more parts that
 //! a worker owns under the current layout ([`Restored`]). Pure: no I/O.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -40,6 +41,8 @@ pub struct Snapshot {
     pub delayed: Vec<(u64, Envelope, Option<Arc<str>>)>,
     pub egress: Vec<PendingEgress>,
     pub seen: SeenKeys,
+    /// Source positions: the next offset or sequence to read per source.
+    pub positions: BTreeMap<Arc<str>, i64>,
 }
 
 impl Default for Snapshot {
@@ -53,6 +56,7 @@ impl Default for Snapshot {
             delayed: Vec::new(),
             egress: Vec::new(),
             seen: SeenKeys::new(DEDUP_WINDOW_MS),
+            positions: BTreeMap::new(),
         }
     }
 }
@@ -192,6 +196,14 @@ impl Snapshot {
                     at_ms: at,
                 })
                 .collect(),
+            positions: self
+                .positions
+                .iter()
+                .map(|(source, next)| proto::Position {
+                    source: source.to_string(),
+                    next: *next,
+                })
+                .collect(),
         };
         // The state, the bulk of a part, is appended directly; entries of a repeated field
         // may come in any position.
@@ -214,6 +226,9 @@ pub struct Restored {
     /// Output of completed epochs that may not have left yet: released again, same keys.
     pub egress: Vec<PendingEgress>,
     pub seen: SeenKeys,
+    /// Every source's position (the highest any part holds): each worker resumes the sources
+    /// it reads from here.
+    pub positions: BTreeMap<Arc<str>, i64>,
 }
 
 impl Default for Restored {
@@ -226,6 +241,7 @@ impl Default for Restored {
             delayed: Vec::new(),
             egress: Vec::new(),
             seen: SeenKeys::new(DEDUP_WINDOW_MS),
+            positions: BTreeMap::new(),
         }
     }
 }
@@ -320,6 +336,12 @@ impl Restored {
             for (at, addr, key) in seen {
                 out.seen.insert(&addr, &key, at);
             }
+            // A source is read by one worker, which moves it forward; the others hold the
+            // position they restored, which is never ahead of it.
+            for p in part.positions {
+                let e = out.positions.entry(Arc::from(p.source)).or_insert(p.next);
+                *e = (*e).max(p.next);
+            }
             if part.worker % layout.workers.max(1) == layout.worker {
                 for e in part.egress {
                     let egress = TypeName::parse(&e.egress).map_err(|err| bad(format!("egress: {err}")))?;
@@ -403,6 +425,18 @@ mod tests {
                 key: None,
             },
         });
+        snap.positions.insert("kafka/k/t/0".into(), 41);
+        let mut other = Snapshot { checkpoint: 7, ..Snapshot::default() };
+        other.positions.insert("kafka/k/t/0".into(), 12);
+        other.positions.insert("nats/n".into(), 5);
+        let merged = Restored::decode(
+            "app",
+            &[snap.encode(&meta(0, 2)), other.encode(&meta(1, 2))],
+            Layout { worker: 0, workers: 1, key_groups: 16 },
+        )
+        .unwrap();
+        assert_eq!(merged.positions.get("kafka/k/t/0"), Some(&41), "the highest position wins");
+        assert_eq!(merged.positions.get("nats/n"), Some(&5));
         let bytes = snap.encode(&meta(0, 1));
         // Restoring with 3 workers: every address lands at exactly one, messages in order.
         let mut seen = 0;

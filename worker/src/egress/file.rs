@@ -73,6 +73,7 @@ impl FileSink {
                     );
                 }
             }
+            self.ctx.unconfirmed.confirm(&batch);
             self.ctx.metrics.egress_pending.dec_by(n as i64);
             batch.clear();
         }

@@ -117,6 +117,7 @@ impl HttpSink {
                 outcome: outcome_label,
             })
             .inc();
+        self.ctx.unconfirmed.confirm(std::slice::from_ref(&record));
         self.ctx.metrics.egress_pending.dec();
     }
 }

@@ -5,20 +5,25 @@
 
 mod file;
 mod http;
+mod kafka;
+mod nats;
 mod record;
+mod retrying;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use spindle_spec::TypeName;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::app::{AppConfig, EgressSink};
-use crate::deadletter::DeadLetters;
+use crate::checkpoint::snapshot::PendingEgress;
+use crate::deadletter::{DeadLetters, kind};
 use crate::message::{Address, Value};
-use crate::metrics::Metrics;
+use crate::metrics::{EgressLabels, Metrics};
 
+pub use kafka::murmur2;
 pub use record::json_line;
 
 #[derive(Debug, Clone)]
@@ -40,14 +45,80 @@ pub struct EgressHub {
     // is visible as `spindle_egress_pending`.
     sinks: HashMap<TypeName, mpsc::UnboundedSender<EgressRecord>>,
     metrics: Arc<Metrics>,
+    pub unconfirmed: Unconfirmed,
+}
+
+/// Released egress records that their sink has not written yet, by idempotency key. They stay
+/// in every snapshot until written: a worker that dies between release and write has them
+/// re-sent, with the same keys, after a restore from any later checkpoint too. Shared by the
+/// partition (which adds on release) and the sinks (which confirm); outlives generations.
+#[derive(Clone, Default)]
+pub struct Unconfirmed(Arc<Mutex<HashMap<Arc<str>, PendingEgress>>>);
+
+impl Unconfirmed {
+    pub fn add(&self, released: &[PendingEgress]) {
+        let mut map = self.0.lock().expect("unconfirmed egress lock");
+        for p in released {
+            map.insert(p.key.clone(), p.clone());
+        }
+    }
+
+    /// The sink is done with these records (written, or dead letters).
+    pub fn confirm(&self, records: &[EgressRecord]) {
+        let mut map = self.0.lock().expect("unconfirmed egress lock");
+        for r in records {
+            if let Some(k) = &r.key {
+                map.remove(k);
+            }
+        }
+    }
+
+    /// What a snapshot must hold, oldest epoch first.
+    pub fn pending(&self) -> Vec<PendingEgress> {
+        let mut v: Vec<PendingEgress> = self.0.lock().expect("unconfirmed egress lock").values().cloned().collect();
+        v.sort_by(|a, b| (a.epoch, &a.key).cmp(&(b.epoch, &b.key)));
+        v
+    }
 }
 
 #[derive(Clone)]
 pub struct SinkContext {
     pub metrics: Arc<Metrics>,
+    pub unconfirmed: Unconfirmed,
     pub dead_letters: Arc<DeadLetters>,
     /// Also print every record to stdout (local runs).
     pub echo: bool,
+}
+
+impl SinkContext {
+    /// A sink is done with `records`: counted by outcome, echoed (local runs), and on failure
+    /// written as dead letters with the reason.
+    pub(crate) fn finish(&self, egress: &str, records: &[EgressRecord], result: Result<(), String>) {
+        if records.is_empty() {
+            return;
+        }
+        self.unconfirmed.confirm(records);
+        let n = records.len() as u64;
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(reason) => {
+                let messages = records.iter().map(EgressRecord::dead_message).collect();
+                self.dead_letters.record(kind::EGRESS_FAILED, format!("egress {egress}: {reason}"), messages);
+                "failed"
+            }
+        };
+        if self.echo {
+            for r in records {
+                println!("egress {egress} <- {}", json_line(r));
+            }
+        }
+        let labels = EgressLabels {
+            egress: egress.to_string(),
+            outcome,
+        };
+        self.metrics.egress_records.get_or_create(&labels).inc_by(n);
+        self.metrics.egress_pending.dec_by(n as i64);
+    }
 }
 
 impl EgressHub {
@@ -77,12 +148,21 @@ impl EgressHub {
                     let sink = http::HttpSink::new(url, *timeout, *max_in_flight, name, ctx.clone())?;
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
+                EgressSink::Kafka(spec) => {
+                    let sink = kafka::KafkaSink::new(spec.clone(), name, ctx.clone());
+                    tasks.spawn(sink.run(rx, stop.clone()));
+                }
+                EgressSink::Nats(spec) => {
+                    let sink = nats::NatsSink::new(spec.clone(), name, ctx.clone());
+                    tasks.spawn(sink.run(rx, stop.clone()));
+                }
             }
             sinks.insert(e.typename.clone(), tx);
         }
         Ok(EgressHub {
             sinks,
             metrics: ctx.metrics.clone(),
+            unconfirmed: ctx.unconfirmed.clone(),
         })
     }
 

@@ -36,8 +36,16 @@ pub struct Epochs {
     /// Group commit: the highest epoch something here waits for, to the coordinator
     /// (`checkpoint::wants`). `None`: checkpoints only start every interval.
     wants: Option<watch::Sender<u64>>,
+    /// Positions of the sources this worker reads, as of each snapshot not yet complete.
+    positions_at: BTreeMap<u64, Positions>,
+    /// Where the positions of a completed checkpoint go (committed back to Kafka consumer
+    /// groups). Unbounded: one map per completed checkpoint.
+    completed_positions: Option<mpsc::UnboundedSender<Positions>>,
     metrics: Arc<Metrics>,
 }
+
+/// Source positions (source key → next position to read).
+pub type Positions = BTreeMap<Arc<str>, i64>;
 
 struct Recording {
     snapshot: Snapshot,
@@ -67,8 +75,16 @@ impl Epochs {
             held: VecDeque::new(),
             snapshots,
             wants,
+            positions_at: BTreeMap::new(),
+            completed_positions: None,
             metrics,
         }
+    }
+
+    /// Sends the sources' positions of every completed checkpoint to `tx`.
+    pub fn report_positions(mut self, tx: mpsc::UnboundedSender<Positions>) -> Epochs {
+        self.completed_positions = Some(tx);
+        self
     }
 
     pub fn epoch(&self) -> u64 {
@@ -110,16 +126,10 @@ impl Epochs {
         }
     }
 
-    /// Takes the records of epochs up to `completed`, each with its key set.
-    pub fn release(&mut self, completed: u64) -> Vec<EgressRecord> {
+    /// Takes the records of epochs up to `completed`.
+    pub fn release(&mut self, completed: u64) -> Vec<PendingEgress> {
         let n = self.held.iter().take_while(|p| p.epoch <= completed).count();
-        self.held
-            .drain(..n)
-            .map(|p| EgressRecord {
-                key: Some(p.key),
-                ..p.record
-            })
-            .collect()
+        self.held.drain(..n).collect()
     }
 
     pub fn recording(&self) -> bool {
@@ -203,10 +213,19 @@ impl Partition {
             let started = Instant::now();
             let snapshot = self.capture(n);
             self.metrics.checkpoint_capture_seconds.observe(started.elapsed().as_secs_f64());
+            let reading: Positions = self
+                .positions
+                .iter()
+                .filter(|(k, _)| self.reading.contains(*k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
             // Nothing else runs in between: the barriers follow exactly the messages sent
             // before the snapshot, on every channel.
             self.router.barrier(n);
             let epochs = self.epochs.as_mut().expect("checked above");
+            if epochs.completed_positions.is_some() && !reading.is_empty() {
+                epochs.positions_at.insert(n, reading);
+            }
             epochs.start(snapshot, from);
         }
         self.epochs.as_mut().expect("checked above").finish_ready();
@@ -217,7 +236,25 @@ impl Partition {
         let Some(epochs) = self.epochs.as_mut() else {
             return;
         };
-        for record in epochs.release(n) {
+        let done: Vec<u64> = epochs.positions_at.range(..=n).map(|(k, _)| *k).collect();
+        let mut newest = None;
+        for k in done {
+            newest = epochs.positions_at.remove(&k);
+        }
+        if let (Some(p), Some(tx)) = (newest, &epochs.completed_positions)
+            && !p.is_empty()
+        {
+            let _ = tx.send(p);
+        }
+        let released = epochs.release(n);
+        // Until its sink has written it, a released record stays in snapshots (see
+        // `Unconfirmed`): a later checkpoint must not forget it.
+        self.egress.unconfirmed.add(&released);
+        for p in released {
+            let record = EgressRecord {
+                key: Some(p.key),
+                ..p.record
+            };
             // Only records of declared egresses are held, so `emit` takes it; it counts the
             // record as pending again, and it was counted once when held.
             let _ = self.egress.emit(record);
@@ -253,8 +290,9 @@ impl Partition {
                 .entries()
                 .map(|(due, env, token)| (due, env.clone(), token.map(Arc::from)))
                 .collect(),
-            egress: epochs.held.iter().cloned().collect(),
+            egress: self.egress.unconfirmed.pending().into_iter().chain(epochs.held.iter().cloned()).collect(),
             seen: self.seen.clone(),
+            positions: self.positions.clone(),
         }
     }
 }

@@ -14,7 +14,7 @@ mod epochs;
 mod mailbox;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 pub use dedup::SeenKeys;
 pub use delayed::DelayedMessages;
-pub use epochs::Epochs;
+pub use epochs::{Epochs, Positions};
 pub use mailbox::{Batch, Mailbox, Pending, Slots};
 pub use state::{Expiration, SpecRegistry, StateSpec, StateStore};
 
@@ -63,6 +63,13 @@ pub enum Input {
         env: Envelope,
         admission: Option<Admission>,
         epoch: Option<oneshot::Sender<u64>>,
+    },
+    /// Records read from a source with positions (a Kafka partition, a JetStream stream), in
+    /// order; once they are taken, the source stands at `next` — and a snapshot says so.
+    Source {
+        source: Arc<str>,
+        next: i64,
+        records: Vec<(Envelope, Option<Admission>)>,
     },
     /// The coordinator starts checkpoint `n` (at the coordinator's own partition only).
     Trigger(u64),
@@ -102,6 +109,12 @@ pub struct Partition {
     epochs: Option<Epochs>,
     /// What this generation resumes from; taken when `run` starts.
     restored: Option<Restored>,
+    /// Per source (`kafka/{ingress}/{topic}/{partition}`, `nats/{ingress}`): the next position
+    /// to read. Restored for every source, so a snapshot taken before a source's reader
+    /// reported still holds its position; merging parts takes the highest.
+    positions: BTreeMap<Arc<str>, i64>,
+    /// Sources this worker reads in this generation: only their positions are committed back.
+    reading: HashSet<Arc<str>>,
 }
 
 impl Partition {
@@ -133,6 +146,8 @@ impl Partition {
             invocations: JoinSet::new(),
             epochs,
             restored: Some(restored),
+            positions: BTreeMap::new(),
+            reading: HashSet::new(),
         }
     }
 
@@ -149,6 +164,7 @@ impl Partition {
         }
         self.metrics.delayed_pending.set(self.delayed.len() as i64);
         self.seen = r.seen;
+        self.positions = r.positions;
         // Keys of the restored messages are known already (or are added now): no dedup here.
         for env in r.messages {
             if let Some(key) = &env.dedup {
@@ -214,6 +230,13 @@ impl Partition {
                     let _ = tx.send(self.epochs.as_ref().map_or(0, Epochs::epoch));
                 }
                 self.deliver(env, admission, true);
+            }
+            Input::Source { source, next, records } => {
+                self.reading.insert(source.clone());
+                self.positions.insert(source, next);
+                for (env, admission) in records {
+                    self.deliver(env, admission, true);
+                }
             }
             Input::Trigger(n) => self.on_barrier(n, None),
             Input::Barrier { from, checkpoint } => self.on_barrier(checkpoint, Some(from)),

@@ -32,6 +32,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // `SPINDLE_KEEP_TEST_DIRS=1` keeps them (worker logs) for a look after a failure.
+        if std::env::var_os("SPINDLE_KEEP_TEST_DIRS").is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -104,8 +108,10 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+pub mod brokers;
 pub mod function;
 pub mod moto;
+pub mod procs;
 
 /// An application with one function type namespace `t/*` at `endpoint`, an HTTP ingress and a
 /// file egress `t/out` at `out.jsonl`; `extra` is appended to `spec:`.
@@ -278,4 +284,17 @@ spec:
         python = venv.join("bin/python").display(),
         functions = workspace_root().join("e2e/python/functions.py").display()
     )
+}
+
+/// The example functions (Rust SDK) served in this process on a loopback port, until the
+/// returned sender is dropped or set.
+pub async fn example_functions() -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let functions = std::sync::Arc::new(spindle_example_greeter::functions());
+    tokio::spawn(spindle_sdk::serve(listener, functions, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    (addr, stop)
 }

@@ -1,0 +1,74 @@
+//! After every completed checkpoint, the positions of the partitions this worker reads are
+//! committed to the ingress's consumer group — for lag monitoring and the `group-offsets`
+//! startup position. Exactly-once never depends on them (the checkpoint holds the positions),
+//! so a failed commit is logged, counted and superseded by the next one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use spindle_spec::KafkaIngress;
+use tokio::sync::{mpsc, watch};
+
+use super::group::{self, Conn};
+use super::{REQUEST_TIMEOUT, parse_position_key};
+use crate::metrics::{KindLabels, Metrics};
+use crate::partition::Positions;
+
+pub async fn run(
+    application: String,
+    ingresses: Vec<(String, KafkaIngress)>,
+    mut rx: mpsc::UnboundedReceiver<Positions>,
+    mut stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut conns: HashMap<String, Conn> = HashMap::new();
+    loop {
+        let mut positions = tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        // Only the newest matters: each map holds every partition this worker reads.
+        while let Ok(newer) = rx.try_recv() {
+            positions = newer;
+        }
+        // ingress → topic → [(partition, offset)]
+        let mut by_ingress: BTreeMap<&str, BTreeMap<&str, Vec<(i32, i64)>>> = BTreeMap::new();
+        for (key, next) in &positions {
+            if let Some((ingress, topic, partition)) = parse_position_key(key) {
+                by_ingress.entry(ingress).or_default().entry(topic).or_default().push((partition, *next));
+            }
+        }
+        for (ingress, topics) in by_ingress {
+            let Some((_, spec)) = ingresses.iter().find(|(n, _)| n == ingress) else {
+                continue;
+            };
+            let group_id = spec.consumer_group_id.clone().unwrap_or_else(|| application.clone());
+            let result = async {
+                let conn = match conns.remove(ingress) {
+                    Some(c) => c,
+                    None => group::coordinator(&spec.brokers, &group_id, REQUEST_TIMEOUT).await?,
+                };
+                let mut conn = conn;
+                for (topic, offsets) in &topics {
+                    conn.commit(&group_id, topic, offsets).await?;
+                }
+                Ok::<_, group::GroupError>(conn)
+            }
+            .await;
+            match result {
+                Ok(conn) => {
+                    metrics.offset_commits.inc();
+                    tracing::debug!(ingress, group = %group_id, ?topics, "committed offsets");
+                    conns.insert(ingress.to_string(), conn);
+                }
+                Err(e) => {
+                    metrics.connector_errors.get_or_create(&KindLabels { kind: "kafka_offset_commit" }).inc();
+                    tracing::warn!(ingress, group = %group_id, error = %e, "committing offsets to the consumer group failed; the next checkpoint tries again");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! One Kafka partition's reader: fetch from the position, turn records into messages (or dead
+//! letters), hand them to the partition with the position after them, repeat. It has its own
+//! connection, so an idle partition's long poll never holds up a busy one's fetch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use spindle_spec::{KafkaIngress, StartupPosition, parse_utc_millis};
+
+use super::{REQUEST_TIMEOUT, connect, group};
+use crate::ingress::route::{Route, TARGET_HEADER};
+use crate::ingress::sources::SourceContext;
+use crate::metrics::KindLabels;
+
+/// How long a fetch waits at the end of the partition for records to arrive.
+const FETCH_WAIT_MS: i32 = 250;
+
+pub struct PartitionReader {
+    pub ctx: SourceContext,
+    pub spec: Arc<KafkaIngress>,
+    pub route: Route,
+    pub key: Arc<str>,
+    pub topic: String,
+    pub partition: i32,
+    /// The position the generation restored, if the checkpoint has one.
+    pub restored: Option<i64>,
+}
+
+impl PartitionReader {
+    pub async fn run(self) {
+        let what = format!("kafka {}/{}", self.topic, self.partition);
+        let Some(client) = connect(&self.ctx, &self.spec.brokers, &what).await else {
+            return;
+        };
+        let Some(pc) = self
+            .retry("kafka_partition", || async {
+                client.partition_client(self.topic.clone(), self.partition, UnknownTopicHandling::Error).await.map_err(|e| e.to_string())
+            })
+            .await
+        else {
+            return;
+        };
+        let (mut next, mut skip_before) = match self.restored {
+            Some(p) => (p, None),
+            None => match self.retry("kafka_startup", || self.startup(&pc)).await {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        tracing::info!(source = %self.key, next, restored = self.restored.is_some(), "Kafka partition reader started");
+        // Report the start at once: a snapshot from now on holds it, even before any record.
+        if !self.ctx.deliver(&self.key, Vec::new(), next).await {
+            return;
+        }
+        let app = self.ctx.node.app.clone();
+        let max_bytes = self.spec.fetch_max_bytes as i32;
+        let mut failing = None;
+        loop {
+            let mut stop = self.ctx.stop.clone();
+            let fetched = tokio::select! {
+                r = tokio::time::timeout(REQUEST_TIMEOUT, pc.fetch_records(next, 1..max_bytes, FETCH_WAIT_MS)) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let records = match fetched {
+                Ok(Ok((records, _high_watermark))) => {
+                    failing = None;
+                    records
+                }
+                failure => {
+                    let reason = match failure {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {REQUEST_TIMEOUT:?}"),
+                    };
+                    self.failed("kafka_fetch", &mut failing, &reason);
+                    if !self.ctx.pause(Duration::from_millis(200)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut batch = Vec::with_capacity(records.len());
+            let mut reached = next;
+            for r in records {
+                if r.offset < next {
+                    continue;
+                }
+                reached = r.offset + 1;
+                let rec = r.record;
+                if let Some(t) = skip_before {
+                    // Brokers answer timestamp look-ups approximately; records before the
+                    // startup time are skipped here until the first one at or after it.
+                    if rec.timestamp.timestamp_millis() < t {
+                        continue;
+                    }
+                    skip_before = None;
+                }
+                let target = rec.headers.get(TARGET_HEADER).map(Vec::as_slice);
+                let value = rec.value.as_deref().map(Bytes::copy_from_slice);
+                match self.route.envelopes(&app, rec.key.as_deref(), value, target) {
+                    Ok(envs) => batch.push((envs, reached)),
+                    Err(refusal) => {
+                        let at = format!("kafka record {}/{}@{}", self.topic, self.partition, r.offset);
+                        self.ctx.refuse(&self.route, &at, refusal, rec.key.as_deref(), rec.value.as_deref());
+                    }
+                }
+            }
+            tracing::trace!(source = %self.key, next, reached, messages = batch.len(), "fetched");
+            if reached == next {
+                continue;
+            }
+            next = reached;
+            if !self.ctx.deliver(&self.key, batch, next).await {
+                return;
+            }
+        }
+    }
+
+    /// The start when the checkpoint has no position: `(offset, skip records before this
+    /// time)`.
+    async fn startup(&self, pc: &PartitionClient) -> Result<(i64, Option<i64>), String> {
+        let offset = |at| async move {
+            tokio::time::timeout(REQUEST_TIMEOUT, pc.get_offset(at))
+                .await
+                .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
+                .map_err(|e| e.to_string())
+        };
+        let earliest = offset(OffsetAt::Earliest).await?;
+        // The end from a fetch's high watermark: brokers differ in what "latest" means in
+        // ListOffsets (tansu answers the last offset, Kafka the one after it). A small wait:
+        // tansu answers a fetch with no wait at all without the partition.
+        let end = || async {
+            tokio::time::timeout(REQUEST_TIMEOUT, pc.fetch_records(earliest, 1..1024, 10))
+                .await
+                .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
+                .map(|(_, hw)| hw)
+                .map_err(|e| e.to_string())
+        };
+        Ok(match self.spec.startup_position {
+            StartupPosition::Earliest => (earliest, None),
+            StartupPosition::Latest => (end().await?, None),
+            StartupPosition::GroupOffsets => {
+                let group = self.spec.consumer_group_id.clone().unwrap_or_else(|| self.ctx.node.app.name.clone());
+                let mut conn = group::coordinator(&self.spec.brokers, &group, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())?;
+                let committed = conn.fetch(&group, &self.topic, &[self.partition]).await.map_err(|e| e.to_string())?;
+                match committed.first() {
+                    Some(&(_, o)) if o >= 0 => (o.max(earliest), None),
+                    _ => (earliest, None),
+                }
+            }
+            StartupPosition::Timestamp => {
+                let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+                let at = chrono::DateTime::from_timestamp_millis(t).ok_or("timestamp out of range")?;
+                match offset(OffsetAt::Timestamp(at)).await? {
+                    o if o < 0 => (end().await?, None),
+                    o => (o.max(earliest), Some(t)),
+                }
+            }
+        })
+    }
+
+    /// Retries `f` (each attempt within the request timeout) every 500 ms until it succeeds;
+    /// `None` once the generation stops, even in the middle of an attempt.
+    async fn retry<T, F, Fut>(&self, kind: &'static str, mut f: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let mut failing = None;
+        loop {
+            let mut stop = self.ctx.stop.clone();
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(REQUEST_TIMEOUT, f()) => r.unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            match attempt {
+                Ok(v) => return Some(v),
+                Err(reason) => self.failed(kind, &mut failing, &reason),
+            }
+            if !self.ctx.pause(Duration::from_millis(500)).await {
+                return None;
+            }
+        }
+    }
+
+    /// Counts a failure; logs the first of a run, then every 30 s.
+    fn failed(&self, kind: &'static str, since: &mut Option<Instant>, reason: &str) {
+        self.ctx.node.metrics.connector_errors.get_or_create(&KindLabels { kind }).inc();
+        let now = Instant::now();
+        if since.is_none_or(|t| now.duration_since(t) > Duration::from_secs(30)) {
+            tracing::warn!(source = %self.key, kind, reason, "Kafka partition reader: retrying");
+            *since = Some(now);
+        }
+    }
+}

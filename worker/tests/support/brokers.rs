@@ -1,0 +1,248 @@
+//! Real brokers for the connector tests, started on loopback by the tests themselves from the
+//! project venv (`e2e/python/setup-venv.sh` installs both from wheels):
+//! - `tansu` 0.6 (Kafka protocol, memory storage), on a free port passed to it;
+//! - `nats-server` 2.15 with JetStream (storage in a temporary directory), likewise.
+//!
+//! Plus the client-side helpers the tests need: topics, producing, reading a topic back;
+//! streams, publishing, reading a stream back.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+
+fn wait_listening(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited ({status}) before listening on port {port}");
+        }
+        assert!(Instant::now() < deadline, "{what} not listening on port {port} after 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A tansu broker (Kafka protocol) with in-memory storage.
+pub struct Tansu {
+    child: Child,
+    pub addr: String,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let exe = super::python_venv().join("bin/tansu");
+        let port = super::free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(&exe)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        wait_listening(port, "tansu", &mut child);
+        let addr = format!("127.0.0.1:{port}");
+        eprintln!("started: tansu 0.6 (Kafka broker, memory storage) at {addr}, pid {}", child.id());
+        Tansu { child, addr }
+    }
+
+    pub async fn client(&self) -> Client {
+        ClientBuilder::new(vec![self.addr.clone()]).build().await.expect("tansu answers")
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let client = self.client().await;
+        client.controller_client().unwrap().create_topic(name, partitions, 1, 5_000).await.expect("topic created");
+    }
+
+    /// Produces `records` (key, value, headers) to one partition; returns their offsets.
+    pub async fn produce(&self, client: &Client, topic: &str, partition: i32, records: Vec<TestRecord>) -> Vec<i64> {
+        let pc = client.partition_client(topic, partition, UnknownTopicHandling::Retry).await.unwrap();
+        let records = records
+            .into_iter()
+            .map(|r| Record {
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+                timestamp: chrono::DateTime::from_timestamp_millis(r.timestamp_ms).unwrap(),
+            })
+            .collect();
+        pc.produce(records, Compression::NoCompression).await.expect("produced")
+    }
+
+    /// Every record of every partition of `topic`: (partition, offset, record).
+    pub async fn read_all(&self, client: &Client, topic: &str, partitions: i32) -> Vec<(i32, i64, Record)> {
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            let pc = client.partition_client(topic, p, UnknownTopicHandling::Retry).await.unwrap();
+            let mut next = pc.get_offset(OffsetAt::Earliest).await.unwrap();
+            loop {
+                let (records, hw) = pc.fetch_records(next, 1..4_000_000, 10).await.unwrap();
+                let from = next;
+                for r in records.into_iter().filter(|r| r.offset >= from) {
+                    next = r.offset + 1;
+                    out.push((p, r.offset, r.record));
+                }
+                if next >= hw {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The high watermark (end offset) of each partition.
+    pub async fn end_offsets(&self, client: &Client, topic: &str, partitions: i32) -> Vec<i64> {
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            let pc = client.partition_client(topic, p, UnknownTopicHandling::Retry).await.unwrap();
+            out.push(pc.fetch_records(0, 1..1024, 10).await.unwrap().1);
+        }
+        out
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct TestRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+    pub timestamp_ms: i64,
+}
+
+impl TestRecord {
+    pub fn new(key: Option<&str>, value: &[u8]) -> TestRecord {
+        TestRecord {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: Some(value.to_vec()),
+            headers: BTreeMap::new(),
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// nats-server with JetStream, storage under `dir`; `auth` is extra configuration (e.g.
+/// `authorization { token: "s3cret" }`).
+pub struct Nats {
+    child: Child,
+    pub url: String,
+}
+
+impl Nats {
+    pub fn start(dir: &Path, auth: &str) -> Nats {
+        let exe = super::python_venv().join("bin/nats-server");
+        let port = super::free_port();
+        let store = dir.join("jetstream");
+        let conf = dir.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!("listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{auth}\n", store.display()),
+        )
+        .unwrap();
+        let mut child = Command::new(&exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        wait_listening(port, "nats-server", &mut child);
+        let url = format!("nats://127.0.0.1:{port}");
+        eprintln!("started: nats-server 2.15 with JetStream at {url} (store {}), pid {}", store.display(), child.id());
+        Nats { child, url }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+impl Nats {
+    /// A JetStream context, authenticated with `token` if given.
+    pub async fn jetstream(&self, token: Option<&str>) -> async_nats::jetstream::Context {
+        let mut opts = async_nats::ConnectOptions::new();
+        if let Some(t) = token {
+            opts = opts.token(t.to_string());
+        }
+        let client = opts.connect(&self.url).await.expect("nats-server answers");
+        async_nats::jetstream::new(client)
+    }
+
+    pub async fn create_stream(js: &async_nats::jetstream::Context, name: &str, subjects: &[&str]) {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("stream created");
+    }
+
+    /// Every message of a stream: (sequence, subject, payload, headers).
+    pub async fn read_stream(js: &async_nats::jetstream::Context, name: &str) -> Vec<StreamMessage> {
+        use tokio_stream::StreamExt;
+        let mut stream = js.get_stream(name).await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        if last == 0 {
+            return out;
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        while let Some(m) = messages.next().await {
+            let m = m.unwrap();
+            let seq = m.info().unwrap().stream_sequence;
+            let headers = m
+                .headers
+                .as_ref()
+                .map(|h| h.iter().map(|(k, v)| (k.to_string(), v.first().map(|v| v.to_string()).unwrap_or_default())).collect())
+                .unwrap_or_default();
+            out.push(StreamMessage {
+                seq,
+                subject: m.subject.to_string(),
+                payload: m.payload.to_vec(),
+                headers,
+            });
+            if seq >= last {
+                break;
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamMessage {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
