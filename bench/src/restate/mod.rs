@@ -75,8 +75,9 @@ pub struct RestateArgs {
     /// Spindle's checkpoint interval (local filesystem, fsynced).
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub interval: Duration,
-    /// Spindle's `checkpoint.minPause` in group-commit mode.
-    #[arg(long, default_value = "2ms", value_parser = duration)]
+    /// Spindle's `checkpoint.minPause` in group-commit mode (0: the next checkpoint starts as
+    /// soon as the previous one ended, when something waits).
+    #[arg(long, default_value = "0ms", value_parser = duration)]
     pub min_pause: Duration,
     /// Skip Restate (Spindle only; no ratios).
     #[arg(long)]

@@ -4,7 +4,7 @@
 pub mod coordinator;
 pub mod manifest;
 pub mod snapshot;
-mod state_encoding;
+mod direct_encoding;
 pub mod store;
 pub mod uploader;
 pub mod wants;

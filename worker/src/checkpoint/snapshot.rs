@@ -173,19 +173,7 @@ impl Snapshot {
                     token: token.as_deref().unwrap_or("").to_string(),
                 })
                 .collect(),
-            egress: self
-                .egress
-                .iter()
-                .map(|p| proto::EgressOut {
-                    egress: p.record.egress.to_string(),
-                    source_type: p.record.source.typename.to_string(),
-                    source_id: p.record.source.id.to_string(),
-                    typename: p.record.value.typename.to_string(),
-                    value: p.record.value.bytes.clone(),
-                    key: p.key.to_string(),
-                    epoch: p.epoch,
-                })
-                .collect(),
+            egress: Vec::new(),
             seen: self
                 .seen
                 .entries()
@@ -205,11 +193,12 @@ impl Snapshot {
                 })
                 .collect(),
         };
-        // The state, the bulk of a part, is appended directly; entries of a repeated field
-        // may come in any position.
-        let mut buf = Vec::with_capacity(part.encoded_len() + self.state.addresses() * 96);
+        // The state and the egress records, the bulk of a part, are appended directly;
+        // entries of a repeated field may come in any position.
+        let mut buf = Vec::with_capacity(part.encoded_len() + self.state.addresses() * 96 + self.egress.len() * 128);
         part.encode(&mut buf).expect("a Vec grows as needed");
-        super::state_encoding::append_state(&self.state, &mut buf);
+        super::direct_encoding::append_state(&self.state, &mut buf);
+        super::direct_encoding::append_egress(&self.egress, &mut buf);
         Bytes::from(buf)
     }
 }

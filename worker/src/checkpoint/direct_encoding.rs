@@ -1,14 +1,17 @@
-//! Encodes a part's `state` entries (`repeated AddressState state = 7`) straight from the
-//! state store, without building prost structs: the state is the bulk of every part, and the
-//! structs cost four `String`s and two `Vec`s per address on each checkpoint. The bytes are
+//! Encodes the bulk of a part — its `state` entries (`repeated AddressState state = 7`) and
+//! its egress records (`repeated EgressOut egress = 12`) — straight from memory, without
+//! building prost structs, which cost a `String` per text field of every entry on every
+//! checkpoint (under load, a checkpoint holds every egress record of its epoch). The bytes are
 //! exactly what prost would write for the same entries (fields in tag order, defaults
 //! omitted), so parts decode with the generated `proto::Part`.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
+use super::snapshot::PendingEgress;
 use crate::partition::StateStore;
 
 const PART_STATE: u32 = 7;
+const PART_EGRESS: u32 = 12;
 
 fn str_len(tag: u32, n: usize) -> usize {
     if n == 0 { 0 } else { key_len(tag) + encoded_len_varint(n as u64) + n }
@@ -64,6 +67,35 @@ pub fn append_state(state: &StateStore, buf: &mut Vec<u8>) {
     }
 }
 
+fn varint_len(tag: u32, v: u64) -> usize {
+    if v == 0 { 0 } else { key_len(tag) + encoded_len_varint(v) }
+}
+
+/// Appends egress records as `Part.egress` entries.
+pub fn append_egress(egress: &[PendingEgress], buf: &mut Vec<u8>) {
+    for p in egress {
+        let r = &p.record;
+        let fields: [(u32, &[u8]); 6] = [
+            (1, r.egress.as_str().as_bytes()),
+            (2, r.source.typename.as_str().as_bytes()),
+            (3, r.source.id.as_bytes()),
+            (4, r.value.typename.as_bytes()),
+            (5, &r.value.bytes[..]),
+            (6, p.key.as_bytes()),
+        ];
+        let body: usize = fields.iter().map(|(t, b)| str_len(*t, b.len())).sum::<usize>() + varint_len(7, p.epoch);
+        encode_key(PART_EGRESS, WireType::LengthDelimited, buf);
+        encode_varint(body as u64, buf);
+        for (tag, bytes) in fields {
+            put_bytes(buf, tag, bytes);
+        }
+        if p.epoch != 0 {
+            encode_key(7, WireType::Varint, buf);
+            encode_varint(p.epoch, buf);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -105,5 +137,39 @@ mod tests {
         let via_prost = proto::Part { state: expected.clone(), ..Default::default() }.encode_to_vec();
         assert_eq!(direct, via_prost, "byte for byte");
         assert_eq!(proto::Part::decode(&direct[..]).unwrap().state, expected);
+    }
+
+    #[test]
+    fn egress_decodes_as_what_prost_would_have_written() {
+        let t = TypeName::parse("ns/fn").unwrap();
+        let pending: Vec<PendingEgress> = (0..20u64)
+            .map(|i| PendingEgress {
+                epoch: i / 5,
+                key: format!("app/{}/0/{i}", i / 5).into(),
+                record: crate::egress::EgressRecord {
+                    egress: TypeName::parse("ns/out").unwrap(),
+                    value: Value::new("ns/Out", Bytes::from(if i % 4 == 0 { vec![] } else { vec![i as u8; 3] })),
+                    source: Address::new(t.clone(), format!("id-{i}")),
+                    key: None,
+                },
+            })
+            .collect();
+        let mut direct = Vec::new();
+        append_egress(&pending, &mut direct);
+        let expected: Vec<proto::EgressOut> = pending
+            .iter()
+            .map(|p| proto::EgressOut {
+                egress: p.record.egress.to_string(),
+                source_type: p.record.source.typename.to_string(),
+                source_id: p.record.source.id.to_string(),
+                typename: p.record.value.typename.to_string(),
+                value: p.record.value.bytes.clone(),
+                key: p.key.to_string(),
+                epoch: p.epoch,
+            })
+            .collect();
+        let via_prost = proto::Part { egress: expected.clone(), ..Default::default() }.encode_to_vec();
+        assert_eq!(direct, via_prost, "byte for byte");
+        assert_eq!(proto::Part::decode(&direct[..]).unwrap().egress, expected);
     }
 }
