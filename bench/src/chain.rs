@@ -15,13 +15,11 @@ use hyper_util::rt::TokioExecutor;
 use spindle_example_greeter::Hop;
 use spindle_sdk::JsonType;
 use spindle_worker::metrics::RouteLabels;
-use spindle_worker::peer::Cluster;
-use spindle_worker::{AppConfig, Listeners, Worker, WorkerOptions};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::duration;
-use crate::harness::{Harness, percentile};
+use crate::app::BenchApp;
+use crate::harness::{Harness, percentile, start_cluster};
 use crate::report::load_average;
 
 #[derive(Debug, clap::Args)]
@@ -78,51 +76,10 @@ async fn measure(
     concurrency: usize,
     harness: &Harness,
 ) -> anyhow::Result<String> {
-    let (function_port, webhook) = (harness.function.port, harness.webhook);
-    let yaml = format!(
-        r#"
-apiVersion: spindle.dev/v1alpha1
-kind: StatefulApplication
-metadata: {{name: chain-bench}}
-spec:
-  workers: {workers}
-  functions:
-    - typename: example/*
-      endpoint: http://127.0.0.1:{function_port}/statefun
-  ingresses:
-    - name: web
-      http: {{}}
-  egresses:
-    - typename: example/totals
-      http: {{url: "http://{webhook}/", maxInFlight: 64}}
-  # Without checkpoints (measured by `spindle-bench checkpoint`): egress leaves at once, and a
-  # new worker does not resume from the checkpoints of the previous configuration.
-  checkpoint: {{interval: 0s}}
-"#
-    );
+    // Without checkpoints: those are measured by `spindle-bench checkpoint`.
+    let yaml = BenchApp { workers: Some(workers as usize), ..BenchApp::new("chain-bench") }.yaml(harness.function.port, harness.webhook);
     let spec = spindle_spec::from_yaml_str(&yaml, "chain bench")?;
-    let mut peers = Vec::new();
-    for _ in 0..workers {
-        peers.push(TcpListener::bind("127.0.0.1:0").await?);
-    }
-    let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
-    let mut cluster = Vec::new();
-    for (i, peer) in peers.into_iter().enumerate() {
-        let listeners = Listeners {
-            ingress: Some(TcpListener::bind("127.0.0.1:0").await?),
-            admin: TcpListener::bind("127.0.0.1:0").await?,
-            peer: Some(peer),
-        };
-        let options = WorkerOptions {
-            cluster: Cluster {
-                index: i as u32,
-                peers: if workers > 1 { addrs.clone() } else { Vec::new() },
-                generation: 0,
-            },
-            ..WorkerOptions::default()
-        };
-        cluster.push(Worker::start(AppConfig::resolve(&spec, &std::env::temp_dir()), options, listeners).await?);
-    }
+    let cluster = start_cluster(&spec, workers, &std::env::temp_dir(), true).await?;
     let ingresses: Vec<SocketAddr> = cluster.iter().map(|w| w.ingress_addr.context("no ingress")).collect::<Result<_, _>>()?;
 
     let measure_from = Instant::now() + args.duration / 5;

@@ -14,11 +14,8 @@ use anyhow::{Context as _, bail, ensure};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
-use spindle_worker::peer::Cluster;
-use spindle_worker::{AppConfig, Listeners, Worker, WorkerOptions};
-use tokio::net::TcpListener;
 
-use crate::harness::Harness;
+use crate::harness::{Harness, free_addr, start_cluster};
 use crate::report::load_average;
 
 #[derive(Debug, clap::Args)]
@@ -45,9 +42,6 @@ impl Drop for Broker {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 async fn start_broker(mut cmd: Command, port: u16, what: &str) -> anyhow::Result<Broker> {
     let mut child = Broker(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {what}"))?);
@@ -74,14 +68,14 @@ pub async fn run(args: &ConnectorArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("spindle-bench-connectors-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 
-    let kport = free_port()?;
+    let kport = free_addr()?.port();
     let url = format!("tcp://127.0.0.1:{kport}");
     let mut cmd = Command::new(&tansu_exe);
     cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"]);
     let _tansu = start_broker(cmd, kport, "tansu").await?;
     let kafka = format!("127.0.0.1:{kport}");
 
-    let nport = free_port()?;
+    let nport = free_addr()?.port();
     let conf = dir.join("nats.conf");
     std::fs::write(&conf, format!("listen: 127.0.0.1:{nport}\njetstream {{ store_dir: \"{}\" }}\n", dir.join("js").display()))?;
     let mut cmd = Command::new(&nats_exe);
@@ -111,25 +105,6 @@ pub async fn run(args: &ConnectorArgs) -> anyhow::Result<()> {
     harness.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     result
-}
-
-async fn start_cluster(yaml: &str, workers: u32, dir: &std::path::Path) -> anyhow::Result<Vec<Worker>> {
-    let spec = spindle_spec::from_yaml_str(yaml, "connector bench")?;
-    let mut peers = Vec::new();
-    for _ in 0..workers {
-        peers.push(TcpListener::bind("127.0.0.1:0").await?);
-    }
-    let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
-    let mut cluster = Vec::new();
-    for (i, peer) in peers.into_iter().enumerate() {
-        let listeners = Listeners { ingress: None, admin: TcpListener::bind("127.0.0.1:0").await?, peer: Some(peer) };
-        let options = WorkerOptions {
-            cluster: Cluster { index: i as u32, peers: if workers > 1 { addrs.clone() } else { Vec::new() }, generation: 0 },
-            ..WorkerOptions::default()
-        };
-        cluster.push(Worker::start(AppConfig::resolve(&spec, dir), options, listeners).await?);
-    }
-    Ok(cluster)
 }
 
 /// Waits until `count()` reaches `want`; the seconds since `started`.
@@ -196,7 +171,7 @@ spec:
         storage = dir.join(format!("kafka-{workers}")).display()
     );
     let started = Instant::now();
-    let cluster = start_cluster(&yaml, workers, dir).await?;
+    let cluster = start_cluster(&spindle_spec::from_yaml_str(&yaml, "connector bench")?, workers, dir, false).await?;
     let secs = wait_for(started, args.records, || end_offsets(&client, &output, PARTITIONS)).await?;
     for w in cluster {
         w.shutdown().await;
@@ -240,7 +215,7 @@ spec:
         storage = dir.join(format!("nats-{workers}")).display()
     );
     let started = Instant::now();
-    let cluster = start_cluster(&yaml, workers, dir).await?;
+    let cluster = start_cluster(&spindle_spec::from_yaml_str(&yaml, "connector bench")?, workers, dir, false).await?;
     let secs = wait_for(started, args.records, || async {
         Ok(js.get_stream(&output).await?.info().await?.state.messages)
     })

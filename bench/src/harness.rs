@@ -4,13 +4,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spindle_example_greeter::Total;
-use spindle_spec::{HumanDuration, LocalProcess};
+use spindle_spec::{HumanDuration, LocalProcess, StatefulApplication};
 use spindle_worker::local::FunctionProcess;
+use spindle_worker::peer::Cluster;
+use spindle_worker::{AppConfig, Listeners, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -62,6 +64,30 @@ async fn start_functions() -> anyhow::Result<FunctionProcess> {
 /// a listener).
 pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// `workers` workers of `spec` in this process, connected as a cluster over loopback gRPC
+/// exactly as separate processes would be; each with an HTTP ingress if `ingress`.
+pub(crate) async fn start_cluster(spec: &StatefulApplication, workers: u32, dir: &Path, ingress: bool) -> anyhow::Result<Vec<Worker>> {
+    let mut peers = Vec::new();
+    for _ in 0..workers {
+        peers.push(TcpListener::bind("127.0.0.1:0").await?);
+    }
+    let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+    let mut cluster = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        let listeners = Listeners {
+            ingress: if ingress { Some(TcpListener::bind("127.0.0.1:0").await?) } else { None },
+            admin: TcpListener::bind("127.0.0.1:0").await?,
+            peer: Some(peer),
+        };
+        let options = WorkerOptions {
+            cluster: Cluster { index: i as u32, peers: if workers > 1 { addrs.clone() } else { Vec::new() }, generation: 0 },
+            ..WorkerOptions::default()
+        };
+        cluster.push(Worker::start(AppConfig::resolve(spec, dir), options, listeners).await?);
+    }
+    Ok(cluster)
 }
 
 /// How to start a Spindle process: `explicit` (a `spindle` binary), or this binary's

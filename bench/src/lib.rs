@@ -7,6 +7,7 @@
 //! benchmark's webhook: latency is ingress → function → egress, end to end. With fewer keys than
 //! clients, messages queue per address and the batch limit matters.
 
+mod app;
 mod chain;
 pub(crate) mod checkpoint;
 mod connectors;

@@ -1,6 +1,5 @@
 //! The load generator and the run over every configuration.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -19,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::Args;
+use crate::app::BenchApp;
 use crate::harness::Harness;
 use crate::report::{self, Row};
 
@@ -51,38 +51,14 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     result
 }
 
-fn app_yaml(batch: u32, function_port: u16, webhook: SocketAddr) -> String {
-    format!(
-        r#"
-apiVersion: spindle.dev/v1alpha1
-kind: StatefulApplication
-metadata: {{name: bench}}
-spec:
-  functions:
-    - typename: example/*
-      endpoint: http://127.0.0.1:{function_port}/statefun
-      maxBatchSize: {batch}
-      maxInFlight: 64
-  ingresses:
-    - name: web
-      http: {{}}
-  egresses:
-    - typename: example/totals
-      http: {{url: "http://{webhook}/", maxInFlight: 64}}
-  # Without checkpoints (measured by `spindle-bench checkpoint`): egress leaves at once, and a
-  # new worker does not resume from the checkpoints of the previous configuration.
-  checkpoint: {{interval: 0s}}
-"#
-    )
-}
-
 async fn measure(
     args: &Args,
     batch: u32,
     concurrency: usize,
     harness: &Harness,
 ) -> anyhow::Result<Row> {
-    let yaml = app_yaml(batch, harness.function.port, harness.webhook);
+    // Without checkpoints: those are measured by `spindle-bench checkpoint`.
+    let yaml = BenchApp { max_batch: Some(batch), max_in_flight: Some(64), ..BenchApp::new("bench") }.yaml(harness.function.port, harness.webhook);
     let spec = spindle_spec::from_yaml_str(&yaml, "bench app")?;
     let listeners = Listeners {
         ingress: Some(TcpListener::bind("127.0.0.1:0").await?),

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::app::{BenchApp, Checkpoints};
 use crate::duration;
 use crate::harness::{Harness, percentile};
 use crate::report::load_average;
@@ -93,32 +94,15 @@ pub(crate) fn app_yaml(
     storage: Option<&Path>,
     buffered: u32,
 ) -> String {
-    let storage = storage.map_or(String::new(), |p| format!("\n    storage: {}", p.display()));
-    format!(
-        r#"
-apiVersion: spindle.dev/v1alpha1
-kind: StatefulApplication
-metadata: {{name: {name}}}
-spec:
-  workers: {workers}
-  maxBufferedMessages: {buffered}
-  functions:
-    - typename: example/*
-      endpoint: http://127.0.0.1:{function_port}/statefun
-      maxBatchSize: 100
-      maxInFlight: 64
-  ingresses:
-    - name: web
-      http: {{}}
-  egresses:
-    - typename: example/totals
-      http: {{url: "http://{webhook}/", maxInFlight: 64}}
-  checkpoint:
-    interval: {}ms
-    retained: 3{storage}
-"#,
-        interval.as_millis()
-    )
+    BenchApp {
+        workers: Some(workers),
+        max_buffered: Some(buffered),
+        max_batch: Some(100),
+        max_in_flight: Some(64),
+        checkpoint: Checkpoints { storage, retained: Some(3), ..Checkpoints::every(interval) },
+        ..BenchApp::new(name)
+    }
+    .yaml(function_port, webhook)
 }
 
 pub(crate) fn pct(sorted_or_not: &[Duration], q: f64) -> Duration {

@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 
 use super::{RestateArgs, Side, SideKind, SpindleMode};
+use crate::app::{BenchApp, Checkpoints};
 use crate::checkpoint::traffic::get;
 use crate::harness::{Harness, free_addr, spindle_command};
 
@@ -31,37 +32,21 @@ impl SpindleProcess {
         let dir = scratch.join(name);
         std::fs::create_dir_all(&dir)?;
         let interval = format!("{}ms", args.interval.as_millis());
-        let (checkpoint, label) = match mode {
+        let storage = dir.join("checkpoints");
+        let (min_pause, label) = match mode {
             SpindleMode::Group => (
-                format!("{{interval: {interval}, minPause: {}ms, storage: {}}}", args.min_pause.as_millis(), dir.join("checkpoints").display()),
+                Some(args.min_pause),
                 format!("Spindle (checkpoints every {interval}, group commit minPause {}ms)", args.min_pause.as_millis()),
             ),
-            SpindleMode::Periodic => (
-                format!("{{interval: {interval}, storage: {}}}", dir.join("checkpoints").display()),
-                format!("Spindle (checkpoints every {interval})"),
-            ),
+            SpindleMode::Periodic => (None, format!("Spindle (checkpoints every {interval})")),
         };
-        let yaml = format!(
-            r#"apiVersion: spindle.dev/v1alpha1
-kind: StatefulApplication
-metadata: {{name: {name}}}
-spec:
-  functions:
-    - typename: example/*
-      endpoint: http://127.0.0.1:{port}/statefun
-      maxBatchSize: 100
-      maxInFlight: 64
-  ingresses:
-    - name: web
-      http: {{}}
-  egresses:
-    - typename: example/totals
-      http: {{url: "http://{webhook}/", maxInFlight: 64}}
-  checkpoint: {checkpoint}
-"#,
-            port = h.function.port,
-            webhook = h.webhook,
-        );
+        let yaml = BenchApp {
+            max_batch: Some(100),
+            max_in_flight: Some(64),
+            checkpoint: Checkpoints { min_pause, storage: Some(&storage), ..Checkpoints::every(args.interval) },
+            ..BenchApp::new(name)
+        }
+        .yaml(h.function.port, h.webhook);
         let app = dir.join("app.yaml");
         std::fs::write(&app, yaml)?;
         let (ingress, admin) = (free_addr()?, free_addr()?);
