@@ -236,11 +236,9 @@ impl Partition {
         let Some(epochs) = self.epochs.as_mut() else {
             return;
         };
-        let done: Vec<u64> = epochs.positions_at.range(..=n).map(|(k, _)| *k).collect();
-        let mut newest = None;
-        for k in done {
-            newest = epochs.positions_at.remove(&k);
-        }
+        // Positions of every snapshot up to `n` are done with; the newest is the one to report.
+        let later = epochs.positions_at.split_off(&(n + 1));
+        let newest = std::mem::replace(&mut epochs.positions_at, later).into_values().next_back();
         if let (Some(p), Some(tx)) = (newest, &epochs.completed_positions)
             && !p.is_empty()
         {
