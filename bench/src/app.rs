@@ -31,17 +31,31 @@ impl Checkpoints<'_> {
     }
 
     pub fn every(interval: Duration) -> Self {
-        Checkpoints { interval, min_pause: None, storage: None, retained: None }
+        Checkpoints {
+            interval,
+            min_pause: None,
+            storage: None,
+            retained: None,
+        }
     }
 }
 
 impl<'a> BenchApp<'a> {
     pub fn new(name: &'a str) -> Self {
-        BenchApp { name, workers: None, max_buffered: None, max_batch: None, max_in_flight: None, checkpoint: Checkpoints::off() }
+        BenchApp {
+            name,
+            workers: None,
+            max_buffered: None,
+            max_batch: None,
+            max_in_flight: None,
+            checkpoint: Checkpoints::off(),
+        }
     }
 
     pub fn yaml(&self, function_port: u16, webhook: SocketAddr) -> String {
-        let line = |key: &str, value: Option<String>, indent: &str| value.map_or(String::new(), |v| format!("{indent}{key}: {v}\n"));
+        let line = |key: &str, value: Option<String>, indent: &str| {
+            value.map_or(String::new(), |v| format!("{indent}{key}: {v}\n"))
+        };
         let c = &self.checkpoint;
         format!(
             "apiVersion: spindle.dev/v1alpha1
@@ -95,11 +109,17 @@ mod tests {
             ..BenchApp::new("f")
         };
         let full = spindle_spec::from_yaml_str(&full.yaml(1234, webhook), "full").unwrap();
-        let (b, f) = (serde_json::to_value(&bare.spec).unwrap(), serde_json::to_value(&full.spec).unwrap());
+        let (b, f) = (
+            serde_json::to_value(&bare.spec).unwrap(),
+            serde_json::to_value(&full.spec).unwrap(),
+        );
         assert_eq!(b["workers"], 1);
         assert_eq!(f["workers"], 3);
         assert_eq!(f["maxBufferedMessages"], 512);
-        assert_eq!((&f["functions"][0]["maxBatchSize"], &f["functions"][0]["maxInFlight"]), (&100.into(), &64.into()));
+        assert_eq!(
+            (&f["functions"][0]["maxBatchSize"], &f["functions"][0]["maxInFlight"]),
+            (&100.into(), &64.into())
+        );
         assert_ne!(b["maxBufferedMessages"], f["maxBufferedMessages"]);
         assert_eq!(f["checkpoint"]["retained"], 3);
         assert_eq!(f["checkpoint"]["storage"], "/tmp/ck");

@@ -17,8 +17,8 @@ use spindle_sdk::JsonType;
 use spindle_worker::metrics::RouteLabels;
 use tokio::sync::oneshot;
 
-use crate::duration;
 use crate::app::BenchApp;
+use crate::duration;
 use crate::harness::{Harness, percentile, start_cluster};
 use crate::report::load_average;
 
@@ -70,17 +70,19 @@ pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(
-    args: &ChainArgs,
-    workers: u32,
-    concurrency: usize,
-    harness: &Harness,
-) -> anyhow::Result<String> {
+async fn measure(args: &ChainArgs, workers: u32, concurrency: usize, harness: &Harness) -> anyhow::Result<String> {
     // Without checkpoints: those are measured by `spindle-bench checkpoint`.
-    let yaml = BenchApp { workers: Some(workers as usize), ..BenchApp::new("chain-bench") }.yaml(harness.function.port, harness.webhook);
+    let yaml = BenchApp {
+        workers: Some(workers as usize),
+        ..BenchApp::new("chain-bench")
+    }
+    .yaml(harness.function.port, harness.webhook);
     let spec = spindle_spec::from_yaml_str(&yaml, "chain bench")?;
     let cluster = start_cluster(&spec, workers, &std::env::temp_dir(), true).await?;
-    let ingresses: Vec<SocketAddr> = cluster.iter().map(|w| w.ingress_addr.context("no ingress")).collect::<Result<_, _>>()?;
+    let ingresses: Vec<SocketAddr> = cluster
+        .iter()
+        .map(|w| w.ingress_addr.context("no ingress"))
+        .collect::<Result<_, _>>()?;
 
     let measure_from = Instant::now() + args.duration / 5;
     let stop = measure_from + args.duration;
@@ -99,13 +101,19 @@ async fn measure(
                 let seq = (1 << 62) | ((c as u64) << 32) | n;
                 let (tx, rx) = oneshot::channel();
                 waiters.lock().unwrap().insert(seq, tx);
-                let hop = Hop { seq, remaining: hops, spread };
+                let hop = Hop {
+                    seq,
+                    remaining: hops,
+                    spread,
+                };
                 let req = Request::post(format!("http://{ingress}/example/hop/h{}", seq % u64::from(spread)))
                     .header(header::CONTENT_TYPE, format!("application/vnd.{}", Hop::TYPENAME))
                     .body(Full::new(Bytes::from(serde_json::to_vec(&hop)?)))?;
                 let resp = client.request(req).await?;
                 ensure!(resp.status() == 202, "ingress answered {}", resp.status());
-                let done = tokio::time::timeout(Duration::from_secs(30), rx).await.context("a chain did not finish within 30 s")??;
+                let done = tokio::time::timeout(Duration::from_secs(30), rx)
+                    .await
+                    .context("a chain did not finish within 30 s")??;
                 if begun >= measure_from {
                     latencies.push(done - begun);
                 }
@@ -121,9 +129,21 @@ async fn measure(
     let (mut local, mut remote, mut bytes, mut envelopes) = (0, 0, 0, 0);
     for w in &cluster {
         w.wait_idle(Duration::from_secs(30)).await?;
-        ensure!(w.dead_letters.recent().is_empty(), "dead letters: {:?}", w.dead_letters.recent());
-        local += w.metrics.messages_routed.get_or_create(&RouteLabels { route: "local" }).get();
-        remote += w.metrics.messages_routed.get_or_create(&RouteLabels { route: "remote" }).get();
+        ensure!(
+            w.dead_letters.recent().is_empty(),
+            "dead letters: {:?}",
+            w.dead_letters.recent()
+        );
+        local += w
+            .metrics
+            .messages_routed
+            .get_or_create(&RouteLabels { route: "local" })
+            .get();
+        remote += w
+            .metrics
+            .messages_routed
+            .get_or_create(&RouteLabels { route: "remote" })
+            .get();
         bytes += w.metrics.peer_bytes_sent.get();
         envelopes += w.metrics.peer_envelopes_sent.get();
     }
@@ -143,6 +163,10 @@ async fn measure(
         per_hop,
         pct(0.99).as_secs_f64() * 1e3,
         100.0 * remote as f64 / (local + remote).max(1) as f64,
-        if envelopes == 0 { "-".to_string() } else { format!("{:.1}", bytes as f64 / envelopes as f64) }
+        if envelopes == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}", bytes as f64 / envelopes as f64)
+        }
     ))
 }

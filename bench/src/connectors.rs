@@ -42,9 +42,14 @@ impl Drop for Broker {
     }
 }
 
-
 async fn start_broker(mut cmd: Command, port: u16, what: &str) -> anyhow::Result<Broker> {
-    let mut child = Broker(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {what}"))?);
+    let mut child = Broker(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {what}"))?,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         if let Some(status) = child.0.try_wait()? {
@@ -63,7 +68,12 @@ fn add(i: u64) -> Vec<u8> {
 pub async fn run(args: &ConnectorArgs) -> anyhow::Result<()> {
     let tansu_exe = args.venv.join("bin/tansu");
     let nats_exe = args.venv.join("bin/nats-server");
-    ensure!(tansu_exe.exists() && nats_exe.exists(), "{} needs tansu and nats-server: run `bash e2e/python/setup-venv.sh {}`", args.venv.display(), args.venv.display());
+    ensure!(
+        tansu_exe.exists() && nats_exe.exists(),
+        "{} needs tansu and nats-server: run `bash e2e/python/setup-venv.sh {}`",
+        args.venv.display(),
+        args.venv.display()
+    );
     let harness = Harness::start().await?;
     let dir = std::env::temp_dir().join(format!("spindle-bench-connectors-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -71,13 +81,27 @@ pub async fn run(args: &ConnectorArgs) -> anyhow::Result<()> {
     let kport = free_addr()?.port();
     let url = format!("tcp://127.0.0.1:{kport}");
     let mut cmd = Command::new(&tansu_exe);
-    cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"]);
+    cmd.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]);
     let _tansu = start_broker(cmd, kport, "tansu").await?;
     let kafka = format!("127.0.0.1:{kport}");
 
     let nport = free_addr()?.port();
     let conf = dir.join("nats.conf");
-    std::fs::write(&conf, format!("listen: 127.0.0.1:{nport}\njetstream {{ store_dir: \"{}\" }}\n", dir.join("js").display()))?;
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{nport}\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.join("js").display()
+        ),
+    )?;
     let mut cmd = Command::new(&nats_exe);
     cmd.arg("-c").arg(&conf);
     let _nats = start_broker(cmd, nport, "nats-server").await?;
@@ -90,13 +114,30 @@ pub async fn run(args: &ConnectorArgs) -> anyhow::Result<()> {
         load_average()
     );
     println!("brokers: tansu 0.6 at {kafka} (memory storage), nats-server at {nats} (JetStream, file storage)");
-    println!("{:<28} {:>7} {:>9} {:>10} {:>10}", "path", "workers", "records", "seconds", "records/s");
+    println!(
+        "{:<28} {:>7} {:>9} {:>10} {:>10}",
+        "path", "workers", "records", "seconds", "records/s"
+    );
     let result = async {
         for &w in &args.workers {
             let secs = kafka_round(args, &harness, &kafka, w, &dir).await?;
-            println!("{:<28} {:>7} {:>9} {:>10.2} {:>10.0}", "kafka -> function -> kafka", w, args.records, secs, args.records as f64 / secs);
+            println!(
+                "{:<28} {:>7} {:>9} {:>10.2} {:>10.0}",
+                "kafka -> function -> kafka",
+                w,
+                args.records,
+                secs,
+                args.records as f64 / secs
+            );
             let secs = nats_round(args, &harness, &nats, w, &dir).await?;
-            println!("{:<28} {:>7} {:>9} {:>10.2} {:>10.0}", "nats -> function -> nats", w, args.records, secs, args.records as f64 / secs);
+            println!(
+                "{:<28} {:>7} {:>9} {:>10.2} {:>10.0}",
+                "nats -> function -> nats",
+                w,
+                args.records,
+                secs,
+                args.records as f64 / secs
+            );
         }
         anyhow::Ok(())
     }
@@ -133,20 +174,40 @@ async fn end_offsets(client: &Client, topic: &str, partitions: i32) -> anyhow::R
     Ok(sum)
 }
 
-async fn kafka_round(args: &ConnectorArgs, h: &Harness, broker: &str, workers: u32, dir: &std::path::Path) -> anyhow::Result<f64> {
+async fn kafka_round(
+    args: &ConnectorArgs,
+    h: &Harness,
+    broker: &str,
+    workers: u32,
+    dir: &std::path::Path,
+) -> anyhow::Result<f64> {
     let client = ClientBuilder::new(vec![broker.to_string()]).build().await?;
     let (input, output) = (format!("bench-in-{workers}"), format!("bench-out-{workers}"));
     let controller = client.controller_client()?;
     controller.create_topic(&input, PARTITIONS, 1, 5_000).await?;
     controller.create_topic(&output, PARTITIONS, 1, 5_000).await?;
-    let now = chrono::DateTime::from_timestamp_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64).unwrap_or_default();
+    let now = chrono::DateTime::from_timestamp_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64,
+    )
+    .unwrap_or_default();
     for p in 0..PARTITIONS {
-        let pc = client.partition_client(input.clone(), p, UnknownTopicHandling::Retry).await?;
-        let mine: Vec<u64> = (0..args.records).filter(|i| (*i % PARTITIONS as u64) as i32 == p).collect();
+        let pc = client
+            .partition_client(input.clone(), p, UnknownTopicHandling::Retry)
+            .await?;
+        let mine: Vec<u64> = (0..args.records)
+            .filter(|i| (*i % PARTITIONS as u64) as i32 == p)
+            .collect();
         for chunk in mine.chunks(1000) {
             let records = chunk
                 .iter()
-                .map(|i| Record { key: Some(format!("c{}", i % KEYS).into_bytes()), value: Some(add(*i)), headers: Default::default(), timestamp: now })
+                .map(|i| Record {
+                    key: Some(format!("c{}", i % KEYS).into_bytes()),
+                    value: Some(add(*i)),
+                    headers: Default::default(),
+                    timestamp: now,
+                })
                 .collect();
             pc.produce(records, Compression::NoCompression).await?;
         }
@@ -171,7 +232,13 @@ spec:
         storage = dir.join(format!("kafka-{workers}")).display()
     );
     let started = Instant::now();
-    let cluster = start_cluster(&spindle_spec::from_yaml_str(&yaml, "connector bench")?, workers, dir, false).await?;
+    let cluster = start_cluster(
+        &spindle_spec::from_yaml_str(&yaml, "connector bench")?,
+        workers,
+        dir,
+        false,
+    )
+    .await?;
     let secs = wait_for(started, args.records, || end_offsets(&client, &output, PARTITIONS)).await?;
     for w in cluster {
         w.shutdown().await;
@@ -179,17 +246,34 @@ spec:
     Ok(secs)
 }
 
-async fn nats_round(args: &ConnectorArgs, h: &Harness, url: &str, workers: u32, dir: &std::path::Path) -> anyhow::Result<f64> {
+async fn nats_round(
+    args: &ConnectorArgs,
+    h: &Harness,
+    url: &str,
+    workers: u32,
+    dir: &std::path::Path,
+) -> anyhow::Result<f64> {
     let js = async_nats::jetstream::new(async_nats::connect(url).await?);
     let (input, output) = (format!("BIN{workers}"), format!("BOUT{workers}"));
-    for (name, subject) in [(&input, format!("bin{workers}.>")), (&output, format!("bout{workers}.>"))] {
-        js.create_stream(async_nats::jetstream::stream::Config { name: name.clone(), subjects: vec![subject], ..Default::default() }).await?;
+    for (name, subject) in [
+        (&input, format!("bin{workers}.>")),
+        (&output, format!("bout{workers}.>")),
+    ] {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![subject],
+            ..Default::default()
+        })
+        .await?;
     }
     let ids: Vec<u64> = (0..args.records).collect();
     for chunk in ids.chunks(1000) {
         let mut acks = Vec::with_capacity(chunk.len());
         for i in chunk {
-            acks.push(js.publish(format!("bin{workers}.c{}", i % KEYS), add(*i).into()).await?);
+            acks.push(
+                js.publish(format!("bin{workers}.c{}", i % KEYS), add(*i).into())
+                    .await?,
+            );
         }
         for a in acks {
             a.await?;
@@ -215,7 +299,13 @@ spec:
         storage = dir.join(format!("nats-{workers}")).display()
     );
     let started = Instant::now();
-    let cluster = start_cluster(&spindle_spec::from_yaml_str(&yaml, "connector bench")?, workers, dir, false).await?;
+    let cluster = start_cluster(
+        &spindle_spec::from_yaml_str(&yaml, "connector bench")?,
+        workers,
+        dir,
+        false,
+    )
+    .await?;
     let secs = wait_for(started, args.records, || async {
         Ok(js.get_stream(&output).await?.info().await?.state.messages)
     })

@@ -30,7 +30,11 @@ impl Harness {
         let function = start_functions().await?;
         let waiters: Waiters = Arc::default();
         let webhook = start_webhook(waiters.clone()).await?;
-        Ok(Harness { function, webhook, waiters })
+        Ok(Harness {
+            function,
+            webhook,
+            waiters,
+        })
     }
 
     pub async fn stop(self) {
@@ -59,7 +63,6 @@ async fn start_functions() -> anyhow::Result<FunctionProcess> {
     FunctionProcess::start("example/*", &local, &std::env::temp_dir()).await
 }
 
-
 /// A loopback address free a moment ago, for a child process to bind (it cannot be handed
 /// a listener).
 pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
@@ -68,21 +71,37 @@ pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
 
 /// `workers` workers of `spec` in this process, connected as a cluster over loopback gRPC
 /// exactly as separate processes would be; each with an HTTP ingress if `ingress`.
-pub(crate) async fn start_cluster(spec: &StatefulApplication, workers: u32, dir: &Path, ingress: bool) -> anyhow::Result<Vec<Worker>> {
+pub(crate) async fn start_cluster(
+    spec: &StatefulApplication,
+    workers: u32,
+    dir: &Path,
+    ingress: bool,
+) -> anyhow::Result<Vec<Worker>> {
     let mut peers = Vec::new();
     for _ in 0..workers {
         peers.push(TcpListener::bind("127.0.0.1:0").await?);
     }
-    let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+    let addrs: Vec<String> = peers
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
     let mut cluster = Vec::new();
     for (i, peer) in peers.into_iter().enumerate() {
         let listeners = Listeners {
-            ingress: if ingress { Some(TcpListener::bind("127.0.0.1:0").await?) } else { None },
+            ingress: if ingress {
+                Some(TcpListener::bind("127.0.0.1:0").await?)
+            } else {
+                None
+            },
             admin: TcpListener::bind("127.0.0.1:0").await?,
             peer: Some(peer),
         };
         let options = WorkerOptions {
-            cluster: Cluster { index: i as u32, peers: if workers > 1 { addrs.clone() } else { Vec::new() }, generation: 0 },
+            cluster: Cluster {
+                index: i as u32,
+                peers: if workers > 1 { addrs.clone() } else { Vec::new() },
+                generation: 0,
+            },
             ..WorkerOptions::default()
         };
         cluster.push(Worker::start(AppConfig::resolve(spec, dir), options, listeners).await?);

@@ -69,7 +69,9 @@ pub enum Serve {
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
+    HumanDuration::parse(s)
+        .map(HumanDuration::as_duration)
+        .map_err(|e| e.to_string())
 }
 
 pub fn main() -> anyhow::Result<()> {

@@ -51,21 +51,26 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(
-    args: &Args,
-    batch: u32,
-    concurrency: usize,
-    harness: &Harness,
-) -> anyhow::Result<Row> {
+async fn measure(args: &Args, batch: u32, concurrency: usize, harness: &Harness) -> anyhow::Result<Row> {
     // Without checkpoints: those are measured by `spindle-bench checkpoint`.
-    let yaml = BenchApp { max_batch: Some(batch), max_in_flight: Some(64), ..BenchApp::new("bench") }.yaml(harness.function.port, harness.webhook);
+    let yaml = BenchApp {
+        max_batch: Some(batch),
+        max_in_flight: Some(64),
+        ..BenchApp::new("bench")
+    }
+    .yaml(harness.function.port, harness.webhook);
     let spec = spindle_spec::from_yaml_str(&yaml, "bench app")?;
     let listeners = Listeners {
         ingress: Some(TcpListener::bind("127.0.0.1:0").await?),
         admin: TcpListener::bind("127.0.0.1:0").await?,
         peer: None,
     };
-    let worker = Worker::start(AppConfig::resolve(&spec, &std::env::temp_dir()), WorkerOptions::default(), listeners).await?;
+    let worker = Worker::start(
+        AppConfig::resolve(&spec, &std::env::temp_dir()),
+        WorkerOptions::default(),
+        listeners,
+    )
+    .await?;
     let ingress = worker.ingress_addr.context("no ingress")?;
 
     let started = Instant::now();
@@ -114,7 +119,9 @@ async fn measure(
         sent += s;
     }
     latencies.sort();
-    let elapsed = Instant::now().saturating_duration_since(measure_from).min(args.duration);
+    let elapsed = Instant::now()
+        .saturating_duration_since(measure_from)
+        .min(args.duration);
 
     // Correctness: the counters add up to what was sent.
     worker.wait_idle(Duration::from_secs(30)).await?;
@@ -131,7 +138,11 @@ async fn measure(
         }
     }
     ensure!(total == sent, "counters sum to {total}, but {sent} messages were sent");
-    ensure!(worker.dead_letters.recent().is_empty(), "dead letters: {:?}", worker.dead_letters.recent());
+    ensure!(
+        worker.dead_letters.recent().is_empty(),
+        "dead letters: {:?}",
+        worker.dead_letters.recent()
+    );
 
     let function = FunctionLabels {
         function: "example/counter".into(),

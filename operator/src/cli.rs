@@ -11,7 +11,11 @@ use crate::builders::{OperatorConfig, WorkerResources};
 use crate::worker_admin::DEFAULT_URL_TEMPLATE;
 
 #[derive(Debug, Parser)]
-#[command(name = "spindle-operator", version, about = "Reconciles StatefulApplications into Spindle workers and functions")]
+#[command(
+    name = "spindle-operator",
+    version,
+    about = "Reconciles StatefulApplications into Spindle workers and functions"
+)]
 pub struct Args {
     #[clap(flatten)]
     pub server: ServerArgs,
@@ -53,7 +57,11 @@ pub struct LeaderArgs {
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// Image of the `spindle` worker.
-    #[arg(long, env = "SPINDLE_WORKER_IMAGE", default_value = "ghcr.io/spindle-dev/spindle-worker:0.1.0")]
+    #[arg(
+        long,
+        env = "SPINDLE_WORKER_IMAGE",
+        default_value = "ghcr.io/spindle-dev/spindle-worker:0.1.0"
+    )]
     pub worker_image: String,
     #[arg(long, env = "SPINDLE_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
     pub image_pull_policy: String,
@@ -92,5 +100,7 @@ impl WorkerArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
+    HumanDuration::parse(s)
+        .map(HumanDuration::as_duration)
+        .map_err(|e| e.to_string())
 }

@@ -27,14 +27,33 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, config: OperatorConfig, workers: WorkerAdmin, instance: Option<String>) -> Context {
-        let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, metrics, config, workers, applied: Mutex::default() }
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        config: OperatorConfig,
+        workers: WorkerAdmin,
+        instance: Option<String>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            config,
+            workers,
+            applied: Mutex::default(),
+        }
     }
 
     /// True the first time it is asked about `uid` in this process.
     pub fn first_apply(&self, uid: &str) -> bool {
-        self.applied.lock().expect("never poisoned: no panics under the lock").insert(uid.to_string())
+        self.applied
+            .lock()
+            .expect("never poisoned: no panics under the lock")
+            .insert(uid.to_string())
     }
 
     /// Publishes an event about `app`. A failure to publish is logged, never fatal: events are
@@ -42,7 +61,13 @@ impl Context {
     pub async fn event(&self, app: &StatefulApplication, type_: EventType, reason: &str, action: &str, note: String) {
         use kube::Resource;
         tracing::info!(app = ?app.metadata.name, reason, %note, "event");
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, &app.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "cannot publish an event");
         }

@@ -24,7 +24,12 @@ pub struct LeaseLock {
 
 impl LeaseLock {
     pub fn new(api: Api<Lease>, name: impl Into<String>, identity: impl Into<String>, duration: Duration) -> LeaseLock {
-        LeaseLock { api, name: name.into(), identity: identity.into(), duration }
+        LeaseLock {
+            api,
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -65,7 +70,10 @@ impl LeaseLock {
             }),
         };
         let Some(lease) = current else {
-            let metadata = ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() };
+            let metadata = ObjectMeta {
+                name: Some(self.name.clone()),
+                ..ObjectMeta::default()
+            };
             return Some(fresh(0, now, metadata));
         };
         let spec = lease.spec.clone().unwrap_or_default();

@@ -54,16 +54,36 @@ impl Default for Metrics {
         let reconciliations = Family::<OutcomeLabels, Counter>::default();
         registry.register(RECONCILIATIONS, "Reconciliations, by outcome", reconciliations.clone());
         let reconcile_errors = Family::<KindLabels, Counter>::default();
-        registry.register(RECONCILE_ERRORS, "Failed reconciliations, by error kind", reconcile_errors.clone());
+        registry.register(
+            RECONCILE_ERRORS,
+            "Failed reconciliations, by error kind",
+            reconcile_errors.clone(),
+        );
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
-        registry.register(RECONCILE_DURATION, "Time of one reconciliation", reconcile_duration.clone());
+        registry.register(
+            RECONCILE_DURATION,
+            "Time of one reconciliation",
+            reconcile_duration.clone(),
+        );
         let leader = Gauge::default();
         registry.register(LEADER, "1 while this replica holds the leader lease", leader.clone());
         let rescales = Counter::default();
         registry.register(RESCALES, "Worker-count changes carried out", rescales.clone());
         let deletions = Family::<PolicyLabels, Counter>::default();
-        registry.register(DELETIONS, "Applications deleted, by checkpoint retention policy", deletions.clone());
-        Metrics { registry, reconciliations, reconcile_errors, reconcile_duration, leader, rescales, deletions }
+        registry.register(
+            DELETIONS,
+            "Applications deleted, by checkpoint retention policy",
+            deletions.clone(),
+        );
+        Metrics {
+            registry,
+            reconciliations,
+            reconcile_errors,
+            reconcile_duration,
+            leader,
+            rescales,
+            deletions,
+        }
     }
 }
 

@@ -67,7 +67,8 @@ impl StatefulApplication {
 /// Only for the in-memory API of the tests, which reads the kind from a default instance.
 impl Default for StatefulApplication {
     fn default() -> Self {
-        let spec = serde_json::from_value(serde_json::json!({"functions": []})).expect("every other field has a default");
+        let spec =
+            serde_json::from_value(serde_json::json!({"functions": []})).expect("every other field has a default");
         StatefulApplication::new("", "", spec)
     }
 }

@@ -35,9 +35,15 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let _ = stop_tx.send(true);
     });
     let addr = args.server.addr;
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
     tracing::info!(addr = %listener.local_addr().map_or(addr, |a| a), "serving /healthz, /readyz, /metrics");
-    let state = ServerState { health: health.clone(), metrics: metrics.clone() };
+    let state = ServerState {
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
     let server = tokio::spawn(serve(listener, state, stopped(stop_rx.clone())));
 
     let identity = args.leader.identity.clone().unwrap_or_else(|| {
@@ -50,7 +56,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
         args.leader.lease_duration,
     );
     let workers = WorkerAdmin::new(args.workers.worker_admin_url.clone());
-    let ctx = Arc::new(Context::new(client, metrics.clone(), args.workers.operator_config(), workers, Some(identity)));
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics.clone(),
+        args.workers.operator_config(),
+        workers,
+        Some(identity),
+    ));
     let result = lead(&lock, &args, &health, &metrics, stop_rx, ctx).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "cannot give the lease up");
@@ -60,7 +72,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
 }
 
 /// Waits for the lease, then runs the controller while renewing it.
-async fn lead(lock: &LeaseLock, args: &Args, health: &Health, metrics: &Metrics, mut stop: watch::Receiver<bool>, ctx: Arc<Context>) -> Result<(), Error> {
+async fn lead(
+    lock: &LeaseLock,
+    args: &Args,
+    health: &Health,
+    metrics: &Metrics,
+    mut stop: watch::Receiver<bool>,
+    ctx: Arc<Context>,
+) -> Result<(), Error> {
     let renew = args.leader.renew_every;
     loop {
         match lock.try_acquire(Timestamp::now()).await {
@@ -134,5 +153,8 @@ async fn wait_for_signal() {
 fn init_tracing(log: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -40,18 +40,32 @@ async fn readyz(State(s): State<ServerState>) -> Response {
     if !s.health.api_reachable.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "the API server is not reachable\n").into_response();
     }
-    if s.health.leading.load(Ordering::Acquire) { "ready: leading\n" } else { "ready: standby\n" }.into_response()
+    if s.health.leading.load(Ordering::Acquire) {
+        "ready: leading\n"
+    } else {
+        "ready: standby\n"
+    }
+    .into_response()
 }
 
 async fn metrics(State(s): State<ServerState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
         .into_response()
 }
 
 /// Serves until `shutdown` resolves. Takes its listener so tests bind port 0.
-pub async fn serve(listener: TcpListener, state: ServerState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, routes(state)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, routes(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -54,7 +54,10 @@ impl WorkerAdmin {
 
     pub async fn status(&self, app: &StatefulApplication) -> Result<WorkerStatus, Error> {
         let url = format!("{}/status", self.base_url(app));
-        let fail = |reason: String| Error::WorkerAdmin { url: url.clone(), reason };
+        let fail = |reason: String| Error::WorkerAdmin {
+            url: url.clone(),
+            reason,
+        };
         let uri: http::Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
         let response = tokio::time::timeout(TIMEOUT, self.http.get(uri))
             .await

@@ -16,21 +16,38 @@ fn helm() -> PathBuf {
         return PathBuf::from(h);
     }
     let dir = root().join("target/tools");
-    let status = Command::new("bash").arg(root().join("e2e/tools/fetch-helm.sh")).arg(&dir).status().unwrap();
+    let status = Command::new("bash")
+        .arg(root().join("e2e/tools/fetch-helm.sh"))
+        .arg(&dir)
+        .status()
+        .unwrap();
     assert!(status.success(), "cannot fetch helm (e2e/tools/fetch-helm.sh)");
     dir.join("helm")
 }
 
 fn venv() -> PathBuf {
-    let venv = std::env::var_os("SPINDLE_PY_VENV").map(PathBuf::from).unwrap_or_else(|| root().join("target/py-venv"));
-    let status = Command::new("bash").arg(root().join("e2e/python/setup-venv.sh")).arg(&venv).status().unwrap();
-    assert!(status.success(), "cannot create the Python venv with kubernetes-validate");
+    let venv = std::env::var_os("SPINDLE_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/py-venv"));
+    let status = Command::new("bash")
+        .arg(root().join("e2e/python/setup-venv.sh"))
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cannot create the Python venv with kubernetes-validate"
+    );
     venv
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{cmd:?}:\n{text}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -41,7 +58,9 @@ fn chart() -> PathBuf {
 
 fn template(helm: &Path, set: &[&str]) -> Vec<serde_yaml::Value> {
     let mut cmd = Command::new(helm);
-    cmd.args(["template", "spindle"]).arg(chart()).args(["--namespace", "spindle-system", "--include-crds"]);
+    cmd.args(["template", "spindle"])
+        .arg(chart())
+        .args(["--namespace", "spindle-system", "--include-crds"]);
     for s in set {
         cmd.args(["--set", s]);
     }
@@ -55,7 +74,10 @@ fn template(helm: &Path, set: &[&str]) -> Vec<serde_yaml::Value> {
 use serde::Deserialize;
 
 fn find<'a>(objects: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
-    objects.iter().find(|o| o["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind}"))
+    objects
+        .iter()
+        .find(|o| o["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind}"))
 }
 
 #[test]
@@ -75,12 +97,29 @@ fn rendered_objects_are_valid_for_kubernetes() {
     std::fs::create_dir_all(&dir).unwrap();
     let renders = [
         ("defaults", vec![]),
-        ("ha", vec!["replicaCount=2", "worker.defaultCheckpointStorage=s3://bucket/spindle", "worker.defaultCredentialsSecret=s3", "serviceAccount.annotations.team=fns"]),
+        (
+            "ha",
+            vec![
+                "replicaCount=2",
+                "worker.defaultCheckpointStorage=s3://bucket/spindle",
+                "worker.defaultCredentialsSecret=s3",
+                "serviceAccount.annotations.team=fns",
+            ],
+        ),
     ];
     for (name, set) in renders {
         let objects = template(&helm, &set);
         let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
-        for want in ["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
+        for want in [
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "Service",
+        ] {
             assert!(kinds.contains(want), "{name}: {want} in {kinds:?}");
         }
         let mut files = Vec::new();
@@ -90,10 +129,21 @@ fn rendered_objects_are_valid_for_kubernetes() {
             files.push(path);
         }
         for version in ["1.30.0", "1.37.0"] {
-            let out = Command::new(&validate).args(["--strict", "--quiet", "-k", version]).args(&files).output().unwrap();
-            let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(&validate)
+                .args(["--strict", "--quiet", "-k", version])
+                .args(&files)
+                .output()
+                .unwrap();
+            let report = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(out.status.success(), "{name}, Kubernetes {version}:\n{report}");
-            eprintln!("helm template ({name}) | kubernetes-validate --strict -k {version}: {} objects valid", files.len());
+            eprintln!(
+                "helm template ({name}) | kubernetes-validate --strict -k {version}: {} objects valid",
+                files.len()
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -103,8 +153,10 @@ fn rendered_objects_are_valid_for_kubernetes() {
 fn the_chart_installs_the_generated_crd() {
     let objects = template(&helm(), &[]);
     let crd = find(&objects, "CustomResourceDefinition");
-    let generated: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root().join("crds/statefulapplications.spindle.dev.yaml")).unwrap()).unwrap();
+    let generated: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("crds/statefulapplications.spindle.dev.yaml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(crd, &generated);
 }
 
@@ -117,8 +169,18 @@ fn rbac_is_least_privilege() {
         for rule in find(&objects, kind)["rules"].as_sequence().unwrap() {
             for group in rule["apiGroups"].as_sequence().unwrap() {
                 for resource in rule["resources"].as_sequence().unwrap() {
-                    let verbs: Vec<&str> = rule["verbs"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-                    out.insert(format!("{}/{}: {}", group.as_str().unwrap(), resource.as_str().unwrap(), verbs.join(",")));
+                    let verbs: Vec<&str> = rule["verbs"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap())
+                        .collect();
+                    out.insert(format!(
+                        "{}/{}: {}",
+                        group.as_str().unwrap(),
+                        resource.as_str().unwrap(),
+                        verbs.join(",")
+                    ));
                 }
             }
         }
@@ -140,7 +202,10 @@ fn rbac_is_least_privilege() {
     .map(String::from)
     .collect();
     assert_eq!(rules("ClusterRole"), cluster);
-    assert_eq!(rules("Role"), BTreeSet::from(["coordination.k8s.io/leases: get,create,update".to_string()]));
+    assert_eq!(
+        rules("Role"),
+        BTreeSet::from(["coordination.k8s.io/leases: get,create,update".to_string()])
+    );
     let text = serde_yaml::to_string(&objects).unwrap();
     assert!(!text.contains("secrets"), "the operator never reads Secrets");
     assert!(!text.contains("'*'") && !text.contains("\"*\""), "no wildcards");
@@ -148,7 +213,14 @@ fn rbac_is_least_privilege() {
 
 #[test]
 fn values_reach_the_operator() {
-    let objects = template(&helm(), &["replicaCount=2", "worker.image.tag=1.2.3", "worker.defaultCheckpointStorage=s3://b/p"]);
+    let objects = template(
+        &helm(),
+        &[
+            "replicaCount=2",
+            "worker.image.tag=1.2.3",
+            "worker.defaultCheckpointStorage=s3://b/p",
+        ],
+    );
     let deployment = find(&objects, "Deployment");
     assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(2));
     let pod = &deployment["spec"]["template"]["spec"];
@@ -157,7 +229,12 @@ fn values_reach_the_operator() {
         .as_sequence()
         .unwrap()
         .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("(from field)").to_string()))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or("(from field)").to_string(),
+            )
+        })
         .collect();
     for want in [
         ("SPINDLE_WORKER_IMAGE", "ghcr.io/spindle-dev/spindle-worker:1.2.3"),
@@ -165,7 +242,10 @@ fn values_reach_the_operator() {
         ("POD_NAME", "(from field)"),
         ("POD_NAMESPACE", "(from field)"),
     ] {
-        assert!(env.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} in {env:?}");
+        assert!(
+            env.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} in {env:?}"
+        );
     }
     // Every SPINDLE_* variable the chart sets is a flag of the operator.
     let help = spindle_operator_help();
@@ -181,7 +261,11 @@ fn spindle_operator_help() -> String {
 #[test]
 fn notes_tell_what_to_do_next() {
     let helm = helm();
-    let out = run(Command::new(&helm).args(["install", "spindle"]).arg(chart()).args(["--dry-run=client", "--namespace", "spindle-system"]));
+    let out = run(Command::new(&helm).args(["install", "spindle"]).arg(chart()).args([
+        "--dry-run=client",
+        "--namespace",
+        "spindle-system",
+    ]));
     assert!(out.contains("kubectl get sapp"), "{out}");
     assert!(out.contains("no worker.defaultCheckpointStorage is set"), "{out}");
 }

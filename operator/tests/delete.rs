@@ -29,24 +29,53 @@ async fn retain_stops_the_workers_and_keeps_the_checkpoints() {
     let mut w = running("Retain").await;
     w.kubectl_delete().await;
     w.reconcile().await;
-    assert!(w.api::<StatefulSet>().get_opt("greeter-worker").await.unwrap().is_none(), "the workers stop first");
+    assert!(
+        w.api::<StatefulSet>()
+            .get_opt("greeter-worker")
+            .await
+            .unwrap()
+            .is_none(),
+        "the workers stop first"
+    );
     assert!(w.exists().await, "the finalizer holds the application meanwhile");
 
     w.reconcile().await;
     assert!(!w.exists().await, "cleanup done: the application is gone");
-    assert!(w.api::<Job>().get_opt("greeter-delete-checkpoints").await.unwrap().is_none(), "no deletion job");
-    assert!(w.api::<ConfigMap>().get_opt("greeter-config").await.unwrap().is_none(), "owned objects went with it");
+    assert!(
+        w.api::<Job>()
+            .get_opt("greeter-delete-checkpoints")
+            .await
+            .unwrap()
+            .is_none(),
+        "no deletion job"
+    );
+    assert!(
+        w.api::<ConfigMap>().get_opt("greeter-config").await.unwrap().is_none(),
+        "owned objects went with it"
+    );
     assert!(w.api::<Deployment>().get_opt("greeter-fn-0").await.unwrap().is_none());
     let reasons = w.event_reasons().await;
-    assert!(reasons.contains(&"StoppingWorkers".to_string()) && reasons.contains(&"CheckpointsRetained".to_string()), "{reasons:?}");
-    assert!(w.ctx.metrics.encode().contains("spindle_operator_deletions_total{policy=\"retain\"} 1"));
+    assert!(
+        reasons.contains(&"StoppingWorkers".to_string()) && reasons.contains(&"CheckpointsRetained".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        w.ctx
+            .metrics
+            .encode()
+            .contains("spindle_operator_deletions_total{policy=\"retain\"} 1")
+    );
 }
 
 async fn finish_job(w: &World, status: serde_json::Value) {
     let jobs = w.api::<Job>();
-    jobs.patch_status("greeter-delete-checkpoints", &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
-        .await
-        .unwrap();
+    jobs.patch_status(
+        "greeter-delete-checkpoints",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": status})),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -54,13 +83,40 @@ async fn delete_runs_the_deletion_job_and_waits_for_it() {
     let mut w = running("Delete").await;
     w.kubectl_delete().await;
     w.reconcile().await;
-    assert!(w.api::<StatefulSet>().get_opt("greeter-worker").await.unwrap().is_none());
-    assert!(w.api::<Job>().get_opt("greeter-delete-checkpoints").await.unwrap().is_none(), "no job while workers may run");
+    assert!(
+        w.api::<StatefulSet>()
+            .get_opt("greeter-worker")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        w.api::<Job>()
+            .get_opt("greeter-delete-checkpoints")
+            .await
+            .unwrap()
+            .is_none(),
+        "no job while workers may run"
+    );
 
     w.reconcile().await;
-    let job = w.api::<Job>().get("greeter-delete-checkpoints").await.expect("the deletion job");
+    let job = w
+        .api::<Job>()
+        .get("greeter-delete-checkpoints")
+        .await
+        .expect("the deletion job");
     let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
-    assert_eq!(c.args.as_deref().unwrap(), ["checkpoints", "delete", "--storage", "s3://checkpoints/spindle", "--application", "greeter"]);
+    assert_eq!(
+        c.args.as_deref().unwrap(),
+        [
+            "checkpoints",
+            "delete",
+            "--storage",
+            "s3://checkpoints/spindle",
+            "--application",
+            "greeter"
+        ]
+    );
     assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3");
 
     // Still running: the application stays.
@@ -68,23 +124,52 @@ async fn delete_runs_the_deletion_job_and_waits_for_it() {
     assert!(w.exists().await);
 
     // It failed (storage down): said, and tried again with a fresh job.
-    finish_job(&w, json!({"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]})).await;
+    finish_job(
+        &w,
+        json!({"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]}),
+    )
+    .await;
     w.reconcile().await;
     assert!(w.exists().await, "kept until the data is deleted");
-    assert!(w.event_reasons().await.contains(&"CheckpointDeletionFailed".to_string()));
-    assert!(w.api::<Job>().get_opt("greeter-delete-checkpoints").await.unwrap().is_none());
+    assert!(
+        w.event_reasons()
+            .await
+            .contains(&"CheckpointDeletionFailed".to_string())
+    );
+    assert!(
+        w.api::<Job>()
+            .get_opt("greeter-delete-checkpoints")
+            .await
+            .unwrap()
+            .is_none()
+    );
     w.reconcile().await;
-    w.api::<Job>().get("greeter-delete-checkpoints").await.expect("a new deletion job");
+    w.api::<Job>()
+        .get("greeter-delete-checkpoints")
+        .await
+        .expect("a new deletion job");
 
     finish_job(&w, json!({"succeeded": 1})).await;
     w.reconcile().await;
     assert!(!w.exists().await, "cleanup done");
-    assert!(w.api::<Job>().get_opt("greeter-delete-checkpoints").await.unwrap().is_none(), "the job is deleted too");
+    assert!(
+        w.api::<Job>()
+            .get_opt("greeter-delete-checkpoints")
+            .await
+            .unwrap()
+            .is_none(),
+        "the job is deleted too"
+    );
     let reasons = w.event_reasons().await;
     for want in ["StoppingWorkers", "DeletingCheckpoints", "CheckpointsDeleted"] {
         assert!(reasons.contains(&want.to_string()), "{want} in {reasons:?}");
     }
-    assert!(w.ctx.metrics.encode().contains("spindle_operator_deletions_total{policy=\"delete\"} 1"));
+    assert!(
+        w.ctx
+            .metrics
+            .encode()
+            .contains("spindle_operator_deletions_total{policy=\"delete\"} 1")
+    );
 }
 
 #[tokio::test]
@@ -93,9 +178,19 @@ async fn switching_a_stuck_deletion_to_retain_lets_the_application_go() {
     w.kubectl_delete().await;
     w.reconcile().await;
     w.reconcile().await;
-    w.api::<Job>().get("greeter-delete-checkpoints").await.expect("the deletion job");
-    w.edit(|a| a.spec.checkpoint.retention_policy = spindle_spec::RetentionPolicy::Retain).await;
+    w.api::<Job>()
+        .get("greeter-delete-checkpoints")
+        .await
+        .expect("the deletion job");
+    w.edit(|a| a.spec.checkpoint.retention_policy = spindle_spec::RetentionPolicy::Retain)
+        .await;
     w.reconcile().await;
     assert!(!w.exists().await);
-    assert!(w.api::<Job>().get_opt("greeter-delete-checkpoints").await.unwrap().is_none());
+    assert!(
+        w.api::<Job>()
+            .get_opt("greeter-delete-checkpoints")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

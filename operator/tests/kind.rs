@@ -15,9 +15,20 @@ fn kind_end_to_end() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = Command::new("bash").arg(root.join("e2e/kind/run.sh")).output().expect("bash runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(root.join("e2e/kind/run.sh"))
+        .output()
+        .expect("bash runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "the kind e2e suite failed:\n{text}");
-    let summary = text.lines().filter(|l| l.starts_with("skip:") || l.contains("kind e2e: passed")).collect::<Vec<_>>().join("\n");
+    let summary = text
+        .lines()
+        .filter(|l| l.starts_with("skip:") || l.contains("kind e2e: passed"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let _ = writeln!(err, "{summary}");
 }

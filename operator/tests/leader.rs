@@ -32,8 +32,14 @@ async fn one_holder_renews_and_another_takes_over_after_expiry() {
     assert!(a.try_acquire(t0).await.unwrap(), "the first replica gets it");
     assert!(!b.try_acquire(at(t0, 1)).await.unwrap(), "held by a");
     assert!(a.try_acquire(at(t0, 5)).await.unwrap(), "a renews");
-    assert!(!b.try_acquire(at(t0, 19)).await.unwrap(), "renewed at 5 s: valid until 20 s");
-    assert!(b.try_acquire(at(t0, 21)).await.unwrap(), "a stopped renewing: b takes over");
+    assert!(
+        !b.try_acquire(at(t0, 19)).await.unwrap(),
+        "renewed at 5 s: valid until 20 s"
+    );
+    assert!(
+        b.try_acquire(at(t0, 21)).await.unwrap(),
+        "a stopped renewing: b takes over"
+    );
     assert!(!a.try_acquire(at(t0, 22)).await.unwrap(), "a has lost it");
     let spec = api.get("spindle-operator").await.unwrap().spec.unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
@@ -41,7 +47,10 @@ async fn one_holder_renews_and_another_takes_over_after_expiry() {
     assert_eq!(spec.lease_duration_seconds, Some(15));
 
     b.release().await.unwrap();
-    assert!(a.try_acquire(at(t0, 23)).await.unwrap(), "a released lease is free at once");
+    assert!(
+        a.try_acquire(at(t0, 23)).await.unwrap(),
+        "a released lease is free at once"
+    );
 }
 
 #[tokio::test]
@@ -56,7 +65,10 @@ async fn of_two_replicas_deciding_at_once_only_one_wins() {
     let for_b = b.decide(Some(&seen), later).expect("expired: b may take it");
     let third = LeaseLock::new(api.clone(), "spindle-operator", "replica-c", Duration::from_secs(15));
     assert!(third.try_acquire(later).await.unwrap(), "c writes first");
-    let err = api.replace("spindle-operator", &Default::default(), &for_b).await.unwrap_err();
+    let err = api
+        .replace("spindle-operator", &Default::default(), &for_b)
+        .await
+        .unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref e) if e.code == 409), "{err}");
     assert!(!b.try_acquire(later).await.unwrap(), "b sees c's valid lease");
 }

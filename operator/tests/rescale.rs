@@ -12,8 +12,17 @@ async fn workers(w: &World) -> (i32, String, String) {
     let sts = w.api::<StatefulSet>().get("greeter-worker").await.unwrap();
     let cm = w.api::<ConfigMap>().get("greeter-config").await.unwrap();
     let yaml = cm.data.unwrap()["app.yaml"].clone();
-    let in_config = yaml.lines().find(|l| l.trim_start().starts_with("workers:")).unwrap().trim().to_string();
-    (sts.spec.unwrap().replicas.unwrap(), sts.metadata.annotations.unwrap()[WORKERS_ANNOTATION].clone(), in_config)
+    let in_config = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("workers:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (
+        sts.spec.unwrap().replicas.unwrap(),
+        sts.metadata.annotations.unwrap()[WORKERS_ANNOTATION].clone(),
+        in_config,
+    )
 }
 
 #[tokio::test]
@@ -29,11 +38,21 @@ async fn scaling_goes_through_a_checkpoint_and_a_restart_at_the_new_count() {
     w.edit(|a| a.spec.workers = 2).await;
     w.reconcile().await;
     let app = w.get().await;
-    let rescale = app.status.as_ref().unwrap().rescale.clone().expect("a rescale under way");
+    let rescale = app
+        .status
+        .as_ref()
+        .unwrap()
+        .rescale
+        .clone()
+        .expect("a rescale under way");
     assert_eq!((rescale.from, rescale.to, rescale.after_checkpoint), (3, 2, Some(5)));
     assert_eq!(World::condition(&app, "Progressing").1, "WaitingForCheckpoint");
     assert_eq!(World::condition(&app, "Ready").1, "Rescaling");
-    assert_eq!(workers(&w).await, (3, "3".into(), "workers: 3".into()), "nothing stops before the checkpoint");
+    assert_eq!(
+        workers(&w).await,
+        (3, "3".into(), "workers: 3".into()),
+        "nothing stops before the checkpoint"
+    );
 
     // Checkpoint 5 completed before the change: not enough.
     w.reconcile().await;
@@ -42,9 +61,16 @@ async fn scaling_goes_through_a_checkpoint_and_a_restart_at_the_new_count() {
     w.worker.set_completed(6);
     w.reconcile().await;
     let app = w.get().await;
-    assert_eq!(app.status.as_ref().unwrap().rescale.as_ref().unwrap().checkpoint, Some(6));
+    assert_eq!(
+        app.status.as_ref().unwrap().rescale.as_ref().unwrap().checkpoint,
+        Some(6)
+    );
     assert_eq!(World::condition(&app, "Progressing").1, "StoppingWorkers");
-    assert_eq!(workers(&w).await, (0, "3".into(), "workers: 3".into()), "stopping, still configured for 3");
+    assert_eq!(
+        workers(&w).await,
+        (0, "3".into(), "workers: 3".into()),
+        "stopping, still configured for 3"
+    );
 
     // Pods are terminating: wait.
     w.reconcile().await;
@@ -52,7 +78,11 @@ async fn scaling_goes_through_a_checkpoint_and_a_restart_at_the_new_count() {
 
     w.set_workers(0, 0).await;
     w.reconcile().await;
-    assert_eq!(workers(&w).await, (2, "2".into(), "workers: 2".into()), "started at the new count");
+    assert_eq!(
+        workers(&w).await,
+        (2, "2".into(), "workers: 2".into()),
+        "started at the new count"
+    );
     let app = w.get().await;
     assert_eq!(World::condition(&app, "Progressing").1, "StartingWorkers");
 
@@ -62,7 +92,10 @@ async fn scaling_goes_through_a_checkpoint_and_a_restart_at_the_new_count() {
     let app = w.get().await;
     let status = app.status.clone().unwrap();
     assert_eq!(World::condition(&app, "Ready").0, "True");
-    assert_eq!((status.worker_summary.as_str(), status.rescale, status.last_checkpoint), ("2/2", None, Some(7)));
+    assert_eq!(
+        (status.worker_summary.as_str(), status.rescale, status.last_checkpoint),
+        ("2/2", None, Some(7))
+    );
     let reasons = w.event_reasons().await;
     for want in ["RescaleStarted", "StoppingWorkers", "StartingWorkers"] {
         assert!(reasons.contains(&want.to_string()), "{want} in {reasons:?}");
@@ -98,5 +131,9 @@ async fn changing_back_while_stopped_starts_the_old_count_again() {
     w.edit(|a| a.spec.workers = 3).await;
     w.set_workers(0, 0).await;
     w.reconcile().await;
-    assert_eq!(workers(&w).await, (3, "3".into(), "workers: 3".into()), "running at 3 again");
+    assert_eq!(
+        workers(&w).await,
+        (3, "3".into(), "workers: 3".into()),
+        "running at 3 again"
+    );
 }

@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -25,11 +27,22 @@ async fn health_readiness_and_metrics() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, ServerState { health: health.clone(), metrics }, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(serve(
+        listener,
+        ServerState {
+            health: health.clone(),
+            metrics,
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
     assert_eq!(get(addr, "/healthz").await.0, 200);
-    assert_eq!(get(addr, "/readyz").await.0, 503, "not ready before the API server answered");
+    assert_eq!(
+        get(addr, "/readyz").await.0,
+        503,
+        "not ready before the API server answered"
+    );
     health.api_reachable.store(true, Ordering::Release);
     let (code, body) = get(addr, "/readyz").await;
     assert_eq!(code, 200);

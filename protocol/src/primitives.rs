@@ -3,9 +3,7 @@
 use bytes::Bytes;
 use prost::Message;
 
-use crate::types::{
-    BooleanWrapper, DoubleWrapper, FloatWrapper, IntWrapper, LongWrapper, StringWrapper,
-};
+use crate::types::{BooleanWrapper, DoubleWrapper, FloatWrapper, IntWrapper, LongWrapper, StringWrapper};
 
 /// Typenames of StateFun's built-in types.
 pub mod typenames {
@@ -15,8 +13,7 @@ pub mod typenames {
     pub const BOOL: &str = "io.statefun.types/bool";
     pub const FLOAT: &str = "io.statefun.types/float";
     pub const DOUBLE: &str = "io.statefun.types/double";
-    pub const KAFKA_PRODUCER_RECORD: &str =
-        "type.googleapis.com/io.statefun.sdk.egress.KafkaProducerRecord";
+    pub const KAFKA_PRODUCER_RECORD: &str = "type.googleapis.com/io.statefun.sdk.egress.KafkaProducerRecord";
 }
 
 /// A decoded value of one of StateFun's primitive types.

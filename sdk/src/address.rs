@@ -24,9 +24,7 @@ impl Address {
 
     /// Reads a wire address. An absent or all-empty one means "no address" (the caller of a
     /// message from an ingress), as in the Python SDK.
-    pub(crate) fn from_pb(
-        pb: Option<&reqreply::Address>,
-    ) -> Result<Option<Address>, TypeNameError> {
+    pub(crate) fn from_pb(pb: Option<&reqreply::Address>) -> Result<Option<Address>, TypeNameError> {
         let Some(pb) = pb else { return Ok(None) };
         if pb.namespace.is_empty() && pb.r#type.is_empty() && pb.id.is_empty() {
             return Ok(None);

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spindle_protocol::reqreply::TypedValue;
-use spindle_protocol::reqreply::from_function::{
-    DelayedInvocation, EgressMessage, Invocation, InvocationResponse,
-};
+use spindle_protocol::reqreply::from_function::{DelayedInvocation, EgressMessage, Invocation, InvocationResponse};
 
 use crate::state::StateView;
 use crate::{Address, DecodeError, Type, TypeName, UsageError, ValueSpec};
@@ -90,13 +88,7 @@ impl<'a> Context<'a> {
 
     /// Sends a message to a function after `delay`. A message sent with a cancellation token
     /// can be cancelled with [`Context::cancel_delayed`] until it is delivered.
-    pub fn send_after<T: Type>(
-        &mut self,
-        delay: Duration,
-        to: &Address,
-        value: &T,
-        cancellation_token: Option<&str>,
-    ) {
+    pub fn send_after<T: Type>(&mut self, delay: Duration, to: &Address, value: &T, cancellation_token: Option<&str>) {
         let Some(argument) = self.typed(value) else {
             return;
         };

@@ -114,22 +114,13 @@ pub enum SdkError {
     #[error("the invocation batch has no target address")]
     MissingTarget,
     #[error("invalid {role} address: {source}")]
-    InvalidAddress {
-        role: &'static str,
-        source: TypeNameError,
-    },
+    InvalidAddress { role: &'static str, source: TypeNameError },
     #[error("no function of type `{0}` is registered here")]
     UnknownFunction(String),
     #[error("function `{function}` failed: {source}")]
-    Handler {
-        function: TypeName,
-        source: HandlerError,
-    },
+    Handler { function: TypeName, source: HandlerError },
     #[error("function `{function}` misused its context: {source}")]
-    Usage {
-        function: TypeName,
-        source: UsageError,
-    },
+    Usage { function: TypeName, source: UsageError },
 }
 
 impl SdkError {

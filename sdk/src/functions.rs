@@ -6,9 +6,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use prost::Message as _;
-use spindle_protocol::reqreply::from_function::{
-    IncompleteInvocationContext, InvocationResponse, Response,
-};
+use spindle_protocol::reqreply::from_function::{IncompleteInvocationContext, InvocationResponse, Response};
 use spindle_protocol::reqreply::to_function::{Invocation, Request};
 use spindle_protocol::reqreply::{FromFunction, ToFunction};
 
@@ -40,12 +38,7 @@ impl Functions {
     /// # Panics
     /// When two declared states share a name: a programming error, caught at startup rather
     /// than as unreadable state later.
-    pub fn register<F>(
-        &mut self,
-        typename: TypeName,
-        states: Vec<StateDecl>,
-        handler: F,
-    ) -> &mut Self
+    pub fn register<F>(&mut self, typename: TypeName, states: Vec<StateDecl>, handler: F) -> &mut Self
     where
         F: Fn(&mut Context<'_>, Message) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
@@ -79,10 +72,7 @@ impl Functions {
             return Err(SdkError::MissingInvocation);
         };
         let target = Address::from_pb(batch.target.as_ref())
-            .map_err(|source| SdkError::InvalidAddress {
-                role: "target",
-                source,
-            })?
+            .map_err(|source| SdkError::InvalidAddress { role: "target", source })?
             .ok_or(SdkError::MissingTarget)?;
         let function = self
             .by_type
@@ -96,9 +86,7 @@ impl Functions {
                     missing_values: missing.into_iter().map(|d| d.to_pb()).collect(),
                 })
             }
-            Ok(state) => {
-                Response::InvocationResult(function.run(&target, state, batch.invocations)?)
-            }
+            Ok(state) => Response::InvocationResult(function.run(&target, state, batch.invocations)?),
         };
         let reply = FromFunction {
             response: Some(response),
@@ -116,18 +104,12 @@ impl Function {
     ) -> Result<InvocationResponse, SdkError> {
         let mut ctx = Context::new(target, state);
         for invocation in invocations {
-            let caller = Address::from_pb(invocation.caller.as_ref()).map_err(|source| {
-                SdkError::InvalidAddress {
-                    role: "caller",
-                    source,
-                }
-            })?;
+            let caller = Address::from_pb(invocation.caller.as_ref())
+                .map_err(|source| SdkError::InvalidAddress { role: "caller", source })?;
             ctx.set_caller(caller);
-            (self.handler)(&mut ctx, Message::from_pb(invocation.argument)).map_err(|source| {
-                SdkError::Handler {
-                    function: self.typename.clone(),
-                    source,
-                }
+            (self.handler)(&mut ctx, Message::from_pb(invocation.argument)).map_err(|source| SdkError::Handler {
+                function: self.typename.clone(),
+                source,
             })?;
             // Fail at the invocation that misused the context, as the Python SDK raises there.
             if let Some(source) = ctx.take_misuse() {

@@ -65,10 +65,7 @@ pub async fn serve(
 /// table does not become a busy loop — hyper's old `AddrIncoming` did the same.
 async fn accept_failed(e: std::io::Error) {
     use std::io::ErrorKind::*;
-    if matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | ConnectionRefused
-    ) {
+    if matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused) {
         tracing::debug!(error = %e, "connection failed before it was accepted");
     } else {
         tracing::warn!(error = %e, "cannot accept connections; retrying shortly");
@@ -82,11 +79,7 @@ fn log_join(joined: Result<(), tokio::task::JoinError>) {
     }
 }
 
-async fn connection(
-    stream: TcpStream,
-    functions: Arc<Functions>,
-    mut draining: watch::Receiver<()>,
-) {
+async fn connection(stream: TcpStream, functions: Arc<Functions>, mut draining: watch::Receiver<()>) {
     // Requests and replies are small; don't let Nagle's algorithm hold them back.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
@@ -111,22 +104,14 @@ async fn connection(
 
 async fn respond(functions: &Functions, request: Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::POST {
-        let mut response = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only POST is supported".into(),
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only POST is supported".into());
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the body: {e}"),
-            );
+            return text(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}"));
         }
     };
     // A panicking handler fails its request with a 500, like a handler error, instead of
@@ -136,10 +121,9 @@ async fn respond(functions: &Functions, request: Request<Incoming>) -> Response<
     match handled {
         Ok(Ok(reply)) => {
             let mut response = Response::new(Full::new(reply));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(spindle_protocol::CONTENT_TYPE),
-            );
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(spindle_protocol::CONTENT_TYPE));
             response
         }
         Ok(Err(e)) if e.is_bad_request() => {
@@ -150,20 +134,16 @@ async fn respond(functions: &Functions, request: Request<Incoming>) -> Response<
             tracing::error!(error = %e, "invocation failed");
             text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
-        Err(_) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "a function handler panicked".into(),
-        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "a function handler panicked".into()),
     }
 }
 
 fn text(status: StatusCode, message: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(message)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -182,14 +162,10 @@ mod tests {
     #[tokio::test]
     async fn serves_invocations_over_http() {
         let mut functions = Functions::new();
-        functions.register(
-            TypeName::parse("test/fn").unwrap(),
-            vec![SEEN.decl()],
-            |ctx, _| {
-                ctx.set(&SEEN, &1i64);
-                Ok::<_, HandlerError>(())
-            },
-        );
+        functions.register(TypeName::parse("test/fn").unwrap(), vec![SEEN.decl()], |ctx, _| {
+            ctx.set(&SEEN, &1i64);
+            Ok::<_, HandlerError>(())
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/any/path", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -215,10 +191,7 @@ mod tests {
         );
         let response = post(request.encode_to_vec()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()[CONTENT_TYPE],
-            spindle_protocol::CONTENT_TYPE
-        );
+        assert_eq!(response.headers()[CONTENT_TYPE], spindle_protocol::CONTENT_TYPE);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(FromFunction::decode(body).unwrap().response.is_some());
 

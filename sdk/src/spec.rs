@@ -4,9 +4,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use spindle_protocol::reqreply::from_function::{
-    ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode,
-};
+use spindle_protocol::reqreply::from_function::{ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode};
 
 use crate::Type;
 

@@ -26,10 +26,7 @@ impl<'a> StateView<'a> {
     /// Matches the received values to the declared states. When some declared state was not
     /// sent, returns every such declaration (in declaration order) so the runtime can register
     /// them all at once. Received values of undeclared states are ignored.
-    pub(crate) fn resolve(
-        decls: &'a [StateDecl],
-        received: Vec<PersistedValue>,
-    ) -> Result<Self, Vec<&'a StateDecl>> {
+    pub(crate) fn resolve(decls: &'a [StateDecl], received: Vec<PersistedValue>) -> Result<Self, Vec<&'a StateDecl>> {
         let mut cells: Vec<Cell<'a>> = decls
             .iter()
             .map(|decl| Cell {
@@ -80,11 +77,7 @@ impl<'a> StateView<'a> {
         T::decode(&value.value).map(Some)
     }
 
-    pub(crate) fn set<T: Type>(
-        &mut self,
-        spec: &ValueSpec<T>,
-        value: &T,
-    ) -> Result<(), UsageError> {
+    pub(crate) fn set<T: Type>(&mut self, spec: &ValueSpec<T>, value: &T) -> Result<(), UsageError> {
         let cell = self.declared::<T>(spec)?;
         let bytes = value.try_encode().map_err(|source| UsageError::Encode {
             typename: T::typename(),

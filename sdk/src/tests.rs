@@ -9,15 +9,10 @@ use prost::Message as _;
 use spindle_protocol::reqreply::from_function::expiration_spec::ExpireMode;
 use spindle_protocol::reqreply::from_function::persisted_value_mutation::MutationType;
 use spindle_protocol::reqreply::from_function::{InvocationResponse, PersistedValueSpec, Response};
-use spindle_protocol::reqreply::to_function::{
-    Invocation, InvocationBatchRequest, PersistedValue, Request,
-};
+use spindle_protocol::reqreply::to_function::{Invocation, InvocationBatchRequest, PersistedValue, Request};
 use spindle_protocol::reqreply::{self as pb, FromFunction, ToFunction, TypedValue};
 
-use crate::{
-    Address, DecodeError, Functions, HandlerError, JsonType, SdkError, Type, TypeName, UsageError,
-    ValueSpec,
-};
+use crate::{Address, DecodeError, Functions, HandlerError, JsonType, SdkError, Type, TypeName, UsageError, ValueSpec};
 
 // ---- request builders, shared with the server test --------------------------------------------
 
@@ -30,12 +25,7 @@ pub(crate) fn pb_address(typename: &str, id: &str) -> pb::Address {
     }
 }
 
-pub(crate) fn batch(
-    target: &str,
-    id: &str,
-    state: Vec<PersistedValue>,
-    invocations: Vec<Invocation>,
-) -> ToFunction {
+pub(crate) fn batch(target: &str, id: &str, state: Vec<PersistedValue>, invocations: Vec<Invocation>) -> ToFunction {
     ToFunction {
         request: Some(Request::Invocation(InvocationBatchRequest {
             target: Some(pb_address(target, id)),
@@ -88,8 +78,7 @@ fn result(functions: &Functions, request: ToFunction) -> InvocationResponse {
 
 const COUNT: ValueSpec<i64> = ValueSpec::new("count");
 const NOTE: ValueSpec<String> = ValueSpec::new("note").expire_after_write(Duration::from_secs(60));
-const SEEN: ValueSpec<bool> =
-    ValueSpec::new("seen").expire_after_invoke(Duration::from_millis(1500));
+const SEEN: ValueSpec<bool> = ValueSpec::new("seen").expire_after_invoke(Duration::from_millis(1500));
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
 struct Cmd {
@@ -147,11 +136,7 @@ fn functions(calls: Arc<AtomicUsize>) -> Functions {
 }
 
 fn all_states() -> Vec<PersistedValue> {
-    vec![
-        state("count", None),
-        state("note", None),
-        state("seen", None),
-    ]
+    vec![state("count", None), state("note", None), state("seen", None)]
 }
 
 // ---- tests --------------------------------------------------------------------------------------
@@ -181,18 +166,8 @@ fn missing_state_yields_incomplete_context_listing_every_missing_spec() {
     assert_eq!(
         incomplete.missing_values,
         vec![
-            spec(
-                "note",
-                "io.statefun.types/string",
-                ExpireMode::AfterWrite,
-                60_000
-            ),
-            spec(
-                "seen",
-                "io.statefun.types/bool",
-                ExpireMode::AfterInvoke,
-                1_500
-            ),
+            spec("note", "io.statefun.types/string", ExpireMode::AfterWrite, 60_000),
+            spec("seen", "io.statefun.types/bool", ExpireMode::AfterInvoke, 1_500),
         ]
     );
     assert_eq!(calls.load(Ordering::Relaxed), 0, "the handler must not run");
@@ -258,10 +233,7 @@ fn sends_delays_cancellations_and_egress_have_the_wire_shape() {
     assert_eq!(sent.argument, Some(typed(&"hi".to_string())));
 
     let [later, untokened, cancel] = &r.delayed_invocations[..] else {
-        panic!(
-            "expected three delayed invocations, got {:?}",
-            r.delayed_invocations
-        );
+        panic!("expected three delayed invocations, got {:?}", r.delayed_invocations);
     };
     assert_eq!(later.delay_in_ms, 2500);
     assert_eq!(later.cancellation_token, "tok");
@@ -285,10 +257,7 @@ fn sends_delays_cancellations_and_egress_have_the_wire_shape() {
         panic!("expected one egress message")
     };
     assert_eq!(
-        (
-            egress.egress_namespace.as_str(),
-            egress.egress_type.as_str()
-        ),
+        (egress.egress_namespace.as_str(), egress.egress_type.as_str()),
         ("test", "out")
     );
     let argument = egress.argument.as_ref().unwrap();
@@ -302,10 +271,7 @@ fn caller_is_visible_per_invocation() {
     let functions = functions(Arc::default());
     let mut from_friend = invocation(cmd("caller"));
     from_friend.caller = Some(pb_address("test/friend", "f9"));
-    let r = result(
-        &functions,
-        batch("test/fn", "a", all_states(), vec![from_friend]),
-    );
+    let r = result(&functions, batch("test/fn", "a", all_states(), vec![from_friend]));
     assert_eq!(
         r.state_mutations[0].state_value,
         Some(typed(&"test/friend/f9".to_string()))
@@ -314,14 +280,8 @@ fn caller_is_visible_per_invocation() {
     // From an ingress: no caller (an all-empty address counts as none).
     let mut from_ingress = invocation(cmd("caller"));
     from_ingress.caller = Some(pb::Address::default());
-    let r = result(
-        &functions,
-        batch("test/fn", "a", all_states(), vec![from_ingress]),
-    );
-    assert_eq!(
-        r.state_mutations[0].state_value,
-        Some(typed(&String::new()))
-    );
+    let r = result(&functions, batch("test/fn", "a", all_states(), vec![from_ingress]));
+    assert_eq!(r.state_mutations[0].state_value, Some(typed(&String::new())));
 }
 
 #[test]
@@ -346,12 +306,7 @@ fn handler_failures_and_misuse_are_server_errors() {
     assert!(matches!(err, SdkError::Handler { .. }) && !err.is_bad_request());
     assert!(err.to_string().contains("boom"), "{err}");
 
-    let request = batch(
-        "test/fn",
-        "a",
-        all_states(),
-        vec![invocation(cmd("undeclared"))],
-    );
+    let request = batch("test/fn", "a", all_states(), vec![invocation(cmd("undeclared"))]);
     let err = functions.handle(&request.encode_to_vec()).unwrap_err();
     assert!(
         matches!(&err, SdkError::Usage { source: UsageError::UndeclaredState(s), .. } if s == "nope"),
@@ -373,9 +328,7 @@ fn bad_requests_are_rejected() {
 
     let err = functions.handle(b"garbage").unwrap_err();
     assert!(matches!(err, SdkError::MalformedRequest(_)), "{err:?}");
-    let err = functions
-        .handle(&ToFunction::default().encode_to_vec())
-        .unwrap_err();
+    let err = functions.handle(&ToFunction::default().encode_to_vec()).unwrap_err();
     assert!(matches!(err, SdkError::MissingInvocation), "{err:?}");
     let mut no_target = batch("test/fn", "a", vec![], vec![]);
     if let Some(Request::Invocation(b)) = &mut no_target.request {

@@ -71,9 +71,7 @@ macro_rules! primitive_type {
             fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
                 match Primitive::decode($typename, bytes) {
                     Some(Primitive::$variant(value)) => Ok(value),
-                    _ => Err(DecodeError::Malformed {
-                        typename: $typename,
-                    }),
+                    _ => Err(DecodeError::Malformed { typename: $typename }),
                 }
             }
         }
@@ -115,10 +113,7 @@ mod tests {
 
     #[test]
     fn malformed_primitive_is_an_error() {
-        assert!(matches!(
-            i64::decode(&[0x09, 1]),
-            Err(DecodeError::Malformed { .. })
-        ));
+        assert!(matches!(i64::decode(&[0x09, 1]), Err(DecodeError::Malformed { .. })));
     }
 
     #[test]

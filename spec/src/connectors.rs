@@ -224,7 +224,11 @@ pub fn parse_utc_millis(s: &str) -> Result<i64, String> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || sec > 60 {
         return Err(err());
     }
-    let ms = if frac.is_empty() { 0 } else { num(&format!("{frac:0<3}")[..3])? };
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        num(&format!("{frac:0<3}")[..3])?
+    };
     // Days from the civil date (Howard Hinnant's algorithm).
     let yy = if m <= 2 { y - 1 } else { y };
     let era = yy.div_euclid(400);

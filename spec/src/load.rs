@@ -8,10 +8,7 @@ use crate::{StatefulApplication, ValidationErrors};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {path}: {reason}")]
     Parse {
         origin: String,
@@ -19,10 +16,7 @@ pub enum LoadError {
         reason: String,
     },
     #[error("{origin}: invalid application:\n{errors}")]
-    Invalid {
-        origin: String,
-        errors: ValidationErrors,
-    },
+    Invalid { origin: String, errors: ValidationErrors },
 }
 
 /// Reads and validates an application file.
@@ -37,23 +31,24 @@ pub fn load_file(path: &Path) -> Result<StatefulApplication, LoadError> {
 /// Parses and validates YAML; `origin` names the source in errors (a file path, say).
 pub fn from_yaml_str(text: &str, origin: &str) -> Result<StatefulApplication, LoadError> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let app: StatefulApplication =
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            // serde_yaml prefixes its message with its own (shorter) view of the path; drop it so
-            // the path is said once. Its " at line L column C" suffix stays: it helps.
-            let mut reason = inner.to_string();
-            if let Some((prefix, rest)) = reason.split_once(": ")
-                && !prefix.contains(' ') && path.starts_with(prefix) {
-                    reason = rest.to_string();
-                }
-            LoadError::Parse {
-                origin: origin.to_string(),
-                path: if path == "." { "(document)".into() } else { path },
-                reason,
-            }
-        })?;
+    let app: StatefulApplication = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_yaml prefixes its message with its own (shorter) view of the path; drop it so
+        // the path is said once. Its " at line L column C" suffix stays: it helps.
+        let mut reason = inner.to_string();
+        if let Some((prefix, rest)) = reason.split_once(": ")
+            && !prefix.contains(' ')
+            && path.starts_with(prefix)
+        {
+            reason = rest.to_string();
+        }
+        LoadError::Parse {
+            origin: origin.to_string(),
+            path: if path == "." { "(document)".into() } else { path },
+            reason,
+        }
+    })?;
     app.validate().map_err(|errors| LoadError::Invalid {
         origin: origin.to_string(),
         errors,
@@ -114,7 +109,10 @@ spec:
         );
         let text = GOOD.replace("{function.name}", "{function}");
         let msg = err_lines(&text);
-        assert!(msg.contains("spec.functions[0].endpoint: unknown placeholder `{function}`"), "{msg}");
+        assert!(
+            msg.contains("spec.functions[0].endpoint: unknown placeholder `{function}`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -128,7 +126,10 @@ spec:
         let text = GOOD.replace("path: out/greets.jsonl", "path: out/greets.jsonl\n      http: {url: x}");
         let msg = err_lines(&text);
         assert!(msg.contains("spec.egresses[0]: exactly one egress kind"), "{msg}");
-        assert!(msg.contains("spec.egresses[0].http.url: `x` is not an absolute URL"), "{msg}");
+        assert!(
+            msg.contains("spec.egresses[0].http.url: `x` is not an absolute URL"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -137,13 +138,22 @@ spec:
             .replace("name: greeter", "name: Greeter")
             .replace("spec:\n", "spec:\n  workers: 200\n  checkpoint: {interval: 5x}\n");
         let msg = err_lines(&text);
-        assert!(msg.contains("spec.checkpoint.interval: `5x` is not a duration"), "{msg}");
+        assert!(
+            msg.contains("spec.checkpoint.interval: `5x` is not a duration"),
+            "{msg}"
+        );
         let text = GOOD
             .replace("name: greeter", "name: Greeter")
             .replace("spec:\n", "spec:\n  workers: 200\n");
         let msg = err_lines(&text);
-        assert!(msg.contains("metadata.name: `Greeter` is not a DNS-1123 label"), "{msg}");
-        assert!(msg.contains("spec.workers: 200 workers exceed the 128 key groups"), "{msg}");
+        assert!(
+            msg.contains("metadata.name: `Greeter` is not a DNS-1123 label"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.workers: 200 workers exceed the 128 key groups"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -151,7 +161,10 @@ spec:
         let with = |c: &str| GOOD.replace("spec:\n", &format!("spec:\n  checkpoint: {c}\n"));
         assert!(from_yaml_str(&with("{interval: 1s, minPause: 2ms}"), "app.yaml").is_ok());
         let msg = err_lines(&with("{interval: 1s, minPause: 2s}"));
-        assert!(msg.contains("spec.checkpoint.minPause: 2s is longer than `interval` (1s)"), "{msg}");
+        assert!(
+            msg.contains("spec.checkpoint.minPause: 2s is longer than `interval` (1s)"),
+            "{msg}"
+        );
         let msg = err_lines(&with("{interval: 0s, minPause: 2ms}"));
         assert!(msg.contains("spec.checkpoint.minPause: needs checkpoints"), "{msg}");
     }
@@ -159,7 +172,10 @@ spec:
     #[test]
     fn rejects_bad_typenames() {
         let msg = err_lines(&GOOD.replace("typename: example/*", "typename: example"));
-        assert!(msg.contains("spec.functions[0].typename: `example` is not a typename"), "{msg}");
+        assert!(
+            msg.contains("spec.functions[0].typename: `example` is not a typename"),
+            "{msg}"
+        );
         let msg = err_lines(&GOOD.replace("typename: example/*", "typename: ex*/a"));
         assert!(msg.contains("spec.functions[0].typename:"), "{msg}");
     }

@@ -64,7 +64,11 @@ fn type_of(prop: &Value, defs: &Map<String, Value>) -> String {
         };
     }
     if let Some(variants) = prop.get("oneOf").and_then(Value::as_array) {
-        let names: Vec<String> = variants.iter().filter_map(|v| v["const"].as_str()).map(|c| format!("`{c}`")).collect();
+        let names: Vec<String> = variants
+            .iter()
+            .filter_map(|v| v["const"].as_str())
+            .map(|c| format!("`{c}`"))
+            .collect();
         return format!("one of {}", names.join(", "));
     }
     if let Some(any) = prop.get("anyOf").and_then(Value::as_array) {

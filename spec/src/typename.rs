@@ -31,9 +31,7 @@ impl TypeName {
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(TypeNameError::BadCharacter(s.to_string()));
         }
-        let split = s
-            .rfind('/')
-            .ok_or_else(|| TypeNameError::MissingSlash(s.to_string()))?;
+        let split = s.rfind('/').ok_or_else(|| TypeNameError::MissingSlash(s.to_string()))?;
         if split == 0 {
             return Err(TypeNameError::EmptyNamespace(s.to_string()));
         }
@@ -100,8 +98,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!(TypeName::parse("greeter"), Err(TypeNameError::MissingSlash(_))));
-        assert!(matches!(TypeName::parse("/greeter"), Err(TypeNameError::EmptyNamespace(_))));
+        assert!(matches!(
+            TypeName::parse("greeter"),
+            Err(TypeNameError::MissingSlash(_))
+        ));
+        assert!(matches!(
+            TypeName::parse("/greeter"),
+            Err(TypeNameError::EmptyNamespace(_))
+        ));
         assert!(matches!(TypeName::parse("ns/"), Err(TypeNameError::EmptyName(_))));
         assert!(matches!(TypeName::parse("ns/a b"), Err(TypeNameError::BadCharacter(_))));
     }

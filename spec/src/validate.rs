@@ -57,7 +57,10 @@ impl StatefulApplication {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut e = Errors::default();
         if self.api_version != API_VERSION {
-            e.add("apiVersion", format!("must be `{API_VERSION}`, found `{}`", self.api_version));
+            e.add(
+                "apiVersion",
+                format!("must be `{API_VERSION}`, found `{}`", self.api_version),
+            );
         }
         if self.kind != KIND {
             e.add("kind", format!("must be `{KIND}`, found `{}`", self.kind));
@@ -74,7 +77,10 @@ impl StatefulApplication {
         } else if spec.workers > spec.key_groups {
             e.add(
                 "spec.workers",
-                format!("{} workers exceed the {} key groups; each worker needs one", spec.workers, spec.key_groups),
+                format!(
+                    "{} workers exceed the {} key groups; each worker needs one",
+                    spec.workers, spec.key_groups
+                ),
             );
         }
         if spec.max_buffered_messages == 0 {
@@ -85,7 +91,10 @@ impl StatefulApplication {
         self.validate_egresses(&mut e);
         if let Some(pause) = spec.checkpoint.min_pause {
             if spec.checkpoint.interval.as_duration().is_zero() {
-                e.add("spec.checkpoint.minPause", "needs checkpoints, which `interval: 0s` turns off");
+                e.add(
+                    "spec.checkpoint.minPause",
+                    "needs checkpoints, which `interval: 0s` turns off",
+                );
             } else if pause.as_duration() > spec.checkpoint.interval.as_duration() {
                 e.add(
                     "spec.checkpoint.minPause",
@@ -134,9 +143,10 @@ impl StatefulApplication {
                 e.add(at("callTimeout"), "must be longer than zero");
             }
             if let Some(local) = &f.local
-                && local.command.first().is_none_or(|p| p.trim().is_empty()) {
-                    e.add(at("local.command"), "must name a program to run");
-                }
+                && local.command.first().is_none_or(|p| p.trim().is_empty())
+            {
+                e.add(at("local.command"), "must name a program to run");
+            }
         }
     }
 
@@ -152,11 +162,17 @@ impl StatefulApplication {
             }
             let kinds = ing.http.is_some() as u8 + ing.kafka.is_some() as u8 + ing.nats.is_some() as u8;
             if kinds != 1 {
-                e.add(format!("spec.ingresses[{i}]"), "exactly one ingress kind must be set (http, kafka or nats)");
+                e.add(
+                    format!("spec.ingresses[{i}]"),
+                    "exactly one ingress kind must be set (http, kafka or nats)",
+                );
             }
             if let Some(http) = &ing.http {
                 if !ports.insert(http.port) {
-                    e.add(at("http.port"), format!("port {} is used by another ingress", http.port));
+                    e.add(
+                        at("http.port"),
+                        format!("port {} is used by another ingress", http.port),
+                    );
                 }
                 if http.max_body_bytes == 0 {
                     e.add(at("http.maxBodyBytes"), "must be at least 1");
@@ -180,9 +196,13 @@ impl StatefulApplication {
             } else if !seen.insert(eg.typename.as_str()) {
                 e.add(at("typename"), format!("`{}` is declared twice", eg.typename));
             }
-            let kinds = eg.http.is_some() as u8 + eg.file.is_some() as u8 + eg.kafka.is_some() as u8 + eg.nats.is_some() as u8;
+            let kinds =
+                eg.http.is_some() as u8 + eg.file.is_some() as u8 + eg.kafka.is_some() as u8 + eg.nats.is_some() as u8;
             if kinds != 1 {
-                e.add(format!("spec.egresses[{i}]"), "exactly one egress kind must be set (http, file, kafka or nats)");
+                e.add(
+                    format!("spec.egresses[{i}]"),
+                    "exactly one egress kind must be set (http, file, kafka or nats)",
+                );
             }
             if let Some(kafka) = &eg.kafka {
                 check_kafka_egress(kafka, &at("kafka"), e);
@@ -202,9 +222,10 @@ impl StatefulApplication {
                 }
             }
             if let Some(file) = &eg.file
-                && file.path.trim().is_empty() {
-                    e.add(at("file.path"), "must not be empty");
-                }
+                && file.path.trim().is_empty()
+            {
+                e.add(at("file.path"), "must not be empty");
+            }
         }
     }
 
@@ -260,7 +281,9 @@ fn check_absolute_http_url(url: &str) -> Result<(), String> {
 fn check_dns_label(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {

@@ -18,7 +18,13 @@ impl StatefulApplication {
         for (j, t) in k.topics.iter().enumerate() {
             let at = format!("{at}.topics[{j}]");
             if !valid_topic(&t.topic) {
-                e.add(format!("{at}.topic"), format!("`{}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)", t.topic));
+                e.add(
+                    format!("{at}.topic"),
+                    format!(
+                        "`{}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)",
+                        t.topic
+                    ),
+                );
             } else if !seen.insert(t.topic.as_str()) {
                 e.add(format!("{at}.topic"), format!("topic `{}` is listed twice", t.topic));
             }
@@ -39,7 +45,13 @@ impl StatefulApplication {
             check_auth(auth, &format!("{at}.auth"), e);
         }
         if !valid_stream(&n.stream) {
-            e.add(format!("{at}.stream"), format!("`{}` is not a JetStream stream name (no spaces, `.`, `*`, `>`)", n.stream));
+            e.add(
+                format!("{at}.stream"),
+                format!(
+                    "`{}` is not a JetStream stream name (no spaces, `.`, `*`, `>`)",
+                    n.stream
+                ),
+            );
         }
         if n.subjects.is_empty() {
             e.add(format!("{at}.subjects"), "at least one subject is required");
@@ -79,7 +91,10 @@ pub(crate) fn check_kafka_egress(k: &KafkaEgress, at: &str, e: &mut Errors) {
     if let Some(t) = &k.topic
         && !valid_topic(t)
     {
-        e.add(format!("{at}.topic"), format!("`{t}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"));
+        e.add(
+            format!("{at}.topic"),
+            format!("`{t}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"),
+        );
     }
     if k.timeout.0.is_zero() {
         e.add(format!("{at}.timeout"), "must be longer than zero");
@@ -104,7 +119,9 @@ fn check_brokers(brokers: &[String], at: &str, e: &mut Errors) {
         e.add(at, "at least one broker `host:port` is required");
     }
     for (i, b) in brokers.iter().enumerate() {
-        let ok = b.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = b
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             e.add(format!("{at}[{i}]"), format!("`{b}` is not `host:port`"));
         }
@@ -116,8 +133,13 @@ fn check_servers(servers: &[String], at: &str, e: &mut Errors) {
         e.add(at, "at least one server `nats://host:port` is required");
     }
     for (i, s) in servers.iter().enumerate() {
-        let rest = s.strip_prefix("nats://").or_else(|| s.strip_prefix("tls://")).unwrap_or(s);
-        let ok = rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        let rest = s
+            .strip_prefix("nats://")
+            .or_else(|| s.strip_prefix("tls://"))
+            .unwrap_or(s);
+        let ok = rest
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             e.add(format!("{at}[{i}]"), format!("`{s}` is not `nats://host:port`"));
         }
@@ -135,7 +157,10 @@ fn check_auth(auth: &NatsAuth, at: &str, e: &mut Errors) {
             && !s.env.starts_with(|c: char| c.is_ascii_digit())
             && s.env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !ok {
-            e.add(format!("{at}.{name}.env"), format!("`{}` is not an environment variable name", s.env));
+            e.add(
+                format!("{at}.{name}.env"),
+                format!("`{}` is not an environment variable name", s.env),
+            );
         }
         if let Some(r) = &s.secret_key_ref
             && (r.name.trim().is_empty() || r.key.trim().is_empty())
@@ -147,15 +172,19 @@ fn check_auth(auth: &NatsAuth, at: &str, e: &mut Errors) {
 
 fn check_startup(p: StartupPosition, timestamp: Option<&str>, kafka: bool, at: &str, e: &mut Errors) {
     match (p, timestamp) {
-        (StartupPosition::Timestamp, None) => {
-            e.add(format!("{at}.startupTimestamp"), "`startupPosition: timestamp` needs a startupTimestamp")
-        }
+        (StartupPosition::Timestamp, None) => e.add(
+            format!("{at}.startupTimestamp"),
+            "`startupPosition: timestamp` needs a startupTimestamp",
+        ),
         (StartupPosition::Timestamp, Some(t)) => {
             if let Err(reason) = parse_utc_millis(t) {
                 e.add(format!("{at}.startupTimestamp"), reason);
             }
         }
-        (_, Some(_)) => e.add(format!("{at}.startupTimestamp"), "only `startupPosition: timestamp` takes a timestamp"),
+        (_, Some(_)) => e.add(
+            format!("{at}.startupTimestamp"),
+            "only `startupPosition: timestamp` takes a timestamp",
+        ),
         (StartupPosition::GroupOffsets, None) if !kafka => e.add(
             format!("{at}.startupPosition"),
             "`group-offsets` is a Kafka startup position; use earliest, latest or timestamp",
@@ -169,7 +198,8 @@ fn valid_topic(t: &str) -> bool {
         && t.len() <= 249
         && t != "."
         && t != ".."
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 fn valid_stream(s: &str) -> bool {
@@ -241,7 +271,10 @@ spec:
     fn names_every_bad_connector_field() {
         let bad = APP
             .replace("kafka:9092\"]\n        topics", "kafka\"]\n        topics")
-            .replace("targets: [example/counter], valueFormat", "targets: [other/counter], valueFormat")
+            .replace(
+                "targets: [example/counter], valueFormat",
+                "targets: [other/counter], valueFormat",
+            )
             .replace("2026-01-31T12:00:00Z", "yesterday")
             .replace("env: NATS_TOKEN", "env: 1TOKEN")
             .replace("subject: \"in.>\"", "subject: \"in.>.x\"")

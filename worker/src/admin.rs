@@ -49,7 +49,10 @@ async fn readyz(State(a): State<Admin>) -> Response {
 
 async fn metrics(State(a): State<Admin>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         a.node.metrics.encode(),
     )
         .into_response()
@@ -80,10 +83,7 @@ async fn dead_letters(State(a): State<Admin>) -> Json<serde_json::Value> {
     Json(json!(a.node.dead_letters.recent()))
 }
 
-async fn state(
-    State(a): State<Admin>,
-    Path((namespace, ty, id)): Path<(String, String, String)>,
-) -> Response {
+async fn state(State(a): State<Admin>, Path((namespace, ty, id)): Path<(String, String, String)>) -> Response {
     let typename = match TypeName::new(&namespace, &ty) {
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
@@ -92,7 +92,11 @@ async fn state(
     let Some(world) = a.node.current() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "restoring\n").into_response();
     };
-    if world.router.send(Input::ReadState(Address::new(typename, id), tx)).is_err() {
+    if world
+        .router
+        .send(Input::ReadState(Address::new(typename, id), tx))
+        .is_err()
+    {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let Ok(values) = rx.await else {

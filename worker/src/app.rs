@@ -77,7 +77,9 @@ pub enum EgressSink {
         max_in_flight: usize,
     },
     /// Path resolved against the application file's directory.
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     Kafka(KafkaEgress),
     Nats(NatsEgress),
 }
@@ -114,9 +116,7 @@ impl AppConfig {
                 id,
                 serves: match f.typename.strip_suffix("/*") {
                     Some(ns) => Serves::Namespace(ns.to_string()),
-                    None => Serves::Type(
-                        TypeName::parse(&f.typename).expect("validated spec has valid typenames"),
-                    ),
+                    None => Serves::Type(TypeName::parse(&f.typename).expect("validated spec has valid typenames")),
                 },
                 endpoint: f.endpoint.clone(),
                 max_batch_size: f.max_batch_size as usize,
@@ -165,7 +165,10 @@ impl AppConfig {
                     (None, Some(n)) => SourceKind::Nats(n.clone()),
                     (None, None) => return None,
                 };
-                Some(SourceConfig { name: i.name.clone(), kind })
+                Some(SourceConfig {
+                    name: i.name.clone(),
+                    kind,
+                })
             })
             .collect();
         AppConfig {
@@ -199,12 +202,22 @@ impl AppConfig {
         let mut out = Vec::new();
         for s in &self.sources {
             if let SourceKind::Nats(n) = &s.kind {
-                out.extend(n.auth.iter().flat_map(|a| a.secrets()).map(|v| (format!("ingress {}", s.name), v)));
+                out.extend(
+                    n.auth
+                        .iter()
+                        .flat_map(|a| a.secrets())
+                        .map(|v| (format!("ingress {}", s.name), v)),
+                );
             }
         }
         for e in &self.egresses {
             if let EgressSink::Nats(n) = &e.sink {
-                out.extend(n.auth.iter().flat_map(|a| a.secrets()).map(|v| (format!("egress {}", e.typename), v)));
+                out.extend(
+                    n.auth
+                        .iter()
+                        .flat_map(|a| a.secrets())
+                        .map(|v| (format!("egress {}", e.typename), v)),
+                );
             }
         }
         out

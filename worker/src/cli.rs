@@ -13,7 +13,11 @@ use crate::local::{self, LocalOptions};
 use crate::peer::discovery::{DiscoveryInput, discover};
 
 #[derive(Debug, Parser)]
-#[command(name = "spindle", version, about = "Stateful functions, StateFun-compatible, in Rust")]
+#[command(
+    name = "spindle",
+    version,
+    about = "Stateful functions, StateFun-compatible, in Rust"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -123,11 +127,16 @@ pub struct WorkerArgs {
 
 fn parse_function_port(s: &str) -> Result<(usize, u16), String> {
     let (id, port) = s.split_once('=').ok_or("expected ID=PORT")?;
-    Ok((id.parse().map_err(|e| format!("{e}"))?, port.parse().map_err(|e| format!("{e}"))?))
+    Ok((
+        id.parse().map_err(|e| format!("{e}"))?,
+        port.parse().map_err(|e| format!("{e}"))?,
+    ))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    HumanDuration::parse(s).map(HumanDuration::as_duration).map_err(|e| e.to_string())
+    HumanDuration::parse(s)
+        .map(HumanDuration::as_duration)
+        .map_err(|e| e.to_string())
 }
 
 pub fn main() -> ExitCode {
@@ -186,7 +195,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 peer_port: a.peer_port,
                 workers: spec.spec.workers.max(1),
             })?;
-            let peer_addr = a.peer_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], a.peer_port)));
+            let peer_addr = a
+                .peer_addr
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], a.peer_port)));
             serve(ServeOptions {
                 app_file: a.file,
                 cluster,
@@ -200,7 +211,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Checkpoints(CheckpointsCommand::Delete { storage, application }) => {
-            let store = crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &application)?;
+            let store =
+                crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &application)?;
             let deleted = store.delete_all().await?;
             println!("{}: deleted {deleted} objects", store.describe());
             Ok(())

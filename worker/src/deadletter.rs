@@ -116,6 +116,11 @@ impl DeadLetters {
 
     /// The latest records, oldest first.
     pub fn recent(&self) -> Vec<DeadLetter> {
-        self.recent.lock().expect("dead-letter list lock").iter().cloned().collect()
+        self.recent
+            .lock()
+            .expect("dead-letter list lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 }

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use crate::retry::Backoff;
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
-use crate::retry::Backoff;
 use spindle_protocol::reqreply::{
     FromFunction, ToFunction,
     from_function::{self, InvocationResponse, PersistedValueSpec},
@@ -113,7 +113,12 @@ impl Invoker {
         })?;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             return Err(AttemptError {
                 retryable: retryable_status(status),
                 kind: "http_status",
@@ -151,9 +156,7 @@ impl Invoker {
         })?;
         match reply.response {
             Some(from_function::Response::InvocationResult(r)) => Ok(Reply::Result(r)),
-            Some(from_function::Response::IncompleteInvocationContext(c)) => {
-                Ok(Reply::Incomplete(c.missing_values))
-            }
+            Some(from_function::Response::IncompleteInvocationContext(c)) => Ok(Reply::Incomplete(c.missing_values)),
             None => Err(AttemptError {
                 retryable: false,
                 kind: "bad_reply",

@@ -132,9 +132,7 @@ impl Metrics {
             invocations: Family::default(),
             invocation_messages: Family::default(),
             invocation_retries: Family::default(),
-            invocation_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            }),
+            invocation_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
             delayed_cancelled: Counter::default(),
             dead_letters: Family::default(),
             egress_records: Family::default(),
@@ -171,53 +169,200 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("ingress_accepted", "Records accepted by ingresses", m.ingress_accepted.clone());
-        r.register("ingress_rejected", "Records refused by ingresses, by reason", m.ingress_rejected.clone());
-        r.register("ingress_duplicates", "Ingress records dropped as repeats of an idempotency key", m.ingress_duplicates.clone());
-        r.register("invocations", "Invocation batches by function and outcome", m.invocations.clone());
-        r.register("invocation_messages", "Messages delivered to functions", m.invocation_messages.clone());
-        r.register("invocation_retries", "Invocation attempts retried", m.invocation_retries.clone());
-        r.register("invocation_duration_seconds", "Time per invocation batch, retries included", m.invocation_seconds.clone());
-        r.register("delayed_cancelled", "Delayed messages cancelled", m.delayed_cancelled.clone());
+        r.register(
+            "ingress_accepted",
+            "Records accepted by ingresses",
+            m.ingress_accepted.clone(),
+        );
+        r.register(
+            "ingress_rejected",
+            "Records refused by ingresses, by reason",
+            m.ingress_rejected.clone(),
+        );
+        r.register(
+            "ingress_duplicates",
+            "Ingress records dropped as repeats of an idempotency key",
+            m.ingress_duplicates.clone(),
+        );
+        r.register(
+            "invocations",
+            "Invocation batches by function and outcome",
+            m.invocations.clone(),
+        );
+        r.register(
+            "invocation_messages",
+            "Messages delivered to functions",
+            m.invocation_messages.clone(),
+        );
+        r.register(
+            "invocation_retries",
+            "Invocation attempts retried",
+            m.invocation_retries.clone(),
+        );
+        r.register(
+            "invocation_duration_seconds",
+            "Time per invocation batch, retries included",
+            m.invocation_seconds.clone(),
+        );
+        r.register(
+            "delayed_cancelled",
+            "Delayed messages cancelled",
+            m.delayed_cancelled.clone(),
+        );
         r.register("dead_letters", "Dead-letter records by kind", m.dead_letters.clone());
-        r.register("egress_records", "Egress records by egress and outcome", m.egress_records.clone());
-        r.register("messages_queued", "Messages waiting in mailboxes", m.messages_queued.clone());
-        r.register("batches_in_flight", "Invocation batches in flight", m.batches_in_flight.clone());
-        r.register("delayed_pending", "Delayed messages not yet due", m.delayed_pending.clone());
-        r.register("egress_pending", "Egress records not yet written", m.egress_pending.clone());
-        r.register("ingress_in_process", "Accepted ingress records not yet processed", m.ingress_in_process.clone());
-        r.register("messages_routed", "Messages routed, by route (local or remote)", m.messages_routed.clone());
-        r.register("peer_pending", "Messages sent to peers and not yet acknowledged", m.peer_pending.clone());
-        r.register("peer_in_process", "Messages from peers not yet processed", m.peer_in_process.clone());
-        r.register("peer_batches_sent", "Batches sent to peers", m.peer_batches_sent.clone());
-        r.register("peer_envelopes_sent", "Messages sent to peers", m.peer_envelopes_sent.clone());
-        r.register("peer_bytes_sent", "Encoded bytes of batches sent to peers", m.peer_bytes_sent.clone());
-        r.register("peer_reconnects", "Peer streams reopened after a failure", m.peer_reconnects.clone());
+        r.register(
+            "egress_records",
+            "Egress records by egress and outcome",
+            m.egress_records.clone(),
+        );
+        r.register(
+            "messages_queued",
+            "Messages waiting in mailboxes",
+            m.messages_queued.clone(),
+        );
+        r.register(
+            "batches_in_flight",
+            "Invocation batches in flight",
+            m.batches_in_flight.clone(),
+        );
+        r.register(
+            "delayed_pending",
+            "Delayed messages not yet due",
+            m.delayed_pending.clone(),
+        );
+        r.register(
+            "egress_pending",
+            "Egress records not yet written",
+            m.egress_pending.clone(),
+        );
+        r.register(
+            "ingress_in_process",
+            "Accepted ingress records not yet processed",
+            m.ingress_in_process.clone(),
+        );
+        r.register(
+            "messages_routed",
+            "Messages routed, by route (local or remote)",
+            m.messages_routed.clone(),
+        );
+        r.register(
+            "peer_pending",
+            "Messages sent to peers and not yet acknowledged",
+            m.peer_pending.clone(),
+        );
+        r.register(
+            "peer_in_process",
+            "Messages from peers not yet processed",
+            m.peer_in_process.clone(),
+        );
+        r.register(
+            "peer_batches_sent",
+            "Batches sent to peers",
+            m.peer_batches_sent.clone(),
+        );
+        r.register(
+            "peer_envelopes_sent",
+            "Messages sent to peers",
+            m.peer_envelopes_sent.clone(),
+        );
+        r.register(
+            "peer_bytes_sent",
+            "Encoded bytes of batches sent to peers",
+            m.peer_bytes_sent.clone(),
+        );
+        r.register(
+            "peer_reconnects",
+            "Peer streams reopened after a failure",
+            m.peer_reconnects.clone(),
+        );
         r.register("peer_refused", "Peer handshakes refused", m.peer_refused.clone());
-        r.register("checkpoints_completed", "Checkpoints completed (coordinator)", m.checkpoints_completed.clone());
-        r.register("checkpoints_failed", "Checkpoints failed (coordinator)", m.checkpoints_failed.clone());
-        r.register("checkpoints_damaged", "Damaged checkpoints skipped at a restore", m.checkpoints_damaged.clone());
-        r.register("checkpoint_duration_seconds", "From trigger to manifest written", m.checkpoint_seconds.clone());
-        r.register("checkpoint_capture_seconds", "Partition pause to copy a snapshot", m.checkpoint_capture_seconds.clone());
-        r.register("checkpoint_part_upload_seconds", "Encoding and writing this worker's part", m.part_upload_seconds.clone());
-        r.register("checkpoint_part_upload_failures", "Parts that could not be written", m.part_upload_failures.clone());
-        r.register("checkpoint_part_bytes", "Size of this worker's last part", m.checkpoint_part_bytes.clone());
-        r.register("checkpoint_bytes", "Size of the last completed checkpoint", m.checkpoint_bytes.clone());
-        r.register("last_checkpoint", "Id of the last completed checkpoint", m.last_checkpoint.clone());
-        r.register("generation", "Current generation (incremented by every rollback)", m.generation.clone());
+        r.register(
+            "checkpoints_completed",
+            "Checkpoints completed (coordinator)",
+            m.checkpoints_completed.clone(),
+        );
+        r.register(
+            "checkpoints_failed",
+            "Checkpoints failed (coordinator)",
+            m.checkpoints_failed.clone(),
+        );
+        r.register(
+            "checkpoints_damaged",
+            "Damaged checkpoints skipped at a restore",
+            m.checkpoints_damaged.clone(),
+        );
+        r.register(
+            "checkpoint_duration_seconds",
+            "From trigger to manifest written",
+            m.checkpoint_seconds.clone(),
+        );
+        r.register(
+            "checkpoint_capture_seconds",
+            "Partition pause to copy a snapshot",
+            m.checkpoint_capture_seconds.clone(),
+        );
+        r.register(
+            "checkpoint_part_upload_seconds",
+            "Encoding and writing this worker's part",
+            m.part_upload_seconds.clone(),
+        );
+        r.register(
+            "checkpoint_part_upload_failures",
+            "Parts that could not be written",
+            m.part_upload_failures.clone(),
+        );
+        r.register(
+            "checkpoint_part_bytes",
+            "Size of this worker's last part",
+            m.checkpoint_part_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_bytes",
+            "Size of the last completed checkpoint",
+            m.checkpoint_bytes.clone(),
+        );
+        r.register(
+            "last_checkpoint",
+            "Id of the last completed checkpoint",
+            m.last_checkpoint.clone(),
+        );
+        r.register(
+            "generation",
+            "Current generation (incremented by every rollback)",
+            m.generation.clone(),
+        );
         r.register("rollbacks", "Rollbacks started (coordinator)", m.rollbacks.clone());
-        r.register("connector_errors", "Kafka/JetStream read, write and commit errors by kind (retried)", m.connector_errors.clone());
-        r.register("offset_commits", "Kafka consumer-group offset commits after completed checkpoints", m.offset_commits.clone());
-        r.register("egress_duplicates", "Egress re-sends the broker dropped as duplicates (JetStream Nats-Msg-Id)", m.egress_duplicates.clone());
-        r.register("restore_duration_seconds", "Time to restore a checkpoint on this worker", m.restore_seconds.clone());
-        r.register("recovery_duration_seconds", "From rollback start until every worker restored", m.recovery_seconds.clone());
+        r.register(
+            "connector_errors",
+            "Kafka/JetStream read, write and commit errors by kind (retried)",
+            m.connector_errors.clone(),
+        );
+        r.register(
+            "offset_commits",
+            "Kafka consumer-group offset commits after completed checkpoints",
+            m.offset_commits.clone(),
+        );
+        r.register(
+            "egress_duplicates",
+            "Egress re-sends the broker dropped as duplicates (JetStream Nats-Msg-Id)",
+            m.egress_duplicates.clone(),
+        );
+        r.register(
+            "restore_duration_seconds",
+            "Time to restore a checkpoint on this worker",
+            m.restore_seconds.clone(),
+        );
+        r.register(
+            "recovery_duration_seconds",
+            "From rollback start until every worker restored",
+            m.recovery_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 

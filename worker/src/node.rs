@@ -141,7 +141,11 @@ impl Node {
             old.stop().await;
         }
         let restored = self.load(checkpoint).await?;
-        let counts = (restored.state.addresses(), restored.messages.len(), restored.egress.len());
+        let counts = (
+            restored.state.addresses(),
+            restored.messages.len(),
+            restored.egress.len(),
+        );
         let world = World::start(self, generation, restored);
         self.world.send_replace(Some(world));
         self.progress.send_modify(|p| {

@@ -42,7 +42,10 @@ impl Drop for Admission {
 /// What goes down the channel to a peer, in order.
 #[derive(Debug)]
 pub enum Outbound {
-    Message { env: Envelope, admission: Option<Admission> },
+    Message {
+        env: Envelope,
+        admission: Option<Admission>,
+    },
     /// This worker's epoch `n` ends here on this channel (checkpoint `n`).
     Barrier(u64),
 }

@@ -50,10 +50,7 @@ pub struct Listeners {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("cannot open {what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("{0}")]
     Config(String),
     #[error("the worker did not become idle within {0:?}")]
@@ -83,7 +80,10 @@ impl Worker {
                 return Err(WorkerError::Config(format!(
                     "{user}: the credential's environment variable {} is not set{}",
                     secret.env,
-                    secret.secret_key_ref.as_ref().map_or(String::new(), |r| format!(" (in Kubernetes it comes from Secret {} key {})", r.name, r.key))
+                    secret.secret_key_ref.as_ref().map_or(String::new(), |r| format!(
+                        " (in Kubernetes it comes from Secret {} key {})",
+                        r.name, r.key
+                    ))
                 )));
             }
         }
@@ -110,10 +110,15 @@ impl Worker {
         let cluster = options.cluster;
         let (workers, me) = (cluster.workers(), cluster.index);
         if me >= workers {
-            return Err(WorkerError::Config(format!("worker index {me} is not below the worker count {workers}")));
+            return Err(WorkerError::Config(format!(
+                "worker index {me} is not below the worker count {workers}"
+            )));
         }
         if workers > app.key_groups {
-            return Err(WorkerError::Config(format!("{workers} workers exceed the {} key groups", app.key_groups)));
+            return Err(WorkerError::Config(format!(
+                "{workers} workers exceed the {} key groups",
+                app.key_groups
+            )));
         }
         let store = match app.checkpoint.interval {
             None => None,
@@ -189,7 +194,12 @@ impl Worker {
             None => None,
         };
         let admin_addr = listeners.admin.local_addr().map_err(io("the admin socket"))?;
-        serve(&mut tasks, listeners.admin, Admin { node: node.clone() }.routes(), shutdown_rx);
+        serve(
+            &mut tasks,
+            listeners.admin,
+            Admin { node: node.clone() }.routes(),
+            shutdown_rx,
+        );
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
         Ok(Worker {
             ingress_addr,

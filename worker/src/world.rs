@@ -83,10 +83,12 @@ impl World {
         });
         let from = restored.checkpoint;
         let positions = restored.positions.clone();
-        let epochs = epochs.map(|e| match crate::ingress::sources::committer(node, &stopped, &mut tasks) {
-            Some(tx) => e.report_positions(tx),
-            None => e,
-        });
+        let epochs = epochs.map(
+            |e| match crate::ingress::sources::committer(node, &stopped, &mut tasks) {
+                Some(tx) => e.report_positions(tx),
+                None => e,
+            },
+        );
         let partition = Partition::new(
             app.clone(),
             router.clone(),

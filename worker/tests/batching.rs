@@ -58,8 +58,10 @@ async fn gated_function(gate: watch::Receiver<bool>) -> (std::net::SocketAddr, A
 }
 
 fn app(endpoint: std::net::SocketAddr, batch: u32, in_flight: u32) -> String {
-    test_app(&format!("http://{endpoint}/x"), "")
-        .replace("      callTimeout: 20s", &format!("      callTimeout: 20s\n      maxBatchSize: {batch}\n      maxInFlight: {in_flight}"))
+    test_app(&format!("http://{endpoint}/x"), "").replace(
+        "      callTimeout: 20s",
+        &format!("      callTimeout: 20s\n      maxBatchSize: {batch}\n      maxInFlight: {in_flight}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +84,10 @@ async fn messages_arriving_during_an_invocation_form_the_next_batches_in_order()
 
     let batches: Vec<Vec<String>> = seen.lock().unwrap().calls.iter().map(|(_, v)| v.clone()).collect();
     assert_eq!(batches, [vec!["m0"], vec!["m1", "m2", "m3"], vec!["m4", "m5"]]);
-    assert_eq!(egress_values(&dir.path().join("out.jsonl")), ["m0", "m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(
+        egress_values(&dir.path().join("out.jsonl")),
+        ["m0", "m1", "m2", "m3", "m4", "m5"]
+    );
     worker.shutdown().await;
 }
 
@@ -98,7 +103,10 @@ async fn in_flight_batches_per_function_are_bounded() {
     }
     wait_until("two calls", IDLE, || seen.lock().unwrap().current == 2).await;
     // A 202 means accepted, not yet queued in the partition: wait for the last four to land.
-    wait_until("the others waiting in their mailboxes", IDLE, || worker.metrics.messages_queued.get() == 4).await;
+    wait_until("the others waiting in their mailboxes", IDLE, || {
+        worker.metrics.messages_queued.get() == 4
+    })
+    .await;
     assert_eq!(worker.metrics.batches_in_flight.get(), 2);
     assert_eq!(seen.lock().unwrap().current, 2, "no third call while two are in flight");
     gate_tx.send(true).unwrap();

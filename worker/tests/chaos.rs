@@ -38,7 +38,10 @@ async fn collector() -> (SocketAddr, Received) {
     let app = axum::Router::new().fallback(move |uri: http::Uri, headers: http::HeaderMap, body: bytes::Bytes| {
         let g = g.clone();
         async move {
-            let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            let key = headers
+                .get("idempotency-key")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
             let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             g.lock().unwrap().push((key, uri.path().to_string(), value));
             "ok"
@@ -68,24 +71,42 @@ fn input(i: u64) -> (String, &'static str, Vec<u8>) {
         0..=6 => (
             format!("/example/counter/c{}", i % COUNTERS),
             "application/vnd.example/Add",
-            serde_json::json!({"seq": i, "value": (i % 13) as i64 + 1}).to_string().into_bytes(),
+            serde_json::json!({"seq": i, "value": (i % 13) as i64 + 1})
+                .to_string()
+                .into_bytes(),
         ),
         7 | 8 => (
             format!("/example/hop/h{}", i % u64::from(HOP_IDS)),
             "application/vnd.example/Hop",
-            serde_json::json!({"seq": i, "remaining": HOPS_PER_CHAIN - 1, "spread": HOP_IDS}).to_string().into_bytes(),
+            serde_json::json!({"seq": i, "remaining": HOPS_PER_CHAIN - 1, "spread": HOP_IDS})
+                .to_string()
+                .into_bytes(),
         ),
-        _ => (format!("/example/person/p{}", i % PEOPLE), "application/vnd.example/Visit", b"{}".to_vec()),
+        _ => (
+            format!("/example/person/p{}", i % PEOPLE),
+            "application/vnd.example/Visit",
+            b"{}".to_vec(),
+        ),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_killed_at_random_and_storage_outage_lose_and_duplicate_nothing() {
     init_logs();
-    let inputs: u64 = std::env::var("SPINDLE_CHAOS_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let seed: u64 = std::env::var("SPINDLE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let inputs: u64 = std::env::var("SPINDLE_CHAOS_INPUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let seed: u64 = std::env::var("SPINDLE_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("chaos: {inputs} inputs, seed {seed} (SPINDLE_CHAOS_SEED={seed} repeats the kill schedule)");
     let dir = TempDir::new("chaos");
     let moto = Moto::start("spindle");
@@ -93,9 +114,13 @@ async fn workers_killed_at_random_and_storage_outage_lose_and_duplicate_nothing(
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(spindle_sdk::serve(listener, Arc::new(spindle_example_greeter::functions()), async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(spindle_sdk::serve(
+            listener,
+            Arc::new(spindle_example_greeter::functions()),
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        ));
         (addr, stop)
     };
     let (sink, received) = collector().await;
@@ -133,7 +158,10 @@ spec:
     let admin = procs.admin.clone();
     let ingress = procs.ingress.clone();
     let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;
-    eprintln!("started: {WORKERS} spindle worker processes (generation {generation}); logs in {}", dir.path().display());
+    eprintln!(
+        "started: {WORKERS} spindle worker processes (generation {generation}); logs in {}",
+        dir.path().display()
+    );
 
     // Load: each input once, with an idempotency key and a durable acknowledgement, retried
     // (at another worker) until acknowledged — what a careful HTTP caller does.
@@ -194,8 +222,15 @@ spec:
             let paused = Instant::now();
             moto.pause();
             let deadline = paused + Duration::from_secs(120);
-            while status(admin[0]).await.unwrap_or_default()["checkpointsFailed"].as_u64().unwrap_or(0) <= failed_before {
-                assert!(Instant::now() < deadline, "no checkpoint failed while the storage was stopped");
+            while status(admin[0]).await.unwrap_or_default()["checkpointsFailed"]
+                .as_u64()
+                .unwrap_or(0)
+                <= failed_before
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "no checkpoint failed while the storage was stopped"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             outage = paused.elapsed();
@@ -206,7 +241,10 @@ spec:
                 if s["completedCheckpoint"].as_u64() > before["completedCheckpoint"].as_u64() {
                     break s;
                 }
-                assert!(Instant::now() < deadline, "checkpoints did not recover after the storage outage");
+                assert!(
+                    Instant::now() < deadline,
+                    "checkpoints did not recover after the storage outage"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
             outage_failed = after["checkpointsFailed"].as_u64().unwrap_or(0) - failed_before;
@@ -216,7 +254,11 @@ spec:
                 after["completedCheckpoint"]
             );
         }
-        let victim = if round == 1 { 0 } else { rng.below(WORKERS as u64) as usize };
+        let victim = if round == 1 {
+            0
+        } else {
+            rng.below(WORKERS as u64) as usize
+        };
         let at = Instant::now();
         procs.kill9(victim);
         procs.spawn(victim);
@@ -257,13 +299,22 @@ spec:
     loop {
         let (totals, greets) = {
             let r = received.lock().unwrap();
-            let keys = |p: &str| r.iter().filter(|x| x.1 == format!("/{p}")).map(|x| x.0.clone()).collect::<BTreeSet<_>>().len();
+            let keys = |p: &str| {
+                r.iter()
+                    .filter(|x| x.1 == format!("/{p}"))
+                    .map(|x| x.0.clone())
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            };
             (keys("totals"), keys("greets"))
         };
         if totals >= expected_totals && greets as u64 >= visits {
             break;
         }
-        assert!(Instant::now() < deadline, "egress incomplete: {totals}/{expected_totals} totals, {greets}/{visits} greetings");
+        assert!(
+            Instant::now() < deadline,
+            "egress incomplete: {totals}/{expected_totals} totals, {greets}/{visits} greetings"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let received = received.lock().unwrap().clone();
@@ -285,7 +336,10 @@ spec:
             *seqs.entry(seq).or_default() += 1;
         } else {
             greet_records += 1;
-            greets.entry(value["name"].as_str().unwrap().to_string()).or_default().insert(value["visits"].as_i64().unwrap());
+            greets
+                .entry(value["name"].as_str().unwrap().to_string())
+                .or_default()
+                .insert(value["visits"].as_i64().unwrap());
         }
     }
     let want: BTreeSet<u64> = counters.iter().chain(&chains).copied().collect();
@@ -311,34 +365,65 @@ spec:
     let mut visits_exact = 0;
     for p in 0..PEOPLE {
         let n = (0..inputs).filter(|i| i % 10 == 9 && i % PEOPLE == p).count() as i64;
-        let got = state(&admin, &format!("/example/person/p{p}"), "visits").await.unwrap_or(0);
+        let got = state(&admin, &format!("/example/person/p{p}"), "visits")
+            .await
+            .unwrap_or(0);
         assert_eq!(got, n, "visits of p{p}");
         let seen = greets.get(&format!("p{p}")).cloned().unwrap_or_default();
-        assert_eq!(seen, (1..=n).collect(), "greetings of p{p}: one per visit, in a cycle person -> greeter -> person");
+        assert_eq!(
+            seen,
+            (1..=n).collect(),
+            "greetings of p{p}: one per visit, in a cycle person -> greeter -> person"
+        );
         visits_exact += 1;
     }
     let mut dead = 0;
     for a in &admin {
         let (_, body) = get(*a, "/dead-letters").await;
-        dead += serde_json::from_str::<serde_json::Value>(&body).unwrap().as_array().map_or(0, Vec::len);
+        dead += serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .map_or(0, Vec::len);
     }
     let mean = recoveries.iter().map(Duration::as_secs_f64).sum::<f64>() / recoveries.len().max(1) as f64;
     let worst = recoveries.iter().max().copied().unwrap_or_default();
     eprintln!("chaos results (seed {seed}):");
-    eprintln!("  inputs {inputs}: {} counter adds, {} chains of {HOPS_PER_CHAIN} hops, {visits} visits", counters.len(), chains.len());
+    eprintln!(
+        "  inputs {inputs}: {} counter adds, {} chains of {HOPS_PER_CHAIN} hops, {visits} visits",
+        counters.len(),
+        chains.len()
+    );
     eprintln!(
         "  kills {} (coordinator included), storage outage {:.1} s ({outage_failed} checkpoints failed, then recovered), generation {generation}",
         recoveries.len(),
         outage.as_secs_f64()
     );
-    eprintln!("  kill -9 -> all workers running again: mean {:.0} ms, worst {:.0} ms", mean * 1000.0, worst.as_secs_f64() * 1000.0);
-    eprintln!("  egress records received {}, re-sent (same key, dropped) {resent}", received.len());
+    eprintln!(
+        "  kill -9 -> all workers running again: mean {:.0} ms, worst {:.0} ms",
+        mean * 1000.0,
+        worst.as_secs_f64() * 1000.0
+    );
+    eprintln!(
+        "  egress records received {}, re-sent (same key, dropped) {resent}",
+        received.len()
+    );
     eprintln!("  lost {lost}, duplicated {duplicated}, unexpected {unexpected} (after idempotency-key dedup)");
-    eprintln!("  counters exact {exact}/{}, people exact {visits_exact}/{PEOPLE} ({greet_records} greetings), hops {hops}/{}", expected_counter.len(), chains.len() as i64 * i64::from(HOPS_PER_CHAIN));
+    eprintln!(
+        "  counters exact {exact}/{}, people exact {visits_exact}/{PEOPLE} ({greet_records} greetings), hops {hops}/{}",
+        expected_counter.len(),
+        chains.len() as i64 * i64::from(HOPS_PER_CHAIN)
+    );
     eprintln!("  dead letters {dead}");
     assert_eq!((lost, duplicated, unexpected), (0, 0, 0));
-    assert_eq!(hops, chains.len() as i64 * i64::from(HOPS_PER_CHAIN), "every hop counted once");
+    assert_eq!(
+        hops,
+        chains.len() as i64 * i64::from(HOPS_PER_CHAIN),
+        "every hop counted once"
+    );
     assert_eq!(dead, 0, "no dead letters");
     assert!(recoveries.len() >= 3, "the chaos ran: {} kills", recoveries.len());
-    assert!(outage_failed >= 1, "the storage outage failed checkpoints (then they recovered)");
+    assert!(
+        outage_failed >= 1,
+        "the storage outage failed checkpoints (then they recovered)"
+    );
 }

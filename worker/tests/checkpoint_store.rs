@@ -42,7 +42,10 @@ async fn s3_checkpoints_round_trip_fall_back_past_damage_and_fail_fast_when_down
     let m2 = write(&s, 2, b"second").await;
     assert_eq!(s.completed().await.unwrap(), [1, 2]);
     assert_eq!(&s.read_part(&m1.parts[0]).await.unwrap()[..], b"first");
-    assert!(matches!(s.put_manifest(&m2).await, Err(StoreError::Conflict { .. })), "S3 conditional create");
+    assert!(
+        matches!(s.put_manifest(&m2).await, Err(StoreError::Conflict { .. })),
+        "S3 conditional create"
+    );
 
     // Overwrite checkpoint 2's part behind the manifest's back: its checksum no longer matches.
     s.put_part(2, 1, 0, Bytes::from_static(b"tampered")).await.unwrap();
@@ -64,7 +67,10 @@ async fn s3_checkpoints_round_trip_fall_back_past_damage_and_fail_fast_when_down
     let took = started.elapsed();
     moto.resume();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
-    assert!(took < Duration::from_secs(30), "an unavailable store fails within seconds, took {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "an unavailable store fails within seconds, took {took:?}"
+    );
     eprintln!("storage paused: put failed after {:.1} s ({err})", took.as_secs_f64());
     s.put_part(6, 1, 0, Bytes::from_static(b"x")).await.unwrap();
 }

@@ -62,11 +62,21 @@ async fn add(ingress: std::net::SocketAddr, key: &str, seq: u64, value: i64) -> 
     let headers = [("spindle-ack", "durable"), ("idempotency-key", idem.as_str())];
     let deadline = tokio::time::Instant::now() + IDLE;
     loop {
-        let answer = post_with(ingress, &format!("/example/counter/{key}"), "application/vnd.example/Add", body.clone(), &headers).await;
+        let answer = post_with(
+            ingress,
+            &format!("/example/counter/{key}"),
+            "application/vnd.example/Add",
+            body.clone(),
+            &headers,
+        )
+        .await;
         if let Some((200, h, _)) = &answer {
             return h["spindle-checkpoint"].to_str().unwrap().parse().unwrap();
         }
-        assert!(tokio::time::Instant::now() < deadline, "add {seq} not durable: {answer:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "add {seq} not durable: {answer:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -117,7 +127,10 @@ async fn a_restart_resumes_from_the_latest_checkpoint_and_a_repeated_key_applies
         checkpoints.insert(add(ingress, &key, seq, seq as i64 + 1).await);
         *expected.entry(key).or_default() += seq as i64 + 1;
     }
-    assert!(checkpoints.len() > 1, "the adds spread over several checkpoints: {checkpoints:?}");
+    assert!(
+        checkpoints.len() > 1,
+        "the adds spread over several checkpoints: {checkpoints:?}"
+    );
     // The caller did not hear the answer and sends add 7 again: acknowledged, not applied.
     add(ingress, "k2", 7, 8).await;
     worker.wait_idle(IDLE).await.unwrap();
@@ -129,22 +142,35 @@ async fn a_restart_resumes_from_the_latest_checkpoint_and_a_repeated_key_applies
     worker.wait_idle(IDLE).await.unwrap();
     let after = worker.progress();
     assert!(after.generation > before.generation, "{before:?} -> {after:?}");
-    assert!(after.restored >= *checkpoints.last().unwrap(), "{after:?} restores the checkpoint of the last durable add");
+    assert!(
+        after.restored >= *checkpoints.last().unwrap(),
+        "{after:?} restores the checkpoint of the last durable add"
+    );
     for (key, sum) in &expected {
-        assert_eq!(total(std::slice::from_ref(&worker), key).await, Some(*sum), "counter {key}");
+        assert_eq!(
+            total(std::slice::from_ref(&worker), key).await,
+            Some(*sum),
+            "counter {key}"
+        );
     }
     let ingress = worker.ingress_addr.unwrap();
     add(ingress, "k2", 7, 8).await; // still remembered across the restart
     add(ingress, "k0", 100, 1000).await;
     worker.wait_idle(IDLE).await.unwrap();
-    assert_eq!(total(std::slice::from_ref(&worker), "k0").await, Some(expected["k0"] + 1000));
+    assert_eq!(
+        total(std::slice::from_ref(&worker), "k0").await,
+        Some(expected["k0"] + 1000)
+    );
     assert_eq!(total(std::slice::from_ref(&worker), "k2").await, Some(expected["k2"]));
     worker.shutdown().await;
 
     let (lines, seqs) = released(&[dir.path().join("totals.jsonl")]);
     let mut want: BTreeSet<u64> = (0..50).collect();
     want.insert(100);
-    assert_eq!(seqs, want, "every add reported once after dedup by idempotency key ({lines} lines)");
+    assert_eq!(
+        seqs, want,
+        "every add reported once after dedup by idempotency key ({lines} lines)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,10 +181,26 @@ async fn durable_acknowledgement_needs_checkpoints_and_names_bad_headers() {
     let worker = start_worker(&yaml, dir.path()).await;
     let ingress = worker.ingress_addr.unwrap();
     let body = br#"{"seq":1,"value":1}"#.to_vec();
-    let (status, _, text) = post_with(ingress, "/example/counter/a", "application/vnd.example/Add", body.clone(), &[("spindle-ack", "durable")]).await.unwrap();
+    let (status, _, text) = post_with(
+        ingress,
+        "/example/counter/a",
+        "application/vnd.example/Add",
+        body.clone(),
+        &[("spindle-ack", "durable")],
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
     assert!(text.contains("checkpoint.interval: 0s"), "{text}");
-    let (status, _, text) = post_with(ingress, "/example/counter/a", "application/vnd.example/Add", body, &[("spindle-ack", "later")]).await.unwrap();
+    let (status, _, text) = post_with(
+        ingress,
+        "/example/counter/a",
+        "application/vnd.example/Add",
+        body,
+        &[("spindle-ack", "later")],
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
     assert!(text.contains("`later`"), "{text}");
     worker.shutdown().await;
@@ -198,16 +240,29 @@ async fn a_damaged_checkpoint_is_skipped_and_the_one_before_restored() {
 
     let worker = start_worker(&yaml, dir.path()).await;
     worker.wait_idle(IDLE).await.unwrap();
-    assert_eq!(worker.progress().restored, previous, "restored the checkpoint before the damaged {newest}");
+    assert_eq!(
+        worker.progress().restored,
+        previous,
+        "restored the checkpoint before the damaged {newest}"
+    );
     assert_eq!(worker.metrics.checkpoints_damaged.get(), 1, "and said so");
-    assert_eq!(total(std::slice::from_ref(&worker), "k").await, Some(10), "all ten adds were in both checkpoints");
+    assert_eq!(
+        total(std::slice::from_ref(&worker), "k").await,
+        Some(10),
+        "all ten adds were in both checkpoints"
+    );
     worker.shutdown().await;
 }
 
 async fn check_totals(workers: &[Worker], expected: &BTreeMap<String, i64>) {
     wait_cluster_idle(workers, IDLE).await;
     for (key, sum) in expected {
-        assert_eq!(total(workers, key).await, Some(*sum), "counter {key} on {} workers", workers.len());
+        assert_eq!(
+            total(workers, key).await,
+            Some(*sum),
+            "counter {key} on {} workers",
+            workers.len()
+        );
     }
 }
 
@@ -264,7 +319,9 @@ async fn group_commit_starts_a_checkpoint_when_something_waits_for_one() {
     let files: Vec<_> = (0..3).map(|i| dir.path().join(format!("w{i}/totals.jsonl"))).collect();
     wait_until("every egress record released", IDLE, || released(&files).1.len() == 30).await;
     let completed = workers[0].progress().completed;
-    eprintln!("30 durable adds and their egress over 3 workers: {completed} checkpoints, none of them by the 10 min interval");
+    eprintln!(
+        "30 durable adds and their egress over 3 workers: {completed} checkpoints, none of them by the 10 min interval"
+    );
     assert!(completed >= 2, "checkpoints were started by what waited for them");
     for w in workers {
         w.shutdown().await;

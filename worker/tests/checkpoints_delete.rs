@@ -31,5 +31,8 @@ fn deletes_the_named_application_only() {
 
 fn walk(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
+    entries
+        .flatten()
+        .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+        .sum()
 }

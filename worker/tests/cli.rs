@@ -18,7 +18,10 @@ fn validate_names_the_field_and_fails() {
     let out = Command::new(SPINDLE).arg("validate").arg(&file).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.functions[0].endpoint: `fns:8000/x` is not an absolute URL"), "{err}");
+    assert!(
+        err.contains("spec.functions[0].endpoint: `fns:8000/x` is not an absolute URL"),
+        "{err}"
+    );
     assert!(err.contains("spec.keyGroups: must be between 1 and 32768"), "{err}");
 
     let examples = workspace_root().join("examples/greeter/app.yaml");
@@ -41,7 +44,15 @@ fn run_launches_the_functions_sends_input_and_prints_the_egress() {
     eprintln!("running: spindle run (Python StateFun SDK functions launched from local.command)");
     let out = Command::new(SPINDLE)
         .current_dir(dir.path())
-        .args(["run", "app.yaml", "--input", "input.jsonl", "--exit-when-idle", "--ingress-addr", "127.0.0.1:0"])
+        .args([
+            "run",
+            "app.yaml",
+            "--input",
+            "input.jsonl",
+            "--exit-when-idle",
+            "--ingress-addr",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

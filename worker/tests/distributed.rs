@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use spindle_spec::TypeName;
+use spindle_worker::Address;
 use spindle_worker::keygroup::{key_group, worker_of};
 use spindle_worker::metrics::RouteLabels;
-use spindle_worker::Address;
 use support::function::{self, echo_to_egress};
 use support::*;
 use tokio::net::TcpListener;
@@ -35,10 +35,16 @@ fn chain(ids: &[String], tag: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chains_cross_three_workers_in_cycles_and_every_tag_arrives_once() {
-    let (addr, _stop) = function::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), Arc::new(echo_to_egress));
+    let (addr, _stop) = function::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(echo_to_egress),
+    );
     let dir = TempDir::new("cluster");
     let workers = start_cluster(&test_app(&format!("http://{addr}/x"), "  workers: 3"), dir.path(), 3).await;
-    eprintln!("started: 3 workers, peers {:?}", workers.iter().map(|w| w.peer_addr.unwrap()).collect::<Vec<_>>());
+    eprintln!(
+        "started: 3 workers, peers {:?}",
+        workers.iter().map(|w| w.peer_addr.unwrap()).collect::<Vec<_>>()
+    );
 
     // 300 chains of 12 hops over 40 addresses (so chains revisit addresses: cycles), entering
     // at every worker's ingress.
@@ -47,27 +53,54 @@ async fn chains_cross_three_workers_in_cycles_and_every_tag_arrives_once() {
         let ids: Vec<String> = (0..12).map(|h| format!("n{}", (c * 7 + h * 13) % 40)).collect();
         let tag = format!("tag{c}");
         let entry = &workers[c % 3];
-        send_text(entry.ingress_addr.unwrap(), "f", &format!("start{c}"), &chain(&ids, &tag)).await;
+        send_text(
+            entry.ingress_addr.unwrap(),
+            "f",
+            &format!("start{c}"),
+            &chain(&ids, &tag),
+        )
+        .await;
         expected.push(tag);
     }
     wait_cluster_idle(&workers, IDLE).await;
 
-    let mut got: Vec<String> = (0..3).flat_map(|i| egress_values(&dir.path().join(format!("w{i}/out.jsonl")))).collect();
+    let mut got: Vec<String> = (0..3)
+        .flat_map(|i| egress_values(&dir.path().join(format!("w{i}/out.jsonl"))))
+        .collect();
     got.sort();
     expected.sort();
     assert_eq!(got, expected, "every chain ends exactly once");
     for (i, w) in workers.iter().enumerate() {
-        assert!(w.dead_letters.recent().is_empty(), "worker {i}: {:?}", w.dead_letters.recent());
-        let remote = w.metrics.messages_routed.get_or_create(&RouteLabels { route: "remote" }).get();
-        let local = w.metrics.messages_routed.get_or_create(&RouteLabels { route: "local" }).get();
-        assert!(remote > 100 && local > 100, "worker {i}: {remote} remote, {local} local hops");
+        assert!(
+            w.dead_letters.recent().is_empty(),
+            "worker {i}: {:?}",
+            w.dead_letters.recent()
+        );
+        let remote = w
+            .metrics
+            .messages_routed
+            .get_or_create(&RouteLabels { route: "remote" })
+            .get();
+        let local = w
+            .metrics
+            .messages_routed
+            .get_or_create(&RouteLabels { route: "local" })
+            .get();
+        assert!(
+            remote > 100 && local > 100,
+            "worker {i}: {remote} remote, {local} local hops"
+        );
     }
     // Each address's messages were processed where its key group lives.
     let per_worker: BTreeMap<u32, usize> = (0..40).fold(BTreeMap::new(), |mut m, n| {
         *m.entry(owner(&format!("n{n}"), 3)).or_default() += 1;
         m
     });
-    assert_eq!(per_worker.len(), 3, "the 40 addresses spread over all workers: {per_worker:?}");
+    assert_eq!(
+        per_worker.len(),
+        3,
+        "the 40 addresses spread over all workers: {per_worker:?}"
+    );
     for w in workers {
         w.shutdown().await;
     }
@@ -75,7 +108,10 @@ async fn chains_cross_three_workers_in_cycles_and_every_tag_arrives_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_of_another_application_is_refused() {
-    let (addr, _stop) = function::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), Arc::new(echo_to_egress));
+    let (addr, _stop) = function::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(echo_to_egress),
+    );
     let dir = TempDir::new("refuse");
     let app = test_app(&format!("http://{addr}/x"), "  workers: 2");
     let workers = start_cluster(&app, dir.path(), 2).await;
@@ -91,10 +127,20 @@ async fn a_peer_of_another_application_is_refused() {
             peer: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
         let options = spindle_worker::WorkerOptions {
-            cluster: spindle_worker::peer::Cluster { index: 1, peers: vec![real, "127.0.0.1:9".into()], generation: 0 },
+            cluster: spindle_worker::peer::Cluster {
+                index: 1,
+                peers: vec![real, "127.0.0.1:9".into()],
+                generation: 0,
+            },
             ..Default::default()
         };
-        spindle_worker::Worker::start(spindle_worker::AppConfig::resolve(&spec, &rogue_dir), options, listeners).await.unwrap()
+        spindle_worker::Worker::start(
+            spindle_worker::AppConfig::resolve(&spec, &rogue_dir),
+            options,
+            listeners,
+        )
+        .await
+        .unwrap()
     };
     let (real_metrics, rogue_metrics) = (workers[0].metrics.clone(), rogue.metrics.clone());
     wait_until("both sides to count the refusal", IDLE, || {
@@ -120,7 +166,9 @@ async fn a_slow_worker_back_pressures_the_ingress_of_another_without_loss() {
         async move {
             use prost::Message;
             let req = spindle_protocol::reqreply::ToFunction::decode(body).unwrap();
-            let Some(spindle_protocol::reqreply::to_function::Request::Invocation(batch)) = req.request else { unreachable!() };
+            let Some(spindle_protocol::reqreply::to_function::Request::Invocation(batch)) = req.request else {
+                unreachable!()
+            };
             if owner(&batch.target.as_ref().unwrap().id, 2) == 1 {
                 held.fetch_add(batch.invocations.len(), Ordering::SeqCst);
                 let _ = gate.wait_for(|open| *open).await;
@@ -133,7 +181,11 @@ async fn a_slow_worker_back_pressures_the_ingress_of_another_without_loss() {
     let dir = TempDir::new("slow-peer");
     let yaml = test_app(&format!("http://{addr}/x"), "  workers: 2\n  maxBufferedMessages: 4");
     let workers = start_cluster(&yaml, dir.path(), 2).await;
-    let slow_ids: Vec<String> = (0..).map(|i| format!("s{i}")).filter(|id| owner(id, 2) == 1).take(40).collect();
+    let slow_ids: Vec<String> = (0..)
+        .map(|i| format!("s{i}"))
+        .filter(|id| owner(id, 2) == 1)
+        .take(40)
+        .collect();
     let ingress = workers[0].ingress_addr.unwrap();
     // Worker 0 forwards everything to worker 1, whose function is stuck.
     let sender = tokio::spawn({
@@ -146,9 +198,15 @@ async fn a_slow_worker_back_pressures_the_ingress_of_another_without_loss() {
     });
     let (m0, m1) = (workers[0].metrics.clone(), workers[1].metrics.clone());
     // Worker 1 holds its budget of 4, worker 0 its budget of 4 in the link: the 9th request waits.
-    wait_until("both budgets spent", IDLE, || m1.peer_in_process.get() == 4 && m0.ingress_in_process.get() == 4).await;
+    wait_until("both budgets spent", IDLE, || {
+        m1.peer_in_process.get() == 4 && m0.ingress_in_process.get() == 4
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!sender.is_finished(), "worker 0's ingress kept accepting past its bound");
+    assert!(
+        !sender.is_finished(),
+        "worker 0's ingress kept accepting past its bound"
+    );
     assert!(m0.ingress_accepted.get() <= 8, "accepted {}", m0.ingress_accepted.get());
     gate_tx.send(true).unwrap();
     sender.await.unwrap();
@@ -198,7 +256,10 @@ impl CuttableProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
-    let (addr, _stop) = function::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), Arc::new(echo_to_egress));
+    let (addr, _stop) = function::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(echo_to_egress),
+    );
     let dir = TempDir::new("cut");
     let yaml = test_app(&format!("http://{addr}/x"), "  workers: 2");
     let spec = spindle_spec::from_yaml_str(&yaml, "cut").unwrap();
@@ -208,9 +269,12 @@ async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
     // Worker 0 reaches worker 1 only through the proxy; worker 1 reaches worker 0 directly.
     let proxy = CuttableProxy::start(a1).await;
     let mut workers = Vec::new();
-    for (i, (listener, peers)) in [(l0, vec![a0.clone(), proxy.addr.to_string()]), (l1, vec![a0.clone(), a1.to_string()])]
-        .into_iter()
-        .enumerate()
+    for (i, (listener, peers)) in [
+        (l0, vec![a0.clone(), proxy.addr.to_string()]),
+        (l1, vec![a0.clone(), a1.to_string()]),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let wdir = dir.path().join(format!("w{i}"));
         let listeners = spindle_worker::Listeners {
@@ -219,7 +283,11 @@ async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
             peer: Some(listener),
         };
         let options = spindle_worker::WorkerOptions {
-            cluster: spindle_worker::peer::Cluster { index: i as u32, peers, generation: 0 },
+            cluster: spindle_worker::peer::Cluster {
+                index: i as u32,
+                peers,
+                generation: 0,
+            },
             ..Default::default()
         };
         let mut config = spindle_worker::AppConfig::resolve(&spec, &wdir);
@@ -240,11 +308,17 @@ async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
         }
     }
     wait_cluster_idle(&workers, IDLE).await;
-    let mut got: Vec<String> = (0..2).flat_map(|i| egress_values(&dir.path().join(format!("w{i}/out.jsonl")))).collect();
+    let mut got: Vec<String> = (0..2)
+        .flat_map(|i| egress_values(&dir.path().join(format!("w{i}/out.jsonl"))))
+        .collect();
     got.sort();
     expected.sort();
     assert!(cuts >= 4, "the proxy cut {cuts} connections");
-    assert!(workers[0].metrics.peer_reconnects.get() >= 4, "reconnects: {}", workers[0].metrics.peer_reconnects.get());
+    assert!(
+        workers[0].metrics.peer_reconnects.get() >= 4,
+        "reconnects: {}",
+        workers[0].metrics.peer_reconnects.get()
+    );
     assert_eq!(got.len(), expected.len(), "no chain lost or repeated");
     assert_eq!(got, expected);
     for w in workers {

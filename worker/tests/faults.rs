@@ -26,13 +26,23 @@ async fn malformed_reply_and_wrong_content_type_become_dead_letters_and_the_work
     // t/good works.
     let (addr, _stop) = function::serve(
         listener().await,
-        Arc::new(|batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| {
-            match batch.target.as_ref().unwrap().r#type.as_str() {
-                "garbage" => ([(header::CONTENT_TYPE, "application/octet-stream")], vec![0xff, 0xff, 0xff]).into_response(),
+        Arc::new(
+            |batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| match batch
+                .target
+                .as_ref()
+                .unwrap()
+                .r#type
+                .as_str()
+            {
+                "garbage" => (
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    vec![0xff, 0xff, 0xff],
+                )
+                    .into_response(),
                 "text" => ([(header::CONTENT_TYPE, "text/plain")], "hello").into_response(),
                 _ => echo_to_egress(batch),
-            }
-        }),
+            },
+        ),
     );
     let dir = TempDir::new("malformed");
     let worker = start_worker(&test_app(&format!("http://{addr}/{{function.name}}"), ""), dir.path()).await;
@@ -56,7 +66,10 @@ async fn malformed_reply_and_wrong_content_type_become_dead_letters_and_the_work
     let on_disk = std::fs::read_to_string(dir.path().join("data/dead-letters.jsonl")).unwrap();
     assert_eq!(on_disk.lines().count(), 2);
     let metrics = worker.metrics.encode();
-    assert!(metrics.contains("spindle_dead_letters_total{kind=\"invocation_failed\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("spindle_dead_letters_total{kind=\"invocation_failed\"} 2"),
+        "{metrics}"
+    );
     worker.shutdown().await;
 }
 
@@ -71,9 +84,17 @@ async fn a_function_that_is_down_then_back_gets_every_message() {
     }
     // Wait until the worker has seen the function down (retries counted), then start it.
     let metrics = worker.metrics.clone();
-    wait_until("a retried invocation", IDLE, || metrics.encode().contains("spindle_invocation_retries_total{function=\"t/f\"}")).await;
+    wait_until("a retried invocation", IDLE, || {
+        metrics
+            .encode()
+            .contains("spindle_invocation_retries_total{function=\"t/f\"}")
+    })
+    .await;
     assert!(!worker.metrics.is_idle());
-    let (_addr, _stop) = function::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap(), Arc::new(echo_to_egress));
+    let (_addr, _stop) = function::serve(
+        TcpListener::bind(("127.0.0.1", port)).await.unwrap(),
+        Arc::new(echo_to_egress),
+    );
     worker.wait_idle(IDLE).await.unwrap();
 
     let mut got = egress_values(&dir.path().join("out.jsonl"));
@@ -91,15 +112,17 @@ async fn retryable_statuses_are_retried_and_others_are_not() {
     let c = calls.clone();
     let (addr, _stop) = function::serve(
         listener().await,
-        Arc::new(move |batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| {
-            if batch.target.as_ref().unwrap().r#type == "bad" {
-                return (StatusCode::BAD_REQUEST, "no such thing").into_response();
-            }
-            if c.fetch_add(1, Ordering::SeqCst) < 2 {
-                return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
-            }
-            echo_to_egress(batch)
-        }),
+        Arc::new(
+            move |batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| {
+                if batch.target.as_ref().unwrap().r#type == "bad" {
+                    return (StatusCode::BAD_REQUEST, "no such thing").into_response();
+                }
+                if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+                }
+                echo_to_egress(batch)
+            },
+        ),
     );
     let dir = TempDir::new("status");
     let worker = start_worker(&test_app(&format!("http://{addr}/x"), ""), dir.path()).await;
@@ -112,7 +135,11 @@ async fn retryable_statuses_are_retried_and_others_are_not() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let dead = worker.dead_letters.recent();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].reason.contains("400 Bad Request: no such thing"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("400 Bad Request: no such thing"),
+        "{}",
+        dead[0].reason
+    );
     assert!(dead[0].reason.contains("1 attempts"), "{}", dead[0].reason);
     worker.shutdown().await;
 }
@@ -159,7 +186,10 @@ async fn the_ingress_refuses_bad_requests_clearly() {
     assert_eq!(egress_values(&dir.path().join("out.jsonl")).len(), 1);
     let metrics = worker.metrics.encode();
     for kind in ["unknown_function", "bad_content_type", "bad_typename", "too_large"] {
-        assert!(metrics.contains(&format!("spindle_ingress_rejected_total{{kind=\"{kind}\"}} 1")), "{kind}: {metrics}");
+        assert!(
+            metrics.contains(&format!("spindle_ingress_rejected_total{{kind=\"{kind}\"}} 1")),
+            "{kind}: {metrics}"
+        );
     }
     worker.shutdown().await;
 }
@@ -178,7 +208,9 @@ async fn a_slow_function_back_pressures_the_ingress_without_loss() {
         async move {
             use prost::Message;
             let req = spindle_protocol::reqreply::ToFunction::decode(body).unwrap();
-            let Some(spindle_protocol::reqreply::to_function::Request::Invocation(batch)) = req.request else { unreachable!() };
+            let Some(spindle_protocol::reqreply::to_function::Request::Invocation(batch)) = req.request else {
+                unreachable!()
+            };
             a.fetch_add(batch.invocations.len(), Ordering::SeqCst);
             let _ = gate.wait_for(|open| *open).await;
             echo_to_egress(batch)
@@ -194,7 +226,10 @@ async fn a_slow_function_back_pressures_the_ingress_without_loss() {
         send_text(ingress, "f", &format!("k{i}"), &format!("m{i}")).await;
     }
     // Three accepted and held by the function: the budget is spent.
-    wait_until("three messages at the function", IDLE, || arrived.load(Ordering::SeqCst) == 3).await;
+    wait_until("three messages at the function", IDLE, || {
+        arrived.load(Ordering::SeqCst) == 3
+    })
+    .await;
     let fourth = tokio::spawn(async move { post(ingress, "/t/f/k3", "application/vnd.t/Text", b"m3".to_vec()).await });
     // The fourth request is held while the budget is spent. (A bounded look: it must still be
     // pending after the worker had ample time to answer it.)

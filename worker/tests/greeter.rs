@@ -27,7 +27,10 @@ async fn greeter_example_greets_and_closes_the_cycle() {
     let dir = TempDir::new("greeter");
     let app = std::fs::read_to_string(workspace_root().join("examples/greeter/app.yaml"))
         .unwrap()
-        .replace("http://greeter-functions:8000/statefun", &format!("http://{function_addr}/statefun"));
+        .replace(
+            "http://greeter-functions:8000/statefun",
+            &format!("http://{function_addr}/statefun"),
+        );
     let worker = start_worker(&app, dir.path()).await;
     let visits = ["ada", "grace", "ada", "ada"].map(|name| InputRecord {
         target: format!("example/person/{name}"),
@@ -38,11 +41,19 @@ async fn greeter_example_greets_and_closes_the_cycle() {
     worker.wait_idle(Duration::from_secs(30)).await.unwrap();
 
     let out = egress_lines(&dir.path().join(".spindle/greets.jsonl"));
-    let mut greetings: Vec<String> = out.iter().map(|l| l["value"]["greeting"].as_str().unwrap().to_string()).collect();
+    let mut greetings: Vec<String> = out
+        .iter()
+        .map(|l| l["value"]["greeting"].as_str().unwrap().to_string())
+        .collect();
     greetings.sort();
     assert_eq!(
         greetings,
-        ["Hello ada! Welcome!", "Hello ada, this is visit #3.", "Hello again ada!", "Hello grace! Welcome!"]
+        [
+            "Hello ada! Welcome!",
+            "Hello ada, this is visit #3.",
+            "Hello again ada!",
+            "Hello grace! Welcome!"
+        ]
     );
     assert!(out.iter().all(|l| l["typename"] == "example/Greeting"));
 
@@ -51,7 +62,10 @@ async fn greeter_example_greets_and_closes_the_cycle() {
     let state = worker.read_state(person("ada")).await.unwrap();
     let value_of = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap();
     assert_eq!(i64::decode(&value_of("visits").bytes).unwrap(), 3);
-    assert_eq!(String::decode(&value_of("last_greeting").bytes).unwrap(), "Hello ada, this is visit #3.");
+    assert_eq!(
+        String::decode(&value_of("last_greeting").bytes).unwrap(),
+        "Hello ada, this is visit #3."
+    );
     assert!(worker.dead_letters.recent().is_empty());
 
     // The same, over the admin endpoints. person got 4 visits and 4 replies.
@@ -59,16 +73,28 @@ async fn greeter_example_greets_and_closes_the_cycle() {
     let (status, body) = get(admin, "/state/example/person/ada").await;
     assert_eq!(status, 200);
     let state: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(state["visits"], serde_json::json!({"typename": "io.statefun.types/long", "value": 3}));
+    assert_eq!(
+        state["visits"],
+        serde_json::json!({"typename": "io.statefun.types/long", "value": 3})
+    );
     assert_eq!(state["last_greeting"]["value"], "Hello ada, this is visit #3.");
     assert_eq!(get(admin, "/healthz").await.0, 200);
     assert_eq!(get(admin, "/readyz").await.0, 200);
     let (_, status) = get(admin, "/status").await;
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    assert_eq!((status["idle"].as_bool(), status["ingressAccepted"].as_u64()), (Some(true), Some(4)));
+    assert_eq!(
+        (status["idle"].as_bool(), status["ingressAccepted"].as_u64()),
+        (Some(true), Some(4))
+    );
     let (_, metrics) = get(admin, "/metrics").await;
-    assert!(metrics.contains("spindle_invocation_messages_total{function=\"example/person\"} 8"), "{metrics}");
-    assert!(metrics.contains("spindle_egress_records_total{egress=\"example/greets\",outcome=\"ok\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains("spindle_invocation_messages_total{function=\"example/person\"} 8"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("spindle_egress_records_total{egress=\"example/greets\",outcome=\"ok\"} 4"),
+        "{metrics}"
+    );
     assert_eq!(get(admin, "/dead-letters").await.1, "[]");
 
     worker.shutdown().await;

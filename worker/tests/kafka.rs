@@ -32,19 +32,28 @@ fn bad() -> Vec<(TestRecord, &'static str)> {
     let not_json = TestRecord::new(Some("c1"), b"{not json");
     let mut unknown = TestRecord::new(Some("c1"), b"{\"seq\":0,\"value\":1}");
     unknown.headers.insert("spindle-target".into(), b"nobody/home".to_vec());
-    vec![(no_key, "no key"), (not_json, "not JSON"), (unknown, "no function serves")]
+    vec![
+        (no_key, "no key"),
+        (not_json, "not JSON"),
+        (unknown, "no function serves"),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_in_and_out_exactly_once_through_kill_9() {
     init_logs();
-    let inputs: u64 = std::env::var("SPINDLE_KAFKA_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let inputs: u64 = std::env::var("SPINDLE_KAFKA_INPUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
     let dir = TempDir::new("kafka-e2e");
     let tansu = Tansu::start();
     tansu.create_topic("adds", PARTITIONS).await;
     tansu.create_topic("totals", OUT_PARTITIONS).await;
     let (fn_addr, _stop_functions) = example_functions().await;
-    eprintln!("started: example functions (Rust SDK) on {fn_addr}; topics adds ({PARTITIONS} partitions), totals ({OUT_PARTITIONS})");
+    eprintln!(
+        "started: example functions (Rust SDK) on {fn_addr}; topics adds ({PARTITIONS} partitions), totals ({OUT_PARTITIONS})"
+    );
     let yaml = format!(
         r#"apiVersion: spindle.dev/v1alpha1
 kind: StatefulApplication
@@ -76,7 +85,10 @@ spec:
     procs.spawn_all();
     let admin = procs.admin.clone();
     let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;
-    eprintln!("started: {WORKERS} spindle worker processes (generation {generation}); logs in {}", dir.path().display());
+    eprintln!(
+        "started: {WORKERS} spindle worker processes (generation {generation}); logs in {}",
+        dir.path().display()
+    );
 
     // Produce in batches of 100, round-robin over the partitions, killing a worker after a
     // third and the coordinator after two thirds of the inputs.
@@ -104,7 +116,10 @@ spec:
             if produced >= at && !kills.iter().any(|(v, _)| *v == victim) {
                 let (g, took) = procs.kill_and_restart(victim, generation).await;
                 generation = g;
-                eprintln!("chaos: kill -9 worker {victim} after {produced} produced -> generation {generation} on all after {} ms", took.as_millis());
+                eprintln!(
+                    "chaos: kill -9 worker {victim} after {produced} produced -> generation {generation} on all after {} ms",
+                    took.as_millis()
+                );
                 kills.push((victim, took));
             }
         }
@@ -117,18 +132,28 @@ spec:
         let out = tansu.read_all(&client, "totals", OUT_PARTITIONS).await;
         let seqs: BTreeSet<u64> = out
             .iter()
-            .filter_map(|(_, _, r)| serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok()?["seq"].as_u64())
+            .filter_map(|(_, _, r)| {
+                serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok()?["seq"].as_u64()
+            })
             .collect();
         if seqs.len() as u64 >= inputs {
             break out;
         }
-        assert!(Instant::now() < deadline, "output incomplete: {} of {inputs} seqs", seqs.len());
+        assert!(
+            Instant::now() < deadline,
+            "output incomplete: {} of {inputs} seqs",
+            seqs.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut by_key: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut resent = 0;
     for (_, _, r) in &out {
-        let key = r.headers.get("idempotency-key").cloned().expect("every record carries its idempotency key");
+        let key = r
+            .headers
+            .get("idempotency-key")
+            .cloned()
+            .expect("every record carries its idempotency key");
         let value = r.value.clone().unwrap();
         if let Some(old) = by_key.insert(key, value.clone()) {
             assert_eq!(old, value, "a re-sent record is the same record");
@@ -178,22 +203,48 @@ spec:
     let ends = tansu.end_offsets(&client, "adds", PARTITIONS).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let committed = loop {
-        let mut conn = spindle_worker::ingress::kafka::group::coordinator(&[tansu.addr.clone()], "kafka-e2e-group", Duration::from_secs(5))
+        let mut conn = spindle_worker::ingress::kafka::group::coordinator(
+            &[tansu.addr.clone()],
+            "kafka-e2e-group",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let got: Vec<i64> = conn
+            .fetch("kafka-e2e-group", "adds", &(0..PARTITIONS).collect::<Vec<_>>())
             .await
-            .unwrap();
-        let got: Vec<i64> = conn.fetch("kafka-e2e-group", "adds", &(0..PARTITIONS).collect::<Vec<_>>()).await.unwrap().into_iter().map(|(_, o)| o).collect();
+            .unwrap()
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
         if got == ends {
             break got;
         }
-        assert!(Instant::now() < deadline, "committed offsets {got:?} never reached the end offsets {ends:?}");
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets {got:?} never reached the end offsets {ends:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
     eprintln!("kafka e2e results:");
-    eprintln!("  inputs {inputs} over {PARTITIONS} partitions, {} bad records; kills {:?}", bad_offsets.len(), kills.iter().map(|(v, t)| format!("worker {v} ({} ms to recover)", t.as_millis())).collect::<Vec<_>>());
-    eprintln!("  output records {}, re-sent with the same key (dropped) {resent}", out.len());
+    eprintln!(
+        "  inputs {inputs} over {PARTITIONS} partitions, {} bad records; kills {:?}",
+        bad_offsets.len(),
+        kills
+            .iter()
+            .map(|(v, t)| format!("worker {v} ({} ms to recover)", t.as_millis()))
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "  output records {}, re-sent with the same key (dropped) {resent}",
+        out.len()
+    );
     eprintln!("  lost {lost}, duplicated {duplicated}, unexpected {unexpected} (after idempotency-key dedup)");
-    eprintln!("  counters exact {exact}/{KEYS}; dead letters {} distinct, all bad records", dead.len());
+    eprintln!(
+        "  counters exact {exact}/{KEYS}; dead letters {} distinct, all bad records",
+        dead.len()
+    );
     eprintln!("  consumer group offsets {committed:?} = end offsets");
     assert_eq!((lost, duplicated, unexpected), (0, 0, 0));
     assert_eq!(kills.len(), 2, "both kills happened");

@@ -16,15 +16,24 @@ use support::brokers::{Tansu, TestRecord, now_ms};
 use support::*;
 
 async fn committed(tansu: &Tansu, group: &str) -> i64 {
-    let Ok(mut conn) = spindle_worker::ingress::kafka::group::coordinator(&[tansu.addr.clone()], group, Duration::from_secs(5)).await else {
+    let Ok(mut conn) =
+        spindle_worker::ingress::kafka::group::coordinator(&[tansu.addr.clone()], group, Duration::from_secs(5)).await
+    else {
         return -1;
     };
-    conn.fetch(group, "sp", &[0]).await.ok().and_then(|v| v.first().map(|(_, o)| *o)).unwrap_or(-1)
+    conn.fetch(group, "sp", &[0])
+        .await
+        .ok()
+        .and_then(|v| v.first().map(|(_, o)| *o))
+        .unwrap_or(-1)
 }
 
 /// The seqs in an egress file of totals.
 fn seqs(path: &Path) -> BTreeSet<u64> {
-    egress_lines(path).iter().filter_map(|l| l["value"]["seq"].as_u64()).collect()
+    egress_lines(path)
+        .iter()
+        .filter_map(|l| l["value"]["seq"].as_u64())
+        .collect()
 }
 
 fn app(name: &str, fn_addr: std::net::SocketAddr, broker: &str, startup: &str, group: &str) -> String {
@@ -53,7 +62,15 @@ spec:
 
 /// Runs a fresh application until its totals file holds `want` and the group has committed
 /// `end`; then checks nothing else arrived.
-async fn run_until(dir: &Path, yaml: &str, tansu: &Tansu, group: &str, end: i64, want: &BTreeSet<u64>, produce: impl AsyncFnOnce()) {
+async fn run_until(
+    dir: &Path,
+    yaml: &str,
+    tansu: &Tansu,
+    group: &str,
+    end: i64,
+    want: &BTreeSet<u64>,
+    produce: impl AsyncFnOnce(),
+) {
     let worker = start_worker(yaml, dir).await;
     // The reader has resolved its start once a checkpoint holds it and the group has it.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -64,7 +81,11 @@ async fn run_until(dir: &Path, yaml: &str, tansu: &Tansu, group: &str, end: i64,
     produce().await;
     let file = dir.join("totals.jsonl");
     while seqs(&file).len() < want.len() || committed(tansu, group).await < end {
-        assert!(Instant::now() < deadline, "{group}: have {:?}, want {want:?}", seqs(&file));
+        assert!(
+            Instant::now() < deadline,
+            "{group}: have {:?}, want {want:?}",
+            seqs(&file)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.wait_idle(Duration::from_secs(30)).await.unwrap();
@@ -87,8 +108,12 @@ async fn startup_positions_earliest_latest_timestamp_and_group_offsets() {
     let (fn_addr, _stop_functions) = example_functions().await;
     let now = now_ms();
     // Three records two minutes old, three from now.
-    tansu.produce(&client, "sp", 0, (0..3).map(|s| add(s, now - 120_000)).collect()).await;
-    tansu.produce(&client, "sp", 0, (3..6).map(|s| add(s, now)).collect()).await;
+    tansu
+        .produce(&client, "sp", 0, (0..3).map(|s| add(s, now - 120_000)).collect())
+        .await;
+    tansu
+        .produce(&client, "sp", 0, (3..6).map(|s| add(s, now)).collect())
+        .await;
     let set = |r: std::ops::Range<u64>| r.collect::<BTreeSet<u64>>();
     let broker = tansu.addr.clone();
 
@@ -100,21 +125,38 @@ async fn startup_positions_earliest_latest_timestamp_and_group_offsets() {
     let d = TempDir::new("sp-latest");
     let yaml = app("sp-latest", fn_addr, &broker, "latest", "");
     let produce = async || {
-        tansu.produce(&client, "sp", 0, (6..8).map(|s| add(s, now_ms())).collect()).await;
+        tansu
+            .produce(&client, "sp", 0, (6..8).map(|s| add(s, now_ms())).collect())
+            .await;
     };
     run_until(d.path(), &yaml, &tansu, "sp-latest", 8, &set(6..8), produce).await;
     eprintln!("latest: only the records produced after the start, 6..8");
 
     let d = TempDir::new("sp-timestamp");
-    let at = chrono::DateTime::from_timestamp_millis(now - 60_000).unwrap().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-    let yaml = app("sp-timestamp", fn_addr, &broker, &format!("timestamp\n        startupTimestamp: \"{at}\""), "");
+    let at = chrono::DateTime::from_timestamp_millis(now - 60_000)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let yaml = app(
+        "sp-timestamp",
+        fn_addr,
+        &broker,
+        &format!("timestamp\n        startupTimestamp: \"{at}\""),
+        "",
+    );
     run_until(d.path(), &yaml, &tansu, "sp-timestamp", 8, &set(3..8), async || {}).await;
     eprintln!("timestamp {at}: records from one minute ago on, 3..8");
 
     // The group sp-earliest committed 6 when its application stopped: a new application
     // starting from its offsets reads 6.. only.
     let d = TempDir::new("sp-group");
-    let yaml = app("sp-group", fn_addr, &broker, "group-offsets", "consumerGroupId: sp-earliest");
+    let yaml = app(
+        "sp-group",
+        fn_addr,
+        &broker,
+        "group-offsets",
+        "consumerGroupId: sp-earliest",
+    );
     run_until(d.path(), &yaml, &tansu, "sp-earliest", 8, &set(6..8), async || {}).await;
     eprintln!("group-offsets of sp-earliest (committed 6): records 6..8");
 }
@@ -163,7 +205,10 @@ spec:
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .unwrap();
-    eprintln!("started: spindle run with the StateFun Python SDK function py/relay (pid {})", run.id());
+    eprintln!(
+        "started: spindle run with the StateFun Python SDK function py/relay (pid {})",
+        run.id()
+    );
     let client = tansu.client().await;
     let words = ["ada", "grace", "edsger", "barbara"];
     for (i, w) in words.iter().enumerate() {
@@ -176,7 +221,12 @@ spec:
         if out.len() >= words.len() {
             break out;
         }
-        assert!(Instant::now() < deadline, "{} of {} relayed records", out.len(), words.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} relayed records",
+            out.len(),
+            words.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // SIGTERM: `spindle run` stops its function process too.
@@ -187,11 +237,18 @@ spec:
         .iter()
         .map(|(_, _, r)| {
             assert!(r.headers.contains_key("idempotency-key"), "{r:?}");
-            (String::from_utf8(r.key.clone().unwrap()).unwrap(), String::from_utf8(r.value.clone().unwrap()).unwrap())
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                String::from_utf8(r.value.clone().unwrap()).unwrap(),
+            )
         })
         .collect();
     got.sort();
-    let want: Vec<(String, String)> = words.iter().enumerate().map(|(i, w)| (format!("id{i}"), format!("{w}!"))).collect();
+    let want: Vec<(String, String)> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("id{i}"), format!("{w}!")))
+        .collect();
     eprintln!("relayed by the Python SDK's kafka_egress_message: {got:?}");
     assert_eq!(got, want);
 }

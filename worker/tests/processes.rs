@@ -29,7 +29,15 @@ fn three_worker_processes_run_a_cyclic_application_exactly() {
     eprintln!("running: spindle run --workers 3 (three worker processes, Python StateFun SDK functions)");
     let out = Command::new(SPINDLE)
         .current_dir(dir.path())
-        .args(["run", "app.yaml", "--input", "input.jsonl", "--exit-when-idle", "--ingress-addr", "127.0.0.1:0"])
+        .args([
+            "run",
+            "app.yaml",
+            "--input",
+            "input.jsonl",
+            "--exit-when-idle",
+            "--ingress-addr",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -33,7 +33,9 @@ async fn python_sdk_functions_run_unchanged() {
         working_dir: None,
         startup_timeout: HumanDuration::from_secs(60),
     };
-    let function = FunctionProcess::start("py/*", &local, dir.path()).await.expect("python function starts");
+    let function = FunctionProcess::start("py/*", &local, dir.path())
+        .await
+        .expect("python function starts");
     eprintln!(
         "started: StateFun Python SDK 3.3.0 functions (aiohttp) on 127.0.0.1:{}, venv {}",
         function.port,
@@ -60,7 +62,10 @@ spec:
     );
     let worker = start_worker(&yaml, dir.path()).await;
     let ingress = worker.ingress_addr.unwrap();
-    eprintln!("started: Spindle worker, ingress {ingress}, admin {}", worker.admin_addr);
+    eprintln!(
+        "started: Spindle worker, ingress {ingress}, admin {}",
+        worker.admin_addr
+    );
     let out = dir.path().join("out.jsonl");
 
     // Messages between two function types, state in both, a round trip back to the caller.
@@ -75,7 +80,11 @@ spec:
     ];
     send_input(ingress, &records).await.unwrap();
     worker.wait_idle(Duration::from_secs(30)).await.unwrap();
-    assert!(worker.dead_letters.recent().is_empty(), "{:?}", worker.dead_letters.recent());
+    assert!(
+        worker.dead_letters.recent().is_empty(),
+        "{:?}",
+        worker.dead_letters.recent()
+    );
     let mut got = egress_values(&out);
     got.sort();
     assert_eq!(
@@ -88,7 +97,11 @@ spec:
         ]
     );
     let lines = egress_lines(&out);
-    assert!(lines.iter().all(|l| l["typename"] == "io.statefun.types/string" && l["egress"] == "py/out"));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["typename"] == "io.statefun.types/string" && l["egress"] == "py/out")
+    );
 
     let addr = |t: &str, id: &str| Address::new(TypeName::parse(t).unwrap(), id);
     let state = worker.read_state(addr("py/counter", "alice")).await.unwrap();
@@ -100,18 +113,29 @@ spec:
 
     // A value that expires 2 s after it was written: present right after, then gone.
     let written = Instant::now();
-    send_input(ingress, &[cmd("py/counter/dave", json!({"op": "note", "text": "hi"})), cmd("py/counter/dave", json!({"op": "probe"}))])
-        .await
-        .unwrap();
+    send_input(
+        ingress,
+        &[
+            cmd("py/counter/dave", json!({"op": "note", "text": "hi"})),
+            cmd("py/counter/dave", json!({"op": "probe"})),
+        ],
+    )
+    .await
+    .unwrap();
     worker.wait_idle(Duration::from_secs(30)).await.unwrap();
     let probes = |out: &std::path::Path| {
-        egress_values(out).into_iter().filter(|v| v.starts_with("probe:dave")).collect::<Vec<_>>()
+        egress_values(out)
+            .into_iter()
+            .filter(|v| v.starts_with("probe:dave"))
+            .collect::<Vec<_>>()
     };
     assert_eq!(probes(&out), ["probe:dave:present:hi"]);
     let mut absent_after = None;
     while absent_after.is_none() {
         assert!(written.elapsed() < Duration::from_secs(20), "the note never expired");
-        send_input(ingress, &[cmd("py/counter/dave", json!({"op": "probe"}))]).await.unwrap();
+        send_input(ingress, &[cmd("py/counter/dave", json!({"op": "probe"}))])
+            .await
+            .unwrap();
         worker.wait_idle(Duration::from_secs(30)).await.unwrap();
         if probes(&out).last().unwrap().contains(":absent:") {
             absent_after = Some(written.elapsed());
@@ -120,10 +144,17 @@ spec:
         }
     }
     let absent_after = absent_after.unwrap();
-    assert!(absent_after >= Duration::from_secs(2), "expired too early: {absent_after:?}");
+    assert!(
+        absent_after >= Duration::from_secs(2),
+        "expired too early: {absent_after:?}"
+    );
     assert!(egress_values(&out).contains(&"note-set:dave:hi".to_string()));
 
-    assert!(worker.dead_letters.recent().is_empty(), "{:?}", worker.dead_letters.recent());
+    assert!(
+        worker.dead_letters.recent().is_empty(),
+        "{:?}",
+        worker.dead_letters.recent()
+    );
     worker.shutdown().await;
     function.stop().await;
 }

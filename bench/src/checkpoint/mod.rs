@@ -99,7 +99,11 @@ pub(crate) fn app_yaml(
         max_buffered: Some(buffered),
         max_batch: Some(100),
         max_in_flight: Some(64),
-        checkpoint: Checkpoints { storage, retained: Some(3), ..Checkpoints::every(interval) },
+        checkpoint: Checkpoints {
+            storage,
+            retained: Some(3),
+            ..Checkpoints::every(interval)
+        },
         ..BenchApp::new(name)
     }
     .yaml(function_port, webhook)
@@ -190,7 +194,10 @@ async fn measure(args: &CheckpointArgs, env: &Env, f: &mut Figures) -> anyhow::R
         }
     }
     if args.parts.contains(&Part::Size) {
-        println!("size: checkpoints every {:?} with {:?} keys of state, {} checkpoints each, light load {} msgs/s", args.interval, args.state_keys, args.checkpoints, args.light_rate);
+        println!(
+            "size: checkpoints every {:?} with {:?} keys of state, {} checkpoints each, light load {} msgs/s",
+            args.interval, args.state_keys, args.checkpoints, args.light_rate
+        );
         size::run(args, env, &mut f.sizes).await?;
     }
     if args.parts.contains(&Part::Recovery) {
@@ -208,22 +215,38 @@ impl Figures {
         println!();
         println!("| Figure | Value | Target |");
         println!("|---|---|---|");
-        println!("| Machine load (1/5/15 min) at start → end | {load_start} → {load_end} ({} cores) | |", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!(
+            "| Machine load (1/5/15 min) at start → end | {load_start} → {load_end} ({} cores) | |",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
         let side = |on: bool| self.rounds.iter().filter(move |r| r.checkpoints == on);
         let mean = |on: bool| {
             let v: Vec<f64> = side(on).map(|r| r.per_second).collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
         if let (Some(off), Some(on)) = (mean(false), mean(true)) {
-            let each = |on: bool| side(on).map(|r| format!("{:.0}", r.per_second)).collect::<Vec<_>>().join(", ");
+            let each = |on: bool| {
+                side(on)
+                    .map(|r| format!("{:.0}", r.per_second))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             println!(
                 "| Throughput, checkpoints off ({} keys, {} clients) | {off:.0} msgs/s (rounds: {}) | |",
                 args.keys,
                 args.concurrency,
                 each(false)
             );
-            println!("| Throughput, checkpoints every {:?} | {on:.0} msgs/s (rounds: {}) | |", args.interval, each(true));
-            println!("| Throughput ratio on/off | {:.3} (overhead {:.1} %) | overhead < 5 % |", on / off, (1.0 - on / off) * 100.0);
+            println!(
+                "| Throughput, checkpoints every {:?} | {on:.0} msgs/s (rounds: {}) | |",
+                args.interval,
+                each(true)
+            );
+            println!(
+                "| Throughput ratio on/off | {:.3} (overhead {:.1} %) | overhead < 5 % |",
+                on / off,
+                (1.0 - on / off) * 100.0
+            );
             let cpu = |on: bool| {
                 let v: Vec<f64> = side(on).map(|r| r.cpu_per_message.as_secs_f64() * 1e6).collect();
                 v.iter().sum::<f64>() / v.len().max(1) as f64
@@ -242,7 +265,11 @@ impl Figures {
                     if on { "on" } else { "off" },
                     ms(percentile(&all, 0.5)),
                     ms(percentile(&all, 0.99)),
-                    if on { "includes the wait for the epoch's checkpoint (the guarantee)" } else { "" }
+                    if on {
+                        "includes the wait for the epoch's checkpoint (the guarantee)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -268,7 +295,11 @@ impl Figures {
                 "| Checkpoint size, {} keys | {b} bytes ({:.1} bytes/key){} | |",
                 s.keys,
                 b as f64 / s.keys as f64,
-                if s.failed > 0 { format!(", {} checkpoints FAILED", s.failed) } else { String::new() }
+                if s.failed > 0 {
+                    format!(", {} checkpoints FAILED", s.failed)
+                } else {
+                    String::new()
+                }
             );
         }
         for coordinator in [false, true] {
@@ -276,18 +307,40 @@ impl Figures {
             if k.is_empty() {
                 continue;
             }
-            let who = if coordinator { "the coordinator (worker 0)" } else { "a non-coordinator" };
+            let who = if coordinator {
+                "the coordinator (worker 0)"
+            } else {
+                "a non-coordinator"
+            };
             let stat = |f: &dyn Fn(&recovery::Kill) -> Duration| {
                 let v: Vec<f64> = k.iter().map(|x| f(x).as_secs_f64()).collect();
                 let mean = v.iter().sum::<f64>() / v.len() as f64;
                 let worst = v.iter().copied().fold(0.0, f64::max);
-                format!("mean {:.0} ms / worst {:.0} ms ({} kills)", mean * 1e3, worst * 1e3, v.len())
+                format!(
+                    "mean {:.0} ms / worst {:.0} ms ({} kills)",
+                    mean * 1e3,
+                    worst * 1e3,
+                    v.len()
+                )
             };
-            println!("| kill -9 {who} → all workers ready on the new generation | {} | |", stat(&|x: &recovery::Kill| x.all_ready));
-            println!("| kill -9 {who} → first new completion at the egress | {} | < 2 s |", stat(&|x: &recovery::Kill| x.first_completion));
-            let reported: Vec<String> = k.iter().filter_map(|x| x.reported).map(|d| format!("{:.0}", d.as_secs_f64() * 1e3)).collect();
+            println!(
+                "| kill -9 {who} → all workers ready on the new generation | {} | |",
+                stat(&|x: &recovery::Kill| x.all_ready)
+            );
+            println!(
+                "| kill -9 {who} → first new completion at the egress | {} | < 2 s |",
+                stat(&|x: &recovery::Kill| x.first_completion)
+            );
+            let reported: Vec<String> = k
+                .iter()
+                .filter_map(|x| x.reported)
+                .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+                .collect();
             if !reported.is_empty() {
-                println!("| Coordinator's `spindle_recovery_duration_seconds` (rollback start → all restored), {who} | {} ms | |", reported.join(", "));
+                println!(
+                    "| Coordinator's `spindle_recovery_duration_seconds` (rollback start → all restored), {who} | {} ms | |",
+                    reported.join(", ")
+                );
             }
         }
     }

@@ -36,10 +36,20 @@ pub(crate) struct Round {
 }
 
 pub(crate) async fn round(args: &CheckpointArgs, env: &Env, n: usize, checkpoints: bool) -> anyhow::Result<Round> {
-    let dir = env.dir.join(format!("overhead-{n}-{}", if checkpoints { "on" } else { "off" }));
+    let dir = env
+        .dir
+        .join(format!("overhead-{n}-{}", if checkpoints { "on" } else { "off" }));
     std::fs::create_dir_all(&dir)?;
     let interval = if checkpoints { args.interval } else { Duration::ZERO };
-    let yaml = app_yaml("ck-overhead", 1, env.function_port, env.webhook, interval, None, args.buffered);
+    let yaml = app_yaml(
+        "ck-overhead",
+        1,
+        env.function_port,
+        env.webhook,
+        interval,
+        None,
+        args.buffered,
+    );
     let spec = spindle_spec::from_yaml_str(&yaml, "overhead app")?;
     let listeners = Listeners {
         ingress: Some(TcpListener::bind("127.0.0.1:0").await?),
@@ -88,23 +98,44 @@ async fn measure(args: &CheckpointArgs, env: &Env, worker: &Arc<Worker>, checkpo
     let wall = u2.at.duration_since(u1.at).as_secs_f64();
     let errors = load.errors.load(std::sync::atomic::Ordering::Relaxed);
     let sent = load.stop().await?;
-    ensure!(errors == 0, "{errors} ingress requests failed during a throughput round");
+    ensure!(
+        errors == 0,
+        "{errors} ingress requests failed during a throughput round"
+    );
 
     // Everything accepted is applied once and reported at the egress.
-    worker.wait_idle(Duration::from_secs(60)).await.context("after the round")?;
+    worker
+        .wait_idle(Duration::from_secs(60))
+        .await
+        .context("after the round")?;
     let (_, total) = state_sum(worker, args.keys).await?;
-    ensure!(total == sent.len() as u64, "counters sum to {total}, but {} messages were accepted", sent.len());
-    ensure!(worker.dead_letters.recent().is_empty(), "dead letters: {:?}", worker.dead_letters.recent());
+    ensure!(
+        total == sent.len() as u64,
+        "counters sum to {total}, but {} messages were accepted",
+        sent.len()
+    );
+    ensure!(
+        worker.dead_letters.recent().is_empty(),
+        "dead letters: {:?}",
+        worker.dead_letters.recent()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while env.sink.len() < sent.len() {
-        ensure!(Instant::now() < deadline, "{} of {} egress records arrived", env.sink.len(), sent.len());
+        ensure!(
+            Instant::now() < deadline,
+            "{} of {} egress records arrived",
+            env.sink.len(),
+            sent.len()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let arrived: HashMap<u64, Instant> = env.sink.take().into_iter().collect();
     let mut latencies = Vec::new();
     for (seq, at) in sent {
         if at >= t1 && at < t2 {
-            let done = arrived.get(&seq).with_context(|| format!("no egress record for seq {seq}"))?;
+            let done = arrived
+                .get(&seq)
+                .with_context(|| format!("no egress record for seq {seq}"))?;
             latencies.push(done.saturating_duration_since(at));
         }
     }

@@ -40,12 +40,20 @@ struct Procs {
 
 impl Procs {
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let log = std::fs::File::options().create(true).append(true).open(self.dir.join(format!("worker-{i}.log")))?;
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("worker-{i}.log")))?;
         let child = spindle_command(self.spindle.as_ref())?
             .arg("worker")
             .arg(&self.app)
             .args(["--index", &i.to_string(), "--peers", &self.peers.join(",")])
-            .args(["--ingress-addr", &self.ingress[i].to_string(), "--admin-addr", &self.admin[i].to_string()])
+            .args([
+                "--ingress-addr",
+                &self.ingress[i].to_string(),
+                "--admin-addr",
+                &self.admin[i].to_string(),
+            ])
             .args(["--peer-addr", &self.peers[i]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("w{i}")))
@@ -82,14 +90,24 @@ pub(crate) async fn run(args: &CheckpointArgs, env: &Env, kills: &mut Vec<Kill>)
     let dir = env.dir.join("recovery");
     std::fs::create_dir_all(&dir)?;
     let store = dir.join("store");
-    let yaml = app_yaml("ck-recovery", WORKERS, env.function_port, env.webhook, args.interval, Some(&store), 10_000);
+    let yaml = app_yaml(
+        "ck-recovery",
+        WORKERS,
+        env.function_port,
+        env.webhook,
+        args.interval,
+        Some(&store),
+        10_000,
+    );
     let app = dir.join("app.yaml");
     std::fs::write(&app, yaml)?;
     let mut procs = Procs {
         spindle: args.spindle.clone(),
         dir: dir.clone(),
         app,
-        peers: (0..WORKERS).map(|_| free_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?,
+        peers: (0..WORKERS)
+            .map(|_| free_addr().map(|a| a.to_string()))
+            .collect::<Result<_, _>>()?,
         ingress: (0..WORKERS).map(|_| free_addr()).collect::<Result<_, _>>()?,
         admin: (0..WORKERS).map(|_| free_addr()).collect::<Result<_, _>>()?,
         children: (0..WORKERS).map(|_| None).collect(),
@@ -111,7 +129,10 @@ async fn kill_rounds(args: &CheckpointArgs, env: &Env, procs: &mut Procs, kills:
     }
     let admin = procs.admin.clone();
     let mut generation = wait_running(&admin, 0, Duration::from_secs(60)).await?;
-    println!("  recovery: {WORKERS} `spindle worker` processes running (generation {generation}), logs in {}", procs.dir.display());
+    println!(
+        "  recovery: {WORKERS} `spindle worker` processes running (generation {generation}), logs in {}",
+        procs.dir.display()
+    );
     env.sink.take();
     let load = Load::start(LoadSpec {
         clients: 8,
@@ -147,27 +168,42 @@ async fn kill_rounds(args: &CheckpointArgs, env: &Env, procs: &mut Procs, kills:
             reported_before = (0.0, 0);
         }
         let now = worker0_recovery(admin[0]).await;
-        let reported = (now.1 > reported_before.1).then(|| Duration::from_secs_f64((now.0 - reported_before.0) / (now.1 - reported_before.1) as f64));
+        let reported = (now.1 > reported_before.1)
+            .then(|| Duration::from_secs_f64((now.0 - reported_before.0) / (now.1 - reported_before.1) as f64));
         reported_before = now;
         println!(
             "  recovery: kill -9 worker {victim}{}: generation {generation} ready on all after {:.0} ms, first new completion after {:.0} ms{}",
             if coordinator { " (coordinator)" } else { "" },
             all_ready.as_secs_f64() * 1e3,
             first_completion.as_secs_f64() * 1e3,
-            reported.map_or(String::new(), |d| format!(" (coordinator's recovery metric {:.0} ms)", d.as_secs_f64() * 1e3))
+            reported.map_or(String::new(), |d| format!(
+                " (coordinator's recovery metric {:.0} ms)",
+                d.as_secs_f64() * 1e3
+            ))
         );
-        kills.push(Kill { coordinator, all_ready, first_completion, reported });
+        kills.push(Kill {
+            coordinator,
+            all_ready,
+            first_completion,
+            reported,
+        });
     }
     let errors = load.errors.load(std::sync::atomic::Ordering::Relaxed);
     let sent = load.stop().await?;
-    println!("  recovery: {} messages accepted during the kills, {errors} requests refused or failed (retried at another worker)", sent.len());
+    println!(
+        "  recovery: {} messages accepted during the kills, {errors} requests refused or failed (retried at another worker)",
+        sent.len()
+    );
     Ok(())
 }
 
 /// The worker-0 process's `spindle_recovery_duration_seconds` (sum, count).
 async fn worker0_recovery(admin: SocketAddr) -> (f64, u64) {
     match get(admin, "/metrics").await {
-        Some((200, body)) => histogram(&scrape(&String::from_utf8_lossy(&body)), "spindle_recovery_duration_seconds"),
+        Some((200, body)) => histogram(
+            &scrape(&String::from_utf8_lossy(&body)),
+            "spindle_recovery_duration_seconds",
+        ),
         _ => (0.0, 0),
     }
 }
@@ -186,7 +222,12 @@ async fn wait_running(admin: &[SocketAddr], after: u64, timeout: Duration) -> an
         let mut gens = Vec::new();
         for a in admin {
             let ready = matches!(get(*a, "/readyz").await, Some((200, _)));
-            gens.push(status(*a).await.filter(|_| ready).and_then(|s| s["generation"].as_u64()));
+            gens.push(
+                status(*a)
+                    .await
+                    .filter(|_| ready)
+                    .and_then(|s| s["generation"].as_u64()),
+            );
         }
         if let Some(Some(g)) = gens.first()
             && *g > after
@@ -195,7 +236,9 @@ async fn wait_running(admin: &[SocketAddr], after: u64, timeout: Duration) -> an
             return Ok(*g);
         }
         if Instant::now() > deadline {
-            bail!("the workers did not all run a generation above {after} within {timeout:?} (ready generations: {gens:?})");
+            bail!(
+                "the workers did not all run a generation above {after} within {timeout:?} (ready generations: {gens:?})"
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -208,7 +251,10 @@ async fn wait_steady(admin: &[SocketAddr], env: &Env, timeout: Duration) -> anyh
     loop {
         let s = status(admin[0]).await;
         let (restored, completed) = s.as_ref().map_or((0, 0), |s| {
-            (s["restoredCheckpoint"].as_u64().unwrap_or(0), s["completedCheckpoint"].as_u64().unwrap_or(0))
+            (
+                s["restoredCheckpoint"].as_u64().unwrap_or(0),
+                s["completedCheckpoint"].as_u64().unwrap_or(0),
+            )
         });
         if completed >= restored + 2 && !env.sink.is_empty() {
             return Ok(());

@@ -29,7 +29,15 @@ pub(crate) struct SizeRow {
 pub(crate) async fn run(args: &CheckpointArgs, env: &Env, rows: &mut Vec<SizeRow>) -> anyhow::Result<()> {
     let dir = env.dir.join("size");
     std::fs::create_dir_all(&dir)?;
-    let yaml = app_yaml("ck-size", 1, env.function_port, env.webhook, args.interval, None, 10_000);
+    let yaml = app_yaml(
+        "ck-size",
+        1,
+        env.function_port,
+        env.webhook,
+        args.interval,
+        None,
+        10_000,
+    );
     let spec = spindle_spec::from_yaml_str(&yaml, "size app")?;
     let listeners = Listeners {
         ingress: Some(TcpListener::bind("127.0.0.1:0").await?),
@@ -65,8 +73,16 @@ async fn measure_all(args: &CheckpointArgs, env: &Env, worker: &Worker, rows: &m
                 rate: None,
             });
             let sent = fill.wait_finished(Duration::from_secs(600)).await?;
-            ensure!(sent.len() == n - loaded, "preloaded {} of {} keys", sent.len(), n - loaded);
-            worker.wait_idle(Duration::from_secs(120)).await.context("after preloading")?;
+            ensure!(
+                sent.len() == n - loaded,
+                "preloaded {} of {} keys",
+                sent.len(),
+                n - loaded
+            );
+            worker
+                .wait_idle(Duration::from_secs(120))
+                .await
+                .context("after preloading")?;
             env.sink.take();
             println!(
                 "  size: preloaded {} new keys ({n} in all) in {:.1} s",
@@ -92,11 +108,19 @@ async fn measure_all(args: &CheckpointArgs, env: &Env, worker: &Worker, rows: &m
             ms(super::pct(&row.durations, 0.99)),
             ms(super::pct(&row.captures, 0.99)),
             super::median(&row.bytes),
-            if row.failed > 0 { format!(", {} FAILED", row.failed) } else { String::new() }
+            if row.failed > 0 {
+                format!(", {} FAILED", row.failed)
+            } else {
+                String::new()
+            }
         );
         rows.push(row);
     }
-    ensure!(worker.dead_letters.recent().is_empty(), "dead letters: {:?}", worker.dead_letters.recent());
+    ensure!(
+        worker.dead_letters.recent().is_empty(),
+        "dead letters: {:?}",
+        worker.dead_letters.recent()
+    );
     Ok(())
 }
 
@@ -139,7 +163,8 @@ async fn watch(args: &CheckpointArgs, worker: &Worker, keys: usize) -> anyhow::R
             row.uploads.extend(grew(UPLOAD));
             if let Some(d) = d {
                 row.durations.push(d);
-                row.bytes.push(now.get("spindle_checkpoint_bytes").copied().unwrap_or(0.0) as u64);
+                row.bytes
+                    .push(now.get("spindle_checkpoint_bytes").copied().unwrap_or(0.0) as u64);
             }
         } else if d.is_some() {
             // The first completion may have begun during preloading; measure from the next.

@@ -74,7 +74,13 @@ impl Sink {
 
     /// The earliest arrival of a record whose seq is at least `floor` (sent after a moment).
     pub fn first_from(&self, floor: u64) -> Option<Instant> {
-        self.arrivals.lock().unwrap().iter().filter(|(s, _)| *s >= floor).map(|(_, t)| *t).min()
+        self.arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| *s >= floor)
+            .map(|(_, t)| *t)
+            .min()
     }
 }
 
@@ -116,9 +122,16 @@ impl Load {
         let ingresses = Arc::new(spec.ingresses);
         let mut clients = JoinSet::new();
         for c in 0..spec.clients {
-            let (http, ingresses, keys, stop, errors) =
-                (http.clone(), ingresses.clone(), spec.keys.clone(), stop_rx.clone(), errors.clone());
-            let period = spec.rate.map(|r| Duration::from_secs_f64(spec.clients as f64 / r.max(0.001)));
+            let (http, ingresses, keys, stop, errors) = (
+                http.clone(),
+                ingresses.clone(),
+                spec.keys.clone(),
+                stop_rx.clone(),
+                errors.clone(),
+            );
+            let period = spec
+                .rate
+                .map(|r| Duration::from_secs_f64(spec.clients as f64 / r.max(0.001)));
             clients.spawn(client(c, http, ingresses, keys, period, stop, errors));
         }
         Load { stop, clients, errors }
@@ -220,9 +233,15 @@ async fn client(
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, Bytes)> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let uri = format!("http://{addr}{path}").parse().ok()?;
-    let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await.ok()?.ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
+        .await
+        .ok()?
+        .ok()?;
     let status = resp.status().as_u16();
-    let body = tokio::time::timeout(Duration::from_secs(2), resp.into_body().collect()).await.ok()?.ok()?;
+    let body = tokio::time::timeout(Duration::from_secs(2), resp.into_body().collect())
+        .await
+        .ok()?
+        .ok()?;
     Some((status, body.to_bytes()))
 }
 

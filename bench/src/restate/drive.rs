@@ -15,11 +15,11 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
 use super::restate_side::RestateProcesses;
-use crate::usage::{self, Snapshot};
 use super::{RestateArgs, Side, SideKind, Workload};
 use crate::checkpoint::traffic::{get, histogram, scrape};
 use crate::harness::{Harness, Waiters, percentile};
 use crate::report::load_average;
+use crate::usage::{self, Snapshot};
 
 /// What one side was sent over the run, for the final check.
 #[derive(Debug, Default, Clone)]
@@ -90,7 +90,8 @@ struct Ctx {
 
 impl Ctx {
     async fn post(&self, path: String, content_type: &str, body: Vec<u8>, durable: bool) -> anyhow::Result<StatusCode> {
-        let mut req = Request::post(format!("http://{}{path}", self.ingress)).header(header::CONTENT_TYPE, content_type);
+        let mut req =
+            Request::post(format!("http://{}{path}", self.ingress)).header(header::CONTENT_TYPE, content_type);
         if durable {
             req = req.header("spindle-ack", "durable");
         }
@@ -112,27 +113,60 @@ impl Ctx {
         let add = serde_json::to_vec(&serde_json::json!({"seq": seq, "value": 1}))?;
         let hop = serde_json::to_vec(&serde_json::json!({"seq": seq, "remaining": self.hops, "spread": self.keys}))?;
         let (status, done, expect) = match (self.side_kind, self.workload) {
-            (SideKind::Restate, Workload::RequestReply) => {
-                (self.post(format!("/counter/k{key}/add"), "application/json", add, false).await?, None, StatusCode::OK)
-            }
-            (SideKind::Restate, Workload::OneWay) => {
-                (self.post(format!("/counter/k{key}/add/send"), "application/json", add, false).await?, None, StatusCode::ACCEPTED)
-            }
+            (SideKind::Restate, Workload::RequestReply) => (
+                self.post(format!("/counter/k{key}/add"), "application/json", add, false)
+                    .await?,
+                None,
+                StatusCode::OK,
+            ),
+            (SideKind::Restate, Workload::OneWay) => (
+                self.post(format!("/counter/k{key}/add/send"), "application/json", add, false)
+                    .await?,
+                None,
+                StatusCode::ACCEPTED,
+            ),
             (SideKind::Restate, Workload::Chain) => {
                 let rx = wait(seq);
-                (self.post(format!("/hop/h{key}/hop/send"), "application/json", hop, false).await?, Some(rx), StatusCode::ACCEPTED)
+                (
+                    self.post(format!("/hop/h{key}/hop/send"), "application/json", hop, false)
+                        .await?,
+                    Some(rx),
+                    StatusCode::ACCEPTED,
+                )
             }
             (SideKind::Spindle(_), Workload::RequestReply) => {
                 let rx = wait(seq);
-                let s = self.post(format!("/example/counter/k{key}"), "application/vnd.example/Add", add, false).await?;
+                let s = self
+                    .post(
+                        format!("/example/counter/k{key}"),
+                        "application/vnd.example/Add",
+                        add,
+                        false,
+                    )
+                    .await?;
                 (s, Some(rx), StatusCode::ACCEPTED)
             }
-            (SideKind::Spindle(_), Workload::OneWay) => {
-                (self.post(format!("/example/counter/k{key}"), "application/vnd.example/Add", add, true).await?, None, StatusCode::OK)
-            }
+            (SideKind::Spindle(_), Workload::OneWay) => (
+                self.post(
+                    format!("/example/counter/k{key}"),
+                    "application/vnd.example/Add",
+                    add,
+                    true,
+                )
+                .await?,
+                None,
+                StatusCode::OK,
+            ),
             (SideKind::Spindle(_), Workload::Chain) => {
                 let rx = wait(seq);
-                let s = self.post(format!("/example/hop/h{key}"), "application/vnd.example/Hop", hop, false).await?;
+                let s = self
+                    .post(
+                        format!("/example/hop/h{key}"),
+                        "application/vnd.example/Hop",
+                        hop,
+                        false,
+                    )
+                    .await?;
                 (s, Some(rx), StatusCode::ACCEPTED)
             }
         };
@@ -155,7 +189,11 @@ impl Ctx {
 /// delivered (one per completed add, released after its checkpoint).
 async fn completions(side: &Side, restate: Option<&RestateProcesses>) -> anyhow::Result<u64> {
     Ok(match side.kind {
-        SideKind::Restate => restate.context("Restate is not running")?.state_sum("counter", "total").await?.max(0) as u64,
+        SideKind::Restate => restate
+            .context("Restate is not running")?
+            .state_sum("counter", "total")
+            .await?
+            .max(0) as u64,
         SideKind::Spindle(_) => {
             let admin = side.admin.context("no admin address")?;
             let (_, body) = get(admin, "/metrics").await.context("reading Spindle's /metrics")?;
@@ -213,9 +251,17 @@ pub(crate) async fn row(
     }
     // The window's edges: CPU and memory of every process, and (one-way) completions so far.
     tokio::time::sleep_until(from.into()).await;
-    let (a, done_a, ck_a) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?, checkpoints(side).await);
+    let (a, done_a, ck_a) = (
+        usage::snapshot(&pids),
+        completions_if(workload, side, restate).await?,
+        checkpoints(side).await,
+    );
     tokio::time::sleep_until(stop.into()).await;
-    let (b, done_b, ck_b) = (usage::snapshot(&pids), completions_if(workload, side, restate).await?, checkpoints(side).await);
+    let (b, done_b, ck_b) = (
+        usage::snapshot(&pids),
+        completions_if(workload, side, restate).await?,
+        checkpoints(side).await,
+    );
     let load = load_average();
     let (mut latencies, mut ops) = (Vec::new(), 0);
     while let Some(r) = clients.join_next().await {
@@ -247,7 +293,10 @@ pub(crate) async fn row(
         checkpoints: ck_a.zip(ck_b).map(|((s0, n0), (s1, n1))| {
             let n = n1.saturating_sub(n0);
             let secs = b.at.duration_since(a.at).as_secs_f64();
-            (n as f64 / secs, Duration::from_secs_f64(((s1 - s0) / n.max(1) as f64).max(0.0)))
+            (
+                n as f64 / secs,
+                Duration::from_secs_f64(((s1 - s0) / n.max(1) as f64).max(0.0)),
+            )
         }),
     })
 }
@@ -260,7 +309,11 @@ async fn checkpoints(side: &Side) -> Option<(f64, u64)> {
 }
 
 async fn completions_if(w: Workload, side: &Side, restate: Option<&RestateProcesses>) -> anyhow::Result<u64> {
-    if w == Workload::OneWay { completions(side, restate).await } else { Ok(0) }
+    if w == Workload::OneWay {
+        completions(side, restate).await
+    } else {
+        Ok(0)
+    }
 }
 
 fn processes(side: &Side, a: &Snapshot, b: &Snapshot) -> Vec<(String, f64, u64)> {
@@ -273,22 +326,37 @@ fn processes(side: &Side, a: &Snapshot, b: &Snapshot) -> Vec<(String, f64, u64)>
 
 /// Every add and every hop is in the state exactly once: the counters sum to the adds sent,
 /// the hop counts to chains × (hops + 1). Waits (with a deadline) for one-way work to drain.
-pub(crate) async fn verify(args: &RestateArgs, side: &Side, sent: &Sent, restate: Option<&RestateProcesses>) -> anyhow::Result<String> {
+pub(crate) async fn verify(
+    args: &RestateArgs,
+    side: &Side,
+    sent: &Sent,
+    restate: Option<&RestateProcesses>,
+) -> anyhow::Result<String> {
     let want_hops = sent.chains * u64::from(args.hops + 1);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (adds, hops) = match side.kind {
             SideKind::Restate => {
                 let r = restate.context("Restate is not running")?;
-                (r.state_sum("counter", "total").await?.max(0) as u64, r.state_sum("hop", "hops").await?.max(0) as u64)
+                (
+                    r.state_sum("counter", "total").await?.max(0) as u64,
+                    r.state_sum("hop", "hops").await?.max(0) as u64,
+                )
             }
             SideKind::Spindle(_) => {
                 let admin = side.admin.context("no admin address")?;
-                (spindle_sum(admin, "counter", "total", args.keys).await?, spindle_sum(admin, "hop", "hops", args.keys).await?)
+                (
+                    spindle_sum(admin, "counter", "total", args.keys).await?,
+                    spindle_sum(admin, "hop", "hops", args.keys).await?,
+                )
             }
         };
         if adds == sent.adds && hops == want_hops {
-            return Ok(format!("counters sum to {adds} = adds sent; hop counts sum to {hops} = {} chains × {}", sent.chains, args.hops + 1));
+            return Ok(format!(
+                "counters sum to {adds} = adds sent; hop counts sum to {hops} = {} chains × {}",
+                sent.chains,
+                args.hops + 1
+            ));
         }
         ensure!(
             adds <= sent.adds && hops <= want_hops && Instant::now() < deadline,

@@ -14,8 +14,8 @@
 //!   webhook. Messages/s count every invocation of the chain (hops + 1).
 
 mod drive;
-mod results;
 mod restate_side;
+mod results;
 mod spindle_side;
 
 use std::path::PathBuf;
@@ -115,12 +115,22 @@ impl Side {
     /// What an acknowledgement (or completion) means on this side, for the report.
     pub fn guarantee(&self, w: Workload) -> &'static str {
         match (self.kind, w) {
-            (SideKind::Restate, Workload::RequestReply) => "response after the invocation completed, journaled durably (fsync)",
+            (SideKind::Restate, Workload::RequestReply) => {
+                "response after the invocation completed, journaled durably (fsync)"
+            }
             (SideKind::Restate, Workload::OneWay) => "202 once the invocation is durably enqueued (fsync)",
-            (SideKind::Restate, Workload::Chain) => "every hop a durable one-way call; completion reported from a journaled side effect",
-            (SideKind::Spindle(_), Workload::RequestReply) => "egress record of the completed invocation, released after its checkpoint completed (fsync)",
-            (SideKind::Spindle(_), Workload::OneWay) => "200 once the checkpoint containing the record completed (fsync)",
-            (SideKind::Spindle(_), Workload::Chain) => "egress of the last hop, released after its checkpoint completed (fsync); hops in between are checkpointed, not journaled",
+            (SideKind::Restate, Workload::Chain) => {
+                "every hop a durable one-way call; completion reported from a journaled side effect"
+            }
+            (SideKind::Spindle(_), Workload::RequestReply) => {
+                "egress record of the completed invocation, released after its checkpoint completed (fsync)"
+            }
+            (SideKind::Spindle(_), Workload::OneWay) => {
+                "200 once the checkpoint containing the record completed (fsync)"
+            }
+            (SideKind::Spindle(_), Workload::Chain) => {
+                "egress of the last hop, released after its checkpoint completed (fsync); hops in between are checkpointed, not journaled"
+            }
         }
     }
 }
@@ -178,7 +188,11 @@ pub async fn run(args: &RestateArgs) -> anyhow::Result<()> {
                     // row; the next row (often the other system's) must not pay for it.
                     let begun = Instant::now();
                     drive::verify(args, side, &totals[i], restate.as_ref()).await?;
-                    println!("  drained in {:.1} s: every add and hop sent so far is in the state of {}", begun.elapsed().as_secs_f64(), side.label);
+                    println!(
+                        "  drained in {:.1} s: every add and hop sent so far is in the state of {}",
+                        begun.elapsed().as_secs_f64(),
+                        side.label
+                    );
                 }
             }
         }

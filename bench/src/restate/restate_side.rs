@@ -38,7 +38,9 @@ fn install(tools: &Path) -> anyhow::Result<PathBuf> {
         "aarch64" => "arm64",
         other => bail!("no restate-server build for {other}"),
     };
-    let server = tools.join(format!("node_modules/@restatedev/restate-server-linux-{arch}/bin/restate-server"));
+    let server = tools.join(format!(
+        "node_modules/@restatedev/restate-server-linux-{arch}/bin/restate-server"
+    ));
     let sdk = tools.join("node_modules/@restatedev/restate-sdk/package.json");
     let manifest = tools.join("package.json");
     let current = std::fs::read_to_string(&manifest).is_ok_and(|m| m == PACKAGE_JSON);
@@ -47,9 +49,18 @@ fn install(tools: &Path) -> anyhow::Result<PathBuf> {
         return Ok(server);
     }
     std::fs::write(&manifest, PACKAGE_JSON)?;
-    println!("installing restate-server {RESTATE_VERSION} and the Restate TypeScript SDK with npm into {} …", tools.display());
+    println!(
+        "installing restate-server {RESTATE_VERSION} and the Restate TypeScript SDK with npm into {} …",
+        tools.display()
+    );
     let status = std::process::Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--no-package-lock"])
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--no-package-lock",
+        ])
         .current_dir(tools)
         .status()
         .context("running npm (Node.js and npm are needed for Restate's side; --no-restate skips it)")?;
@@ -63,7 +74,10 @@ impl RestateProcesses {
         let server_bin = install(tools)?;
         let version = std::process::Command::new(&server_bin).arg("--version").output()?;
         let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
-        ensure!(version.contains(RESTATE_VERSION), "expected restate-server {RESTATE_VERSION}, found `{version}`");
+        ensure!(
+            version.contains(RESTATE_VERSION),
+            "expected restate-server {RESTATE_VERSION}, found `{version}`"
+        );
         let dir = scratch.join("restate");
         std::fs::create_dir_all(&dir)?;
         let (ingress, admin, fabric, services_addr) = (free_addr()?, free_addr()?, free_addr()?, free_addr()?);
@@ -120,7 +134,11 @@ advertised-ingress-endpoint = "http://{ingress}/"
         register(admin, services_addr).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while !matches!(get(ingress, "/restate/health").await, Some((200, _))) {
-            ensure!(Instant::now() < deadline, "Restate's ingress is not healthy after 60 s; logs in {}", dir.display());
+            ensure!(
+                Instant::now() < deadline,
+                "Restate's ingress is not healthy after 60 s; logs in {}",
+                dir.display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         println!(
@@ -146,7 +164,11 @@ advertised-ingress-endpoint = "http://{ingress}/"
             if let Some(status) = self.services.try_wait()? {
                 bail!("node services.cjs exited ({status}); logs in {}", dir.display());
             }
-            ensure!(Instant::now() < deadline, "Restate not up after 60 s (admin {admin_up}, services {services_up}); logs in {}", dir.display());
+            ensure!(
+                Instant::now() < deadline,
+                "Restate not up after 60 s (admin {admin_up}, services {services_up}); logs in {}",
+                dir.display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -175,7 +197,11 @@ advertised-ingress-endpoint = "http://{ingress}/"
         let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await??;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        ensure!(status.is_success(), "Restate query answered {status}: {}", String::from_utf8_lossy(&bytes));
+        ensure!(
+            status.is_success(),
+            "Restate query answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
         let v: serde_json::Value = serde_json::from_slice(&bytes)?;
         Ok(v["rows"][0]["n"].as_i64().unwrap_or(0))
     }
@@ -199,6 +225,10 @@ async fn register(admin: SocketAddr, services: SocketAddr) -> anyhow::Result<()>
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req)).await??;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
-    ensure!(status.is_success(), "registering the deployment answered {status}: {}", String::from_utf8_lossy(&bytes));
+    ensure!(
+        status.is_success(),
+        "registering the deployment answered {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
     Ok(())
 }

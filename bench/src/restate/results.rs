@@ -103,7 +103,9 @@ fn markdown(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) 
             rss_summary(r)
         ));
     }
-    md.push_str("\n## Guarantees\n\n| workload | system | what a completion / acknowledgement means |\n|---|---|---|\n");
+    md.push_str(
+        "\n## Guarantees\n\n| workload | system | what a completion / acknowledgement means |\n|---|---|---|\n",
+    );
     for w in [Workload::RequestReply, Workload::OneWay, Workload::Chain] {
         let mut seen = Vec::new();
         for r in rows.iter().filter(|r| r.workload == w) {
@@ -174,21 +176,41 @@ fig.savefig(sys.argv[2], dpi=110)
 fn chart_python(tools: &Path) -> anyhow::Result<PathBuf> {
     let venv = tools.join("chart-venv");
     let python = venv.join("bin/python");
-    let ok = |p: &Path| std::process::Command::new(p).args(["-c", "import matplotlib"]).output().is_ok_and(|o| o.status.success());
+    let ok = |p: &Path| {
+        std::process::Command::new(p)
+            .args(["-c", "import matplotlib"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     if ok(&python) {
         return Ok(python);
     }
     println!("creating {} with matplotlib for the chart …", venv.display());
-    let status = std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?;
+    let status = std::process::Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()?;
     anyhow::ensure!(status.success(), "python3 -m venv failed");
     let status = std::process::Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "matplotlib>=3.8,<4"])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "matplotlib>=3.8,<4",
+        ])
         .status()?;
     anyhow::ensure!(status.success() && ok(&python), "pip install matplotlib failed");
     Ok(python)
 }
 
-pub(crate) fn write(args: &RestateArgs, tools: &Path, rows: &[Row], load_start: &str, load_end: &str) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn write(
+    args: &RestateArgs,
+    tools: &Path,
+    rows: &[Row],
+    load_start: &str,
+    load_end: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&args.out)?;
     let md = args.out.join("restate.md");
     let js = args.out.join("restate.json");
@@ -196,10 +218,18 @@ pub(crate) fn write(args: &RestateArgs, tools: &Path, rows: &[Row], load_start: 
     let text = markdown(args, rows, load_start, load_end);
     println!("\n{text}");
     std::fs::write(&md, text)?;
-    std::fs::write(&js, serde_json::to_string_pretty(&to_json(args, rows, load_start, load_end))?)?;
+    std::fs::write(
+        &js,
+        serde_json::to_string_pretty(&to_json(args, rows, load_start, load_end))?,
+    )?;
     let mut written = vec![md, js.clone()];
     let drawn = chart_python(tools).and_then(|python| {
-        let status = std::process::Command::new(python).arg("-c").arg(CHART).arg(&js).arg(&png).status()?;
+        let status = std::process::Command::new(python)
+            .arg("-c")
+            .arg(CHART)
+            .arg(&js)
+            .arg(&png)
+            .status()?;
         anyhow::ensure!(status.success(), "the chart script failed");
         Ok(())
     });

@@ -24,7 +24,12 @@ pub(crate) struct SpindleProcess {
 }
 
 impl SpindleProcess {
-    pub async fn start(args: &RestateArgs, mode: SpindleMode, h: &Harness, scratch: &Path) -> anyhow::Result<SpindleProcess> {
+    pub async fn start(
+        args: &RestateArgs,
+        mode: SpindleMode,
+        h: &Harness,
+        scratch: &Path,
+    ) -> anyhow::Result<SpindleProcess> {
         let name = match mode {
             SpindleMode::Group => "bench-group",
             SpindleMode::Periodic => "bench-periodic",
@@ -36,14 +41,21 @@ impl SpindleProcess {
         let (min_pause, label) = match mode {
             SpindleMode::Group => (
                 Some(args.min_pause),
-                format!("Spindle (checkpoints every {interval}, group commit minPause {}ms)", args.min_pause.as_millis()),
+                format!(
+                    "Spindle (checkpoints every {interval}, group commit minPause {}ms)",
+                    args.min_pause.as_millis()
+                ),
             ),
             SpindleMode::Periodic => (None, format!("Spindle (checkpoints every {interval})")),
         };
         let yaml = BenchApp {
             max_batch: Some(100),
             max_in_flight: Some(64),
-            checkpoint: Checkpoints { min_pause, storage: Some(&storage), ..Checkpoints::every(args.interval) },
+            checkpoint: Checkpoints {
+                min_pause,
+                storage: Some(&storage),
+                ..Checkpoints::every(args.interval)
+            },
             ..BenchApp::new(name)
         }
         .yaml(h.function.port, h.webhook);
@@ -54,7 +66,12 @@ impl SpindleProcess {
         let child = Command::from(spindle_command(args.spindle.as_ref())?)
             .arg("worker")
             .arg(&app)
-            .args(["--ingress-addr", &ingress.to_string(), "--admin-addr", &admin.to_string()])
+            .args([
+                "--ingress-addr",
+                &ingress.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+            ])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("SPINDLE_LOG", "warn")
@@ -74,10 +91,18 @@ impl SpindleProcess {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !matches!(get(admin, "/readyz").await, Some((200, _))) {
             if let Some(status) = p.child.try_wait()? {
-                bail!("{} exited ({status}) before it was ready; log: {}", p.label, dir.join("worker.log").display());
+                bail!(
+                    "{} exited ({status}) before it was ready; log: {}",
+                    p.label,
+                    dir.join("worker.log").display()
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} not ready after 60 s; log: {}", p.label, dir.join("worker.log").display());
+                bail!(
+                    "{} not ready after 60 s; log: {}",
+                    p.label,
+                    dir.join("worker.log").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -34,14 +34,7 @@ fn greeter(ctx: &mut Context<'_>, msg: Message) -> Result<(), HandlerError> {
             greeting: greeting.clone(),
         },
     );
-    ctx.send_egress(
-        &GREETS_TYPE,
-        &Greeting {
-            name,
-            visits,
-            greeting,
-        },
-    );
+    ctx.send_egress(&GREETS_TYPE, &Greeting { name, visits, greeting });
     let sent = ctx.get(&GREETINGS_SENT)?.unwrap_or(0).saturating_add(1);
     ctx.set(&GREETINGS_SENT, &sent);
     Ok(())

@@ -18,10 +18,23 @@ fn hop(ctx: &mut Context<'_>, msg: Message) -> Result<(), HandlerError> {
     ctx.set(&HOPS, &hops);
     if hop.remaining == 0 {
         let key = ctx.address().id.clone();
-        ctx.send_egress(&TOTALS_TYPE, &Total { seq: hop.seq, key, total: hops });
+        ctx.send_egress(
+            &TOTALS_TYPE,
+            &Total {
+                seq: hop.seq,
+                key,
+                total: hops,
+            },
+        );
         return Ok(());
     }
     let next = Address::new(HOP_TYPE.clone(), hop.next_id());
-    ctx.send(&next, &Hop { remaining: hop.remaining - 1, ..hop });
+    ctx.send(
+        &next,
+        &Hop {
+            remaining: hop.remaining - 1,
+            ..hop
+        },
+    );
     Ok(())
 }

@@ -8,11 +8,7 @@ const VISITS: ValueSpec<i64> = ValueSpec::new("visits");
 const LAST_GREETING: ValueSpec<String> = ValueSpec::new("last_greeting");
 
 pub(crate) fn register(functions: &mut Functions) {
-    functions.register(
-        PERSON_TYPE.clone(),
-        vec![VISITS.decl(), LAST_GREETING.decl()],
-        person,
-    );
+    functions.register(PERSON_TYPE.clone(), vec![VISITS.decl(), LAST_GREETING.decl()], person);
 }
 
 fn person(ctx: &mut Context<'_>, msg: Message) -> Result<(), HandlerError> {

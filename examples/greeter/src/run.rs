@@ -15,15 +15,9 @@ pub async fn run() -> std::io::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let addr = SocketAddr::new(
-        env_or("HOST", [127, 0, 0, 1].into())?,
-        env_or("PORT", 8000)?,
-    );
+    let addr = SocketAddr::new(env_or("HOST", [127, 0, 0, 1].into())?, env_or("PORT", 8000)?);
     let listener = TcpListener::bind(addr).await?;
-    eprintln!(
-        "greeter functions listening on http://{}",
-        listener.local_addr()?
-    );
+    eprintln!("greeter functions listening on http://{}", listener.local_addr()?);
     spindle_sdk::serve(listener, Arc::new(crate::functions()), shutdown_signal()).await
 }
 

@@ -3,9 +3,7 @@
 use prost::Message as _;
 use spindle_protocol::reqreply::from_function::persisted_value_mutation::MutationType;
 use spindle_protocol::reqreply::from_function::{InvocationResponse, Response};
-use spindle_protocol::reqreply::to_function::{
-    Invocation, InvocationBatchRequest, PersistedValue, Request,
-};
+use spindle_protocol::reqreply::to_function::{Invocation, InvocationBatchRequest, PersistedValue, Request};
 use spindle_protocol::reqreply::{Address, FromFunction, ToFunction, TypedValue};
 use spindle_sdk::{JsonType, Type};
 
@@ -115,21 +113,13 @@ fn the_greeter_publishes_and_replies_to_its_caller() {
         name: "bob".into(),
         visits: 2,
     });
-    let r = invoke(
-        address(GREETER, "bob"),
-        state,
-        Some(address(PERSON, "bob")),
-        greet,
-    );
+    let r = invoke(address(GREETER, "bob"), state, Some(address(PERSON, "bob")), greet);
 
     let [egress] = &r.outgoing_egresses[..] else {
         panic!("one egress message expected")
     };
     assert_eq!(
-        (
-            egress.egress_namespace.as_str(),
-            egress.egress_type.as_str()
-        ),
+        (egress.egress_namespace.as_str(), egress.egress_type.as_str()),
         ("example", "greets")
     );
     assert_eq!(
@@ -145,10 +135,7 @@ fn the_greeter_publishes_and_replies_to_its_caller() {
         panic!("one reply expected")
     };
     assert_eq!(reply.target, Some(address(PERSON, "bob")));
-    assert_eq!(
-        decode::<Greeted>(reply.argument.as_ref()).greeting,
-        "Hello again bob!"
-    );
+    assert_eq!(decode::<Greeted>(reply.argument.as_ref()).greeting, "Hello again bob!");
 
     let [mutation] = &r.state_mutations[..] else {
         panic!("one mutation expected")
@@ -180,10 +167,7 @@ fn the_reply_is_remembered_by_the_person() {
         panic!("one mutation expected")
     };
     assert_eq!(mutation.state_name, "last_greeting");
-    assert_eq!(
-        decode::<String>(mutation.state_value.as_ref()),
-        "Hello alice! Welcome!"
-    );
+    assert_eq!(decode::<String>(mutation.state_value.as_ref()), "Hello alice! Welcome!");
     assert!(r.outgoing_messages.is_empty());
 }
 
@@ -196,10 +180,7 @@ fn the_counter_sums_and_reports() {
         panic!("one egress message expected")
     };
     assert_eq!(
-        (
-            egress.egress_namespace.as_str(),
-            egress.egress_type.as_str()
-        ),
+        (egress.egress_namespace.as_str(), egress.egress_type.as_str()),
         ("example", "totals")
     );
     assert_eq!(
@@ -226,9 +207,7 @@ fn a_first_call_asks_for_the_person_state() {
         })),
     };
     let reply = functions().handle(&request.encode_to_vec()).unwrap();
-    let Some(Response::IncompleteInvocationContext(incomplete)) =
-        FromFunction::decode(reply).unwrap().response
-    else {
+    let Some(Response::IncompleteInvocationContext(incomplete)) = FromFunction::decode(reply).unwrap().response else {
         panic!("expected an incomplete invocation context");
     };
     let names: Vec<_> = incomplete
@@ -241,16 +220,32 @@ fn a_first_call_asks_for_the_person_state() {
 
 #[test]
 fn a_hop_forwards_until_the_last_which_reports() {
-    let hop = Hop { seq: 5, remaining: 2, spread: 10 };
+    let hop = Hop {
+        seq: 5,
+        remaining: 2,
+        spread: 10,
+    };
     let r = invoke(address(HOP, "h0"), vec![with("hops", &0i64)], None, typed(&hop));
-    let [out] = &r.outgoing_messages[..] else { panic!("one message expected") };
+    let [out] = &r.outgoing_messages[..] else {
+        panic!("one message expected")
+    };
     let target = out.target.as_ref().unwrap();
-    assert_eq!((target.r#type.as_str(), target.id.as_str()), ("hop", hop.next_id().as_str()));
+    assert_eq!(
+        (target.r#type.as_str(), target.id.as_str()),
+        ("hop", hop.next_id().as_str())
+    );
     assert_eq!(decode::<Hop>(out.argument.as_ref()), Hop { remaining: 1, ..hop });
     assert!(r.outgoing_egresses.is_empty());
 
     let last = Hop { remaining: 0, ..hop };
     let r = invoke(address(HOP, "h3"), vec![with("hops", &6i64)], None, typed(&last));
     assert!(r.outgoing_messages.is_empty());
-    assert_eq!(decode::<Total>(r.outgoing_egresses[0].argument.as_ref()), Total { seq: 5, key: "h3".into(), total: 7 });
+    assert_eq!(
+        decode::<Total>(r.outgoing_egresses[0].argument.as_ref()),
+        Total {
+            seq: 5,
+            key: "h3".into(),
+            total: 7
+        }
+    );
 }

@@ -38,7 +38,10 @@ pub fn cleanup_job(app: &StatefulApplication, config: &OperatorConfig) -> Job {
         ]),
         env_from: credentials_secret(app, config).map(|name| {
             vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),
+                secret_ref: Some(SecretEnvSource {
+                    name,
+                    optional: Some(false),
+                }),
                 ..EnvFromSource::default()
             }]
         }),
@@ -62,11 +65,17 @@ pub fn cleanup_job(app: &StatefulApplication, config: &OperatorConfig) -> Job {
             // If the operator is gone before it deletes the job, Kubernetes does.
             ttl_seconds_after_finished: Some(3600),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     restart_policy: Some("Never".into()),
-                    security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        ..PodSecurityContext::default()
+                    }),
                     ..PodSpec::default()
                 }),
             },

@@ -69,7 +69,10 @@ spec:
         let app = spindle_spec::from_yaml_str(APP, "t").unwrap();
         let owner = owner_reference(&app, "0b5e8a3c-1111-2222-3333-444455556666");
         let sts = worker_statefulset(&app, &OperatorConfig::default(), &owner);
-        let env = sts.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+        let env = sts.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
         let from_secrets: Vec<(String, String, String)> = env
             .iter()
             .filter_map(|e| {
@@ -86,6 +89,9 @@ spec:
         );
         // The ConfigMap holds the references (variable and Secret names), nothing else.
         let yaml = &config_map(&app, &OperatorConfig::default(), &owner).data.unwrap()["app.yaml"];
-        assert!(yaml.contains("env: NATS_TOKEN") && yaml.contains("name: nats-auth"), "{yaml}");
+        assert!(
+            yaml.contains("env: NATS_TOKEN") && yaml.contains("name: nats-auth"),
+            "{yaml}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Probe,
+    Container, ContainerPort, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
+    ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -33,7 +33,10 @@ pub fn function_deployment(app: &StatefulApplication, index: usize, owner: &Owne
     let component = component(index);
     let port = port(f);
     let probe = Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port), ..TCPSocketAction::default() }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(port),
+            ..TCPSocketAction::default()
+        }),
         period_seconds: Some(5),
         ..Probe::default()
     };
@@ -41,14 +44,24 @@ pub fn function_deployment(app: &StatefulApplication, index: usize, owner: &Owne
         metadata: meta(app, function_service_name(app, index), &component, owner),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(selector(app, &component)), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector(app, &component)),
+                ..LabelSelector::default()
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(super::labels(app, &component)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(super::labels(app, &component)),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: "function".into(),
                         image: Some(image),
-                        env: Some(vec![EnvVar { name: "PORT".into(), value: Some(port.to_string()), ..EnvVar::default() }]),
+                        env: Some(vec![EnvVar {
+                            name: "PORT".into(),
+                            value: Some(port.to_string()),
+                            ..EnvVar::default()
+                        }]),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
                             container_port: port,
@@ -58,7 +71,10 @@ pub fn function_deployment(app: &StatefulApplication, index: usize, owner: &Owne
                         liveness_probe: Some(probe),
                         ..Container::default()
                     }],
-                    security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        ..PodSecurityContext::default()
+                    }),
                     ..PodSpec::default()
                 }),
             },

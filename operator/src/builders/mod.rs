@@ -97,7 +97,12 @@ impl Storage {
 /// The spec's storage when it is a URL; a relative path (written for local runs) or none
 /// falls back to the operator's default, and then to the pod's data directory.
 pub fn checkpoint_storage(app: &StatefulApplication, config: &OperatorConfig) -> Storage {
-    let own = app.spec.checkpoint.storage.as_deref().filter(|u| u.starts_with("s3://") || u.starts_with("file://"));
+    let own = app
+        .spec
+        .checkpoint
+        .storage
+        .as_deref()
+        .filter(|u| u.starts_with("s3://") || u.starts_with("file://"));
     match own.or(config.default_storage.as_deref()) {
         Some(url) => Storage::Shared(url.to_string()),
         None => Storage::PodLocal(format!("file://{DATA_DIR}/checkpoints")),
@@ -106,7 +111,12 @@ pub fn checkpoint_storage(app: &StatefulApplication, config: &OperatorConfig) ->
 
 /// The Secret whose keys become the workers' environment, if any.
 pub fn credentials_secret(app: &StatefulApplication, config: &OperatorConfig) -> Option<String> {
-    let own_storage = app.spec.checkpoint.storage.as_deref().is_some_and(|u| u.contains("://"));
+    let own_storage = app
+        .spec
+        .checkpoint
+        .storage
+        .as_deref()
+        .is_some_and(|u| u.contains("://"));
     match &app.spec.checkpoint.credentials_secret {
         Some(s) => Some(s.clone()),
         None if !own_storage => config.default_credentials_secret.clone(),
@@ -116,7 +126,9 @@ pub fn credentials_secret(app: &StatefulApplication, config: &OperatorConfig) ->
 
 /// FNV-1a, hex: stable across builds and Rust versions (unlike `DefaultHasher`).
 pub fn fnv1a(text: &str) -> String {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("{hash:016x}")
 }
 

@@ -64,8 +64,13 @@ fn the_statefulset_carries_the_worker_contract() {
     let pod = spec.template.spec.unwrap();
     let c = &pod.containers[0];
     assert_eq!(c.args.as_deref().unwrap(), ["worker", "/etc/spindle/app.yaml"]);
-    let env: Vec<(&str, Option<&str>)> =
-        c.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.as_deref())).collect();
+    let env: Vec<(&str, Option<&str>)> = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
     for want in [
         ("POD_NAME", None),
         ("POD_NAMESPACE", None),
@@ -75,11 +80,36 @@ fn the_statefulset_carries_the_worker_contract() {
     ] {
         assert!(env.contains(&want), "{want:?} in {env:?}");
     }
-    let ports: Vec<(&str, i32)> =
-        c.ports.as_ref().unwrap().iter().map(|p| (p.name.as_deref().unwrap(), p.container_port)).collect();
+    let ports: Vec<(&str, i32)> = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+        .collect();
     assert_eq!(ports, [("admin", 9090), ("peer", 9091), ("ingress", 8090)]);
-    assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
-    assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        c.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
     let meta = sts.metadata;
     assert_eq!(meta.namespace.as_deref(), Some("apps"));
     assert_eq!(meta.labels.unwrap()["team"], "fns");
@@ -92,11 +122,23 @@ fn the_config_map_points_functions_at_their_services() {
     let yaml = &cm.data.unwrap()["app.yaml"];
     let resolved = spindle_spec::from_yaml_str(yaml, "config map").expect("the workers can load it");
     assert_eq!(resolved.spec.functions[0].endpoint, "http://greeter-fn-0:8000/statefun");
-    assert_eq!(resolved.spec.functions[0].local, None, "local commands mean nothing in a pod");
-    assert_eq!(resolved.spec.functions[0].image, None, "images are the Deployments' business");
-    assert_eq!(resolved.spec.functions[1].endpoint, "https://fns.example.com/other/{function.name}");
+    assert_eq!(
+        resolved.spec.functions[0].local, None,
+        "local commands mean nothing in a pod"
+    );
+    assert_eq!(
+        resolved.spec.functions[0].image, None,
+        "images are the Deployments' business"
+    );
+    assert_eq!(
+        resolved.spec.functions[1].endpoint,
+        "https://fns.example.com/other/{function.name}"
+    );
     assert!(resolved.metadata.labels.is_empty(), "labels do not restart workers");
-    assert_eq!(resolved.spec.checkpoint.storage.as_deref(), Some("file:///var/lib/spindle/checkpoints"));
+    assert_eq!(
+        resolved.spec.checkpoint.storage.as_deref(),
+        Some("file:///var/lib/spindle/checkpoints")
+    );
 }
 
 fn config_hash(app: &StatefulApplication) -> String {
@@ -137,16 +179,25 @@ fn checkpoint_storage_and_credentials_in_a_cluster() {
         default_credentials_secret: Some("s3-default".into()),
         ..OperatorConfig::default()
     };
-    assert_eq!(checkpoint_storage(&app, &with_default), Storage::Shared("s3://shared/spindle".into()));
+    assert_eq!(
+        checkpoint_storage(&app, &with_default),
+        Storage::Shared("s3://shared/spindle".into())
+    );
     assert_eq!(credentials_secret(&app, &with_default).as_deref(), Some("s3-default"));
     app.spec.checkpoint.storage = Some("s3://mine/prefix".into());
     app.spec.checkpoint.credentials_secret = Some("s3-mine".into());
-    assert_eq!(checkpoint_storage(&app, &with_default), Storage::Shared("s3://mine/prefix".into()));
+    assert_eq!(
+        checkpoint_storage(&app, &with_default),
+        Storage::Shared("s3://mine/prefix".into())
+    );
     let sts = worker_statefulset(&app, &with_default, &owner());
     let c = &sts.spec.unwrap().template.spec.unwrap().containers[0];
     let from = c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap();
     assert_eq!(from.name, "s3-mine");
-    assert_eq!(c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "1Gi");
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "1Gi"
+    );
     let cm = config_map(&app, &with_default, &owner());
     assert!(cm.data.unwrap()["app.yaml"].contains("storage: s3://mine/prefix"));
 }
@@ -158,21 +209,41 @@ fn the_cleanup_job_deletes_exactly_this_application() {
     app.spec.checkpoint.credentials_secret = Some("s3-mine".into());
     let job = cleanup_job(&app, &OperatorConfig::default());
     assert_eq!(job.metadata.name.as_deref(), Some("greeter-delete-checkpoints"));
-    assert!(job.metadata.owner_references.is_none(), "it must outlive a foreground deletion");
+    assert!(
+        job.metadata.owner_references.is_none(),
+        "it must outlive a foreground deletion"
+    );
     let pod = job.spec.unwrap().template.spec.unwrap();
     let c = &pod.containers[0];
     assert_eq!(
         c.args.as_deref().unwrap(),
-        ["checkpoints", "delete", "--storage", "s3://mine/prefix", "--application", "greeter"]
+        [
+            "checkpoints",
+            "delete",
+            "--storage",
+            "s3://mine/prefix",
+            "--application",
+            "greeter"
+        ]
     );
-    assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-mine");
+    assert_eq!(
+        c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name,
+        "s3-mine"
+    );
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
 }
 
 #[test]
 fn the_peer_service_exposes_admin_for_the_operator() {
     let svc = peer_service(&app(), &owner());
-    let ports: Vec<_> = svc.spec.unwrap().ports.unwrap().into_iter().map(|p| (p.name.unwrap(), p.port)).collect();
+    let ports: Vec<_> = svc
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap(), p.port))
+        .collect();
     assert_eq!(ports, [("peer".to_string(), 9091), ("admin".to_string(), 9090)]);
 }
 
@@ -182,7 +253,10 @@ fn only_functions_with_images_get_deployments() {
     let d = function_deployment(&app, 0, &o).unwrap();
     assert_eq!(d.metadata.name.as_deref(), Some("greeter-fn-0"));
     let pod = d.spec.unwrap().template.spec.unwrap();
-    assert_eq!(pod.containers[0].image.as_deref(), Some("spindle/example-greeter:0.1.0"));
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("spindle/example-greeter:0.1.0")
+    );
     assert!(function_deployment(&app, 1, &o).is_none());
     assert!(function_service(&app, 1, &o).is_none());
     let svc = function_service(&app, 0, &o).unwrap();
@@ -191,9 +265,18 @@ fn only_functions_with_images_get_deployments() {
 
 fn venv() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let venv = std::env::var_os("SPINDLE_PY_VENV").map(PathBuf::from).unwrap_or_else(|| root.join("target/py-venv"));
-    let status = Command::new("bash").arg(root.join("e2e/python/setup-venv.sh")).arg(&venv).status().unwrap();
-    assert!(status.success(), "cannot create the Python venv with kubernetes-validate");
+    let venv = std::env::var_os("SPINDLE_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/py-venv"));
+    let status = Command::new("bash")
+        .arg(root.join("e2e/python/setup-venv.sh"))
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cannot create the Python venv with kubernetes-validate"
+    );
     venv
 }
 
@@ -213,10 +296,21 @@ fn every_object_is_valid_for_kubernetes() {
     }
     let validate = venv().join("bin/kubernetes-validate");
     for version in ["1.30.0", "1.37.0"] {
-        let out = Command::new(&validate).args(["--strict", "--quiet", "-k", version]).args(&files).output().unwrap();
-        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&validate)
+            .args(["--strict", "--quiet", "-k", version])
+            .args(&files)
+            .output()
+            .unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "Kubernetes {version}:\n{report}");
-        eprintln!("kubernetes-validate --strict -k {version}: {} objects valid", files.len());
+        eprintln!(
+            "kubernetes-validate --strict -k {version}: {} objects valid",
+            files.len()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

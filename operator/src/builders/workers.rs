@@ -8,16 +8,16 @@ use k8s_openapi::api::core::v1::{
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretEnvSource,
     SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use spindle_spec::StatefulApplication;
 
 use super::functions::resolved_endpoint;
 use super::{
-    ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, OperatorConfig, PEER_PORT, checkpoint_storage, credentials_secret, fnv1a,
-    meta, selector,
+    ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, OperatorConfig, PEER_PORT, checkpoint_storage, credentials_secret,
+    fnv1a, meta, selector,
 };
 
 const COMPONENT: &str = "worker";
@@ -51,7 +51,11 @@ pub fn peer_service_name(app: &StatefulApplication) -> String {
 }
 
 fn ingress_port(app: &StatefulApplication) -> Option<i32> {
-    app.spec.ingresses.iter().find_map(|i| i.http.as_ref()).map(|h| i32::from(h.port))
+    app.spec
+        .ingresses
+        .iter()
+        .find_map(|i| i.http.as_ref())
+        .map(|h| i32::from(h.port))
 }
 
 /// The application file the workers read: function endpoints resolved to the operator's
@@ -74,7 +78,10 @@ fn worker_config(app: &StatefulApplication, config: &OperatorConfig) -> String {
         f.local = None;
         f.image = None;
     }
-    resolved.metadata = spindle_spec::ObjectMeta { name: app.metadata.name.clone(), ..Default::default() };
+    resolved.metadata = spindle_spec::ObjectMeta {
+        name: app.metadata.name.clone(),
+        ..Default::default()
+    };
     resolved.spec.checkpoint.storage = Some(checkpoint_storage(app, config).url().to_string());
     resolved.spec.checkpoint.credentials_secret = None;
     serde_yaml::to_string(&resolved).expect("the spec serializes")
@@ -131,14 +138,21 @@ pub fn ingress_service(app: &StatefulApplication, owner: &OwnerReference) -> Opt
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
 }
 
 fn env_field(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -152,7 +166,10 @@ fn resources(config: &OperatorConfig) -> ResourceRequirements {
             ("cpu".to_string(), Quantity(r.cpu_request.clone())),
             ("memory".to_string(), Quantity(r.memory_request.clone())),
         ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), Quantity(r.memory_limit.clone()))])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(r.memory_limit.clone()),
+        )])),
         ..ResourceRequirements::default()
     }
 }
@@ -173,29 +190,50 @@ fn http_probe(path: &str, period: i32) -> Probe {
 /// pod name and the headless Service (see the worker's `peer::discovery`).
 pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, owner: &OwnerReference) -> StatefulSet {
     let mut ports = vec![
-        ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT, ..ContainerPort::default() },
-        ContainerPort { name: Some("peer".into()), container_port: PEER_PORT, ..ContainerPort::default() },
+        ContainerPort {
+            name: Some("admin".into()),
+            container_port: ADMIN_PORT,
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("peer".into()),
+            container_port: PEER_PORT,
+            ..ContainerPort::default()
+        },
     ];
     if let Some(port) = ingress_port(app) {
-        ports.push(ContainerPort { name: Some("ingress".into()), container_port: port, ..ContainerPort::default() });
+        ports.push(ContainerPort {
+            name: Some("ingress".into()),
+            container_port: port,
+            ..ContainerPort::default()
+        });
     }
     let container = Container {
         name: "worker".into(),
         image: Some(config.worker_image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         args: Some(vec!["worker".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
-        env: Some([vec![
-            env_field("POD_NAME", "metadata.name"),
-            env_field("POD_NAMESPACE", "metadata.namespace"),
-            env("SPINDLE_STATEFULSET", statefulset_name(app)),
-            env("SPINDLE_PEER_SERVICE", peer_service_name(app)),
-            env("SPINDLE_PEER_PORT", PEER_PORT.to_string()),
-            env("SPINDLE_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
-            env("SPINDLE_DATA_DIR", DATA_DIR),
-        ], super::credentials::credential_env(app)].concat()),
+        env: Some(
+            [
+                vec![
+                    env_field("POD_NAME", "metadata.name"),
+                    env_field("POD_NAMESPACE", "metadata.namespace"),
+                    env("SPINDLE_STATEFULSET", statefulset_name(app)),
+                    env("SPINDLE_PEER_SERVICE", peer_service_name(app)),
+                    env("SPINDLE_PEER_PORT", PEER_PORT.to_string()),
+                    env("SPINDLE_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
+                    env("SPINDLE_DATA_DIR", DATA_DIR),
+                ],
+                super::credentials::credential_env(app),
+            ]
+            .concat(),
+        ),
         env_from: credentials_secret(app, config).map(|name| {
             vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),
+                secret_ref: Some(SecretEnvSource {
+                    name,
+                    optional: Some(false),
+                }),
                 ..EnvFromSource::default()
             }]
         }),
@@ -204,8 +242,17 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         volume_mounts: Some(vec![
-            VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
-            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
         ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -225,14 +272,25 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
                 }),
                 ..Volume::default()
             },
-            Volume { name: "data".into(), empty_dir: Some(Default::default()), ..Volume::default() },
+            Volume {
+                name: "data".into(),
+                empty_dir: Some(Default::default()),
+                ..Volume::default()
+            },
         ]),
-        security_context: Some(PodSecurityContext { run_as_non_root: Some(true), ..PodSecurityContext::default() }),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..PodSecurityContext::default()
+        }),
         ..PodSpec::default()
     };
     let mut metadata = meta(app, statefulset_name(app), COMPONENT, owner);
-    metadata.annotations = Some(BTreeMap::from([(WORKERS_ANNOTATION.to_string(), app.spec.workers.to_string())]));
-    let template_annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), fnv1a(&worker_config(app, config)))]);
+    metadata.annotations = Some(BTreeMap::from([(
+        WORKERS_ANNOTATION.to_string(),
+        app.spec.workers.to_string(),
+    )]));
+    let template_annotations =
+        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), fnv1a(&worker_config(app, config)))]);
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
@@ -240,7 +298,10 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
             service_name: Some(peer_service_name(app)),
             // All workers start together: each waits for its peers anyway.
             pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector { match_labels: Some(selector(app, COMPONENT)), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector(app, COMPONENT)),
+                ..LabelSelector::default()
+            },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(super::labels(app, COMPONENT)),
@@ -261,7 +322,10 @@ pub fn pod_disruption_budget(app: &StatefulApplication, owner: &OwnerReference) 
         metadata: meta(app, statefulset_name(app), COMPONENT, owner),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector(app, COMPONENT)), ..LabelSelector::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(app, COMPONENT)),
+                ..LabelSelector::default()
+            }),
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()

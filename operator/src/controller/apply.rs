@@ -47,8 +47,14 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
         Some(r) if r.ready > 0 => Some(ctx.workers.status(&spec).await),
         _ => None,
     };
-    let completed = worker_status.as_ref().and_then(|s| s.as_ref().ok()).map(|s| s.completed_checkpoint);
-    let mut rescale = previous.rescale.clone().filter(|r| running.is_some_and(|run| run.layout != desired) && r.to == desired);
+    let completed = worker_status
+        .as_ref()
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| s.completed_checkpoint);
+    let mut rescale = previous
+        .rescale
+        .clone()
+        .filter(|r| running.is_some_and(|run| run.layout != desired) && r.to == desired);
     if let Some(r) = rescale.as_mut()
         && r.after_checkpoint.is_none()
     {
@@ -69,10 +75,22 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
             if step == Step::Start {
                 let from = rescale.as_ref().map_or(0, |r| r.from);
                 let checkpoint = rescale.as_ref().and_then(|r| r.checkpoint);
-                let restores = checkpoint.map_or("the newest checkpoint".to_string(), |n| format!("checkpoint {n} (or a newer one)"));
-                ctx.event(app, EventType::Normal, "StartingWorkers", "Rescale", format!("{from} workers stopped; starting {desired}, which restore {restores}")).await;
+                let restores = checkpoint.map_or("the newest checkpoint".to_string(), |n| {
+                    format!("checkpoint {n} (or a newer one)")
+                });
+                ctx.event(
+                    app,
+                    EventType::Normal,
+                    "StartingWorkers",
+                    "Rescale",
+                    format!("{from} workers stopped; starting {desired}, which restore {restores}"),
+                )
+                .await;
                 ctx.metrics.rescales.inc();
-                progress = Some(("StartingWorkers", format!("starting {desired} workers, which restore {restores}")));
+                progress = Some((
+                    "StartingWorkers",
+                    format!("starting {desired} workers, which restore {restores}"),
+                ));
             }
             sts = Some(applied);
             rescale = None;
@@ -89,8 +107,13 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
             if previous.rescale.as_ref().is_none_or(|r| r.to != desired) {
                 ctx.event(app, EventType::Normal, "RescaleStarted", "Rescale", format!("changing from {from} to {desired} workers: waiting for a checkpoint, then stopping the workers and starting {desired}")).await;
             }
-            let after = record.after_checkpoint.map_or("the current one".to_string(), |n| format!("checkpoint {n}"));
-            progress = Some(("WaitingForCheckpoint", format!("changing from {from} to {desired} workers: waiting for a checkpoint after {after}")));
+            let after = record
+                .after_checkpoint
+                .map_or("the current one".to_string(), |n| format!("checkpoint {n}"));
+            progress = Some((
+                "WaitingForCheckpoint",
+                format!("changing from {from} to {desired} workers: waiting for a checkpoint after {after}"),
+            ));
             let started: Timestamp = record.started.parse().unwrap_or(now);
             let waited = Duration::try_from(now.duration_since(started)).unwrap_or_default();
             let deadline = checkpoint_deadline(spec.spec.checkpoint.interval.as_duration());
@@ -99,12 +122,21 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
                     Some(Err(e)) => e.to_string(),
                     _ => "worker 0 reports no newer completed checkpoint".to_string(),
                 };
-                blocked = Some(format!("no checkpoint completed in {}s: {why}; the {from} workers keep running", waited.as_secs()));
+                blocked = Some(format!(
+                    "no checkpoint completed in {}s: {why}; the {from} workers keep running",
+                    waited.as_secs()
+                ));
             }
         }
         Step::Stop { checkpoint } => {
             let from = running.map_or(0, |r| r.layout);
-            let record = rescale.get_or_insert_with(|| Rescale { from, to: desired, after_checkpoint: completed, checkpoint: None, started: now.to_string() });
+            let record = rescale.get_or_insert_with(|| Rescale {
+                from,
+                to: desired,
+                after_checkpoint: completed,
+                checkpoint: None,
+                started: now.to_string(),
+            });
             record.checkpoint = checkpoint;
             let why = match checkpoint {
                 Some(n) => format!("checkpoint {n} completed"),
@@ -118,8 +150,23 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
                 "metadata": {"annotations": {ssa::APPLIED_HASH_ANNOTATION: null}},
                 "spec": {"replicas": 0},
             });
-            sts = Some(sts_api.patch(&builders::statefulset_name(&spec), &PatchParams::default(), &Patch::Merge(&patch)).await?);
-            ctx.event(app, EventType::Normal, "StoppingWorkers", "Rescale", format!("{why}; stopping the {from} workers to start {desired}")).await;
+            sts = Some(
+                sts_api
+                    .patch(
+                        &builders::statefulset_name(&spec),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?,
+            );
+            ctx.event(
+                app,
+                EventType::Normal,
+                "StoppingWorkers",
+                "Rescale",
+                format!("{why}; stopping the {from} workers to start {desired}"),
+            )
+            .await;
             progress = Some(("StoppingWorkers", format!("{why}; stopping the {from} workers")));
         }
         Step::Stopping => {
@@ -133,7 +180,8 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
     announce(app, ctx, &previous, &conditions, generation_changed).await;
     if generation_changed && let Storage::PodLocal(_) = builders::checkpoint_storage(&spec, &ctx.config) {
         let note = "checkpoints go to each pod's own data directory and do not survive it: set spec.checkpoint.storage (s3://…) or the operator's default storage".to_string();
-        ctx.event(app, EventType::Warning, "PodLocalCheckpoints", "Apply", note).await;
+        ctx.event(app, EventType::Warning, "PodLocalCheckpoints", "Apply", note)
+            .await;
     }
     let new_status = ApplicationStatus {
         observed_generation: app.metadata.generation,
@@ -146,7 +194,13 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
     };
     status::write(&api, app, new_status).await?;
     Ok(match (progress, step) {
-        (Some(_), Step::AwaitCheckpoint) => Action::requeue(spec.spec.checkpoint.interval.as_duration().clamp(Duration::from_secs(1), Duration::from_secs(10))),
+        (Some(_), Step::AwaitCheckpoint) => Action::requeue(
+            spec.spec
+                .checkpoint
+                .interval
+                .as_duration()
+                .clamp(Duration::from_secs(1), Duration::from_secs(10)),
+        ),
         (Some(_), _) => Action::requeue(Duration::from_secs(2)),
         (None, _) if !rollout.complete() => Action::requeue(Duration::from_secs(10)),
         // Ready: come back now and then to refresh the last checkpoint.
@@ -166,8 +220,15 @@ struct Current {
 
 impl Current {
     async fn load(client: &kube::Client, spec: &Spec, full: bool) -> Result<Current, Error> {
-        let namespace = spec.metadata.namespace.as_deref().ok_or(Error::MissingField("metadata.namespace"))?;
-        let selector = format!("app.kubernetes.io/instance={},app.kubernetes.io/managed-by=spindle-operator", spec.metadata.name);
+        let namespace = spec
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(Error::MissingField("metadata.namespace"))?;
+        let selector = format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/managed-by=spindle-operator",
+            spec.metadata.name
+        );
         Ok(Current {
             deployments: Existing::load(client, namespace, &selector).await?,
             services: Existing::load(client, namespace, &selector).await?,
@@ -184,9 +245,19 @@ fn name_of<K: kube::Resource>(obj: &K) -> String {
 
 /// Everything that does not depend on the worker count; stale function objects pruned.
 /// Returns the function Deployments as stored.
-async fn apply_independent(spec: &Spec, ctx: &Context, owner: &OwnerReference, uid: &str, current: &Current) -> Result<Vec<Deployment>, Error> {
+async fn apply_independent(
+    spec: &Spec,
+    ctx: &Context,
+    owner: &OwnerReference,
+    uid: &str,
+    current: &Current,
+) -> Result<Vec<Deployment>, Error> {
     let client = &ctx.client;
-    let namespace = spec.metadata.namespace.as_deref().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = spec
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let mut deployments = Vec::new();
     let mut services = BTreeSet::new();
     let mut service = async |s: Service| -> Result<(), Error> {
@@ -219,48 +290,96 @@ async fn apply_independent(spec: &Spec, ctx: &Context, owner: &OwnerReference, u
 }
 
 /// The ConfigMap and StatefulSet for `spec.workers`.
-async fn apply_workers(spec: &Spec, ctx: &Context, owner: &OwnerReference, existing: Option<&StatefulSet>, current: &Current, app: &StatefulApplication) -> Result<StatefulSet, Error> {
+async fn apply_workers(
+    spec: &Spec,
+    ctx: &Context,
+    owner: &OwnerReference,
+    existing: Option<&StatefulSet>,
+    current: &Current,
+    app: &StatefulApplication,
+) -> Result<StatefulSet, Error> {
     let cm = builders::config_map(spec, &ctx.config, owner);
     ssa::apply(&ctx.client, &cm, current.config_maps.0.get(&name_of(&cm)), current.full).await?;
     let sts = builders::worker_statefulset(spec, &ctx.config, owner);
     let hash = |s: &StatefulSet| {
-        s.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(CONFIG_HASH_ANNOTATION).cloned()
+        s.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(CONFIG_HASH_ANNOTATION)
+            .cloned()
     };
     if let Some(old) = existing.and_then(hash)
         && Some(old) != hash(&sts)
     {
         let note = "the workers' configuration changed: restarting them (the application rolls back to its last checkpoint and replays)".to_string();
-        ctx.event(app, EventType::Normal, "RestartingWorkers", "Apply", note).await;
+        ctx.event(app, EventType::Normal, "RestartingWorkers", "Apply", note)
+            .await;
     }
     ssa::apply(&ctx.client, &sts, existing, current.full).await
 }
 
 /// Events for flips of Ready and Degraded, and for a newly applied generation.
-async fn announce(app: &StatefulApplication, ctx: &Context, previous: &ApplicationStatus, now: &Conditions, generation_changed: bool) {
+async fn announce(
+    app: &StatefulApplication,
+    ctx: &Context,
+    previous: &ApplicationStatus,
+    now: &Conditions,
+    generation_changed: bool,
+) {
     let was = |t: &str| status::condition(Some(previous), t).map(|c| c.status == "True");
     if generation_changed {
         let g = app.metadata.generation.unwrap_or(0);
-        ctx.event(app, EventType::Normal, "Applied", "Apply", format!("generation {g} applied")).await;
+        ctx.event(
+            app,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            format!("generation {g} applied"),
+        )
+        .await;
     }
     if now.ready.status && was(READY) != Some(true) {
-        ctx.event(app, EventType::Normal, "Ready", "Apply", now.ready.message.clone()).await;
+        ctx.event(app, EventType::Normal, "Ready", "Apply", now.ready.message.clone())
+            .await;
     }
     if now.degraded.status && was(DEGRADED) != Some(true) {
-        ctx.event(app, EventType::Warning, now.degraded.reason, "Apply", now.degraded.message.clone()).await;
+        ctx.event(
+            app,
+            EventType::Warning,
+            now.degraded.reason,
+            "Apply",
+            now.degraded.message.clone(),
+        )
+        .await;
     }
 }
 
 /// The spec does not validate: nothing is applied (the workers keep the last valid one), the
 /// application is Degraded with every wrong field named, and the operator waits for a change.
-async fn invalid(app: &StatefulApplication, ctx: &Context, api: &Api<StatefulApplication>, errors: &str) -> Result<Action, Error> {
+async fn invalid(
+    app: &StatefulApplication,
+    ctx: &Context,
+    api: &Api<StatefulApplication>,
+    errors: &str,
+) -> Result<Action, Error> {
     let previous = app.status.clone().unwrap_or_default();
     let conditions = status::invalid_spec(errors, status::condition(Some(&previous), READY));
     if previous.observed_generation != app.metadata.generation {
-        ctx.event(app, EventType::Warning, "InvalidSpec", "Validate", errors.to_string()).await;
+        ctx.event(app, EventType::Warning, "InvalidSpec", "Validate", errors.to_string())
+            .await;
     }
     let new_status = ApplicationStatus {
         observed_generation: app.metadata.generation,
-        conditions: status::merge(&previous.conditions, &conditions, app.metadata.generation, Timestamp::now()),
+        conditions: status::merge(
+            &previous.conditions,
+            &conditions,
+            app.metadata.generation,
+            Timestamp::now(),
+        ),
         ..previous
     };
     status::write(api, app, new_status).await?;

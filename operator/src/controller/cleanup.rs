@@ -29,7 +29,11 @@ pub enum Cleanup {
 
 pub async fn cleanup(app: &StatefulApplication, ctx: &Context) -> Result<Cleanup, Error> {
     let spec = app.to_spec();
-    let namespace = spec.metadata.namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = spec
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let sts_name = builders::statefulset_name(&spec);
     if let Some(sts) = sts_api.get_opt(&sts_name).await? {
@@ -37,7 +41,14 @@ pub async fn cleanup(app: &StatefulApplication, ctx: &Context) -> Result<Cleanup
             // Foreground: the StatefulSet stays until its pods are gone, so "no StatefulSet"
             // below means no worker runs.
             sts_api.delete(&sts_name, &DeleteParams::foreground()).await?;
-            ctx.event(app, EventType::Normal, "StoppingWorkers", "Delete", "deleting the workers before the checkpoint data is dealt with".into()).await;
+            ctx.event(
+                app,
+                EventType::Normal,
+                "StoppingWorkers",
+                "Delete",
+                "deleting the workers before the checkpoint data is dealt with".into(),
+            )
+            .await;
         }
         return Ok(Cleanup::Wait(Action::requeue(Duration::from_secs(2))));
     }
@@ -51,31 +62,63 @@ pub async fn cleanup(app: &StatefulApplication, ctx: &Context) -> Result<Cleanup
                 jobs.delete(&job_name, &DeleteParams::background()).await?;
             }
             let note = match storage {
-                Storage::Shared(url) => format!("checkpoint data under {url} for `{}` is kept (retentionPolicy: Retain)", spec.metadata.name),
+                Storage::Shared(url) => format!(
+                    "checkpoint data under {url} for `{}` is kept (retentionPolicy: Retain)",
+                    spec.metadata.name
+                ),
                 Storage::PodLocal(_) => "checkpoints were pod-local: they went with the pods".into(),
             };
-            ctx.event(app, EventType::Normal, "CheckpointsRetained", "Delete", note).await;
-            ctx.metrics.deletions.get_or_create(&PolicyLabels { policy: "retain" }).inc();
+            ctx.event(app, EventType::Normal, "CheckpointsRetained", "Delete", note)
+                .await;
+            ctx.metrics
+                .deletions
+                .get_or_create(&PolicyLabels { policy: "retain" })
+                .inc();
             Ok(Cleanup::Done)
         }
         (RetentionPolicy::Delete, Storage::Shared(url)) => match jobs.get_opt(&job_name).await? {
             None => {
-                jobs.create(&PostParams::default(), &builders::cleanup_job(&spec, &ctx.config)).await?;
-                ctx.event(app, EventType::Normal, "DeletingCheckpoints", "Delete", format!("job {job_name} deletes the checkpoint data under {url}")).await;
+                jobs.create(&PostParams::default(), &builders::cleanup_job(&spec, &ctx.config))
+                    .await?;
+                ctx.event(
+                    app,
+                    EventType::Normal,
+                    "DeletingCheckpoints",
+                    "Delete",
+                    format!("job {job_name} deletes the checkpoint data under {url}"),
+                )
+                .await;
                 Ok(Cleanup::Wait(Action::requeue(Duration::from_secs(5))))
             }
             Some(job) => {
                 let status = job.status.unwrap_or_default();
                 if status.succeeded.unwrap_or(0) > 0 {
                     jobs.delete(&job_name, &DeleteParams::background()).await?;
-                    ctx.event(app, EventType::Normal, "CheckpointsDeleted", "Delete", format!("checkpoint data under {url} deleted")).await;
-                    ctx.metrics.deletions.get_or_create(&PolicyLabels { policy: "delete" }).inc();
+                    ctx.event(
+                        app,
+                        EventType::Normal,
+                        "CheckpointsDeleted",
+                        "Delete",
+                        format!("checkpoint data under {url} deleted"),
+                    )
+                    .await;
+                    ctx.metrics
+                        .deletions
+                        .get_or_create(&PolicyLabels { policy: "delete" })
+                        .inc();
                     return Ok(Cleanup::Done);
                 }
-                let failed = status.conditions.iter().flatten().any(|c| c.type_ == "Failed" && c.status == "True");
+                let failed = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Failed" && c.status == "True");
                 if failed {
-                    let note = format!("job {job_name} could not delete the checkpoint data under {url} (see its pod's log); the application stays until it can, or until retentionPolicy is set to Retain");
-                    ctx.event(app, EventType::Warning, "CheckpointDeletionFailed", "Delete", note).await;
+                    let note = format!(
+                        "job {job_name} could not delete the checkpoint data under {url} (see its pod's log); the application stays until it can, or until retentionPolicy is set to Retain"
+                    );
+                    ctx.event(app, EventType::Warning, "CheckpointDeletionFailed", "Delete", note)
+                        .await;
                     // Try again later with a fresh job: the storage may be back.
                     jobs.delete(&job_name, &DeleteParams::background()).await?;
                     return Ok(Cleanup::Wait(Action::requeue(Duration::from_secs(60))));

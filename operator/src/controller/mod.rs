@@ -34,7 +34,8 @@ pub const FINALIZER: &str = "spindle.dev/cleanup";
 pub async fn reconcile(app: Arc<StatefulApplication>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&app, &ctx).await;
-    ctx.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     result
 }
 
@@ -61,13 +62,21 @@ async fn reconcile_inner(app: &StatefulApplication, ctx: &Context) -> Result<Act
 
 /// Adds or removes [`FINALIZER`], keeping any other finalizer. The resourceVersion in the
 /// patch makes it fail (409) instead of overwriting a list someone changed meanwhile.
-async fn set_finalizer(api: &Api<StatefulApplication>, app: &StatefulApplication, present: bool) -> Result<StatefulApplication, Error> {
+async fn set_finalizer(
+    api: &Api<StatefulApplication>,
+    app: &StatefulApplication,
+    present: bool,
+) -> Result<StatefulApplication, Error> {
     let mut finalizers: Vec<String> = app.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     if present {
         finalizers.push(FINALIZER.into());
     }
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": app.resource_version()}});
-    let name = app.metadata.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
+    let name = app
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.name"))?;
     Ok(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?)
 }
 
@@ -85,19 +94,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let client = ctx.client.clone();
     // Only the objects the operator made; the label is on every one of them.
     let owned = || watcher::Config::default().labels("app.kubernetes.io/managed-by=spindle-operator");
-    Controller::new(Api::<StatefulApplication>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned())
-        .owns(Api::<Deployment>::all(client.clone()), owned())
-        .owns(Api::<Service>::all(client.clone()), owned())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned())
-        .owns(Api::<PodDisruptionBudget>::all(client), owned())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(app = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile stream"),
-            }
-        })
-        .await;
+    Controller::new(
+        Api::<StatefulApplication>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), owned())
+    .owns(Api::<Deployment>::all(client.clone()), owned())
+    .owns(Api::<Service>::all(client.clone()), owned())
+    .owns(Api::<ConfigMap>::all(client.clone()), owned())
+    .owns(Api::<PodDisruptionBudget>::all(client), owned())
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((obj, _)) => tracing::debug!(app = %obj.name, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "reconcile stream"),
+        }
+    })
+    .await;
 }

@@ -86,8 +86,12 @@ pub fn next_step(desired: u32, running: Option<Running>, checkpoints: bool, prog
         return Step::Stop { checkpoint: None };
     }
     match progress {
-        Some((rescale, completed)) if rescale.to == desired && rescale.after_checkpoint.is_some_and(|a| completed > a) => {
-            Step::Stop { checkpoint: Some(completed) }
+        Some((rescale, completed))
+            if rescale.to == desired && rescale.after_checkpoint.is_some_and(|a| completed > a) =>
+        {
+            Step::Stop {
+                checkpoint: Some(completed),
+            }
         }
         _ => Step::AwaitCheckpoint,
     }
@@ -105,11 +109,22 @@ mod tests {
     use super::*;
 
     fn running(layout: u32, replicas: u32, pods: u32, ready: u32) -> Option<Running> {
-        Some(Running { layout, replicas, pods, ready })
+        Some(Running {
+            layout,
+            replicas,
+            pods,
+            ready,
+        })
     }
 
     fn rescale(to: u32, after: Option<u64>) -> Rescale {
-        Rescale { from: 3, to, after_checkpoint: after, checkpoint: None, started: String::new() }
+        Rescale {
+            from: 3,
+            to,
+            after_checkpoint: after,
+            checkpoint: None,
+            started: String::new(),
+        }
     }
 
     #[test]
@@ -119,18 +134,36 @@ mod tests {
         // Seen: the checkpoint completed then is not enough.
         assert_eq!(next_step(2, running(3, 3, 3, 3), true, None), Step::AwaitCheckpoint);
         let r = rescale(2, Some(7));
-        assert_eq!(next_step(2, running(3, 3, 3, 3), true, Some((&r, 7))), Step::AwaitCheckpoint);
-        assert_eq!(next_step(2, running(3, 3, 3, 3), true, Some((&r, 8))), Step::Stop { checkpoint: Some(8) });
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 3), true, Some((&r, 7))),
+            Step::AwaitCheckpoint
+        );
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 3), true, Some((&r, 8))),
+            Step::Stop { checkpoint: Some(8) }
+        );
         // No checkpoint had completed when the change was seen: the first one will do.
         let r = rescale(2, Some(0));
-        assert_eq!(next_step(2, running(3, 3, 3, 3), true, Some((&r, 0))), Step::AwaitCheckpoint);
-        assert_eq!(next_step(2, running(3, 3, 3, 3), true, Some((&r, 1))), Step::Stop { checkpoint: Some(1) });
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 3), true, Some((&r, 0))),
+            Step::AwaitCheckpoint
+        );
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 3), true, Some((&r, 1))),
+            Step::Stop { checkpoint: Some(1) }
+        );
         // Worker 0 could not be asked when the change was seen: no baseline, keep waiting.
         let r = rescale(2, None);
-        assert_eq!(next_step(2, running(3, 3, 3, 3), true, Some((&r, 5))), Step::AwaitCheckpoint);
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 3), true, Some((&r, 5))),
+            Step::AwaitCheckpoint
+        );
         // A rescale recorded for another count does not count.
         let r = rescale(4, Some(1));
-        assert_eq!(next_step(2, running(3, 3, 3, 3), true, Some((&r, 9))), Step::AwaitCheckpoint);
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 3), true, Some((&r, 9))),
+            Step::AwaitCheckpoint
+        );
         assert_eq!(next_step(2, running(3, 0, 2, 0), true, None), Step::Stopping);
         assert_eq!(next_step(2, running(3, 0, 0, 0), true, None), Step::Start);
         // Changed back while stopped: start the old count again.
@@ -139,7 +172,13 @@ mod tests {
 
     #[test]
     fn nothing_to_checkpoint_means_stop_at_once() {
-        assert_eq!(next_step(2, running(3, 3, 3, 0), true, None), Step::Stop { checkpoint: None });
-        assert_eq!(next_step(2, running(3, 3, 3, 3), false, None), Step::Stop { checkpoint: None });
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 0), true, None),
+            Step::Stop { checkpoint: None }
+        );
+        assert_eq!(
+            next_step(2, running(3, 3, 3, 3), false, None),
+            Step::Stop { checkpoint: None }
+        );
     }
 }

@@ -23,8 +23,14 @@ use crate::context::CONTROLLER_NAME;
 /// On every applied object: the hash of the manifest applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "spindle.dev/applied-hash";
 
-pub trait Object: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned {}
-impl<K> Object for K where K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned {}
+pub trait Object:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned
+{
+}
+impl<K> Object for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned
+{
+}
 
 /// The objects of one kind labelled as one application's, by name.
 pub struct Existing<K>(pub BTreeMap<String, K>);
@@ -45,14 +51,21 @@ fn applied_hash<K: Object>(obj: &K) -> Option<&String> {
 /// fields: the operator owns these objects) unless `existing` already has it and `full` is
 /// false. Returns the object as stored.
 pub async fn apply<K: Object>(client: &Client, obj: &K, existing: Option<&K>, full: bool) -> Result<K, Error> {
-    let namespace = obj.meta().namespace.as_deref().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = obj
+        .meta()
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = obj.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
     let mut obj = obj.clone();
     let hash = fnv1a(&serde_json::to_string(&obj).expect("objects serialize"));
     if !full && let Some(current) = existing.filter(|e| applied_hash(*e) == Some(&hash)) {
         return Ok(current.clone());
     }
-    obj.meta_mut().annotations.get_or_insert_with(Default::default).insert(APPLIED_HASH_ANNOTATION.into(), hash);
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH_ANNOTATION.into(), hash);
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams::apply(CONTROLLER_NAME).force();
     Ok(api.patch(&name, &params, &Patch::Apply(&obj)).await?)
@@ -60,7 +73,13 @@ pub async fn apply<K: Object>(client: &Client, obj: &K, existing: Option<&K>, fu
 
 /// Deletes the objects in `existing` owned by `owner_uid` whose names are not in `keep`.
 /// Returns the names deleted.
-pub async fn prune<K: Object>(client: &Client, namespace: &str, existing: &Existing<K>, owner_uid: &str, keep: &BTreeSet<String>) -> Result<Vec<String>, Error> {
+pub async fn prune<K: Object>(
+    client: &Client,
+    namespace: &str,
+    existing: &Existing<K>,
+    owner_uid: &str,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>, Error> {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let mut deleted = Vec::new();
     for (name, obj) in &existing.0 {

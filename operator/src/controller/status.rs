@@ -25,10 +25,18 @@ pub struct Observed {
 
 impl Observed {
     pub fn yes(reason: &'static str, message: impl Into<String>) -> Observed {
-        Observed { status: true, reason, message: message.into() }
+        Observed {
+            status: true,
+            reason,
+            message: message.into(),
+        }
     }
     pub fn no(reason: &'static str, message: impl Into<String>) -> Observed {
-        Observed { status: false, reason, message: message.into() }
+        Observed {
+            status: false,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -71,18 +79,31 @@ impl Rollout {
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let seen = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
             let available = st.available_replicas.unwrap_or(0) >= want && st.updated_replicas.unwrap_or(0) >= want;
-            let failed = st.conditions.iter().flatten().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+            let failed = st
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
             if failed {
                 functions_failed.push(name);
             } else if !(seen && available) {
                 functions_pending.push(name);
             }
         }
-        Rollout { desired, ready, workers_updated, functions_pending, functions_failed }
+        Rollout {
+            desired,
+            ready,
+            workers_updated,
+            functions_pending,
+            functions_failed,
+        }
     }
 
     pub fn complete(&self) -> bool {
-        self.ready >= self.desired && self.workers_updated && self.functions_pending.is_empty() && self.functions_failed.is_empty()
+        self.ready >= self.desired
+            && self.workers_updated
+            && self.functions_pending.is_empty()
+            && self.functions_failed.is_empty()
     }
 }
 
@@ -92,12 +113,24 @@ pub fn conditions(rollout: &Rollout, step: Option<(&'static str, String)>, block
     let ready = if let Some((_, message)) = &step {
         Observed::no("Rescaling", message.clone())
     } else if rollout.complete() {
-        Observed::yes("AllReady", format!("{}/{} workers ready, functions available", rollout.ready, rollout.desired))
+        Observed::yes(
+            "AllReady",
+            format!(
+                "{}/{} workers ready, functions available",
+                rollout.ready, rollout.desired
+            ),
+        )
     } else if rollout.ready < rollout.desired {
-        Observed::no("WorkersNotReady", format!("{}/{} workers ready", rollout.ready, rollout.desired))
+        Observed::no(
+            "WorkersNotReady",
+            format!("{}/{} workers ready", rollout.ready, rollout.desired),
+        )
     } else {
         let names = [rollout.functions_pending.clone(), rollout.functions_failed.clone()].concat();
-        Observed::no("FunctionsNotReady", format!("function deployments not available: {}", names.join(", ")))
+        Observed::no(
+            "FunctionsNotReady",
+            format!("function deployments not available: {}", names.join(", ")),
+        )
     };
     let progressing = match step {
         Some((reason, message)) => Observed::yes(reason, message),
@@ -111,12 +144,19 @@ pub fn conditions(rollout: &Rollout, step: Option<(&'static str, String)>, block
     } else if !rollout.functions_failed.is_empty() {
         Observed::yes(
             "FunctionDeploymentFailed",
-            format!("deployments exceeded their progress deadline: {}", rollout.functions_failed.join(", ")),
+            format!(
+                "deployments exceeded their progress deadline: {}",
+                rollout.functions_failed.join(", ")
+            ),
         )
     } else {
         Observed::no("AsExpected", "")
     };
-    Conditions { ready, progressing, degraded }
+    Conditions {
+        ready,
+        progressing,
+        degraded,
+    }
 }
 
 /// Conditions of an application whose spec does not validate: nothing was changed.
@@ -138,25 +178,29 @@ pub fn invalid_spec(errors: &str, previous_ready: Option<&Condition>) -> Conditi
 
 /// The conditions list: a condition whose status is unchanged keeps its `lastTransitionTime`.
 pub fn merge(previous: &[Condition], now: &Conditions, generation: Option<i64>, at: Timestamp) -> Vec<Condition> {
-    [(READY, &now.ready), (PROGRESSING, &now.progressing), (DEGRADED, &now.degraded)]
-        .into_iter()
-        .map(|(type_, o)| {
-            let status = if o.status { "True" } else { "False" };
-            let last = previous
-                .iter()
-                .find(|c| c.type_ == type_ && c.status == status)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or_else(|| at.to_string());
-            Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: o.reason.into(),
-                message: o.message.clone(),
-                last_transition_time: last,
-                observed_generation: generation,
-            }
-        })
-        .collect()
+    [
+        (READY, &now.ready),
+        (PROGRESSING, &now.progressing),
+        (DEGRADED, &now.degraded),
+    ]
+    .into_iter()
+    .map(|(type_, o)| {
+        let status = if o.status { "True" } else { "False" };
+        let last = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| at.to_string());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: o.reason.into(),
+            message: o.message.clone(),
+            last_transition_time: last,
+            observed_generation: generation,
+        }
+    })
+    .collect()
 }
 
 pub fn condition<'a>(status: Option<&'a ApplicationStatus>, type_: &str) -> Option<&'a Condition> {
@@ -164,17 +208,30 @@ pub fn condition<'a>(status: Option<&'a ApplicationStatus>, type_: &str) -> Opti
 }
 
 /// Writes `status` unless it equals what the object has.
-pub async fn write(api: &Api<StatefulApplication>, app: &StatefulApplication, status: ApplicationStatus) -> Result<bool, Error> {
+pub async fn write(
+    api: &Api<StatefulApplication>,
+    app: &StatefulApplication,
+    status: ApplicationStatus,
+) -> Result<bool, Error> {
     if app.status.as_ref() == Some(&status) {
         return Ok(false);
     }
-    let name = app.metadata.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
+    let name = app
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.name"))?;
     let mut value = serde_json::to_value(&status).expect("a status serializes");
     // A merge patch keeps fields it does not name: absent ones must be named, as null.
     for key in ["observedGeneration", "lastCheckpoint", "rescale"] {
-        value.as_object_mut().expect("an object").entry(key).or_insert(serde_json::Value::Null);
+        value
+            .as_object_mut()
+            .expect("an object")
+            .entry(key)
+            .or_insert(serde_json::Value::Null);
     }
     let patch = json!({"status": value});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(true)
 }

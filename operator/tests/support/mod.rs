@@ -72,7 +72,9 @@ impl FakeWorker {
             "/status",
             axum::routing::get(move || {
                 let c = c.clone();
-                async move { axum::Json(json!({"generation": 1, "completedCheckpoint": c.load(Ordering::SeqCst), "idle": true})) }
+                async move {
+                    axum::Json(json!({"generation": 1, "completedCheckpoint": c.load(Ordering::SeqCst), "idle": true}))
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -112,7 +114,12 @@ impl World {
         let worker = FakeWorker::start().await;
         let client = fake_api(Vec::new()).await;
         let ctx = context(&client, &config, &worker);
-        World { client, ctx, worker, config }
+        World {
+            client,
+            ctx,
+            worker,
+            config,
+        }
     }
 
     pub fn apps(&self) -> Api<StatefulApplication> {
@@ -138,18 +145,27 @@ impl World {
     /// on every change it is told about).
     pub async fn reconcile(&self) -> Action {
         let app = self.get().await;
-        controller::reconcile(Arc::new(app), self.ctx.clone()).await.expect("reconciled")
+        controller::reconcile(Arc::new(app), self.ctx.clone())
+            .await
+            .expect("reconciled")
     }
 
     /// Changes the spec as `kubectl apply` would (a new generation).
     pub async fn edit(&self, f: impl FnOnce(&mut StatefulApplication)) {
         let mut app = self.get().await;
         f(&mut app);
-        self.apps().replace("greeter", &PostParams::default(), &app).await.expect("replaced");
+        self.apps()
+            .replace("greeter", &PostParams::default(), &app)
+            .await
+            .expect("replaced");
     }
 
     pub fn condition(app: &StatefulApplication, type_: &str) -> (String, String, String) {
-        let c = app.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_)).unwrap_or_else(|| panic!("no {type_} condition"));
+        let c = app
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .unwrap_or_else(|| panic!("no {type_} condition"));
         (c.status.clone(), c.reason.clone(), c.message.clone())
     }
 
@@ -165,7 +181,9 @@ impl World {
             "currentRevision": "r1",
             "updateRevision": "r1",
         }});
-        sts.patch_status("greeter-worker", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        sts.patch_status("greeter-worker", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
     }
 
     /// What the Deployment controller would report once a function's pod is available.
@@ -174,7 +192,10 @@ impl World {
         for d in deployments.list(&ListParams::default()).await.unwrap() {
             let name = d.metadata.name.clone().unwrap();
             let status = json!({"status": {"replicas": 1, "availableReplicas": 1, "updatedReplicas": 1, "observedGeneration": d.metadata.generation}});
-            deployments.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+            deployments
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
         }
     }
 

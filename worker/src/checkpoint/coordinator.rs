@@ -38,9 +38,17 @@ pub enum Event {
         result: Result<PartInfo, String>,
     },
     /// Internal: a worker restored `generation`.
-    Restored { worker: u32, generation: u64, incarnation: u64 },
+    Restored {
+        worker: u32,
+        generation: u64,
+        incarnation: u64,
+    },
     /// Internal: the manifest write of a checkpoint ended.
-    Manifest { generation: u64, checkpoint: u64, result: Result<u64, String> },
+    Manifest {
+        generation: u64,
+        checkpoint: u64,
+        result: Result<u64, String>,
+    },
     /// Group commit: something on a worker waits for `checkpoint` to complete.
     Want { generation: u64, checkpoint: u64 },
 }
@@ -150,10 +158,18 @@ impl Coordinator {
                     // A restore is on its way to it, or it is the process we restored.
                     return true;
                 }
-                tracing::warn!(worker, incarnation, "a worker restarted and lost its memory: rolling back");
+                tracing::warn!(
+                    worker,
+                    incarnation,
+                    "a worker restarted and lost its memory: rolling back"
+                );
                 return self.rollback("worker restarted").await;
             }
-            Event::Restored { worker, generation, incarnation } => {
+            Event::Restored {
+                worker,
+                generation,
+                incarnation,
+            } => {
                 if generation != self.generation {
                     return true;
                 }
@@ -161,10 +177,20 @@ impl Coordinator {
                 if self.pending.remove(&worker) && self.pending.is_empty() {
                     let ms = self.rollback_started.elapsed().as_millis() as u64;
                     self.node.metrics.recovery_seconds.observe(ms as f64 / 1000.0);
-                    tracing::info!(generation, checkpoint = self.restored_from, ms, "every worker restored: running");
+                    tracing::info!(
+                        generation,
+                        checkpoint = self.restored_from,
+                        ms,
+                        "every worker restored: running"
+                    );
                 }
             }
-            Event::Part { generation, checkpoint, worker, result } => {
+            Event::Part {
+                generation,
+                checkpoint,
+                worker,
+                result,
+            } => {
                 let Some(p) = self.in_progress.as_mut().filter(|p| p.checkpoint == checkpoint) else {
                     return true;
                 };
@@ -187,8 +213,13 @@ impl Coordinator {
                     self.wanted = self.wanted.max(checkpoint);
                 }
             }
-            Event::Manifest { generation, checkpoint, result } => {
-                if generation != self.generation || self.in_progress.as_ref().is_none_or(|p| p.checkpoint != checkpoint) {
+            Event::Manifest {
+                generation,
+                checkpoint,
+                result,
+            } => {
+                if generation != self.generation || self.in_progress.as_ref().is_none_or(|p| p.checkpoint != checkpoint)
+                {
                     return true;
                 }
                 match result {
@@ -242,7 +273,11 @@ impl Coordinator {
         if let Some(p) = self.in_progress.take() {
             self.last_end = Instant::now();
             self.node.metrics.checkpoints_failed.inc();
-            tracing::warn!(checkpoint = p.checkpoint, reason, "checkpoint failed; the next interval tries again");
+            tracing::warn!(
+                checkpoint = p.checkpoint,
+                reason,
+                "checkpoint failed; the next interval tries again"
+            );
         }
     }
 
@@ -264,8 +299,16 @@ impl Coordinator {
         let tx = self.tx.clone();
         let generation = self.generation;
         self.chores.spawn(async move {
-            let result = store.put_manifest(&manifest).await.map(|_| bytes).map_err(|e| e.to_string());
-            let _ = tx.send(Event::Manifest { generation, checkpoint, result });
+            let result = store
+                .put_manifest(&manifest)
+                .await
+                .map(|_| bytes)
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::Manifest {
+                generation,
+                checkpoint,
+                result,
+            });
         });
     }
 
@@ -288,7 +331,10 @@ impl Coordinator {
             let node = self.node.clone();
             // Best effort: a worker that misses it releases its egress with the next one.
             self.chores.spawn(async move {
-                let kind = control_request::Kind::Completed(Completed { generation: g, checkpoint });
+                let kind = control_request::Kind::Completed(Completed {
+                    generation: g,
+                    checkpoint,
+                });
                 let _ = node.control.call(w, kind, Duration::from_secs(2)).await;
             });
         }
@@ -338,7 +384,10 @@ impl Coordinator {
             self.restores.spawn(async move {
                 loop {
                     let result = if w == node.me() {
-                        node.restore(generation, checkpoint).await.map(|_| node.incarnation).map_err(|e| e.to_string())
+                        node.restore(generation, checkpoint)
+                            .await
+                            .map(|_| node.incarnation)
+                            .map_err(|e| e.to_string())
                     } else {
                         let kind = control_request::Kind::Restore(Restore { generation, checkpoint });
                         match node.control.call(w, kind, Duration::from_secs(120)).await {
@@ -349,7 +398,11 @@ impl Coordinator {
                     };
                     match result {
                         Ok(incarnation) => {
-                            let _ = tx.send(Event::Restored { worker: w, generation, incarnation });
+                            let _ = tx.send(Event::Restored {
+                                worker: w,
+                                generation,
+                                incarnation,
+                            });
                             return;
                         }
                         Err(e) => tracing::debug!(worker = w, error = %e, "restore not done yet; retrying"),
@@ -376,7 +429,10 @@ impl Coordinator {
         store.write_generation(generation).await?;
         let latest = store.latest_valid().await?;
         let checkpoint = latest.as_ref().map_or(0, |l| l.manifest.checkpoint);
-        let highest = latest.as_ref().and_then(|l| l.damaged.first().copied()).unwrap_or(checkpoint);
+        let highest = latest
+            .as_ref()
+            .and_then(|l| l.damaged.first().copied())
+            .unwrap_or(checkpoint);
         if let Some(l) = latest.filter(|l| !l.damaged.is_empty()) {
             self.node.metrics.checkpoints_damaged.inc_by(l.damaged.len() as u64);
             tracing::error!(damaged = ?l.damaged, restoring = checkpoint, "newer checkpoints are damaged; restoring an older one");

@@ -14,7 +14,11 @@ const PART_STATE: u32 = 7;
 const PART_EGRESS: u32 = 12;
 
 fn str_len(tag: u32, n: usize) -> usize {
-    if n == 0 { 0 } else { key_len(tag) + encoded_len_varint(n as u64) + n }
+    if n == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(n as u64) + n
+    }
 }
 
 fn put_bytes(buf: &mut Vec<u8>, tag: u32, b: &[u8]) {
@@ -29,7 +33,11 @@ fn cell_len(name: &str, typename: &str, value: &[u8], expires: u64) -> usize {
     str_len(1, name.len())
         + str_len(2, typename.len())
         + str_len(3, value.len())
-        + if expires == 0 { 0 } else { key_len(4) + encoded_len_varint(expires) }
+        + if expires == 0 {
+            0
+        } else {
+            key_len(4) + encoded_len_varint(expires)
+        }
 }
 
 /// Appends every address's state as `Part.state` entries.
@@ -68,7 +76,11 @@ pub fn append_state(state: &StateStore, buf: &mut Vec<u8>) {
 }
 
 fn varint_len(tag: u32, v: u64) -> usize {
-    if v == 0 { 0 } else { key_len(tag) + encoded_len_varint(v) }
+    if v == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(v)
+    }
 }
 
 /// Appends egress records as `Part.egress` entries.
@@ -112,9 +124,19 @@ mod tests {
         let t = TypeName::parse("ns/fn").unwrap();
         for i in 0..50u64 {
             let a = Address::new(t.clone(), format!("id-{i}"));
-            state.restore(a.clone(), "total", Value::new("io.statefun.types/long", Bytes::from(i.to_le_bytes().to_vec())), None);
+            state.restore(
+                a.clone(),
+                "total",
+                Value::new("io.statefun.types/long", Bytes::from(i.to_le_bytes().to_vec())),
+                None,
+            );
             if i % 3 == 0 {
-                state.restore(a.clone(), "seen", Value::new("ns/Seen", Bytes::new()), Some(1_700_000_000_000 + i));
+                state.restore(
+                    a.clone(),
+                    "seen",
+                    Value::new("ns/Seen", Bytes::new()),
+                    Some(1_700_000_000_000 + i),
+                );
             }
         }
         let mut direct = Vec::new();
@@ -134,7 +156,11 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let via_prost = proto::Part { state: expected.clone(), ..Default::default() }.encode_to_vec();
+        let via_prost = proto::Part {
+            state: expected.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
         assert_eq!(direct, via_prost, "byte for byte");
         assert_eq!(proto::Part::decode(&direct[..]).unwrap().state, expected);
     }
@@ -148,7 +174,10 @@ mod tests {
                 key: format!("app/{}/0/{i}", i / 5).into(),
                 record: crate::egress::EgressRecord {
                     egress: TypeName::parse("ns/out").unwrap(),
-                    value: Value::new("ns/Out", Bytes::from(if i % 4 == 0 { vec![] } else { vec![i as u8; 3] })),
+                    value: Value::new(
+                        "ns/Out",
+                        Bytes::from(if i % 4 == 0 { vec![] } else { vec![i as u8; 3] }),
+                    ),
                     source: Address::new(t.clone(), format!("id-{i}")),
                     key: None,
                 },
@@ -168,7 +197,11 @@ mod tests {
                 epoch: p.epoch,
             })
             .collect();
-        let via_prost = proto::Part { egress: expected.clone(), ..Default::default() }.encode_to_vec();
+        let via_prost = proto::Part {
+            egress: expected.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
         assert_eq!(direct, via_prost, "byte for byte");
         assert_eq!(proto::Part::decode(&direct[..]).unwrap().egress, expected);
     }

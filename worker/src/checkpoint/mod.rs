@@ -2,9 +2,9 @@
 //! `docs/checkpoints.md` for the protocol and its invariants.
 
 pub mod coordinator;
+mod direct_encoding;
 pub mod manifest;
 pub mod snapshot;
-mod direct_encoding;
 pub mod store;
 pub mod uploader;
 pub mod wants;

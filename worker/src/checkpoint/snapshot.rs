@@ -76,7 +76,11 @@ pub enum DecodeError {
     #[error("part is not a valid checkpoint part: {0}")]
     Malformed(#[from] prost::DecodeError),
     #[error("part of checkpoint {checkpoint} belongs to application `{found}`, not `{expected}`")]
-    OtherApplication { checkpoint: u64, found: String, expected: String },
+    OtherApplication {
+        checkpoint: u64,
+        found: String,
+        expected: String,
+    },
     #[error("part of checkpoint {checkpoint} has {found} key groups, the application {expected}")]
     KeyGroups { checkpoint: u64, found: u32, expected: u32 },
     #[error("part of checkpoint {checkpoint}: {reason}")]
@@ -284,7 +288,8 @@ impl Restored {
                 }
                 for c in s.cells {
                     let exp = (c.expires_at_ms != 0).then_some(c.expires_at_ms);
-                    out.state.restore(addr.clone(), &c.name, Value::new(c.typename, c.value), exp);
+                    out.state
+                        .restore(addr.clone(), &c.name, Value::new(c.typename, c.value), exp);
                 }
             }
             // Every worker learns every type's specs: they are per type, not per address.
@@ -391,7 +396,8 @@ mod tests {
         };
         let ids: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
         for id in &ids {
-            snap.state.restore(addr(id), "n", Value::new("t/n", Bytes::from(id.clone())), Some(99));
+            snap.state
+                .restore(addr(id), "n", Value::new("t/n", Bytes::from(id.clone())), Some(99));
             snap.messages.push(env(id, "m1"));
             snap.recorded.push(env(id, "m2"));
         }
@@ -415,23 +421,38 @@ mod tests {
             },
         });
         snap.positions.insert("kafka/k/t/0".into(), 41);
-        let mut other = Snapshot { checkpoint: 7, ..Snapshot::default() };
+        let mut other = Snapshot {
+            checkpoint: 7,
+            ..Snapshot::default()
+        };
         other.positions.insert("kafka/k/t/0".into(), 12);
         other.positions.insert("nats/n".into(), 5);
         let merged = Restored::decode(
             "app",
             &[snap.encode(&meta(0, 2)), other.encode(&meta(1, 2))],
-            Layout { worker: 0, workers: 1, key_groups: 16 },
+            Layout {
+                worker: 0,
+                workers: 1,
+                key_groups: 16,
+            },
         )
         .unwrap();
-        assert_eq!(merged.positions.get("kafka/k/t/0"), Some(&41), "the highest position wins");
+        assert_eq!(
+            merged.positions.get("kafka/k/t/0"),
+            Some(&41),
+            "the highest position wins"
+        );
         assert_eq!(merged.positions.get("nats/n"), Some(&5));
         let bytes = snap.encode(&meta(0, 1));
         // Restoring with 3 workers: every address lands at exactly one, messages in order.
         let mut seen = 0;
         let mut egress = 0;
         for w in 0..3 {
-            let layout = Layout { worker: w, workers: 3, key_groups: 16 };
+            let layout = Layout {
+                worker: w,
+                workers: 3,
+                key_groups: 16,
+            };
             let r = Restored::decode("app", std::slice::from_ref(&bytes), layout).unwrap();
             assert_eq!(r.checkpoint, 7);
             assert_eq!(r.specs.specs(&TypeName::parse("t/f").unwrap()).len(), 1);
@@ -443,7 +464,11 @@ mod tests {
                 let mine: Vec<_> = r.messages.iter().filter(|e| *e.target.id == **id).collect();
                 if layout.owns(&addr(id)) {
                     let vals: Vec<_> = mine.iter().map(|e| &e.value.bytes[..]).collect();
-                    assert_eq!(vals, [b"m1".as_slice(), b"m2"], "snapshot messages before recorded ones");
+                    assert_eq!(
+                        vals,
+                        [b"m1".as_slice(), b"m2"],
+                        "snapshot messages before recorded ones"
+                    );
                 } else {
                     assert!(mine.is_empty());
                 }
@@ -461,12 +486,20 @@ mod tests {
     #[test]
     fn parts_of_another_application_or_layout_are_refused() {
         let bytes = Snapshot::default().encode(&meta(0, 1));
-        let layout = Layout { worker: 0, workers: 1, key_groups: 16 };
+        let layout = Layout {
+            worker: 0,
+            workers: 1,
+            key_groups: 16,
+        };
         assert!(matches!(
             Restored::decode("other", std::slice::from_ref(&bytes), layout),
             Err(DecodeError::OtherApplication { .. })
         ));
-        let layout = Layout { worker: 0, workers: 1, key_groups: 8 };
+        let layout = Layout {
+            worker: 0,
+            workers: 1,
+            key_groups: 8,
+        };
         assert!(matches!(
             Restored::decode("app", std::slice::from_ref(&bytes), layout),
             Err(DecodeError::KeyGroups { .. })

@@ -164,7 +164,13 @@ impl CheckpointStore {
         self.root.clone().join("checkpoints").join(format!("{checkpoint:020}"))
     }
 
-    pub async fn put_part(&self, checkpoint: u64, generation: u64, worker: u32, payload: Bytes) -> Result<PartInfo, StoreError> {
+    pub async fn put_part(
+        &self,
+        checkpoint: u64,
+        generation: u64,
+        worker: u32,
+        payload: Bytes,
+    ) -> Result<PartInfo, StoreError> {
         let path = self.dir(checkpoint).join(format!("part-g{generation}-w{worker}.bin"));
         let crc32 = crc32fast::hash(&payload);
         let mut buf = BytesMut::with_capacity(HEADER + payload.len());
@@ -294,7 +300,13 @@ impl CheckpointStore {
         let mut damaged = Vec::new();
         for n in self.completed().await?.into_iter().rev() {
             match self.read_all(n).await {
-                Ok((manifest, parts)) => return Ok(Some(Latest { manifest, parts, damaged })),
+                Ok((manifest, parts)) => {
+                    return Ok(Some(Latest {
+                        manifest,
+                        parts,
+                        damaged,
+                    }));
+                }
                 Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound { .. })) => {
                     tracing::warn!(checkpoint = n, error = %e, "checkpoint is damaged; falling back to the previous one");
                     damaged.push(n);
@@ -339,10 +351,13 @@ impl CheckpointStore {
     pub async fn read_generation(&self) -> Result<u64, StoreError> {
         let path = self.root.clone().join("generation");
         match self.get(&path).await {
-            Ok(b) => String::from_utf8_lossy(&b).trim().parse().map_err(|e| StoreError::Corrupt {
-                key: path.to_string(),
-                reason: format!("not a number: {e}"),
-            }),
+            Ok(b) => String::from_utf8_lossy(&b)
+                .trim()
+                .parse()
+                .map_err(|e| StoreError::Corrupt {
+                    key: path.to_string(),
+                    reason: format!("not a number: {e}"),
+                }),
             Err(StoreError::NotFound { .. }) => Ok(0),
             Err(e) => Err(e),
         }
@@ -361,7 +376,11 @@ impl CheckpointStore {
 
 /// The checkpoints among `objects` that have a manifest, ascending.
 fn with_manifest(objects: &[(u64, ObjectPath)]) -> Vec<u64> {
-    let mut ids: Vec<u64> = objects.iter().filter(|(_, p)| p.filename() == Some(MANIFEST)).map(|(n, _)| *n).collect();
+    let mut ids: Vec<u64> = objects
+        .iter()
+        .filter(|(_, p)| p.filename() == Some(MANIFEST))
+        .map(|(n, _)| *n)
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     ids

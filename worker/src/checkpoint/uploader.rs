@@ -56,8 +56,15 @@ pub async fn run(
         let result = match upload {
             Ok(info) => {
                 node.metrics.checkpoint_part_bytes.set(size as i64);
-                node.metrics.part_upload_seconds.observe(started.elapsed().as_secs_f64());
-                tracing::debug!(checkpoint = n, bytes = size, ms = started.elapsed().as_millis() as u64, "part written");
+                node.metrics
+                    .part_upload_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::debug!(
+                    checkpoint = n,
+                    bytes = size,
+                    ms = started.elapsed().as_millis() as u64,
+                    "part written"
+                );
                 Ok(info)
             }
             Err(e) => {

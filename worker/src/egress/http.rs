@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 
 use super::{EgressRecord, SinkContext, json_line};
 use crate::deadletter::kind;
-use crate::retry::Backoff;
 use crate::metrics::EgressLabels;
+use crate::retry::Backoff;
 
 pub struct HttpSink {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -38,7 +38,10 @@ impl HttpSink {
         ctx: SinkContext,
     ) -> std::io::Result<HttpSink> {
         let uri: Uri = url.parse().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("egress {name}: url `{url}`: {e}"))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("egress {name}: url `{url}`: {e}"),
+            )
         })?;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Ok(HttpSink {
@@ -76,7 +79,10 @@ impl HttpSink {
         let mut backoff = Backoff::within(self.timeout);
         let outcome = loop {
             let mut req = Request::post(self.uri.clone())
-                .header(header::CONTENT_TYPE, format!("application/vnd.{}", record.value.typename))
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("application/vnd.{}", record.value.typename),
+                )
                 .header("x-spindle-egress", self.name.as_str())
                 .header("x-spindle-source", record.source.to_string());
             if let Some(key) = &record.key {

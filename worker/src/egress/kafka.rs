@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 use spindle_protocol::egress::KafkaProducerRecord;
 use spindle_protocol::typenames::KAFKA_PRODUCER_RECORD;
@@ -94,11 +94,23 @@ impl KafkaSink {
                 Ok(p) => p,
                 Err(e) => return Err((r, format!("the value is not a KafkaProducerRecord: {e}"))),
             };
-            let topic = if p.topic.is_empty() { self.spec.topic.clone() } else { Some(p.topic) };
-            (topic, (!p.key.is_empty()).then(|| p.key.into_bytes()), p.value_bytes.to_vec())
+            let topic = if p.topic.is_empty() {
+                self.spec.topic.clone()
+            } else {
+                Some(p.topic)
+            };
+            (
+                topic,
+                (!p.key.is_empty()).then(|| p.key.into_bytes()),
+                p.value_bytes.to_vec(),
+            )
         } else {
             headers.insert("spindle-typename".to_string(), r.value.typename.as_bytes().to_vec());
-            (self.spec.topic.clone(), Some(r.source.id.as_bytes().to_vec()), r.value.bytes.to_vec())
+            (
+                self.spec.topic.clone(),
+                Some(r.source.id.as_bytes().to_vec()),
+                r.value.bytes.to_vec(),
+            )
         };
         let Some(topic) = topic else {
             return Err((r, "the record names no topic and the egress has no `topic`".into()));
@@ -176,9 +188,12 @@ impl Attempt for KafkaSink {
         for ((topic, p), group) in groups {
             let pc = match self.producers.get(&(topic.clone(), p)) {
                 Some(pc) => pc.clone(),
-                None => match tokio::time::timeout(REQUEST_TIMEOUT, client.partition_client(topic.clone(), p, UnknownTopicHandling::Error))
-                    .await
-                    .unwrap_or_else(|_| Err(rskafka::client::error::Error::InvalidResponse("no answer".into())))
+                None => match tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    client.partition_client(topic.clone(), p, UnknownTopicHandling::Error),
+                )
+                .await
+                .unwrap_or_else(|_| Err(rskafka::client::error::Error::InvalidResponse("no answer".into())))
                 {
                     Ok(pc) => {
                         let pc = Arc::new(pc);
@@ -205,7 +220,9 @@ impl Attempt for KafkaSink {
         }
         let mut error = None;
         while let Some(joined) = produces.join_next().await {
-            let Ok((topic, p, group, result)) = joined else { continue };
+            let Ok((topic, p, group, result)) = joined else {
+                continue;
+            };
             match result {
                 Ok(()) => self.done(group.into_iter().map(|o| o.source).collect(), Ok(())),
                 Err(e) => {
@@ -230,7 +247,6 @@ impl Attempt for KafkaSink {
             Some(e) => Err(e),
         }
     }
-
 }
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), which the default

@@ -75,7 +75,13 @@ impl Unconfirmed {
 
     /// What a snapshot must hold, oldest epoch first.
     pub fn pending(&self) -> Vec<PendingEgress> {
-        let mut v: Vec<PendingEgress> = self.0.lock().expect("unconfirmed egress lock").values().cloned().collect();
+        let mut v: Vec<PendingEgress> = self
+            .0
+            .lock()
+            .expect("unconfirmed egress lock")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| (a.epoch, &a.key).cmp(&(b.epoch, &b.key)));
         v
     }
@@ -103,7 +109,8 @@ impl SinkContext {
             Ok(()) => "ok",
             Err(reason) => {
                 let messages = records.iter().map(EgressRecord::dead_message).collect();
-                self.dead_letters.record(kind::EGRESS_FAILED, format!("egress {egress}: {reason}"), messages);
+                self.dead_letters
+                    .record(kind::EGRESS_FAILED, format!("egress {egress}: {reason}"), messages);
                 "failed"
             }
         };
@@ -193,7 +200,11 @@ pub(crate) struct Closing {
 
 impl Closing {
     fn new(rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) -> Closing {
-        Closing { rx, stop, closed: false }
+        Closing {
+            rx,
+            stop,
+            closed: false,
+        }
     }
 
     pub async fn recv_many(&mut self, buf: &mut Vec<EgressRecord>, limit: usize) -> usize {

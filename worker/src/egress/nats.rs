@@ -27,7 +27,12 @@ pub struct NatsSink {
 
 impl NatsSink {
     pub fn new(spec: NatsEgress, name: String, ctx: SinkContext) -> NatsSink {
-        NatsSink { spec, name, ctx, js: None }
+        NatsSink {
+            spec,
+            name,
+            ctx,
+            js: None,
+        }
     }
 
     pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) {
@@ -75,7 +80,10 @@ impl Attempt for NatsSink {
             if let Some(key) = &r.key {
                 msg = msg.message_id(&**key);
             }
-            let sent = js.send_publish(self.spec.subject.clone(), msg).await.map_err(|e| e.to_string());
+            let sent = js
+                .send_publish(self.spec.subject.clone(), msg)
+                .await
+                .map_err(|e| e.to_string());
             acks.push((r, sent));
         }
         let mut error = None;

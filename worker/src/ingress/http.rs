@@ -98,7 +98,10 @@ async fn ingest(
         )
             .into_response(),
         Err(r) => {
-            metrics.ingress_rejected.get_or_create(&KindLabels { kind: r.kind }).inc();
+            metrics
+                .ingress_rejected
+                .get_or_create(&KindLabels { kind: r.kind })
+                .inc();
             tracing::debug!(status = %r.status, message = %r.message, "ingress request refused");
             let retry = if r.retry_safe { "safe" } else { "unknown" };
             (r.status, [("spindle-retry", retry)], format!("{}\n", r.message)).into_response()
@@ -122,7 +125,8 @@ async fn accept(
             return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "bad_ack",
-                "durable acknowledgement needs checkpoints, which this application turns off (checkpoint.interval: 0s)".into(),
+                "durable acknowledgement needs checkpoints, which this application turns off (checkpoint.interval: 0s)"
+                    .into(),
             ));
         }
         Some(other) => {
@@ -134,7 +138,11 @@ async fn accept(
         }
     };
     let target_type = TypeName::new(namespace, ty).map_err(|e| {
-        reject(StatusCode::BAD_REQUEST, "bad_target", format!("bad target function type: {e}"))
+        reject(
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            format!("bad target function type: {e}"),
+        )
     })?;
     if node.app.function_for(&target_type).is_none() {
         return Err(reject(
@@ -161,15 +169,20 @@ async fn accept(
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Err(e) => {
-            return Err(reject(StatusCode::BAD_REQUEST, "bad_body", format!("reading the body: {e}")));
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("reading the body: {e}"),
+            ));
         }
     };
-    let permit = ingress
-        .admission
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| reject(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the worker is shutting down".into()))?;
+    let permit = ingress.admission.clone().acquire_owned().await.map_err(|_| {
+        reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the worker is shutting down".into(),
+        )
+    })?;
     let dedup = match headers.get(IDEMPOTENCY_HEADER).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 256 => Some(Arc::from(k)),
@@ -187,7 +200,13 @@ async fn accept(
         value: Value::new(typename.as_str(), bytes),
         dedup,
     };
-    let shutting_down = || reject(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the worker is shutting down".into());
+    let shutting_down = || {
+        reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the worker is shutting down".into(),
+        )
+    };
     let admission = Admission::new(permit, node.metrics.ingress_in_process.clone());
     let world = node.world().await.map_err(|_| shutting_down())?;
     let (tx, rx) = if durable {
@@ -230,7 +249,9 @@ async fn accept(
             return Err(reject(
                 StatusCode::GATEWAY_TIMEOUT,
                 "not_durable_yet",
-                format!("checkpoint {epoch}, which contains the record, did not complete within {DURABLE_WAIT:?}; the record may still become durable"),
+                format!(
+                    "checkpoint {epoch}, which contains the record, did not complete within {DURABLE_WAIT:?}; the record may still become durable"
+                ),
             ));
         }
     };
@@ -260,6 +281,10 @@ fn message_typename(headers: &HeaderMap) -> Result<TypeName, Rejection> {
         ));
     };
     TypeName::parse(typename).map_err(|e| {
-        reject(StatusCode::BAD_REQUEST, "bad_typename", format!("Content-Type names a malformed message type: {e}"))
+        reject(
+            StatusCode::BAD_REQUEST,
+            "bad_typename",
+            format!("Content-Type names a malformed message type: {e}"),
+        )
     })
 }

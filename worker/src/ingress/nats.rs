@@ -37,7 +37,9 @@ pub async fn connect(servers: &[String], auth: Option<&NatsAuth>) -> Result<asyn
             opts = opts.nkey(secret(seed)?);
         }
     }
-    opts.connect(servers).await.map_err(|e| format!("connecting to {servers:?}: {e}"))
+    opts.connect(servers)
+        .await
+        .map_err(|e| format!("connecting to {servers:?}: {e}"))
 }
 
 /// A credential's value from its environment variable.
@@ -101,7 +103,12 @@ impl NatsSource {
             match result {
                 Ok(()) => return,
                 Err(reason) => {
-                    self.ctx.node.metrics.connector_errors.get_or_create(&KindLabels { kind: "nats_read" }).inc();
+                    self.ctx
+                        .node
+                        .metrics
+                        .connector_errors
+                        .get_or_create(&KindLabels { kind: "nats_read" })
+                        .inc();
                     let now = Instant::now();
                     if failing.is_none_or(|t: Instant| now.duration_since(t) > Duration::from_secs(30)) {
                         tracing::warn!(source = %self.key, reason, "JetStream reader: retrying");
@@ -119,19 +126,32 @@ impl NatsSource {
     async fn read(&self, next: &mut Option<i64>, reported: &mut bool) -> Result<(), String> {
         let client = connect(&self.spec.servers, self.spec.auth.as_ref()).await?;
         let js = jetstream::new(client);
-        let mut stream = js.get_stream(&self.spec.stream).await.map_err(|e| format!("stream {}: {e}", self.spec.stream))?;
-        let info = stream.info().await.map_err(|e| format!("stream {}: {e}", self.spec.stream))?.clone();
+        let mut stream = js
+            .get_stream(&self.spec.stream)
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.spec.stream))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.spec.stream))?
+            .clone();
         let start = match *next {
-            Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n.max(1) as u64 },
+            Some(n) => DeliverPolicy::ByStartSequence {
+                start_sequence: n.max(1) as u64,
+            },
             None => match self.spec.startup_position {
-                StartupPosition::Latest => DeliverPolicy::ByStartSequence { start_sequence: info.state.last_sequence + 1 },
+                StartupPosition::Latest => DeliverPolicy::ByStartSequence {
+                    start_sequence: info.state.last_sequence + 1,
+                },
                 StartupPosition::Timestamp => {
                     let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or(""))?;
                     let start_time = chrono::DateTime::from_timestamp_millis(t).ok_or("timestamp out of range")?;
                     DeliverPolicy::ByStartTime { start_time }
                 }
                 // Earliest (group offsets are refused for NATS by validation).
-                _ => DeliverPolicy::ByStartSequence { start_sequence: info.state.first_sequence.max(1) },
+                _ => DeliverPolicy::ByStartSequence {
+                    start_sequence: info.state.first_sequence.max(1),
+                },
             },
         };
         if let DeliverPolicy::ByStartSequence { start_sequence } = start {
@@ -148,12 +168,22 @@ impl NatsSource {
         let filters: Vec<String> = self.spec.subjects.iter().map(|s| s.subject.clone()).collect();
         let config = OrderedConfig {
             filter_subjects: if filters.len() > 1 { filters.clone() } else { Vec::new() },
-            filter_subject: if filters.len() == 1 { filters[0].clone() } else { String::new() },
+            filter_subject: if filters.len() == 1 {
+                filters[0].clone()
+            } else {
+                String::new()
+            },
             deliver_policy: start,
             ..OrderedConfig::default()
         };
-        let consumer = stream.create_consumer(config).await.map_err(|e| format!("creating a consumer: {e}"))?;
-        let messages = consumer.messages().await.map_err(|e| format!("reading the stream: {e}"))?;
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| format!("creating a consumer: {e}"))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("reading the stream: {e}"))?;
         let batches = messages.chunks_timeout(BATCH, BATCH_WAIT);
         tokio::pin!(batches);
         let app = self.ctx.node.app.clone();
@@ -184,7 +214,11 @@ impl NatsSource {
                     continue;
                 };
                 let id = subject.rsplit('.').next().map(str::as_bytes);
-                let target = m.headers.as_ref().and_then(|h| h.get(TARGET_HEADER)).map(|v| v.as_str().as_bytes());
+                let target = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(TARGET_HEADER))
+                    .map(|v| v.as_str().as_bytes());
                 match route.envelopes(&app, id, Some(m.payload.clone()), target) {
                     Ok(envs) => records.push((envs, seq + 1)),
                     Err(refusal) => {

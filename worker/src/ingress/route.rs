@@ -49,7 +49,10 @@ impl Route {
         value: Option<Bytes>,
         target: Option<&[u8]>,
     ) -> Result<Vec<Envelope>, Refusal> {
-        let bad = |reason: String| Refusal { kind: kind::BAD_RECORD, reason };
+        let bad = |reason: String| Refusal {
+            kind: kind::BAD_RECORD,
+            reason,
+        };
         let id = match id {
             None => return Err(bad("the record has no key: the key is the function id".into())),
             Some(id) => std::str::from_utf8(id).map_err(|_| bad("the record key is not UTF-8".into()))?,
@@ -65,7 +68,12 @@ impl Route {
                 let t = std::str::from_utf8(raw)
                     .ok()
                     .and_then(|s| TypeName::parse(s).ok())
-                    .ok_or_else(|| bad(format!("header {TARGET_HEADER} `{}` is not a typename", String::from_utf8_lossy(raw))))?;
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "header {TARGET_HEADER} `{}` is not a typename",
+                            String::from_utf8_lossy(raw)
+                        ))
+                    })?;
                 if app.function_for(&t).is_none() {
                     return Err(Refusal {
                         kind: kind::UNKNOWN_FUNCTION,
@@ -97,7 +105,9 @@ fn check_value(value_type: &TypeName, format: ValueFormat, value: &[u8]) -> Resu
         ValueFormat::Json => serde_json::from_slice::<serde::de::IgnoredAny>(value)
             .map(|_| ())
             .map_err(|e| format!("the value is not JSON: {e}")),
-        ValueFormat::Utf8 => std::str::from_utf8(value).map(|_| ()).map_err(|_| "the value is not UTF-8".into()),
+        ValueFormat::Utf8 => std::str::from_utf8(value)
+            .map(|_| ())
+            .map_err(|_| "the value is not UTF-8".into()),
     }
 }
 
@@ -107,7 +117,10 @@ pub fn dead_message(route: &Route, id: Option<&[u8]>, value: Option<&[u8]>) -> D
     DeadMessage::from_envelope(&Envelope {
         target: Address::new(route.targets[0].clone(), id.as_ref()),
         caller: None,
-        value: Value::new(route.value_type.as_str(), Bytes::copy_from_slice(value.unwrap_or_default())),
+        value: Value::new(
+            route.value_type.as_str(),
+            Bytes::copy_from_slice(value.unwrap_or_default()),
+        ),
         dedup: None,
     })
 }
@@ -118,29 +131,47 @@ mod tests {
 
     fn app() -> AppConfig {
         let yaml = "apiVersion: spindle.dev/v1alpha1\nkind: StatefulApplication\nmetadata: {name: t}\nspec:\n  functions:\n    - {typename: t/*, endpoint: 'http://f/'}\n";
-        AppConfig::resolve(&spindle_spec::from_yaml_str(yaml, "t").unwrap(), std::path::Path::new("."))
+        AppConfig::resolve(
+            &spindle_spec::from_yaml_str(yaml, "t").unwrap(),
+            std::path::Path::new("."),
+        )
     }
 
     #[test]
     fn records_become_messages_or_are_refused_with_a_reason() {
         let app = app();
         let route = Route::new("t/Add", &["t/counter".into(), "t/audit".into()], ValueFormat::Json);
-        let ok = route.envelopes(&app, Some(b"k1"), Some(Bytes::from_static(b"{\"n\":1}")), None).unwrap();
+        let ok = route
+            .envelopes(&app, Some(b"k1"), Some(Bytes::from_static(b"{\"n\":1}")), None)
+            .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].target.to_string(), "t/audit/k1");
         assert_eq!(&*ok[0].value.typename, "t/Add");
-        let over = route.envelopes(&app, Some(b"k1"), Some(Bytes::from_static(b"{}")), Some(b"t/other")).unwrap();
+        let over = route
+            .envelopes(&app, Some(b"k1"), Some(Bytes::from_static(b"{}")), Some(b"t/other"))
+            .unwrap();
         assert_eq!(over.len(), 1);
         assert_eq!(over[0].target.to_string(), "t/other/k1");
         let refused = |id: Option<&[u8]>, v: &'static [u8], target: Option<&[u8]>| {
-            route.envelopes(&app, id, Some(Bytes::from_static(v)), target).unwrap_err()
+            route
+                .envelopes(&app, id, Some(Bytes::from_static(v)), target)
+                .unwrap_err()
         };
         assert!(refused(None, b"{}", None).reason.contains("no key"));
         assert!(refused(Some(b"k"), b"{oops", None).reason.contains("not JSON"));
         let unknown = refused(Some(b"k"), b"{}", Some(b"x/y"));
         assert_eq!(unknown.kind, kind::UNKNOWN_FUNCTION);
-        assert!(route.envelopes(&app, Some(b"k"), None, None).unwrap_err().reason.contains("no value"));
+        assert!(
+            route
+                .envelopes(&app, Some(b"k"), None, None)
+                .unwrap_err()
+                .reason
+                .contains("no value")
+        );
         let long = Route::new("io.statefun.types/long", &["t/c".into()], ValueFormat::Raw);
-        assert!(long.envelopes(&app, Some(b"k"), Some(Bytes::from_static(b"\xff")), None).is_err());
+        assert!(
+            long.envelopes(&app, Some(b"k"), Some(Bytes::from_static(b"\xff")), None)
+                .is_err()
+        );
     }
 }

@@ -123,7 +123,13 @@ impl SourceContext {
 
 /// Starts this worker's readers of every source, from `positions` (what the generation
 /// restored) or, where there is none, each source's startup position.
-pub fn start(node: &Arc<Node>, router: &Router, positions: &Positions, stop: &watch::Receiver<bool>, tasks: &mut JoinSet<()>) {
+pub fn start(
+    node: &Arc<Node>,
+    router: &Router,
+    positions: &Positions,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) {
     let ctx = SourceContext {
         node: node.clone(),
         router: router.clone(),
@@ -149,7 +155,11 @@ pub fn start(node: &Arc<Node>, router: &Router, positions: &Positions, stop: &wa
 
 /// The task that commits the positions of completed checkpoints back to the Kafka consumer
 /// groups, if the application reads Kafka; its sender is handed to the partition.
-pub fn committer(node: &Arc<Node>, stop: &watch::Receiver<bool>, tasks: &mut JoinSet<()>) -> Option<mpsc::UnboundedSender<Positions>> {
+pub fn committer(
+    node: &Arc<Node>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Option<mpsc::UnboundedSender<Positions>> {
     let kafka: Vec<_> = node
         .app
         .sources
@@ -164,6 +174,12 @@ pub fn committer(node: &Arc<Node>, stop: &watch::Receiver<bool>, tasks: &mut Joi
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let app_name = node.app.name.clone();
-    tasks.spawn(super::kafka::commit::run(app_name, kafka, rx, stop.clone(), node.metrics.clone()));
+    tasks.spawn(super::kafka::commit::run(
+        app_name,
+        kafka,
+        rx,
+        stop.clone(),
+        node.metrics.clone(),
+    ));
     Some(tx)
 }

@@ -34,13 +34,22 @@ impl Child_ {
             return Ok(false);
         };
         self.restarts += 1;
-        eprintln!("spindle: worker {} exited ({status}); starting it again (restart {})", self.index, self.restarts);
+        eprintln!(
+            "spindle: worker {} exited ({status}); starting it again (restart {})",
+            self.index, self.restarts
+        );
         self.child = (self.command)().spawn().context("restarting a worker process")?;
         Ok(true)
     }
 }
 
-pub async fn run(opts: &LocalOptions, workers: u32, function_ports: &[(usize, u16)], base_dir: &Path, ingress_port: u16) -> anyhow::Result<()> {
+pub async fn run(
+    opts: &LocalOptions,
+    workers: u32,
+    function_ports: &[(usize, u16)],
+    base_dir: &Path,
+    ingress_port: u16,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the spindle binary")?;
     let mut peers = Vec::new();
     for _ in 0..workers {
@@ -59,14 +68,20 @@ pub async fn run(opts: &LocalOptions, workers: u32, function_ports: &[(usize, u1
             ingress0 = Some(ingress);
         }
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port().await?));
-        let (exe, app_file, all_peers, data_dir) = (exe.clone(), opts.app_file.clone(), peers.clone(), data_dir.clone());
+        let (exe, app_file, all_peers, data_dir) =
+            (exe.clone(), opts.app_file.clone(), peers.clone(), data_dir.clone());
         let function_ports = function_ports.to_vec();
         let command = std::sync::Arc::new(move || {
             let mut cmd = Command::new(&exe);
             cmd.arg("worker")
                 .arg(&app_file)
                 .args(["--index", &i.to_string(), "--peers", &all_peers.join(",")])
-                .args(["--ingress-addr", &ingress.to_string(), "--admin-addr", &admin.to_string()])
+                .args([
+                    "--ingress-addr",
+                    &ingress.to_string(),
+                    "--admin-addr",
+                    &admin.to_string(),
+                ])
                 .args(["--peer-addr", &all_peers[i as usize]])
                 .arg("--data-dir")
                 .arg(data_dir.join(format!("worker-{i}")))
@@ -79,7 +94,11 @@ pub async fn run(opts: &LocalOptions, workers: u32, function_ports: &[(usize, u1
             cmd
         });
         let child = command().spawn().context("starting a worker process")?;
-        eprintln!("spindle: started worker {i} (pid {}): ingress http://{ingress}, admin http://{admin}, peer {}", child.id().unwrap_or(0), peers[i as usize]);
+        eprintln!(
+            "spindle: started worker {i} (pid {}): ingress http://{ingress}, admin http://{admin}, peer {}",
+            child.id().unwrap_or(0),
+            peers[i as usize]
+        );
         children.push(Child_ {
             index: i,
             admin,
@@ -111,7 +130,8 @@ async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr
     }
     eprintln!("spindle: {} workers ready; ingress http://{ingress}", children.len());
     if let Some(file) = &opts.input {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read input file {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read input file {}", file.display()))?;
         let records = input::parse_input(&text).with_context(|| format!("in {}", file.display()))?;
         let n = input::send_input(ingress, &records).await?;
         eprintln!("spindle: sent {n} records from {}", file.display());
@@ -159,7 +179,11 @@ async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr
     Ok(())
 }
 
-async fn get(client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>, addr: SocketAddr, path: &str) -> Option<(u16, Bytes)> {
+async fn get(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> Option<(u16, Bytes)> {
     let uri = format!("http://{addr}{path}").parse().ok()?;
     let resp = client.get(uri).await.ok()?;
     let status = resp.status().as_u16();
@@ -174,7 +198,10 @@ async fn stop(c: &mut Child_) {
     {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
-    if tokio::time::timeout(Duration::from_secs(5), c.child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), c.child.wait())
+        .await
+        .is_err()
+    {
         let _ = c.child.kill().await;
     }
 }

@@ -66,11 +66,19 @@ pub async fn send_input(ingress: SocketAddr, records: &[InputRecord]) -> anyhow:
         let req = Request::post(format!("http://{ingress}/{}", r.target))
             .header(header::CONTENT_TYPE, format!("application/vnd.{}", r.typename))
             .body(Full::new(r.body()?))?;
-        let resp = client.request(req).await.with_context(|| format!("sending record {}", i + 1))?;
+        let resp = client
+            .request(req)
+            .await
+            .with_context(|| format!("sending record {}", i + 1))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.into_body().collect().await?.to_bytes();
-            bail!("record {} ({}): the ingress answered {status}: {}", i + 1, r.target, String::from_utf8_lossy(&body).trim());
+            bail!(
+                "record {} ({}): the ingress answered {status}: {}",
+                i + 1,
+                r.target,
+                String::from_utf8_lossy(&body).trim()
+            );
         }
     }
     Ok(records.len())

@@ -96,7 +96,16 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
         echo_egress: true,
         ..WorkerOptions::default()
     };
-    let worker = Worker::start(app, options, Listeners { ingress, admin, peer: None }).await?;
+    let worker = Worker::start(
+        app,
+        options,
+        Listeners {
+            ingress,
+            admin,
+            peer: None,
+        },
+    )
+    .await?;
     eprintln!(
         "spindle: application `{}` running — ingress http://{}  admin http://{}",
         spec.metadata.name,
@@ -114,8 +123,8 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
 
 async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
     if let Some(input) = &opts.input {
-        let text = std::fs::read_to_string(input)
-            .with_context(|| format!("cannot read input file {}", input.display()))?;
+        let text =
+            std::fs::read_to_string(input).with_context(|| format!("cannot read input file {}", input.display()))?;
         let records = parse_input(&text).with_context(|| format!("in {}", input.display()))?;
         let ingress = worker
             .ingress_addr

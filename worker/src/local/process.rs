@@ -35,9 +35,13 @@ impl FunctionProcess {
         // program `cargo run` launches).
         #[cfg(unix)]
         cmd.process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("function {typename}: cannot start {:?} in {}", local.command, dir.display()))?;
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "function {typename}: cannot start {:?} in {}",
+                local.command,
+                dir.display()
+            )
+        })?;
         let mut p = FunctionProcess {
             port,
             typename: typename.to_string(),
@@ -65,7 +69,11 @@ impl FunctionProcess {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("function {}: the process exited ({status}) before listening on port {}", self.typename, self.port);
+                bail!(
+                    "function {}: the process exited ({status}) before listening on port {}",
+                    self.typename,
+                    self.port
+                );
             }
             let waited = started.elapsed();
             if waited >= timeout {
@@ -76,7 +84,12 @@ impl FunctionProcess {
                 );
             }
             if waited >= next_note {
-                eprintln!("spindle: still waiting for function {} on port {} ({}s)", self.typename, self.port, waited.as_secs());
+                eprintln!(
+                    "spindle: still waiting for function {} on port {} ({}s)",
+                    self.typename,
+                    self.port,
+                    waited.as_secs()
+                );
                 next_note += Duration::from_secs(10);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -93,7 +106,10 @@ impl FunctionProcess {
         {
             let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
         }
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }

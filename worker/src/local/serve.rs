@@ -30,18 +30,27 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
     let base_dir = super::base_dir(&o.app_file);
     let mut app = AppConfig::resolve(&spec, &base_dir);
     for &(id, port) in &o.function_ports {
-        anyhow::ensure!(id < app.functions.len(), "--function-port {id}=…: there is no spec.functions[{id}]");
+        anyhow::ensure!(
+            id < app.functions.len(),
+            "--function-port {id}=…: there is no spec.functions[{id}]"
+        );
         app.use_local_port(id, port);
     }
     let ingress = match &app.http_ingress {
         Some(h) => {
-            let addr = o.ingress_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], h.port)));
+            let addr = o
+                .ingress_addr
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], h.port)));
             Some(bind(addr, "the HTTP ingress").await?)
         }
         None => None,
     };
     let admin = bind(o.admin_addr, "the admin endpoints").await?;
-    let peer = if o.cluster.workers() > 1 { Some(bind(o.peer_addr, "the peer endpoint").await?) } else { None };
+    let peer = if o.cluster.workers() > 1 {
+        Some(bind(o.peer_addr, "the peer endpoint").await?)
+    } else {
+        None
+    };
     let options = WorkerOptions {
         data_dir: Some(o.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"))),
         echo_egress: o.echo_egress,
@@ -62,5 +71,7 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))
 }

@@ -30,9 +30,10 @@ impl DelayedMessages {
         });
         if let Some(token) = &token
             && let Some(old) = self.by_token.insert(token.clone(), key)
-                && let Some(entry) = self.by_due.get_mut(&old) {
-                    entry.1 = None;
-                }
+            && let Some(entry) = self.by_due.get_mut(&old)
+        {
+            entry.1 = None;
+        }
         self.by_due.insert(key, (env, token));
     }
 

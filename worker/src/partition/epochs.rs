@@ -212,7 +212,9 @@ impl Partition {
         if epochs.needs_snapshot(n, from) {
             let started = Instant::now();
             let snapshot = self.capture(n);
-            self.metrics.checkpoint_capture_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .checkpoint_capture_seconds
+                .observe(started.elapsed().as_secs_f64());
             let reading: Positions = self
                 .positions
                 .iter()
@@ -238,7 +240,9 @@ impl Partition {
         };
         // Positions of every snapshot up to `n` are done with; the newest is the one to report.
         let later = epochs.positions_at.split_off(&(n + 1));
-        let newest = std::mem::replace(&mut epochs.positions_at, later).into_values().next_back();
+        let newest = std::mem::replace(&mut epochs.positions_at, later)
+            .into_values()
+            .next_back();
         if let (Some(p), Some(tx)) = (newest, &epochs.completed_positions)
             && !p.is_empty()
         {
@@ -288,7 +292,13 @@ impl Partition {
                 .entries()
                 .map(|(due, env, token)| (due, env.clone(), token.map(Arc::from)))
                 .collect(),
-            egress: self.egress.unconfirmed.pending().into_iter().chain(epochs.held.iter().cloned()).collect(),
+            egress: self
+                .egress
+                .unconfirmed
+                .pending()
+                .into_iter()
+                .chain(epochs.held.iter().cloned())
+                .collect(),
             seen: self.seen.clone(),
             positions: self.positions.clone(),
         }

@@ -324,7 +324,10 @@ impl Partition {
 
     fn start(&mut self, target: Address, function: usize) {
         let max_batch = self.app.functions[function].max_batch_size;
-        let mailbox = self.mailboxes.get_mut(&target).expect("a scheduled address has a mailbox");
+        let mailbox = self
+            .mailboxes
+            .get_mut(&target)
+            .expect("a scheduled address has a mailbox");
         let n = mailbox.queue.len().min(max_batch);
         let messages: Vec<Pending> = mailbox.queue.drain(..n).collect();
         self.metrics.messages_queued.dec_by(n as i64);
@@ -401,7 +404,11 @@ impl Partition {
     }
 
     fn on_completion(&mut self, c: Completion) {
-        let Completion { target, result, elapsed } = c;
+        let Completion {
+            target,
+            result,
+            elapsed,
+        } = c;
         let Some(mut batch) = self.in_flight.remove(&target) else {
             tracing::error!(%target, "an invocation completed for an address with no batch in flight");
             return;
@@ -410,7 +417,9 @@ impl Partition {
         let label = batch.target.typename.to_string();
         self.metrics
             .invocation_seconds
-            .get_or_create(&FunctionLabels { function: label.clone() })
+            .get_or_create(&FunctionLabels {
+                function: label.clone(),
+            })
             .observe(elapsed.as_secs_f64());
         let count = |outcome| OutcomeLabels {
             function: label.clone(),
@@ -421,12 +430,17 @@ impl Partition {
                 self.metrics.invocations.get_or_create(&count(outcome::OK)).inc();
                 self.metrics
                     .invocation_messages
-                    .get_or_create(&FunctionLabels { function: label.clone() })
+                    .get_or_create(&FunctionLabels {
+                        function: label.clone(),
+                    })
                     .inc_by(batch.messages.len() as u64);
                 self.apply(&batch.target, response);
             }
             Ok(Reply::Incomplete(missing)) => {
-                self.metrics.invocations.get_or_create(&count(outcome::INCOMPLETE)).inc();
+                self.metrics
+                    .invocations
+                    .get_or_create(&count(outcome::INCOMPLETE))
+                    .inc();
                 // Several batches of one type may ask at once; the first registers, the others
                 // just re-send. Only a function that keeps asking hits the round limit.
                 self.specs
@@ -471,14 +485,23 @@ impl Partition {
     }
 
     fn dead_letter_batch(&self, batch: &Batch, kind: &'static str, reason: String) {
-        let messages = batch.messages.iter().map(|p| DeadMessage::from_envelope(&p.env)).collect();
+        let messages = batch
+            .messages
+            .iter()
+            .map(|p| DeadMessage::from_envelope(&p.env))
+            .collect();
         self.dead_letters.record(kind, reason, messages);
     }
 
     /// The batch is done: its messages (and their ingress admissions) are released and the
     /// address is rescheduled if more arrived meanwhile.
     fn finish(&mut self, batch: Batch) {
-        let Batch { target, function, messages, .. } = batch;
+        let Batch {
+            target,
+            function,
+            messages,
+            ..
+        } = batch;
         drop(messages);
         let more = self.mailboxes.get(&target).is_some_and(|m| !m.queue.is_empty());
         if more {
@@ -540,7 +563,10 @@ impl Partition {
                 Ok(record) if !self.egress.has(&record.egress) => {
                     self.dead_letters.record(
                         kind::UNKNOWN_EGRESS,
-                        format!("{source} sent to egress `{}`, which the application does not declare", record.egress),
+                        format!(
+                            "{source} sent to egress `{}`, which the application does not declare",
+                            record.egress
+                        ),
                         vec![record.dead_message()],
                     );
                 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spindle_protocol::reqreply::{
+    TypedValue,
     from_function::{
         ExpirationSpec, PersistedValueMutation, PersistedValueSpec, expiration_spec::ExpireMode,
         persisted_value_mutation::MutationType,
     },
     to_function::PersistedValue,
-    TypedValue,
 };
 use spindle_spec::TypeName;
 
@@ -104,21 +104,14 @@ pub struct StateStore {
 fn expiry(exp: Expiration, now_ms: u64) -> Option<u64> {
     match exp {
         Expiration::Never => None,
-        Expiration::AfterWrite(d) | Expiration::AfterInvoke(d) => {
-            Some(now_ms.saturating_add(d.as_millis() as u64))
-        }
+        Expiration::AfterWrite(d) | Expiration::AfterInvoke(d) => Some(now_ms.saturating_add(d.as_millis() as u64)),
     }
 }
 
 impl StateStore {
     /// The values to send with an invocation of `addr`: one per spec, `has_value = false` when
     /// unset or expired. Expired values are dropped; after-invoke expiry is refreshed.
-    pub fn values_for_invocation(
-        &mut self,
-        addr: &Address,
-        specs: &[StateSpec],
-        now_ms: u64,
-    ) -> Vec<PersistedValue> {
+    pub fn values_for_invocation(&mut self, addr: &Address, specs: &[StateSpec], now_ms: u64) -> Vec<PersistedValue> {
         let mut cells = self.cells.get_mut(addr);
         let values = specs
             .iter()
@@ -158,16 +151,10 @@ impl StateStore {
 
     /// Applies a batch's mutations. A mutation for a state the function never declared is
     /// kept without expiry (the SDKs do not send such mutations; being lenient loses nothing).
-    pub fn apply(
-        &mut self,
-        addr: &Address,
-        mutations: Vec<PersistedValueMutation>,
-        specs: &[StateSpec],
-        now_ms: u64,
-    ) {
+    pub fn apply(&mut self, addr: &Address, mutations: Vec<PersistedValueMutation>, specs: &[StateSpec], now_ms: u64) {
         for m in mutations {
-            let delete = m.mutation_type == MutationType::Delete as i32
-                || m.state_value.as_ref().is_none_or(|v| !v.has_value);
+            let delete =
+                m.mutation_type == MutationType::Delete as i32 || m.state_value.as_ref().is_none_or(|v| !v.has_value);
             if delete {
                 if let Some(cells) = self.cells.get_mut(addr) {
                     cells.remove(m.state_name.as_str());
@@ -181,8 +168,7 @@ impl StateStore {
                 .iter()
                 .find(|s| *s.name == *m.state_name)
                 .map_or(Expiration::Never, |s| s.expiration);
-            let value = Value::from_proto(m.state_value.expect("checked above"))
-                .expect("has_value checked above");
+            let value = Value::from_proto(m.state_value.expect("checked above")).expect("has_value checked above");
             self.cells.entry(addr.clone()).or_default().insert(
                 m.state_name.as_str().into(),
                 Cell {
@@ -262,7 +248,10 @@ mod tests {
         store.apply(&addr(), vec![modify("a", b"1")], &specs, 0);
         let values = store.values_for_invocation(&addr(), &specs, 0);
         assert_eq!(present(&values), [("a".into(), true), ("b".into(), false)]);
-        assert_eq!(values[1].state_value.as_ref().unwrap().typename, "io.statefun.types/long");
+        assert_eq!(
+            values[1].state_value.as_ref().unwrap().typename,
+            "io.statefun.types/long"
+        );
         let delete = PersistedValueMutation {
             mutation_type: MutationType::Delete as i32,
             state_name: "a".into(),

@@ -56,7 +56,9 @@ impl ControlClients {
         let mut client = client.clone();
         match tokio::time::timeout(timeout, client.control(request)).await {
             Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded(format!("worker {to} did not answer within {timeout:?}"))),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "worker {to} did not answer within {timeout:?}"
+            ))),
         }
     }
 }
@@ -73,13 +75,19 @@ pub async fn join(node: Arc<Node>) {
     loop {
         match node.control.call(0, kind.clone(), Duration::from_secs(2)).await {
             Ok(_) => {
-                tracing::info!(incarnation = node.incarnation, "joined the coordinator; waiting to be restored");
+                tracing::info!(
+                    incarnation = node.incarnation,
+                    "joined the coordinator; waiting to be restored"
+                );
                 return;
             }
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
                 node.metrics.peer_refused.inc();
                 if failures % 50 == 0 {
-                    tracing::error!(reason = status.message(), "the coordinator (worker 0) refused this worker");
+                    tracing::error!(
+                        reason = status.message(),
+                        "the coordinator (worker 0) refused this worker"
+                    );
                 }
                 failures += 1;
             }

@@ -59,7 +59,9 @@ pub fn discover(d: &DiscoveryInput) -> Result<Cluster, DiscoveryError> {
                     Some(ns) => format!("{svc}.{ns}.svc"),
                     None => svc.clone(),
                 };
-                (0..d.workers).map(|i| format!("{sts}-{i}.{domain}:{}", d.peer_port)).collect()
+                (0..d.workers)
+                    .map(|i| format!("{sts}-{i}.{domain}:{}", d.peer_port))
+                    .collect()
             }
             _ => return Err(DiscoveryError::NoPeers),
         }
@@ -105,15 +107,56 @@ mod tests {
     #[test]
     fn explicit_peers_and_errors() {
         let peers = vec!["a:1".to_string(), "b:2".to_string()];
-        let c = discover(&DiscoveryInput { index: Some(1), peers: peers.clone(), workers: 2, ..Default::default() }).unwrap();
+        let c = discover(&DiscoveryInput {
+            index: Some(1),
+            peers: peers.clone(),
+            workers: 2,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!((c.index, c.workers()), (1, 2));
         let err = |d: DiscoveryInput| discover(&d).unwrap_err();
-        assert_eq!(err(DiscoveryInput { index: Some(2), peers: peers.clone(), workers: 2, ..Default::default() }), DiscoveryError::IndexOutOfRange { index: 2, workers: 2 });
-        let c = discover(&DiscoveryInput { index: Some(0), peers, workers: 1, ..Default::default() }).unwrap();
+        assert_eq!(
+            err(DiscoveryInput {
+                index: Some(2),
+                peers: peers.clone(),
+                workers: 2,
+                ..Default::default()
+            }),
+            DiscoveryError::IndexOutOfRange { index: 2, workers: 2 }
+        );
+        let c = discover(&DiscoveryInput {
+            index: Some(0),
+            peers,
+            workers: 1,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(c.workers(), 2, "an explicit peer list sets the worker count");
-        assert_eq!(err(DiscoveryInput { workers: 2, ..Default::default() }), DiscoveryError::NoIndex);
-        assert_eq!(err(DiscoveryInput { index: Some(0), workers: 2, ..Default::default() }), DiscoveryError::NoPeers);
+        assert_eq!(
+            err(DiscoveryInput {
+                workers: 2,
+                ..Default::default()
+            }),
+            DiscoveryError::NoIndex
+        );
+        assert_eq!(
+            err(DiscoveryInput {
+                index: Some(0),
+                workers: 2,
+                ..Default::default()
+            }),
+            DiscoveryError::NoPeers
+        );
         assert_eq!(ordinal("web"), Err(DiscoveryError::NoOrdinal("web".into())));
-        assert_eq!(discover(&DiscoveryInput { workers: 1, ..Default::default() }).unwrap().workers(), 1);
+        assert_eq!(
+            discover(&DiscoveryInput {
+                workers: 1,
+                ..Default::default()
+            })
+            .unwrap()
+            .workers(),
+            1
+        );
     }
 }

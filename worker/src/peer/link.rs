@@ -15,7 +15,13 @@ use super::to_wire;
 use crate::metrics::Metrics;
 use crate::router::{Admission, Outbound};
 
-fn push(unacked: &mut VecDeque<Unacked>, next_seq: &mut u64, envelopes: Vec<proto::Envelope>, admissions: Vec<Admission>, barrier: u64) {
+fn push(
+    unacked: &mut VecDeque<Unacked>,
+    next_seq: &mut u64,
+    envelopes: Vec<proto::Envelope>,
+    admissions: Vec<Admission>,
+    barrier: u64,
+) {
     unacked.push_back(Unacked {
         batch: proto::Batch {
             seq: *next_seq,
@@ -89,7 +95,12 @@ impl Link {
 
     /// One stream's life: handshake, re-send what is unacknowledged, then send and collect
     /// acknowledgements until it breaks or the worker stops.
-    async fn stream(&mut self, unacked: &mut VecDeque<Unacked>, next_seq: &mut u64, backoff: &mut Duration) -> StreamEnd {
+    async fn stream(
+        &mut self,
+        unacked: &mut VecDeque<Unacked>,
+        next_seq: &mut u64,
+        backoff: &mut Duration,
+    ) -> StreamEnd {
         let endpoint = match Endpoint::from_shared(format!("http://{}", self.addr)) {
             Ok(e) => e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
             Err(e) => return StreamEnd::Broken(format!("bad peer address: {e}")),
@@ -102,7 +113,9 @@ impl Link {
         let hello = Frame {
             kind: Some(frame::Kind::Hello(self.hello.clone())),
         };
-        tx.send(hello).await.expect("the receiver is alive until the stream is dropped");
+        tx.send(hello)
+            .await
+            .expect("the receiver is alive until the stream is dropped");
         let mut replies = match PeerClient::new(channel).exchange(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
@@ -114,7 +127,9 @@ impl Link {
             }
         };
         match replies.message().await {
-            Ok(Some(proto::Reply { kind: Some(reply::Kind::Welcome(w)) })) => {
+            Ok(Some(proto::Reply {
+                kind: Some(reply::Kind::Welcome(w)),
+            })) => {
                 self.acknowledge(unacked, w.delivered);
             }
             Ok(other) => return StreamEnd::Broken(format!("expected Welcome, got {other:?}")),

@@ -11,8 +11,8 @@
 //!   once admission permits are free: a slow worker stops reading, which stalls the sender's
 //!   stream, which holds the sender's ingress admissions — back-pressure end to end.
 
-pub mod discovery;
 pub mod control;
+pub mod discovery;
 pub mod link;
 pub mod service;
 

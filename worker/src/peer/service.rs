@@ -8,7 +8,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::from_wire;
-use super::proto::{self, ControlReply, ControlRequest, Frame, Reply, control_request, frame, peer_server::Peer, reply};
+use super::proto::{
+    self, ControlReply, ControlRequest, Frame, Reply, control_request, frame, peer_server::Peer, reply,
+};
 use crate::checkpoint::coordinator::Event;
 use crate::checkpoint::store::PartInfo;
 use crate::deadletter::{DeadMessage, kind};
@@ -52,10 +54,17 @@ impl PeerService {
             ));
         }
         if h.to_worker != me {
-            return refuse(format!("the peer dialled worker {} but reached worker {me}", h.to_worker));
+            return refuse(format!(
+                "the peer dialled worker {} but reached worker {me}",
+                h.to_worker
+            ));
         }
         if h.from_worker >= node.cluster.workers() || h.from_worker == me {
-            return refuse(format!("there is no other worker {} among {}", h.from_worker, node.cluster.workers()));
+            return refuse(format!(
+                "there is no other worker {} among {}",
+                h.from_worker,
+                node.cluster.workers()
+            ));
         }
         Ok(())
     }
@@ -105,7 +114,9 @@ impl PeerService {
 
     fn to_coordinator(&self, ev: Event) -> Result<(), Status> {
         match &self.node.coordinator {
-            Some(tx) => tx.send(ev).map_err(|_| Status::unavailable("the worker is shutting down")),
+            Some(tx) => tx
+                .send(ev)
+                .map_err(|_| Status::unavailable("the worker is shutting down")),
             None => Err(Status::failed_precondition(format!(
                 "worker {} is not the coordinator (worker 0 is)",
                 self.node.me()
@@ -121,8 +132,14 @@ impl Peer for PeerService {
     async fn exchange(&self, request: Request<Streaming<Frame>>) -> Result<Response<Self::ExchangeStream>, Status> {
         let mut frames = request.into_inner();
         let hello = match frames.message().await? {
-            Some(Frame { kind: Some(frame::Kind::Hello(h)) }) => h,
-            _ => return Err(Status::invalid_argument("the first frame of a peer stream must be Hello")),
+            Some(Frame {
+                kind: Some(frame::Kind::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first frame of a peer stream must be Hello",
+                ));
+            }
         };
         self.check(&hello)?;
         // Streams belong to one generation: after a rollback both sides start afresh, and
@@ -140,7 +157,9 @@ impl Peer for PeerService {
         let from = hello.from_worker;
         let delivered = world.delivered.get(&from).expect("checked: a peer index").clone();
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
-        let welcome = reply::Kind::Welcome(proto::Welcome { delivered: *delivered.lock().await });
+        let welcome = reply::Kind::Welcome(proto::Welcome {
+            delivered: *delivered.lock().await,
+        });
         let _ = tx.send(Ok(Reply { kind: Some(welcome) })).await;
         tracing::debug!(from, generation = world.generation, "peer stream open");
         let this = self.clone();
@@ -166,13 +185,17 @@ impl Peer for PeerService {
                 match kind {
                     frame::Kind::Batch(batch) => {
                         let upto = this.deliver(&world, from, &delivered, batch).await;
-                        let ack = Reply { kind: Some(reply::Kind::Ack(proto::Ack { delivered: upto })) };
+                        let ack = Reply {
+                            kind: Some(reply::Kind::Ack(proto::Ack { delivered: upto })),
+                        };
                         if tx.send(Ok(ack)).await.is_err() {
                             break;
                         }
                     }
                     frame::Kind::Hello(_) => {
-                        let _ = tx.send(Err(Status::invalid_argument("Hello sent twice on one stream"))).await;
+                        let _ = tx
+                            .send(Err(Status::invalid_argument("Hello sent twice on one stream")))
+                            .await;
                         break;
                     }
                 }
@@ -199,7 +222,10 @@ impl Peer for PeerService {
             ));
         }
         if from >= node.cluster.workers() || from == node.me() {
-            return refuse(format!("there is no other worker {from} among {}", node.cluster.workers()));
+            return refuse(format!(
+                "there is no other worker {from} among {}",
+                node.cluster.workers()
+            ));
         }
         match req.kind {
             None => return Err(Status::invalid_argument("a control request needs a kind")),

@@ -21,7 +21,10 @@ fn wait_listening(port: u16, what: &str, child: &mut Child) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{what} exited ({status}) before listening on port {port}");
         }
-        assert!(Instant::now() < deadline, "{what} not listening on port {port} after 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} not listening on port {port} after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -53,22 +56,36 @@ impl Tansu {
             .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
         wait_listening(port, "tansu", &mut child);
         let addr = format!("127.0.0.1:{port}");
-        eprintln!("started: tansu 0.6 (Kafka broker, memory storage) at {addr}, pid {}", child.id());
+        eprintln!(
+            "started: tansu 0.6 (Kafka broker, memory storage) at {addr}, pid {}",
+            child.id()
+        );
         Tansu { child, addr }
     }
 
     pub async fn client(&self) -> Client {
-        ClientBuilder::new(vec![self.addr.clone()]).build().await.expect("tansu answers")
+        ClientBuilder::new(vec![self.addr.clone()])
+            .build()
+            .await
+            .expect("tansu answers")
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
         let client = self.client().await;
-        client.controller_client().unwrap().create_topic(name, partitions, 1, 5_000).await.expect("topic created");
+        client
+            .controller_client()
+            .unwrap()
+            .create_topic(name, partitions, 1, 5_000)
+            .await
+            .expect("topic created");
     }
 
     /// Produces `records` (key, value, headers) to one partition; returns their offsets.
     pub async fn produce(&self, client: &Client, topic: &str, partition: i32, records: Vec<TestRecord>) -> Vec<i64> {
-        let pc = client.partition_client(topic, partition, UnknownTopicHandling::Retry).await.unwrap();
+        let pc = client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
         let records = records
             .into_iter()
             .map(|r| Record {
@@ -85,7 +102,10 @@ impl Tansu {
     pub async fn read_all(&self, client: &Client, topic: &str, partitions: i32) -> Vec<(i32, i64, Record)> {
         let mut out = Vec::new();
         for p in 0..partitions {
-            let pc = client.partition_client(topic, p, UnknownTopicHandling::Retry).await.unwrap();
+            let pc = client
+                .partition_client(topic, p, UnknownTopicHandling::Retry)
+                .await
+                .unwrap();
             let mut next = pc.get_offset(OffsetAt::Earliest).await.unwrap();
             loop {
                 let (records, hw) = pc.fetch_records(next, 1..4_000_000, 10).await.unwrap();
@@ -106,7 +126,10 @@ impl Tansu {
     pub async fn end_offsets(&self, client: &Client, topic: &str, partitions: i32) -> Vec<i64> {
         let mut out = Vec::new();
         for p in 0..partitions {
-            let pc = client.partition_client(topic, p, UnknownTopicHandling::Retry).await.unwrap();
+            let pc = client
+                .partition_client(topic, p, UnknownTopicHandling::Retry)
+                .await
+                .unwrap();
             out.push(pc.fetch_records(0, 1..1024, 10).await.unwrap().1);
         }
         out
@@ -140,7 +163,10 @@ impl TestRecord {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// nats-server with JetStream, storage under `dir`; `auth` is extra configuration (e.g.
@@ -158,7 +184,10 @@ impl Nats {
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
-            format!("listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{auth}\n", store.display()),
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{auth}\n",
+                store.display()
+            ),
         )
         .unwrap();
         let mut child = Command::new(&exe)
@@ -171,7 +200,11 @@ impl Nats {
             .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
         wait_listening(port, "nats-server", &mut child);
         let url = format!("nats://127.0.0.1:{port}");
-        eprintln!("started: nats-server 2.15 with JetStream at {url} (store {}), pid {}", store.display(), child.id());
+        eprintln!(
+            "started: nats-server 2.15 with JetStream at {url} (store {}), pid {}",
+            store.display(),
+            child.id()
+        );
         Nats { child, url }
     }
 }
@@ -223,7 +256,11 @@ impl Nats {
             let headers = m
                 .headers
                 .as_ref()
-                .map(|h| h.iter().map(|(k, v)| (k.to_string(), v.first().map(|v| v.to_string()).unwrap_or_default())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| (k.to_string(), v.first().map(|v| v.to_string()).unwrap_or_default()))
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push(StreamMessage {
                 seq,

@@ -43,7 +43,10 @@ impl Drop for TempDir {
 /// Logs of the code under test, shown for failing tests; `RUST_LOG` picks what (default: warn).
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Starts a worker for `yaml`, with ingress and admin on loopback port 0.
@@ -93,14 +96,21 @@ pub fn egress_values(path: &Path) -> Vec<String> {
 pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 /// A free loopback port (bound to port 0, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The workspace root (tests run in the crate directory).
@@ -154,7 +164,13 @@ pub async fn post(ingress: std::net::SocketAddr, path: &str, content_type: &str,
 
 /// Sends a text message to `t/<ty>/<id>` with typename `t/Text`; panics unless accepted.
 pub async fn send_text(ingress: std::net::SocketAddr, ty: &str, id: &str, text: &str) {
-    let (status, body) = post(ingress, &format!("/t/{ty}/{id}"), "application/vnd.t/Text", text.as_bytes().to_vec()).await;
+    let (status, body) = post(
+        ingress,
+        &format!("/t/{ty}/{id}"),
+        "application/vnd.t/Text",
+        text.as_bytes().to_vec(),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
 }
 
@@ -173,7 +189,10 @@ pub async fn post_with(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client.request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.ok()?;
+    let resp = client
+        .request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap())
+        .await
+        .ok()?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.ok()?.to_bytes();
@@ -185,7 +204,10 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(format!("http://{addr}{path}").parse().unwrap()).await.expect("server answers");
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .expect("server answers");
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).to_string())
@@ -240,8 +262,15 @@ pub async fn wait_cluster_idle(workers: &[Worker], timeout: Duration) {
     // side (peer_pending until acknowledged), but the reads of three workers are not atomic.
     let mut streak = 0;
     while streak < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "cluster not idle after {timeout:?}");
-        streak = if workers.iter().all(|w| w.metrics.is_idle()) { streak + 1 } else { 0 };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cluster not idle after {timeout:?}"
+        );
+        streak = if workers.iter().all(|w| w.metrics.is_idle()) {
+            streak + 1
+        } else {
+            0
+        };
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -253,8 +282,16 @@ pub fn python_venv() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/py-venv"));
     let script = workspace_root().join("e2e/python/setup-venv.sh");
-    let status = std::process::Command::new("bash").arg(&script).arg(&venv).status().expect("running setup-venv.sh");
-    assert!(status.success(), "{} failed: cannot create the Python venv", script.display());
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&venv)
+        .status()
+        .expect("running setup-venv.sh");
+    assert!(
+        status.success(),
+        "{} failed: cannot create the Python venv",
+        script.display()
+    );
     venv
 }
 

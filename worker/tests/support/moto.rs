@@ -17,7 +17,12 @@ impl Moto {
     pub fn start(bucket: &str) -> Moto {
         let venv = super::python_venv();
         let exe = venv.join("bin/moto_server");
-        assert!(exe.exists(), "{} is missing: run e2e/python/setup-venv.sh {}", exe.display(), venv.display());
+        assert!(
+            exe.exists(),
+            "{} is missing: run e2e/python/setup-venv.sh {}",
+            exe.display(),
+            venv.display()
+        );
         let mut child = Command::new(&exe)
             .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
@@ -39,7 +44,10 @@ impl Moto {
         std::thread::spawn(move || for _ in lines {});
         let status = put(&endpoint, &format!("/{bucket}"));
         assert!(status.contains(" 200 "), "creating bucket {bucket}: {status}");
-        eprintln!("started: moto_server (S3) at {endpoint}, bucket {bucket}, pid {}", child.id());
+        eprintln!(
+            "started: moto_server (S3) at {endpoint}, bucket {bucket}, pid {}",
+            child.id()
+        );
         Moto {
             child,
             endpoint,
@@ -80,7 +88,11 @@ fn put(endpoint: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let host = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(host).expect("moto answers");
-    write!(s, "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out.lines().next().unwrap_or("").to_string()

@@ -42,12 +42,20 @@ impl Procs {
             .arg("worker")
             .arg(&self.app)
             .args(["--index", &i.to_string(), "--peers", &self.peers.join(",")])
-            .args(["--ingress-addr", &self.ingress[i].to_string(), "--admin-addr", &self.admin[i].to_string()])
+            .args([
+                "--ingress-addr",
+                &self.ingress[i].to_string(),
+                "--admin-addr",
+                &self.admin[i].to_string(),
+            ])
             .args(["--peer-addr", &self.peers[i]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("w{i}")))
             .envs(self.env.iter().cloned())
-            .env("RUST_LOG", std::env::var("SPINDLE_TEST_WORKER_LOG").unwrap_or_else(|_| "info,rskafka=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SPINDLE_TEST_WORKER_LOG").unwrap_or_else(|_| "info,rskafka=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -105,10 +113,13 @@ impl Drop for Procs {
 pub async fn status(admin: SocketAddr) -> Option<serde_json::Value> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = tokio::time::timeout(Duration::from_secs(2), client.get(format!("http://{admin}/status").parse().unwrap()))
-        .await
-        .ok()?
-        .ok()?;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get(format!("http://{admin}/status").parse().unwrap()),
+    )
+    .await
+    .ok()?
+    .ok()?;
     use http_body_util::BodyExt;
     let body = resp.into_body().collect().await.ok()?.to_bytes();
     serde_json::from_slice(&body).ok()
@@ -121,7 +132,12 @@ pub async fn wait_running(admin: &[SocketAddr], after: u64, timeout: Duration) -
         let mut gens = Vec::new();
         for a in admin {
             let ready = get_opt(*a, "/readyz").await == Some(200);
-            gens.push(status(*a).await.filter(|_| ready).and_then(|s| s["generation"].as_u64()));
+            gens.push(
+                status(*a)
+                    .await
+                    .filter(|_| ready)
+                    .and_then(|s| s["generation"].as_u64()),
+            );
         }
         if let Some(Some(g)) = gens.first()
             && *g > after
@@ -129,7 +145,10 @@ pub async fn wait_running(admin: &[SocketAddr], after: u64, timeout: Duration) -
         {
             return *g;
         }
-        assert!(Instant::now() < deadline, "workers not running a new generation after {timeout:?}: {gens:?}");
+        assert!(
+            Instant::now() < deadline,
+            "workers not running a new generation after {timeout:?}: {gens:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -137,7 +156,11 @@ pub async fn wait_running(admin: &[SocketAddr], after: u64, timeout: Duration) -
 pub async fn get_opt(addr: SocketAddr, path: &str) -> Option<u16> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let r = tokio::time::timeout(Duration::from_secs(2), client.get(format!("http://{addr}{path}").parse().unwrap())).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get(format!("http://{addr}{path}").parse().unwrap()),
+    )
+    .await;
     Some(r.ok()?.ok()?.status().as_u16())
 }
 

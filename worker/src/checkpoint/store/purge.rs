@@ -49,7 +49,11 @@ mod tests {
         assert_eq!(gone.delete_all().await.unwrap(), 3);
         assert_eq!(gone.read_generation().await.unwrap(), 0, "nothing of `gone` is left");
         assert_eq!(gone.delete_all().await.unwrap(), 0, "deleting again is no error");
-        assert_eq!(kept.read_generation().await.unwrap(), 3, "another application is untouched");
+        assert_eq!(
+            kept.read_generation().await.unwrap(),
+            3,
+            "another application is untouched"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

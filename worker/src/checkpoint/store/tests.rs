@@ -64,9 +64,21 @@ async fn damaged_parts_are_detected_and_the_previous_checkpoint_is_used() {
     assert_eq!(&latest.parts[0].1[..], b"first");
     // Truncated.
     std::fs::write(&file, &bytes[..10]).unwrap();
-    assert!(s.read_part(&m2.parts[1]).await.unwrap_err().to_string().contains("no part header"));
+    assert!(
+        s.read_part(&m2.parts[1])
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("no part header")
+    );
     std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
-    assert!(s.read_part(&m2.parts[1]).await.unwrap_err().to_string().contains("payload bytes"));
+    assert!(
+        s.read_part(&m2.parts[1])
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("payload bytes")
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -90,6 +102,12 @@ async fn retain_keeps_the_newest_and_what_is_newer_than_them() {
 #[test]
 fn urls_are_checked() {
     let base = Path::new("/tmp");
-    assert!(matches!(CheckpointStore::open("s3://", base, "a"), Err(StoreError::BadUrl { .. })));
-    assert!(matches!(CheckpointStore::open("gs://b/p", base, "a"), Err(StoreError::BadUrl { .. })));
+    assert!(matches!(
+        CheckpointStore::open("s3://", base, "a"),
+        Err(StoreError::BadUrl { .. })
+    ));
+    assert!(matches!(
+        CheckpointStore::open("gs://b/p", base, "a"),
+        Err(StoreError::BadUrl { .. })
+    ));
 }

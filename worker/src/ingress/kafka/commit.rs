@@ -38,7 +38,12 @@ pub async fn run(
         let mut by_ingress: BTreeMap<&str, BTreeMap<&str, Vec<(i32, i64)>>> = BTreeMap::new();
         for (key, next) in &positions {
             if let Some((ingress, topic, partition)) = parse_position_key(key) {
-                by_ingress.entry(ingress).or_default().entry(topic).or_default().push((partition, *next));
+                by_ingress
+                    .entry(ingress)
+                    .or_default()
+                    .entry(topic)
+                    .or_default()
+                    .push((partition, *next));
             }
         }
         for (ingress, topics) in by_ingress {
@@ -65,7 +70,12 @@ pub async fn run(
                     conns.insert(ingress.to_string(), conn);
                 }
                 Err(e) => {
-                    metrics.connector_errors.get_or_create(&KindLabels { kind: "kafka_offset_commit" }).inc();
+                    metrics
+                        .connector_errors
+                        .get_or_create(&KindLabels {
+                            kind: "kafka_offset_commit",
+                        })
+                        .inc();
                     tracing::warn!(ingress, group = %group_id, error = %e, "committing offsets to the consumer group failed; the next checkpoint tries again");
                 }
             }

@@ -41,8 +41,14 @@ impl Conn {
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, GroupError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| GroupError::Timeout { addr: addr.to_string(), timeout })?
-            .map_err(|source| GroupError::Connect { addr: addr.to_string(), source })?;
+            .map_err(|_| GroupError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            })?
+            .map_err(|source| GroupError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
         let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,
@@ -64,7 +70,10 @@ impl Conn {
         frame.put_slice(body);
         let len = (frame.len() - 4) as i32;
         frame[..4].copy_from_slice(&len.to_be_bytes());
-        let io = |source| GroupError::Io { addr: self.addr.clone(), source };
+        let io = |source| GroupError::Io {
+            addr: self.addr.clone(),
+            source,
+        };
         let exchange = async {
             self.stream.write_all(&frame).await?;
             let n = self.stream.read_i32().await?;
@@ -74,11 +83,17 @@ impl Conn {
         };
         let buf = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| GroupError::Timeout { addr: self.addr.clone(), timeout: self.timeout })?
+            .map_err(|_| GroupError::Timeout {
+                addr: self.addr.clone(),
+                timeout: self.timeout,
+            })?
             .map_err(io)?;
         let mut b = Bytes::from(buf);
         if b.remaining() < 4 || b.get_i32() != self.correlation {
-            return Err(GroupError::Malformed { what: "response header", addr: self.addr.clone() });
+            return Err(GroupError::Malformed {
+                what: "response header",
+                addr: self.addr.clone(),
+            });
         }
         Ok(b)
     }
@@ -86,15 +101,25 @@ impl Conn {
     /// ApiVersions v0: (api key, min, max) the broker supports.
     pub async fn api_versions(&mut self) -> Result<Vec<(i16, i16, i16)>, GroupError> {
         let mut b = self.call(API_VERSIONS, 0, &[]).await?;
-        let bad = || GroupError::Malformed { what: "ApiVersions", addr: String::new() };
+        let bad = || GroupError::Malformed {
+            what: "ApiVersions",
+            addr: String::new(),
+        };
         let code = get_i16(&mut b).ok_or_else(bad)?;
         if code != 0 {
-            return Err(GroupError::Broker { what: "ApiVersions", code });
+            return Err(GroupError::Broker {
+                what: "ApiVersions",
+                code,
+            });
         }
         let n = get_i32(&mut b).ok_or_else(bad)?;
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push((get_i16(&mut b).ok_or_else(bad)?, get_i16(&mut b).ok_or_else(bad)?, get_i16(&mut b).ok_or_else(bad)?));
+            out.push((
+                get_i16(&mut b).ok_or_else(bad)?,
+                get_i16(&mut b).ok_or_else(bad)?,
+                get_i16(&mut b).ok_or_else(bad)?,
+            ));
         }
         Ok(out)
     }
@@ -106,7 +131,10 @@ impl Conn {
         body.put_i8(0);
         let mut b = self.call(FIND_COORDINATOR, 1, &body).await?;
         let addr = self.addr.clone();
-        let bad = move || GroupError::Malformed { what: "FindCoordinator", addr: addr.clone() };
+        let bad = move || GroupError::Malformed {
+            what: "FindCoordinator",
+            addr: addr.clone(),
+        };
         let _throttle = get_i32(&mut b).ok_or_else(bad.clone())?;
         let code = get_i16(&mut b).ok_or_else(bad.clone())?;
         let _message = get_nullable_str(&mut b).ok_or_else(bad.clone())?;
@@ -114,7 +142,10 @@ impl Conn {
         let host = get_nullable_str(&mut b).ok_or_else(bad.clone())?.unwrap_or_default();
         let port = get_i32(&mut b).ok_or_else(bad)?;
         if code != 0 {
-            return Err(GroupError::Broker { what: "FindCoordinator", code });
+            return Err(GroupError::Broker {
+                what: "FindCoordinator",
+                code,
+            });
         }
         Ok(format!("{host}:{port}"))
     }
@@ -136,7 +167,10 @@ impl Conn {
         }
         let mut b = self.call(OFFSET_COMMIT, 2, &body).await?;
         let addr = self.addr.clone();
-        let bad = move || GroupError::Malformed { what: "OffsetCommit", addr: addr.clone() };
+        let bad = move || GroupError::Malformed {
+            what: "OffsetCommit",
+            addr: addr.clone(),
+        };
         let topics = get_i32(&mut b).ok_or_else(bad.clone())?;
         for _ in 0..topics {
             get_nullable_str(&mut b).ok_or_else(bad.clone())?;
@@ -145,7 +179,10 @@ impl Conn {
                 let _p = get_i32(&mut b).ok_or_else(bad.clone())?;
                 let code = get_i16(&mut b).ok_or_else(bad.clone())?;
                 if code != 0 {
-                    return Err(GroupError::Broker { what: "OffsetCommit", code });
+                    return Err(GroupError::Broker {
+                        what: "OffsetCommit",
+                        code,
+                    });
                 }
             }
         }
@@ -164,7 +201,10 @@ impl Conn {
         }
         let mut b = self.call(OFFSET_FETCH, 1, &body).await?;
         let addr = self.addr.clone();
-        let bad = move || GroupError::Malformed { what: "OffsetFetch", addr: addr.clone() };
+        let bad = move || GroupError::Malformed {
+            what: "OffsetFetch",
+            addr: addr.clone(),
+        };
         let mut out = Vec::new();
         let topics = get_i32(&mut b).ok_or_else(bad.clone())?;
         for _ in 0..topics {
@@ -176,7 +216,10 @@ impl Conn {
                 get_nullable_str(&mut b).ok_or_else(bad.clone())?;
                 let code = get_i16(&mut b).ok_or_else(bad.clone())?;
                 if code != 0 {
-                    return Err(GroupError::Broker { what: "OffsetFetch", code });
+                    return Err(GroupError::Broker {
+                        what: "OffsetFetch",
+                        code,
+                    });
                 }
                 out.push((p, offset));
             }
@@ -232,5 +275,8 @@ pub async fn coordinator(brokers: &[String], group: &str, timeout: Duration) -> 
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or(GroupError::Malformed { what: "broker list", addr: String::new() }))
+    Err(last.unwrap_or(GroupError::Malformed {
+        what: "broker list",
+        addr: String::new(),
+    }))
 }

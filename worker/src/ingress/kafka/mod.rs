@@ -35,12 +35,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// forever with waits growing to 500 s; Spindle retries itself (and must notice a rollback),
 /// so a call gives up after a few seconds.
 pub(crate) fn client_builder(brokers: &[String]) -> ClientBuilder {
-    ClientBuilder::new(brokers.to_vec()).client_id("spindle").backoff_config(BackoffConfig {
-        init_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_secs(1),
-        base: 2.,
-        deadline: Some(Duration::from_secs(5)),
-    })
+    ClientBuilder::new(brokers.to_vec())
+        .client_id("spindle")
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.,
+            deadline: Some(Duration::from_secs(5)),
+        })
 }
 
 /// The checkpoint key of a partition's position.
@@ -79,14 +81,24 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub fn new(ctx: SourceContext, name: &str, spec: &KafkaIngress, index: usize, positions: &Positions) -> KafkaSource {
+    pub fn new(
+        ctx: SourceContext,
+        name: &str,
+        spec: &KafkaIngress,
+        index: usize,
+        positions: &Positions,
+    ) -> KafkaSource {
         let prefix = format!("kafka/{name}/");
         KafkaSource {
             ctx,
             name: name.into(),
             spec: Arc::new(spec.clone()),
             index,
-            positions: positions.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (k.clone(), *v)).collect(),
+            positions: positions
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
         }
     }
 
@@ -104,7 +116,12 @@ impl KafkaSource {
         tracing::info!(ingress = %self.name, partitions = ?mine, "reading Kafka partitions");
         let mut readers = JoinSet::new();
         for (topic, partition) in mine {
-            let t = self.spec.topics.iter().find(|t| t.topic == topic).expect("assigned from the spec's topics");
+            let t = self
+                .spec
+                .topics
+                .iter()
+                .find(|t| t.topic == topic)
+                .expect("assigned from the spec's topics");
             let key: Arc<str> = position_key(&self.name, &topic, partition).into();
             let reader = reader::PartitionReader {
                 ctx: self.ctx.clone(),
@@ -151,7 +168,12 @@ impl KafkaSource {
                 Ok(Err(e)) => format!("listing topics: {e}"),
                 Err(_) => format!("listing topics: no answer within {REQUEST_TIMEOUT:?}"),
             };
-            self.ctx.node.metrics.connector_errors.get_or_create(&KindLabels { kind: "kafka_metadata" }).inc();
+            self.ctx
+                .node
+                .metrics
+                .connector_errors
+                .get_or_create(&KindLabels { kind: "kafka_metadata" })
+                .inc();
             if noted.elapsed() > Duration::from_secs(30) {
                 tracing::warn!(ingress = %self.name, problem, "Kafka ingress waiting; retrying every second");
                 noted = Instant::now();
@@ -173,9 +195,18 @@ pub(crate) async fn connect(ctx: &SourceContext, brokers: &[String], what: &str)
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
         };
-        ctx.node.metrics.connector_errors.get_or_create(&KindLabels { kind: "kafka_connect" }).inc();
+        ctx.node
+            .metrics
+            .connector_errors
+            .get_or_create(&KindLabels { kind: "kafka_connect" })
+            .inc();
         if noted.elapsed() > Duration::from_secs(30) {
-            tracing::warn!(what, ?brokers, problem, "cannot reach the Kafka brokers; retrying every second");
+            tracing::warn!(
+                what,
+                ?brokers,
+                problem,
+                "cannot reach the Kafka brokers; retrying every second"
+            );
             noted = Instant::now();
         }
         if !ctx.pause(Duration::from_secs(1)).await {

@@ -36,7 +36,10 @@ impl PartitionReader {
         };
         let Some(pc) = self
             .retry("kafka_partition", || async {
-                client.partition_client(self.topic.clone(), self.partition, UnknownTopicHandling::Error).await.map_err(|e| e.to_string())
+                client
+                    .partition_client(self.topic.clone(), self.partition, UnknownTopicHandling::Error)
+                    .await
+                    .map_err(|e| e.to_string())
             })
             .await
         else {
@@ -102,7 +105,8 @@ impl PartitionReader {
                     Ok(envs) => batch.push((envs, reached)),
                     Err(refusal) => {
                         let at = format!("kafka record {}/{}@{}", self.topic, self.partition, r.offset);
-                        self.ctx.refuse(&self.route, &at, refusal, rec.key.as_deref(), rec.value.as_deref());
+                        self.ctx
+                            .refuse(&self.route, &at, refusal, rec.key.as_deref(), rec.value.as_deref());
                     }
                 }
             }
@@ -141,16 +145,26 @@ impl PartitionReader {
             StartupPosition::Earliest => (earliest, None),
             StartupPosition::Latest => (end().await?, None),
             StartupPosition::GroupOffsets => {
-                let group = self.spec.consumer_group_id.clone().unwrap_or_else(|| self.ctx.node.app.name.clone());
-                let mut conn = group::coordinator(&self.spec.brokers, &group, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())?;
-                let committed = conn.fetch(&group, &self.topic, &[self.partition]).await.map_err(|e| e.to_string())?;
+                let group = self
+                    .spec
+                    .consumer_group_id
+                    .clone()
+                    .unwrap_or_else(|| self.ctx.node.app.name.clone());
+                let mut conn = group::coordinator(&self.spec.brokers, &group, REQUEST_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let committed = conn
+                    .fetch(&group, &self.topic, &[self.partition])
+                    .await
+                    .map_err(|e| e.to_string())?;
                 match committed.first() {
                     Some(&(_, o)) if o >= 0 => (o.max(earliest), None),
                     _ => (earliest, None),
                 }
             }
             StartupPosition::Timestamp => {
-                let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+                let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or(""))
+                    .map_err(|e| e.to_string())?;
                 let at = chrono::DateTime::from_timestamp_millis(t).ok_or("timestamp out of range")?;
                 match offset(OffsetAt::Timestamp(at)).await? {
                     o if o < 0 => (end().await?, None),
@@ -186,7 +200,12 @@ impl PartitionReader {
 
     /// Counts a failure; logs the first of a run, then every 30 s.
     fn failed(&self, kind: &'static str, since: &mut Option<Instant>, reason: &str) {
-        self.ctx.node.metrics.connector_errors.get_or_create(&KindLabels { kind }).inc();
+        self.ctx
+            .node
+            .metrics
+            .connector_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
         let now = Instant::now();
         if since.is_none_or(|t| now.duration_since(t) > Duration::from_secs(30)) {
             tracing::warn!(source = %self.key, kind, reason, "Kafka partition reader: retrying");
