@@ -100,7 +100,6 @@ pub(crate) async fn start_cluster(
             cluster: Cluster {
                 index: i as u32,
                 peers: if workers > 1 { addrs.clone() } else { Vec::new() },
-                generation: 0,
             },
             ..WorkerOptions::default()
         };

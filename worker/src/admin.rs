@@ -4,7 +4,7 @@
 //! `/state/{namespace}/{type}/{id}`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::Router as Routes;
@@ -14,16 +14,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, json};
 use spindle_spec::TypeName;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
+use crate::checkpoint::Progress;
+use crate::deadletter::DeadLetters;
+use crate::inbox::Current;
 use crate::json::insert_value;
 use crate::message::Address;
-use crate::node::Node;
-use crate::partition::Input;
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
-pub struct Admin {
-    pub node: Arc<Node>,
+pub(crate) struct Admin {
+    pub worker: u32,
+    pub incarnation: u64,
+    pub metrics: Arc<Metrics>,
+    pub dead_letters: Arc<DeadLetters>,
+    pub progress: watch::Receiver<Progress>,
+    pub ready: Arc<AtomicBool>,
+    pub current: Current,
 }
 
 impl Admin {
@@ -40,7 +48,7 @@ impl Admin {
 }
 
 async fn readyz(State(a): State<Admin>) -> Response {
-    if a.node.ready.load(Ordering::Acquire) {
+    if a.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting or restoring\n").into_response()
@@ -53,18 +61,18 @@ async fn metrics(State(a): State<Admin>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        a.node.metrics.encode(),
+        a.metrics.encode(),
     )
         .into_response()
 }
 
 async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
-    let m = &a.node.metrics;
-    let p = *a.node.progress.borrow();
+    let m = &a.metrics;
+    let p = *a.progress.borrow();
     Json(json!({
         "idle": m.is_idle(),
-        "worker": a.node.me(),
-        "incarnation": a.node.incarnation,
+        "worker": a.worker,
+        "incarnation": a.incarnation,
         "generation": p.generation,
         "restoredCheckpoint": p.restored,
         "completedCheckpoint": p.completed,
@@ -80,7 +88,7 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
 }
 
 async fn dead_letters(State(a): State<Admin>) -> Json<serde_json::Value> {
-    Json(json!(a.node.dead_letters.recent()))
+    Json(json!(a.dead_letters.recent()))
 }
 
 async fn state(State(a): State<Admin>, Path((namespace, ty, id)): Path<(String, String, String)>) -> Response {
@@ -88,18 +96,10 @@ async fn state(State(a): State<Admin>, Path((namespace, ty, id)): Path<(String, 
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let (tx, rx) = oneshot::channel();
-    let Some(world) = a.node.current() else {
+    let Some(entry) = a.current.now() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "restoring\n").into_response();
     };
-    if world
-        .router
-        .send(Input::ReadState(Address::new(typename, id), tx))
-        .is_err()
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    let Ok(values) = rx.await else {
+    let Ok(values) = entry.inbox.read_state(Address::new(typename, id)).await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let mut out = Map::new();

@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use spindle_spec::HumanDuration;
 
-use crate::local::serve::{ServeOptions, serve};
 use crate::local::{self, LocalOptions};
 use crate::peer::discovery::{DiscoveryInput, discover};
+use crate::serve::{ServeOptions, serve};
 
 #[derive(Debug, Parser)]
 #[command(

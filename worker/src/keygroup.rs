@@ -78,6 +78,31 @@ pub fn worker_of(kg: u32, workers: u32, key_groups: u32) -> u32 {
     (u64::from(kg) * u64::from(workers) / u64::from(key_groups)) as u32
 }
 
+/// Who owns what: a worker's place among `workers` that share `key_groups`. The one answer to
+/// "which worker owns this address", for routing and for restoring a checkpoint alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// This worker's index.
+    pub worker: u32,
+    pub workers: u32,
+    pub key_groups: u32,
+}
+
+impl Layout {
+    /// The worker owning `addr`.
+    pub fn owner(&self, addr: &Address) -> u32 {
+        if self.workers <= 1 {
+            return 0;
+        }
+        worker_of(key_group(addr, self.key_groups), self.workers, self.key_groups)
+    }
+
+    /// True when this worker owns `addr`.
+    pub fn owns(&self, addr: &Address) -> bool {
+        self.owner(addr) == self.worker
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

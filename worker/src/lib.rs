@@ -1,32 +1,43 @@
 //! Spindle's worker: the data plane of a stateful-functions application.
 //!
-//! An ingress accepts a record and hands it to the [`router::Router`], which delivers it to
-//! the [`partition::Partition`] owning the target address. The partition keeps a mailbox per
-//! address, sends one batch per address at a time to the remote function ([`invoker`]),
-//! applies the reply (state, messages, delayed messages) and passes egress messages to the
-//! [`egress`] sinks. [`local`] runs a whole application on this machine.
+//! The data path reads one way: an ingress ([`ingress`]) accepts a record and hands it to the
+//! partition's inbox ([`inbox`]); the partition ([`partition`]) keeps a mailbox per address,
+//! sends one batch per address at a time to the function ([`invoker`]), applies the reply and
+//! passes messages for other workers to its outbound switch (→ [`peer`]) and egress records to
+//! the sinks ([`egress`]); its snapshots go to storage ([`checkpoint`]).
+//!
+//! Lifetimes: a [`Worker`] is the running process (servers, sinks, coordinator);
+//! `process::Process` is what it keeps across generations and how it switches them;
+//! `generation::Generation` is one generation of the data plane, replaced by every rollback.
+//! [`local`] runs a whole application on this machine (`spindle run`); `serve` is one worker
+//! of a cluster (`spindle worker`).
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
+pub(crate) mod brokers;
 pub mod checkpoint;
 pub mod cli;
-pub mod clock;
-pub mod deadletter;
+pub(crate) mod clock;
+pub(crate) mod deadletter;
 pub mod egress;
+pub(crate) mod generation;
+pub(crate) mod inbox;
 pub mod ingress;
-pub mod invoker;
-pub mod json;
+pub(crate) mod invoker;
+pub(crate) mod json;
 pub mod keygroup;
 pub mod local;
 pub mod message;
 pub mod metrics;
-pub mod node;
-pub mod partition;
+pub(crate) mod partition;
 pub mod peer;
-pub mod retry;
-pub mod router;
+pub(crate) mod process;
+pub(crate) mod proto;
+pub(crate) mod retry;
+pub(crate) mod serve;
+pub(crate) mod state;
+pub(crate) mod stop;
 pub mod worker;
-pub mod world;
 
 pub use app::AppConfig;
 pub use message::{Address, Envelope, Value};

@@ -1,12 +1,12 @@
-//! The data plane's own message types: addresses, typed values and envelopes. Protobuf types
-//! stay at the edges (invoker, SDK); these are what the router, mailboxes and (later) the
-//! worker-to-worker transport and checkpoints carry.
+//! The data plane's own message types: addresses, typed values and envelopes — what inboxes,
+//! mailboxes, the worker-to-worker transport and checkpoints carry. Their wire forms live at
+//! the edges: the StateFun protocol in `invoker::wire`, the peer and checkpoint formats in
+//! `proto`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use spindle_protocol::reqreply;
 use spindle_spec::TypeName;
 
 /// A function instance: its type and its id. Every address has its own state and mailbox.
@@ -21,20 +21,6 @@ impl Address {
         Address {
             typename,
             id: id.into(),
-        }
-    }
-
-    /// From the wire; `None` when the namespace or type is missing or malformed.
-    pub fn from_proto(a: &reqreply::Address) -> Option<Address> {
-        let typename = TypeName::new(&a.namespace, &a.r#type).ok()?;
-        Some(Address::new(typename, a.id.as_str()))
-    }
-
-    pub fn to_proto(&self) -> reqreply::Address {
-        reqreply::Address {
-            namespace: self.typename.namespace().to_string(),
-            r#type: self.typename.name().to_string(),
-            id: self.id.to_string(),
         }
     }
 }
@@ -63,19 +49,6 @@ impl Value {
         Value {
             typename: typename.into(),
             bytes,
-        }
-    }
-
-    /// `None` for a TypedValue without a value: a message must carry one.
-    pub fn from_proto(v: reqreply::TypedValue) -> Option<Value> {
-        v.has_value.then(|| Value::new(v.typename, v.value))
-    }
-
-    pub fn to_proto(&self) -> reqreply::TypedValue {
-        reqreply::TypedValue {
-            typename: self.typename.to_string(),
-            has_value: true,
-            value: self.bytes.clone(),
         }
     }
 }

@@ -1,32 +1,40 @@
-//! A running worker: the servers (ingress, admin, peer), the egress sinks, the checkpoint
-//! store and — on worker 0 — the coordinator, all tied to one shutdown signal. The data plane
-//! itself is a [`crate::world::World`], started by the coordinator's first restore and
-//! replaced by every rollback.
+//! A running worker process: the servers (ingress, admin, peer and control), the egress
+//! sinks, the checkpoint store and — on worker 0 — the coordinator, all tied to one shutdown
+//! token. The data plane itself is a [`Generation`](crate::generation::Generation), started
+//! by the coordinator's first restore and replaced by every rollback; [`Process`] switches
+//! them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::Admin;
 use crate::app::AppConfig;
-use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::Progress;
+use crate::checkpoint::control::client::{self, Announcement, ControlClients, RemoteMember};
+use crate::checkpoint::control::server::ControlService;
+use crate::checkpoint::coordinator::core::Settings;
+use crate::checkpoint::coordinator::{Coordinator, Member};
+use crate::checkpoint::link::CoordinatorLink;
 use crate::checkpoint::store::CheckpointStore;
 use crate::deadletter::DeadLetters;
 use crate::egress::{EgressHub, SinkContext};
+use crate::generation::Context;
 use crate::ingress::http::HttpIngress;
+use crate::invoker::HttpInvoker;
 use crate::message::{Address, Value};
 use crate::metrics::Metrics;
-use crate::node::{Node, NodeParts, Progress};
-use crate::partition::Input;
-use crate::peer::proto::peer_server::PeerServer;
-use crate::peer::{Cluster, PeerService, control};
-use tokio_stream::wrappers::TcpListenerStream;
+use crate::peer::{Cluster, PeerService};
+use crate::process::{Local, Process};
+use crate::proto::control::coordination_server::CoordinationServer;
+use crate::proto::peer::peer_server::PeerServer;
+use crate::stop::CancellationToken;
 
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
@@ -65,12 +73,12 @@ pub struct Worker {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub dead_letters: Arc<DeadLetters>,
-    node: Arc<Node>,
-    shutdown: watch::Sender<bool>,
+    process: Arc<Process>,
+    shutdown: CancellationToken,
     tasks: JoinSet<()>,
     /// Egress sinks: stopped last, so that they write everything released before.
     sinks: JoinSet<()>,
-    sinks_stop: watch::Sender<bool>,
+    sinks_stop: CancellationToken,
 }
 
 impl Worker {
@@ -96,7 +104,7 @@ impl Worker {
         let dead_letters = Arc::new(
             DeadLetters::open(options.data_dir.as_deref(), metrics.clone()).map_err(io("the dead-letter file"))?,
         );
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let sink_ctx = SinkContext {
             metrics: metrics.clone(),
@@ -104,9 +112,10 @@ impl Worker {
             dead_letters: dead_letters.clone(),
             echo: options.echo_egress,
         };
-        let (sinks_stop, sinks_stop_rx) = watch::channel(false);
+        // Not a child of `shutdown`: sinks stop only after every producer has.
+        let sinks_stop = CancellationToken::new();
         let mut sinks = JoinSet::new();
-        let egress = EgressHub::start(&app, &sink_ctx, &mut sinks, sinks_stop_rx).map_err(io("an egress"))?;
+        let egress = EgressHub::start(&app, &sink_ctx, &mut sinks, sinks_stop.clone()).map_err(io("an egress"))?;
         let cluster = options.cluster;
         let (workers, me) = (cluster.workers(), cluster.index);
         if me >= workers {
@@ -130,31 +139,59 @@ impl Worker {
                 Some(store)
             }
         };
+        let layout = cluster.layout(app.key_groups);
+        let controls = Arc::new(ControlClients::new(&cluster, &app.name));
         let (coordinator_tx, coordinator_rx) = mpsc::unbounded_channel();
-        let node = Arc::new(Node::new(NodeParts {
-            app: app.clone(),
-            cluster,
-            metrics: metrics.clone(),
-            dead_letters: dead_letters.clone(),
-            egress,
-            store,
-            coordinator: (me == 0).then(|| coordinator_tx.clone()),
-            shutdown: shutdown_rx.clone(),
-        }));
+        let coordinator_link = match me {
+            0 => CoordinatorLink::Local(coordinator_tx.clone()),
+            _ => CoordinatorLink::Remote(controls.clone()),
+        };
+        let ingress_admission = Arc::new(Semaphore::new(app.max_buffered_messages));
+        let process = Arc::new(Process::new(
+            Context {
+                app: app.clone(),
+                cluster,
+                metrics: metrics.clone(),
+                dead_letters: dead_letters.clone(),
+                egress,
+                store: store.clone(),
+                coordinator: coordinator_link,
+                invoker: Arc::new(HttpInvoker::new(app.clone(), metrics.clone())),
+                ingress_admission: ingress_admission.clone(),
+            },
+            shutdown.clone(),
+        ));
+        let local: Arc<dyn Member> = Arc::new(Local(process.clone()));
 
         let peer_addr = match (workers > 1, listeners.peer) {
             (false, _) => None,
             (true, None) => return Err(WorkerError::Config("more than one worker needs a peer listener".into())),
             (true, Some(listener)) => {
                 let addr = listener.local_addr().map_err(io("the peer socket"))?;
-                let service = PeerService { node: node.clone() };
-                let mut stop = shutdown_rx.clone();
+                let peers = PeerService {
+                    application: app.name.clone(),
+                    layout,
+                    metrics: metrics.clone(),
+                    dead_letters: dead_letters.clone(),
+                    admission: Arc::new(Semaphore::new(app.max_buffered_messages)),
+                    current: process.current.clone(),
+                    delivered: Default::default(),
+                };
+                let control = ControlService {
+                    application: app.name.clone(),
+                    layout,
+                    coordinator: (me == 0).then(|| coordinator_tx.clone()),
+                    local: local.clone(),
+                    incarnation: process.incarnation,
+                    progress: process.progress.subscribe(),
+                    metrics: metrics.clone(),
+                };
+                let stop = shutdown.clone();
                 tasks.spawn(async move {
                     let result = tonic::transport::Server::builder()
-                        .add_service(PeerServer::new(service))
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
+                        .add_service(PeerServer::new(peers))
+                        .add_service(CoordinationServer::new(control))
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
                         .await;
                     if let Err(e) = result {
                         tracing::error!(error = %e, "peer server failed");
@@ -165,41 +202,79 @@ impl Worker {
             }
         };
         if me == 0 {
-            let interval = app.checkpoint.interval.filter(|_| node.checkpoints_on());
-            let coordinator = Coordinator::new(
-                node.clone(),
-                coordinator_rx,
-                coordinator_tx,
-                interval,
-                app.checkpoint.min_pause,
-                app.checkpoint.retained as usize,
-            );
+            let members = (0..workers)
+                .map(|w| -> Arc<dyn Member> {
+                    if w == me {
+                        local.clone()
+                    } else {
+                        Arc::new(RemoteMember {
+                            clients: controls.clone(),
+                            worker: w,
+                        })
+                    }
+                })
+                .collect();
+            let coordinator = Coordinator {
+                settings: Settings {
+                    application: app.name.clone(),
+                    workers,
+                    key_groups: app.key_groups,
+                    interval: app.checkpoint.interval.filter(|_| store.is_some()),
+                    min_pause: app.checkpoint.min_pause,
+                },
+                events: coordinator_rx,
+                tx: coordinator_tx,
+                members,
+                me,
+                current: process.current.clone(),
+                store,
+                retained: app.checkpoint.retained as usize,
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            };
             tasks.spawn(coordinator.run());
         } else {
-            tasks.spawn(control::join(node.clone()));
+            let me = Announcement {
+                incarnation: process.incarnation,
+                workers,
+                key_groups: app.key_groups,
+            };
+            tasks.spawn(client::join(
+                controls,
+                me,
+                metrics.peer_refused.clone(),
+                shutdown.clone(),
+            ));
         }
 
         let ingress_addr = match listeners.ingress {
             Some(listener) => {
                 let addr = listener.local_addr().map_err(io("the ingress socket"))?;
                 let ingress = HttpIngress {
-                    node: node.clone(),
-                    admission: node.ingress_admission.clone(),
+                    app: app.clone(),
+                    metrics: metrics.clone(),
+                    admission: ingress_admission,
                     max_body_bytes: app.http_ingress.as_ref().map_or(1 << 20, |h| h.max_body_bytes),
+                    current: process.current.clone(),
+                    progress: app.checkpoint.interval.map(|_| process.progress.subscribe()),
                 };
-                serve(&mut tasks, listener, ingress.routes(), shutdown_rx.clone());
+                serve(&mut tasks, listener, ingress.routes(), shutdown.clone());
                 tracing::info!(%addr, "HTTP ingress listening");
                 Some(addr)
             }
             None => None,
         };
         let admin_addr = listeners.admin.local_addr().map_err(io("the admin socket"))?;
-        serve(
-            &mut tasks,
-            listeners.admin,
-            Admin { node: node.clone() }.routes(),
-            shutdown_rx,
-        );
+        let admin = Admin {
+            worker: me,
+            incarnation: process.incarnation,
+            metrics: metrics.clone(),
+            dead_letters: dead_letters.clone(),
+            progress: process.progress.subscribe(),
+            ready: process.ready.clone(),
+            current: process.current.clone(),
+        };
+        serve(&mut tasks, listeners.admin, admin.routes(), shutdown.clone());
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
         Ok(Worker {
             ingress_addr,
@@ -207,7 +282,7 @@ impl Worker {
             admin_addr,
             metrics,
             dead_letters,
-            node,
+            process,
             shutdown,
             tasks,
             sinks,
@@ -219,7 +294,7 @@ impl Worker {
     /// delayed or waiting for an egress.
     pub async fn wait_idle(&self, timeout: Duration) -> Result<(), WorkerError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.node.current().is_none() || !self.metrics.is_idle() {
+        while self.process.current.now().is_none() || !self.metrics.is_idle() {
             if tokio::time::Instant::now() >= deadline {
                 return Err(WorkerError::NotIdle(timeout));
             }
@@ -230,39 +305,40 @@ impl Worker {
 
     /// The state values of an address, by state name.
     pub async fn read_state(&self, addr: Address) -> Result<Vec<(String, Value)>, WorkerError> {
-        let world = self.node.world().await.map_err(|_| WorkerError::ShuttingDown)?;
-        let (tx, rx) = oneshot::channel();
-        world
-            .router
-            .send(Input::ReadState(addr, tx))
+        let entry = self
+            .process
+            .current
+            .wait()
+            .await
             .map_err(|_| WorkerError::ShuttingDown)?;
-        rx.await.map_err(|_| WorkerError::ShuttingDown)
+        entry
+            .inbox
+            .read_state(addr)
+            .await
+            .map_err(|_| WorkerError::ShuttingDown)
     }
 
     /// Generation and checkpoints as this worker knows them.
     pub fn progress(&self) -> Progress {
-        *self.node.progress.borrow()
+        *self.process.progress.borrow()
     }
 
     /// Stops every task: servers stop accepting, the partition stops, sinks write what they hold.
     pub async fn shutdown(mut self) {
-        self.node.ready.store(false, Ordering::Release);
-        let _ = self.shutdown.send(true);
-        if let Some(world) = self.node.world.send_replace(None) {
-            world.stop().await;
-        }
+        self.shutdown.cancel();
+        self.process.stop().await;
         while self.tasks.join_next().await.is_some() {}
-        let _ = self.sinks_stop.send(true);
+        self.sinks_stop.cancel();
         while self.sinks.join_next().await.is_some() {}
     }
 }
 
-fn serve(tasks: &mut JoinSet<()>, listener: TcpListener, routes: axum::Router, mut shutdown: watch::Receiver<bool>) {
+fn serve(tasks: &mut JoinSet<()>, listener: TcpListener, routes: axum::Router, shutdown: CancellationToken) {
     tasks.spawn(async move {
-        let stop = async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, routes).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, routes)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });

@@ -130,7 +130,6 @@ async fn a_peer_of_another_application_is_refused() {
             cluster: spindle_worker::peer::Cluster {
                 index: 1,
                 peers: vec![real, "127.0.0.1:9".into()],
-                generation: 0,
             },
             ..Default::default()
         };
@@ -283,11 +282,7 @@ async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
             peer: Some(listener),
         };
         let options = spindle_worker::WorkerOptions {
-            cluster: spindle_worker::peer::Cluster {
-                index: i as u32,
-                peers,
-                generation: 0,
-            },
+            cluster: spindle_worker::peer::Cluster { index: i as u32, peers },
             ..Default::default()
         };
         let mut config = spindle_worker::AppConfig::resolve(&spec, &wdir);

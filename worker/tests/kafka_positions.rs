@@ -16,8 +16,12 @@ use support::brokers::{Tansu, TestRecord, now_ms};
 use support::*;
 
 async fn committed(tansu: &Tansu, group: &str) -> i64 {
-    let Ok(mut conn) =
-        spindle_worker::ingress::kafka::group::coordinator(&[tansu.addr.clone()], group, Duration::from_secs(5)).await
+    let Ok(mut conn) = spindle_worker::ingress::kafka::group::coordinator(
+        std::slice::from_ref(&tansu.addr),
+        group,
+        Duration::from_secs(5),
+    )
+    .await
     else {
         return -1;
     };

@@ -1,10 +1,23 @@
 //! Exactly-once: coordinated checkpoints to object storage and rollback. See
 //! `docs/checkpoints.md` for the protocol and its invariants.
+//!
+//! - [`codec`]: the part format — a partition's capture to bytes and back (pure)
+//! - [`store`], [`manifest`]: object storage — parts, manifests written last, retention
+//! - [`uploader`]: a generation's task writing its captures as parts
+//! - [`group_commit`]: a generation's task telling the coordinator a checkpoint is wanted
+//! - [`link`]: how a worker reaches the coordinator (channel or RPC)
+//! - [`coordinator`]: worker 0's decision core and the task performing it
+//! - [`control`]: the control RPC between workers and the coordinator
+//! - [`progress`]: what a worker knows of generations and completed checkpoints
 
-pub mod coordinator;
-mod direct_encoding;
+pub(crate) mod codec;
+pub(crate) mod control;
+pub(crate) mod coordinator;
+pub(crate) mod group_commit;
+pub(crate) mod link;
 pub mod manifest;
-pub mod snapshot;
+pub(crate) mod progress;
 pub mod store;
-pub mod uploader;
-pub mod wants;
+pub(crate) mod uploader;
+
+pub use progress::Progress;

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use tokio::fs::File;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::Closing;
+use crate::stop::CancellationToken;
 
 use super::{EgressRecord, SinkContext, json_line};
 use crate::metrics::EgressLabels;
@@ -34,7 +35,7 @@ impl FileSink {
         })
     }
 
-    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(256);
         let labels = |outcome| EgressLabels {
             egress: self.name.clone(),

@@ -10,9 +10,10 @@ use http::{Request, Uri, header};
 use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 
 use super::Closing;
+use crate::stop::CancellationToken;
 use tokio::task::JoinSet;
 
 use super::{EgressRecord, SinkContext, json_line};
@@ -54,7 +55,7 @@ impl HttpSink {
         })
     }
 
-    pub async fn run(self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) {
+    pub async fn run(self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let this = Arc::new(self);
         // Bounds the POSTs in flight to the webhook (`maxInFlight`).

@@ -18,12 +18,13 @@ use rskafka::record::Record;
 use spindle_protocol::egress::KafkaProducerRecord;
 use spindle_protocol::typenames::KAFKA_PRODUCER_RECORD;
 use spindle_spec::KafkaEgress;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::retrying::{self, Attempt};
 use super::{Closing, EgressRecord, SinkContext};
-use crate::ingress::kafka::client_builder;
+use crate::brokers::kafka::client_builder;
+use crate::stop::CancellationToken;
 
 /// Longest a single request to the broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +61,7 @@ impl KafkaSink {
         }
     }
 
-    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let mut batch = Vec::with_capacity(512);
         while rx.recv_many(&mut batch, 512).await > 0 {
@@ -74,7 +75,10 @@ impl KafkaSink {
         for r in records {
             match self.to_kafka(r) {
                 Ok(o) => outs.push(o),
-                Err((r, reason)) => self.done(vec![r], Err(reason)),
+                Err(refused) => {
+                    let (r, reason) = *refused;
+                    self.done(vec![r], Err(reason))
+                }
             }
         }
         let (timeout, ctx, name) = (self.spec.timeout.as_duration(), self.ctx.clone(), self.name.clone());
@@ -83,7 +87,7 @@ impl KafkaSink {
         }
     }
 
-    fn to_kafka(&self, r: EgressRecord) -> Result<Out, (EgressRecord, String)> {
+    fn to_kafka(&self, r: EgressRecord) -> Result<Out, Box<(EgressRecord, String)>> {
         let mut headers = BTreeMap::new();
         if let Some(key) = &r.key {
             headers.insert("idempotency-key".to_string(), key.as_bytes().to_vec());
@@ -92,7 +96,7 @@ impl KafkaSink {
         let (topic, key, value) = if &*r.value.typename == KAFKA_PRODUCER_RECORD {
             let p = match KafkaProducerRecord::decode(r.value.bytes.as_ref()) {
                 Ok(p) => p,
-                Err(e) => return Err((r, format!("the value is not a KafkaProducerRecord: {e}"))),
+                Err(e) => return Err(Box::new((r, format!("the value is not a KafkaProducerRecord: {e}")))),
             };
             let topic = if p.topic.is_empty() {
                 self.spec.topic.clone()
@@ -113,7 +117,10 @@ impl KafkaSink {
             )
         };
         let Some(topic) = topic else {
-            return Err((r, "the record names no topic and the egress has no `topic`".into()));
+            return Err(Box::new((
+                r,
+                "the record names no topic and the egress has no `topic`".into(),
+            )));
         };
         let timestamp = chrono::DateTime::from_timestamp_millis(crate::clock::now_ms() as i64).unwrap_or_default();
         Ok(Out {
@@ -173,7 +180,7 @@ impl Attempt for KafkaSink {
                     let p = *o.partition.get_or_insert_with(|| {
                         let key = o.record.key.as_deref().or(o.source.key.as_deref().map(str::as_bytes));
                         match key {
-                            Some(k) => (murmur2(k) & 0x7fff_ffff) as i32 % n,
+                            Some(k) => (murmur2(k) & 0x7fff_ffff) % n,
                             None => {
                                 self.round_robin = self.round_robin.wrapping_add(1);
                                 (self.round_robin % n as u32) as i32

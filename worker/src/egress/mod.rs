@@ -1,9 +1,11 @@
 //! Egresses: functions' egress messages leave the application through sinks, one task each.
 //!
 //! With checkpoints, the partition holds a record back until the checkpoint of the epoch that
-//! produced it completes (`partition::epochs`), then emits it here with its idempotency key.
+//! produced it completes (`partition::epochs`), then emits it here with its idempotency key;
+//! until its sink confirms it, it stays in every snapshot ([`held`]).
 
 mod file;
+mod held;
 mod http;
 mod kafka;
 mod nats;
@@ -11,18 +13,19 @@ mod record;
 mod retrying;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use spindle_spec::TypeName;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::app::{AppConfig, EgressSink};
-use crate::checkpoint::snapshot::PendingEgress;
 use crate::deadletter::{DeadLetters, kind};
 use crate::message::{Address, Value};
 use crate::metrics::{EgressLabels, Metrics};
+use crate::stop::CancellationToken;
 
+pub use held::{PendingEgress, Unconfirmed};
 pub use kafka::murmur2;
 pub use record::json_line;
 
@@ -46,45 +49,6 @@ pub struct EgressHub {
     sinks: HashMap<TypeName, mpsc::UnboundedSender<EgressRecord>>,
     metrics: Arc<Metrics>,
     pub unconfirmed: Unconfirmed,
-}
-
-/// Released egress records that their sink has not written yet, by idempotency key. They stay
-/// in every snapshot until written: a worker that dies between release and write has them
-/// re-sent, with the same keys, after a restore from any later checkpoint too. Shared by the
-/// partition (which adds on release) and the sinks (which confirm); outlives generations.
-#[derive(Clone, Default)]
-pub struct Unconfirmed(Arc<Mutex<HashMap<Arc<str>, PendingEgress>>>);
-
-impl Unconfirmed {
-    pub fn add(&self, released: &[PendingEgress]) {
-        let mut map = self.0.lock().expect("unconfirmed egress lock");
-        for p in released {
-            map.insert(p.key.clone(), p.clone());
-        }
-    }
-
-    /// The sink is done with these records (written, or dead letters).
-    pub fn confirm(&self, records: &[EgressRecord]) {
-        let mut map = self.0.lock().expect("unconfirmed egress lock");
-        for r in records {
-            if let Some(k) = &r.key {
-                map.remove(k);
-            }
-        }
-    }
-
-    /// What a snapshot must hold, oldest epoch first.
-    pub fn pending(&self) -> Vec<PendingEgress> {
-        let mut v: Vec<PendingEgress> = self
-            .0
-            .lock()
-            .expect("unconfirmed egress lock")
-            .values()
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| (a.epoch, &a.key).cmp(&(b.epoch, &b.key)));
-        v
-    }
 }
 
 #[derive(Clone)]
@@ -129,14 +93,29 @@ impl SinkContext {
 }
 
 impl EgressHub {
+    /// A hub with one egress whose sink is the returned channel (unit tests of producers).
+    #[cfg(test)]
+    pub(crate) fn to_channel(
+        egress: TypeName,
+        metrics: Arc<Metrics>,
+    ) -> (EgressHub, mpsc::UnboundedReceiver<EgressRecord>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hub = EgressHub {
+            sinks: HashMap::from([(egress, tx)]),
+            metrics,
+            unconfirmed: Unconfirmed::default(),
+        };
+        (hub, rx)
+    }
+
     /// Starts one task per egress of `app` on `tasks`.
-    /// Sinks write what they were given and stop once `stop` turns true (after the last
-    /// producer stopped).
+    /// Sinks write what they were given and stop once `stop` fires (after the last producer
+    /// stopped).
     pub fn start(
         app: &AppConfig,
         ctx: &SinkContext,
         tasks: &mut JoinSet<()>,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> std::io::Result<EgressHub> {
         let mut sinks = HashMap::new();
         for e in &app.egresses {
@@ -177,16 +156,17 @@ impl EgressHub {
         self.sinks.contains_key(egress)
     }
 
-    /// Queues a record; gives it back when no egress of that name exists.
-    pub fn emit(&self, record: EgressRecord) -> Result<(), EgressRecord> {
+    /// Queues a record; false when no egress of that name exists (or it stopped).
+    pub fn emit(&self, record: EgressRecord) -> bool {
         let Some(tx) = self.sinks.get(&record.egress) else {
-            return Err(record);
+            return false;
         };
         self.metrics.egress_pending.inc();
-        tx.send(record).map_err(|e| {
+        let sent = tx.send(record).is_ok();
+        if !sent {
             self.metrics.egress_pending.dec();
-            e.0
-        })
+        }
+        sent
     }
 }
 
@@ -194,12 +174,12 @@ impl EgressHub {
 /// lives as long as the worker, so its senders never all drop while the sinks should drain.
 pub(crate) struct Closing {
     rx: mpsc::UnboundedReceiver<EgressRecord>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     closed: bool,
 }
 
 impl Closing {
-    fn new(rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) -> Closing {
+    fn new(rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) -> Closing {
         Closing {
             rx,
             stop,
@@ -214,7 +194,7 @@ impl Closing {
             }
             tokio::select! {
                 n = self.rx.recv_many(buf, limit) => return n,
-                _ = self.stop.wait_for(|s| *s) => {
+                _ = self.stop.cancelled() => {
                     self.rx.close();
                     self.closed = true;
                 }

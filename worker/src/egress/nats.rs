@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use spindle_spec::NatsEgress;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::retrying::{self, Attempt};
 use super::{Closing, EgressRecord, SinkContext};
-use crate::ingress::nats::connect;
+use crate::brokers::nats::connect;
+use crate::stop::CancellationToken;
 
 /// Longest wait for one acknowledgement before the record is published again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +36,7 @@ impl NatsSink {
         }
     }
 
-    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let mut batch = Vec::with_capacity(512);
         while rx.recv_many(&mut batch, 512).await > 0 {

@@ -25,13 +25,13 @@ use tokio::sync::Semaphore;
 
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
+use crate::app::AppConfig;
+use crate::checkpoint::Progress;
+use crate::inbox::{Admission, Current};
 use crate::message::{Address, Envelope, Value};
-use crate::metrics::KindLabels;
-use crate::node::Node;
-use crate::partition::Input;
-use crate::router::Admission;
+use crate::metrics::{KindLabels, Metrics};
 
 /// Content-type prefix that carries a message's typename.
 const VND: &str = "application/vnd.";
@@ -45,11 +45,16 @@ const DURABLE_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct HttpIngress {
-    pub node: Arc<Node>,
+    pub app: Arc<AppConfig>,
+    pub metrics: Arc<Metrics>,
     /// Bounds accepted-but-unprocessed records (`maxBufferedMessages`); waiting for a permit
     /// is the ingress's back-pressure.
     pub admission: Arc<Semaphore>,
     pub max_body_bytes: usize,
+    /// Where records go: the running generation's inbox.
+    pub current: Current,
+    /// What durable acknowledgements wait on; `None` when checkpoints are off.
+    pub progress: Option<watch::Receiver<Progress>>,
 }
 
 impl HttpIngress {
@@ -88,7 +93,7 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let metrics = &ingress.node.metrics;
+    let metrics = &ingress.metrics;
     match accept(&ingress, &namespace, &ty, id, &headers, body).await {
         Ok(Ack::Accepted) => StatusCode::ACCEPTED.into_response(),
         Ok(Ack::Durable(n)) => (
@@ -117,10 +122,9 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Ack, Rejection> {
-    let node = &ingress.node;
     let durable = match headers.get(ACK_HEADER).map(|v| v.to_str().unwrap_or("")) {
         None | Some("accepted") => false,
-        Some("durable") if node.checkpoints_on() => true,
+        Some("durable") if ingress.progress.is_some() => true,
         Some("durable") => {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
@@ -144,7 +148,7 @@ async fn accept(
             format!("bad target function type: {e}"),
         )
     })?;
-    if node.app.function_for(&target_type).is_none() {
+    if ingress.app.function_for(&target_type).is_none() {
         return Err(reject(
             StatusCode::NOT_FOUND,
             "unknown_function",
@@ -207,22 +211,14 @@ async fn accept(
             "the worker is shutting down".into(),
         )
     };
-    let admission = Admission::new(permit, node.metrics.ingress_in_process.clone());
-    let world = node.world().await.map_err(|_| shutting_down())?;
-    let (tx, rx) = if durable {
-        let (tx, rx) = oneshot::channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
-    let ingest = Input::Ingest {
-        env,
-        admission: Some(admission),
-        epoch: tx,
-    };
-    world.router.send(ingest).map_err(|_| shutting_down())?;
-    node.metrics.ingress_accepted.inc();
-    let Some(rx) = rx else {
+    let admission = Admission::new(permit, ingress.metrics.ingress_in_process.clone());
+    let entry = ingress.current.wait().await.map_err(|_| shutting_down())?;
+    let rx = entry
+        .inbox
+        .ingest(env, Some(admission), durable)
+        .map_err(|_| shutting_down())?;
+    ingress.metrics.ingress_accepted.inc();
+    let (Some(rx), Some(progress)) = (rx, &ingress.progress) else {
         return Ok(Ack::Accepted);
     };
     let lost = |why: String| Rejection {
@@ -231,12 +227,12 @@ async fn accept(
         message: why,
         retry_safe: true,
     };
-    let generation = world.generation;
-    drop(world);
+    let generation = entry.generation;
+    drop(entry);
     let epoch = rx
         .await
         .map_err(|_| lost("the application rolled back before the record was queued; it was not applied".into()))?;
-    let mut progress = node.progress.subscribe();
+    let mut progress = progress.clone();
     let waited = tokio::time::timeout(
         DURABLE_WAIT,
         progress.wait_for(|p| p.generation > generation || p.completed >= epoch),

@@ -6,3 +6,57 @@ pub mod kafka;
 pub mod nats;
 pub mod route;
 pub mod sources;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::app::SourceKind;
+use crate::inbox::Positions;
+use sources::SourceContext;
+
+/// Starts this worker's readers of every source, from `positions` (what the generation
+/// restored) or, where there is none, each source's startup position.
+pub fn start_sources(ctx: &SourceContext, positions: &Positions, tasks: &mut JoinSet<()>) {
+    for (index, source) in ctx.app.sources.iter().enumerate() {
+        match &source.kind {
+            SourceKind::Kafka(spec) => {
+                let ingress = kafka::KafkaSource::new(ctx.clone(), &source.name, spec, index, positions);
+                tasks.spawn(ingress.run());
+            }
+            SourceKind::Nats(spec) => {
+                // One reader per stream, spread over the workers by ingress.
+                if index as u32 % ctx.workers == ctx.me {
+                    let reader = nats::NatsSource::new(ctx.clone(), &source.name, spec, positions);
+                    tasks.spawn(reader.run());
+                }
+            }
+        }
+    }
+}
+
+/// The task that commits the positions of completed checkpoints back to the Kafka consumer
+/// groups, if the application reads Kafka; its sender is handed to the partition.
+pub fn offset_committer(ctx: &SourceContext, tasks: &mut JoinSet<()>) -> Option<mpsc::UnboundedSender<Positions>> {
+    let kafka: Vec<_> = ctx
+        .app
+        .sources
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SourceKind::Kafka(k) => Some((s.name.clone(), k.clone())),
+            SourceKind::Nats(_) => None,
+        })
+        .collect();
+    if kafka.is_empty() {
+        return None;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app_name = ctx.app.name.clone();
+    tasks.spawn(kafka::commit::run(
+        app_name,
+        kafka,
+        rx,
+        ctx.stop.clone(),
+        ctx.metrics.clone(),
+    ));
+    Some(tx)
+}

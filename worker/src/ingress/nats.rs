@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
-use spindle_spec::{NatsAuth, NatsIngress, SecretValue, StartupPosition, parse_utc_millis};
+use spindle_spec::{NatsIngress, StartupPosition, parse_utc_millis};
 use tokio_stream::StreamExt;
 
 use super::route::{Route, TARGET_HEADER};
 use super::sources::SourceContext;
+use crate::brokers::nats::connect;
+use crate::inbox::Positions;
 use crate::metrics::KindLabels;
-use crate::partition::Positions;
 
 /// Most messages handed over in one step, and how long to wait to fill it.
 const BATCH: usize = 512;
@@ -22,29 +23,6 @@ const BATCH_WAIT: Duration = Duration::from_millis(2);
 /// The checkpoint key of a stream's position.
 pub fn position_key(ingress: &str) -> String {
     format!("nats/{ingress}")
-}
-
-/// Connects with the configured credentials (read from their environment variables).
-pub async fn connect(servers: &[String], auth: Option<&NatsAuth>) -> Result<async_nats::Client, String> {
-    let mut opts = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .name("spindle");
-    if let Some(auth) = auth {
-        if let Some(token) = &auth.token {
-            opts = opts.token(secret(token)?);
-        }
-        if let Some(seed) = &auth.nkey_seed {
-            opts = opts.nkey(secret(seed)?);
-        }
-    }
-    opts.connect(servers)
-        .await
-        .map_err(|e| format!("connecting to {servers:?}: {e}"))
-}
-
-/// A credential's value from its environment variable.
-pub fn secret(s: &SecretValue) -> Result<String, String> {
-    std::env::var(&s.env).map_err(|_| format!("environment variable {} (the credential) is not set", s.env))
 }
 
 /// True when `subject` matches the filter (`*` one token, `>` the rest).
@@ -94,17 +72,16 @@ impl NatsSource {
             if self.ctx.stopped() {
                 return;
             }
-            let mut stop = self.ctx.stop.clone();
+            let stop = self.ctx.stop.clone();
             // Raced against the generation's end: a rollback must never wait for a broker.
             let result = tokio::select! {
                 r = self.read(&mut next, &mut reported) => r,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             };
             match result {
                 Ok(()) => return,
                 Err(reason) => {
                     self.ctx
-                        .node
                         .metrics
                         .connector_errors
                         .get_or_create(&KindLabels { kind: "nats_read" })
@@ -186,12 +163,12 @@ impl NatsSource {
             .map_err(|e| format!("reading the stream: {e}"))?;
         let batches = messages.chunks_timeout(BATCH, BATCH_WAIT);
         tokio::pin!(batches);
-        let app = self.ctx.node.app.clone();
-        let mut stop = self.ctx.stop.clone();
+        let app = self.ctx.app.clone();
+        let stop = self.ctx.stop.clone();
         loop {
             let batch = tokio::select! {
                 b = batches.next() => b.ok_or("the stream of messages ended")?,
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
             };
             let mut records = Vec::with_capacity(batch.len());
             let mut reached = *next;

@@ -138,7 +138,7 @@ async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr
     }
     if !opts.exit_when_idle {
         eprintln!("spindle: press Ctrl-C to stop");
-        let stop = super::shutdown_signal();
+        let stop = crate::stop::os_signal();
         tokio::pin!(stop);
         loop {
             tokio::select! {

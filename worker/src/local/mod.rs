@@ -4,7 +4,6 @@
 mod cluster;
 mod input;
 mod process;
-pub mod serve;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -144,21 +143,7 @@ async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("spindle: press Ctrl-C to stop");
-    shutdown_signal().await;
+    crate::stop::os_signal().await;
     eprintln!("spindle: stopping");
     Ok(())
-}
-
-pub(crate) async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

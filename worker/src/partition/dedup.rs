@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::message::Address;
 
 #[derive(Debug, Clone)]
-pub struct SeenKeys {
+pub(crate) struct SeenKeys {
     window_ms: u64,
     at: HashMap<(Address, Arc<str>), u64>,
     /// Insertion order, for expiry.
@@ -51,14 +51,6 @@ impl SeenKeys {
     /// Every key with its address and time, oldest first.
     pub fn entries(&self) -> impl Iterator<Item = (&Address, &str, u64)> {
         self.order.iter().map(|(at, a, k)| (a, &**k, *at))
-    }
-
-    pub fn len(&self) -> usize {
-        self.at.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.at.is_empty()
     }
 }
 

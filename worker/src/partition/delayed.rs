@@ -12,7 +12,7 @@ type Key = (u64, u64); // (due time in epoch ms, sequence number for FIFO among 
 type Token = (Address, Arc<str>);
 
 #[derive(Debug, Default, Clone)]
-pub struct DelayedMessages {
+pub(crate) struct DelayedMessages {
     by_due: BTreeMap<Key, (Envelope, Option<Token>)>,
     by_token: HashMap<Token, Key>,
     seq: u64,
@@ -75,6 +75,7 @@ impl DelayedMessages {
         self.by_due.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_due.is_empty()
     }

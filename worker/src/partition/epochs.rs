@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use super::Partition;
-use crate::checkpoint::snapshot::{PendingEgress, Snapshot};
-use crate::egress::EgressRecord;
+use super::{Capture, Partition};
+use crate::egress::{EgressRecord, PendingEgress};
+use crate::inbox::Positions;
 use crate::message::Envelope;
 use crate::metrics::Metrics;
 
-pub struct Epochs {
+pub(crate) struct Epochs {
     application: Arc<str>,
     me: u32,
     peers: Vec<u32>,
@@ -31,8 +31,8 @@ pub struct Epochs {
     recordings: BTreeMap<u64, Recording>,
     /// Egress records waiting for their checkpoint, in epoch order.
     held: VecDeque<PendingEgress>,
-    /// Finished snapshots, to the uploader. Unbounded: at most one per checkpoint interval.
-    snapshots: mpsc::UnboundedSender<Snapshot>,
+    /// Finished captures, to the uploader. Unbounded: at most one per checkpoint interval.
+    snapshots: mpsc::UnboundedSender<Capture>,
     /// Group commit: the highest epoch something here waits for, to the coordinator
     /// (`checkpoint::wants`). `None`: checkpoints only start every interval.
     wants: Option<watch::Sender<u64>>,
@@ -44,11 +44,8 @@ pub struct Epochs {
     metrics: Arc<Metrics>,
 }
 
-/// Source positions (source key → next position to read).
-pub type Positions = BTreeMap<Arc<str>, i64>;
-
 struct Recording {
-    snapshot: Snapshot,
+    snapshot: Capture,
     /// Input channels whose barrier has not arrived yet.
     waiting: HashSet<u32>,
     started: Instant,
@@ -61,7 +58,7 @@ impl Epochs {
         me: u32,
         workers: u32,
         restored: u64,
-        snapshots: mpsc::UnboundedSender<Snapshot>,
+        snapshots: mpsc::UnboundedSender<Capture>,
         wants: Option<watch::Sender<u64>>,
         metrics: Arc<Metrics>,
     ) -> Epochs {
@@ -160,7 +157,7 @@ impl Epochs {
         false
     }
 
-    fn start(&mut self, snapshot: Snapshot, from: Option<u32>) {
+    fn start(&mut self, snapshot: Capture, from: Option<u32>) {
         let n = snapshot.checkpoint;
         self.epoch = n + 1;
         self.seq = 0;
@@ -223,7 +220,7 @@ impl Partition {
                 .collect();
             // Nothing else runs in between: the barriers follow exactly the messages sent
             // before the snapshot, on every channel.
-            self.router.barrier(n);
+            self.outbound.barrier(n);
             let epochs = self.epochs.as_mut().expect("checked above");
             if epochs.completed_positions.is_some() && !reading.is_empty() {
                 epochs.positions_at.insert(n, reading);
@@ -266,7 +263,7 @@ impl Partition {
 
     /// Copies what a restore needs. Values are `Bytes` and addresses `Arc`s, so this copies
     /// maps, not payloads.
-    fn capture(&self, n: u64) -> Snapshot {
+    fn capture(&self, n: u64) -> Capture {
         let mut messages = Vec::with_capacity(self.metrics.messages_queued.get().max(0) as usize);
         // Per address: the batch in flight first, then what waits behind it.
         for batch in self.in_flight.values() {
@@ -281,7 +278,7 @@ impl Partition {
             }
         }
         let epochs = self.epochs.as_ref().expect("only called with checkpoints on");
-        Snapshot {
+        Capture {
             checkpoint: n,
             state: self.state.clone(),
             specs: self.specs.clone(),

@@ -4,19 +4,20 @@
 use std::collections::VecDeque;
 
 use crate::app::FunctionId;
+use crate::inbox::Admission;
 use crate::message::{Address, Envelope};
-use crate::router::Admission;
 
 /// A message waiting for, or part of, an invocation. Holding the ingress admission until the
 /// message is processed is what back-pressures the ingress.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     pub env: Envelope,
-    pub admission: Option<Admission>,
+    /// Never read: dropping it, with the message, is what frees the slot.
+    pub _admission: Option<Admission>,
 }
 
 #[derive(Debug, Default)]
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     pub queue: VecDeque<Pending>,
     /// A batch of this address is in flight or waiting for a slot of its function entry.
     pub busy: bool,
@@ -24,7 +25,7 @@ pub struct Mailbox {
 
 /// An invocation batch: messages for one address, sent together.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub target: Address,
     pub function: FunctionId,
     pub messages: Vec<Pending>,
@@ -35,7 +36,7 @@ pub struct Batch {
 /// Per function entry: batches in flight and addresses waiting for a slot (FIFO, so a busy
 /// address cannot starve the others).
 #[derive(Debug, Default)]
-pub struct Slots {
+pub(crate) struct Slots {
     pub in_flight: usize,
     pub waiting: VecDeque<Address>,
 }

@@ -70,11 +70,7 @@ pub fn discover(d: &DiscoveryInput) -> Result<Cluster, DiscoveryError> {
     if index >= workers {
         return Err(DiscoveryError::IndexOutOfRange { index, workers });
     }
-    Ok(Cluster {
-        index,
-        peers,
-        generation: 0,
-    })
+    Ok(Cluster { index, peers })
 }
 
 #[cfg(test)]

@@ -1,24 +1,40 @@
-//! The sending side of one ordered worker pair.
+//! The sending side of one ordered worker pair: what the partition's outbound switch sends to
+//! one peer, as numbered batches on a stream that is reopened when it breaks.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use super::proto::{self, Frame, frame, peer_client::PeerClient, reply};
-use super::to_wire;
+use crate::inbox::Admission;
+use crate::message::Envelope;
 use crate::metrics::Metrics;
-use crate::router::{Admission, Outbound};
+use crate::proto::peer::{self as proto, Frame, frame, peer_client::PeerClient, reply};
+use crate::proto::{common, to_wire};
+use crate::stop::CancellationToken;
+
+/// What goes down the channel to a peer, in order. Only the partition's outbound switch
+/// sends these (it owns the senders), so a barrier follows exactly the messages its snapshot
+/// saw as sent.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message {
+        env: Envelope,
+        admission: Option<Admission>,
+    },
+    /// This worker's epoch `n` ends here on this channel (checkpoint `n`).
+    Barrier(u64),
+}
 
 fn push(
     unacked: &mut VecDeque<Unacked>,
     next_seq: &mut u64,
-    envelopes: Vec<proto::Envelope>,
+    envelopes: Vec<common::Envelope>,
     admissions: Vec<Admission>,
     barrier: u64,
 ) {
@@ -54,9 +70,10 @@ pub struct Link {
     pub to: u32,
     pub addr: String,
     pub hello: proto::Hello,
-    pub outbound: mpsc::UnboundedReceiver<Outbound>,
+    pub outbound: mpsc::UnboundedReceiver<Outgoing>,
     pub metrics: Arc<Metrics>,
-    pub shutdown: watch::Receiver<bool>,
+    /// The generation's end.
+    pub stop: CancellationToken,
 }
 
 enum StreamEnd {
@@ -84,10 +101,8 @@ impl Link {
             } else {
                 tracing::debug!(peer = self.to, addr = %self.addr, %reason, "peer stream failed; reconnecting");
             }
-            let mut shutdown = self.shutdown.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait_for(|s| *s) => return self.discard(&unacked),
+            if !crate::stop::pause(&self.stop, backoff).await {
+                return self.discard(&unacked);
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -141,7 +156,7 @@ impl Link {
         // is still to send. New envelopes are taken only once all of it is out.
         let mut sent = 0usize;
         let mut buf = Vec::with_capacity(MAX_BATCH);
-        let mut shutdown = self.shutdown.clone();
+        let stop = self.stop.clone();
         loop {
             tokio::select! {
                 reply = replies.message() => match reply {
@@ -161,12 +176,12 @@ impl Link {
                     let mut admissions = Vec::new();
                     for o in buf.drain(..) {
                         match o {
-                            Outbound::Message { env, admission } => {
+                            Outgoing::Message { env, admission } => {
                                 envelopes.push(to_wire(&env));
                                 admissions.extend(admission);
                             }
                             // A barrier ends its batch, so it follows exactly what preceded it.
-                            Outbound::Barrier(n) => {
+                            Outgoing::Barrier(n) => {
                                 let envelopes = std::mem::take(&mut envelopes);
                                 let admissions = std::mem::take(&mut admissions);
                                 push(unacked, next_seq, envelopes, admissions, n);
@@ -190,7 +205,7 @@ impl Link {
                     self.metrics.peer_bytes_sent.inc_by(batch.encoded_len() as u64);
                     permit.send(Frame { kind: Some(frame::Kind::Batch(batch)) });
                 }
-                _ = shutdown.wait_for(|s| *s) => return StreamEnd::Shutdown,
+                _ = stop.cancelled() => return StreamEnd::Shutdown,
             }
         }
     }
@@ -200,7 +215,7 @@ impl Link {
     fn discard(&mut self, unacked: &VecDeque<Unacked>) {
         let mut n: usize = unacked.iter().map(|u| u.batch.envelopes.len()).sum();
         while let Ok(o) = self.outbound.try_recv() {
-            n += matches!(o, Outbound::Message { .. }) as usize;
+            n += matches!(o, Outgoing::Message { .. }) as usize;
         }
         self.metrics.peer_pending.dec_by(n as i64);
     }

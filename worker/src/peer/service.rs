@@ -1,56 +1,63 @@
-//! The receiving side: the gRPC service every worker serves to its peers — the message
-//! streams (`Exchange`) and the control calls of checkpoints and rollback (`Control`).
+//! The receiving side: the message streams every worker serves to its peers (`Exchange`).
+//! Batches go into the current generation's inbox, once each, in order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::from_wire;
-use super::proto::{
-    self, ControlReply, ControlRequest, Frame, Reply, control_request, frame, peer_server::Peer, reply,
-};
-use crate::checkpoint::coordinator::Event;
-use crate::checkpoint::store::PartInfo;
-use crate::deadletter::{DeadMessage, kind};
-use crate::node::Node;
-use crate::partition::Input;
-use crate::router::Admission;
-use crate::world::World;
+use crate::deadletter::{DeadLetters, DeadMessage, kind};
+use crate::inbox::{Admission, Current, Entry};
+use crate::keygroup::Layout;
+use crate::metrics::Metrics;
+use crate::proto::from_wire;
+use crate::proto::peer::{self as proto, Frame, Reply, frame, peer_server::Peer, reply};
 
 /// Replies buffered per stream (acknowledgements are small and cumulative).
 const REPLY_BUFFER: usize = 16;
 
+/// Per sending peer: the generation and the highest batch delivered in it. A tokio mutex
+/// because delivery waits for admission while holding it: two streams from one sender (a
+/// reconnect racing the old stream) then deliver each batch exactly once, in order.
+type Delivered = Arc<Mutex<u64>>;
+
 #[derive(Clone)]
-pub struct PeerService {
-    pub node: Arc<Node>,
+pub(crate) struct PeerService {
+    pub application: String,
+    pub layout: Layout,
+    pub metrics: Arc<Metrics>,
+    pub dead_letters: Arc<DeadLetters>,
+    /// Bounds messages from peers delivered but not yet processed (`maxBufferedMessages`);
+    /// waiting for it is what stalls a sender. Outlives generations: permits held by a dropped
+    /// generation's messages come back when they are dropped.
+    pub admission: Arc<Semaphore>,
+    pub current: Current,
+    /// Batch numbering starts afresh in every generation: counters of an older one are replaced.
+    pub delivered: Arc<std::sync::Mutex<HashMap<u32, (u64, Delivered)>>>,
 }
 
 impl PeerService {
     /// A peer must run the same application with the same layout, and have dialled this worker.
     fn check(&self, h: &proto::Hello) -> Result<(), Status> {
-        let node = &self.node;
-        let me = node.me();
+        let me = self.layout.worker;
+        let workers = self.layout.workers;
         let refuse = |reason: String| {
-            node.metrics.peer_refused.inc();
+            self.metrics.peer_refused.inc();
             tracing::error!(from = h.from_worker, %reason, "refused a peer");
             Err(Status::failed_precondition(reason))
         };
-        if h.application != node.app.name {
+        if h.application != self.application {
             return refuse(format!(
                 "worker {me} runs application `{}`, but the peer (worker {}) runs `{}`",
-                node.app.name, h.from_worker, h.application
+                self.application, h.from_worker, h.application
             ));
         }
-        if h.workers != node.cluster.workers() || h.key_groups != node.app.key_groups {
+        if h.workers != workers || h.key_groups != self.layout.key_groups {
             return refuse(format!(
-                "worker {me} has {} workers and {} key groups, the peer (worker {}) {} and {}",
-                node.cluster.workers(),
-                node.app.key_groups,
-                h.from_worker,
-                h.workers,
-                h.key_groups
+                "worker {me} has {workers} workers and {} key groups, the peer (worker {}) {} and {}",
+                self.layout.key_groups, h.from_worker, h.workers, h.key_groups
             ));
         }
         if h.to_worker != me {
@@ -59,35 +66,40 @@ impl PeerService {
                 h.to_worker
             ));
         }
-        if h.from_worker >= node.cluster.workers() || h.from_worker == me {
-            return refuse(format!(
-                "there is no other worker {} among {}",
-                h.from_worker,
-                node.cluster.workers()
-            ));
+        if h.from_worker >= workers || h.from_worker == me {
+            return refuse(format!("there is no other worker {} among {workers}", h.from_worker));
         }
         Ok(())
     }
 
+    fn delivered(&self, from: u32, generation: u64) -> Delivered {
+        let mut map = self.delivered.lock().expect("delivered map lock");
+        let entry = map.entry(from).or_insert_with(|| (generation, Arc::default()));
+        if entry.0 != generation {
+            *entry = (generation, Arc::default());
+        }
+        entry.1.clone()
+    }
+
     /// Delivers a batch unless it was delivered before; returns the highest batch delivered.
-    async fn deliver(&self, world: &World, from: u32, delivered: &Mutex<u64>, batch: proto::Batch) -> u64 {
+    async fn deliver(&self, entry: &Entry, from: u32, delivered: &Mutex<u64>, batch: proto::Batch) -> u64 {
         let mut last = delivered.lock().await;
         if batch.seq <= *last {
             return *last;
         }
         for wire in batch.envelopes {
-            let permit = match self.node.peer_admission.clone().acquire_owned().await {
+            let permit = match self.admission.clone().acquire_owned().await {
                 Ok(p) => p,
                 Err(_) => return *last,
             };
-            let admission = Admission::new(permit, self.node.metrics.peer_in_process.clone());
+            let admission = Admission::new(permit, self.metrics.peer_in_process.clone());
             match from_wire(&wire) {
                 Ok(env) => {
-                    if world.router.deliver_routed(env, Some(admission), from).is_err() {
+                    if entry.inbox.deliver_routed(env, Some(admission), from).is_err() {
                         return *last;
                     }
                 }
-                Err(reason) => self.node.dead_letters.record(
+                Err(reason) => self.dead_letters.record(
                     kind::BAD_REPLY,
                     format!("malformed envelope from worker {from}: {reason}"),
                     vec![DeadMessage {
@@ -99,29 +111,11 @@ impl PeerService {
                 ),
             }
         }
-        if batch.barrier != 0 {
-            let barrier = Input::Barrier {
-                from,
-                checkpoint: batch.barrier,
-            };
-            if world.router.send(barrier).is_err() {
-                return *last;
-            }
+        if batch.barrier != 0 && entry.inbox.barrier(from, batch.barrier).is_err() {
+            return *last;
         }
         *last = batch.seq;
         *last
-    }
-
-    fn to_coordinator(&self, ev: Event) -> Result<(), Status> {
-        match &self.node.coordinator {
-            Some(tx) => tx
-                .send(ev)
-                .map_err(|_| Status::unavailable("the worker is shutting down")),
-            None => Err(Status::failed_precondition(format!(
-                "worker {} is not the coordinator (worker 0 is)",
-                self.node.me()
-            ))),
-        }
     }
 }
 
@@ -144,34 +138,33 @@ impl Peer for PeerService {
         self.check(&hello)?;
         // Streams belong to one generation: after a rollback both sides start afresh, and
         // frames of an older generation never reach the new one.
-        let world = match self.node.current() {
-            None => return Err(Status::unavailable(format!("worker {} is restoring", self.node.me()))),
-            Some(w) if w.generation != hello.generation => {
+        let me = self.layout.worker;
+        let entry = match self.current.now() {
+            None => return Err(Status::unavailable(format!("worker {me} is restoring"))),
+            Some(e) if e.generation != hello.generation => {
                 return Err(Status::unavailable(format!(
                     "generation {} does not match this worker's {}",
-                    hello.generation, w.generation
+                    hello.generation, e.generation
                 )));
             }
-            Some(w) => w,
+            Some(e) => e,
         };
         let from = hello.from_worker;
-        let delivered = world.delivered.get(&from).expect("checked: a peer index").clone();
+        let delivered = self.delivered(from, entry.generation);
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
         let welcome = reply::Kind::Welcome(proto::Welcome {
             delivered: *delivered.lock().await,
         });
         let _ = tx.send(Ok(Reply { kind: Some(welcome) })).await;
-        tracing::debug!(from, generation = world.generation, "peer stream open");
+        tracing::debug!(from, generation = entry.generation, "peer stream open");
         let this = self.clone();
-        let mut stopping = world.stopping();
-        let mut shutdown = self.node.shutdown.clone();
-        // Ends with the stream, the generation, or the worker.
+        // Ends with the stream, the generation, or the worker (the generation's token is a
+        // child of the worker's).
         tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
                     f = frames.message() => f,
-                    _ = stopping.wait_for(|s| *s) => break,
-                    _ = shutdown.wait_for(|s| *s) => break,
+                    _ = entry.stop.cancelled() => break,
                 };
                 let kind = match frame {
                     Ok(Some(Frame { kind: Some(k) })) => k,
@@ -184,7 +177,7 @@ impl Peer for PeerService {
                 };
                 match kind {
                     frame::Kind::Batch(batch) => {
-                        let upto = this.deliver(&world, from, &delivered, batch).await;
+                        let upto = this.deliver(&entry, from, &delivered, batch).await;
                         let ack = Reply {
                             kind: Some(reply::Kind::Ack(proto::Ack { delivered: upto })),
                         };
@@ -202,81 +195,5 @@ impl Peer for PeerService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn control(&self, request: Request<ControlRequest>) -> Result<Response<ControlReply>, Status> {
-        let req = request.into_inner();
-        let node = &self.node;
-        let from = req.from_worker;
-        let refuse = |reason: String| {
-            node.metrics.peer_refused.inc();
-            tracing::error!(from, %reason, "refused a control call");
-            Err(Status::failed_precondition(reason))
-        };
-        if req.application != node.app.name {
-            return refuse(format!(
-                "worker {} runs application `{}`, but the caller (worker {from}) runs `{}`",
-                node.me(),
-                node.app.name,
-                req.application
-            ));
-        }
-        if from >= node.cluster.workers() || from == node.me() {
-            return refuse(format!(
-                "there is no other worker {from} among {}",
-                node.cluster.workers()
-            ));
-        }
-        match req.kind {
-            None => return Err(Status::invalid_argument("a control request needs a kind")),
-            Some(control_request::Kind::Join(j)) => {
-                if j.workers != node.cluster.workers() || j.key_groups != node.app.key_groups {
-                    return refuse(format!(
-                        "worker {} has {} workers and {} key groups, the caller (worker {from}) {} and {}",
-                        node.me(),
-                        node.cluster.workers(),
-                        node.app.key_groups,
-                        j.workers,
-                        j.key_groups
-                    ));
-                }
-                self.to_coordinator(Event::Join {
-                    worker: from,
-                    incarnation: j.incarnation,
-                })?
-            }
-            Some(control_request::Kind::Part(p)) => {
-                let result = if p.error.is_empty() {
-                    Ok(PartInfo {
-                        worker: from,
-                        key: p.key,
-                        size: p.size,
-                        crc32: p.crc32,
-                    })
-                } else {
-                    Err(p.error)
-                };
-                self.to_coordinator(Event::Part {
-                    generation: p.generation,
-                    checkpoint: p.checkpoint,
-                    worker: from,
-                    result,
-                })?;
-            }
-            Some(control_request::Kind::Restore(r)) => {
-                node.restore(r.generation, r.checkpoint)
-                    .await
-                    .map_err(|e| Status::unavailable(format!("restoring checkpoint {}: {e}", r.checkpoint)))?;
-            }
-            Some(control_request::Kind::Completed(c)) => node.completed(c.generation, c.checkpoint),
-            Some(control_request::Kind::Want(w)) => self.to_coordinator(Event::Want {
-                generation: w.generation,
-                checkpoint: w.checkpoint,
-            })?,
-        }
-        Ok(Response::new(ControlReply {
-            incarnation: node.incarnation,
-            generation: node.progress.borrow().generation,
-        }))
     }
 }

@@ -233,7 +233,6 @@ pub async fn start_cluster(yaml: &str, dir: &Path, n: usize) -> Vec<Worker> {
             cluster: spindle_worker::peer::Cluster {
                 index: i as u32,
                 peers: addrs.clone(),
-                generation: 0,
             },
             ..WorkerOptions::default()
         };

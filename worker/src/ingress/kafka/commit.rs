@@ -7,18 +7,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use spindle_spec::KafkaIngress;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::group::{self, Conn};
 use super::{REQUEST_TIMEOUT, parse_position_key};
+use crate::inbox::Positions;
 use crate::metrics::{KindLabels, Metrics};
-use crate::partition::Positions;
+use crate::stop::CancellationToken;
+
+/// Topic → `(partition, next offset)` of one ingress.
+type ByTopic<'a> = BTreeMap<&'a str, Vec<(i32, i64)>>;
 
 pub async fn run(
     application: String,
     ingresses: Vec<(String, KafkaIngress)>,
     mut rx: mpsc::UnboundedReceiver<Positions>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
     let mut conns: HashMap<String, Conn> = HashMap::new();
@@ -28,14 +32,14 @@ pub async fn run(
                 Some(p) => p,
                 None => return,
             },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         };
         // Only the newest matters: each map holds every partition this worker reads.
         while let Ok(newer) = rx.try_recv() {
             positions = newer;
         }
         // ingress → topic → [(partition, offset)]
-        let mut by_ingress: BTreeMap<&str, BTreeMap<&str, Vec<(i32, i64)>>> = BTreeMap::new();
+        let mut by_ingress: BTreeMap<&str, ByTopic> = BTreeMap::new();
         for (key, next) in &positions {
             if let Some((ingress, topic, partition)) = parse_position_key(key) {
                 by_ingress

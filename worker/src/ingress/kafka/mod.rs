@@ -18,32 +18,18 @@ mod reader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rskafka::BackoffConfig;
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::Client;
 use spindle_spec::KafkaIngress;
 use tokio::task::JoinSet;
 
 use super::route::Route;
 use super::sources::SourceContext;
+use crate::brokers::kafka::client_builder;
+use crate::inbox::Positions;
 use crate::metrics::KindLabels;
-use crate::partition::Positions;
 
 /// How long a request to a broker may take before it is retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A client builder for `brokers`. rskafka retries retryable errors inside a call, by default
-/// forever with waits growing to 500 s; Spindle retries itself (and must notice a rollback),
-/// so a call gives up after a few seconds.
-pub(crate) fn client_builder(brokers: &[String]) -> ClientBuilder {
-    ClientBuilder::new(brokers.to_vec())
-        .client_id("spindle")
-        .backoff_config(BackoffConfig {
-            init_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-            base: 2.,
-            deadline: Some(Duration::from_secs(5)),
-        })
-}
 
 /// The checkpoint key of a partition's position.
 pub fn position_key(ingress: &str, topic: &str, partition: i32) -> String {
@@ -111,8 +97,7 @@ impl KafkaSource {
         let Some(topics) = self.partitions(&client).await else {
             return;
         };
-        let node = &self.ctx.node;
-        let mine = assign(&topics, self.index, node.cluster.index, node.cluster.workers());
+        let mine = assign(&topics, self.index, self.ctx.me, self.ctx.workers);
         tracing::info!(ingress = %self.name, partitions = ?mine, "reading Kafka partitions");
         let mut readers = JoinSet::new();
         for (topic, partition) in mine {
@@ -169,7 +154,6 @@ impl KafkaSource {
                 Err(_) => format!("listing topics: no answer within {REQUEST_TIMEOUT:?}"),
             };
             self.ctx
-                .node
                 .metrics
                 .connector_errors
                 .get_or_create(&KindLabels { kind: "kafka_metadata" })
@@ -195,8 +179,7 @@ pub(crate) async fn connect(ctx: &SourceContext, brokers: &[String], what: &str)
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
         };
-        ctx.node
-            .metrics
+        ctx.metrics
             .connector_errors
             .get_or_create(&KindLabels { kind: "kafka_connect" })
             .inc();

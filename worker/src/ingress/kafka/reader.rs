@@ -57,14 +57,14 @@ impl PartitionReader {
         if !self.ctx.deliver(&self.key, Vec::new(), next).await {
             return;
         }
-        let app = self.ctx.node.app.clone();
+        let app = self.ctx.app.clone();
         let max_bytes = self.spec.fetch_max_bytes as i32;
         let mut failing = None;
         loop {
-            let mut stop = self.ctx.stop.clone();
+            let stop = self.ctx.stop.clone();
             let fetched = tokio::select! {
                 r = tokio::time::timeout(REQUEST_TIMEOUT, pc.fetch_records(next, 1..max_bytes, FETCH_WAIT_MS)) => r,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             };
             let records = match fetched {
                 Ok(Ok((records, _high_watermark))) => {
@@ -149,7 +149,7 @@ impl PartitionReader {
                     .spec
                     .consumer_group_id
                     .clone()
-                    .unwrap_or_else(|| self.ctx.node.app.name.clone());
+                    .unwrap_or_else(|| self.ctx.app.name.clone());
                 let mut conn = group::coordinator(&self.spec.brokers, &group, REQUEST_TIMEOUT)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -163,8 +163,7 @@ impl PartitionReader {
                 }
             }
             StartupPosition::Timestamp => {
-                let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or(""))
-                    .map_err(|e| e.to_string())?;
+                let t = parse_utc_millis(self.spec.startup_timestamp.as_deref().unwrap_or(""))?;
                 let at = chrono::DateTime::from_timestamp_millis(t).ok_or("timestamp out of range")?;
                 match offset(OffsetAt::Timestamp(at)).await? {
                     o if o < 0 => (end().await?, None),
@@ -183,10 +182,10 @@ impl PartitionReader {
     {
         let mut failing = None;
         loop {
-            let mut stop = self.ctx.stop.clone();
+            let stop = self.ctx.stop.clone();
             let attempt = tokio::select! {
                 r = tokio::time::timeout(REQUEST_TIMEOUT, f()) => r.unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}"))),
-                _ = stop.wait_for(|s| *s) => return None,
+                _ = stop.cancelled() => return None,
             };
             match attempt {
                 Ok(v) => return Some(v),
@@ -201,7 +200,6 @@ impl PartitionReader {
     /// Counts a failure; logs the first of a run, then every 30 s.
     fn failed(&self, kind: &'static str, since: &mut Option<Instant>, reason: &str) {
         self.ctx
-            .node
             .metrics
             .connector_errors
             .get_or_create(&KindLabels { kind })

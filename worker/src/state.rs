@@ -1,19 +1,12 @@
 //! Per-address persisted state: the registered state specs of each function type, and the
-//! values with their expiry. Pure data structure; time is passed in (epoch milliseconds) so
-//! expiry is testable and, later, checkpointable.
+//! values with their expiry. Pure data structures in the data plane's own types (the invoker
+//! turns them into the StateFun protocol and back); time is passed in (epoch milliseconds) so
+//! expiry is testable and checkpointable.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use spindle_protocol::reqreply::{
-    TypedValue,
-    from_function::{
-        ExpirationSpec, PersistedValueMutation, PersistedValueSpec, expiration_spec::ExpireMode,
-        persisted_value_mutation::MutationType,
-    },
-    to_function::PersistedValue,
-};
 use spindle_spec::TypeName;
 
 use crate::message::{Address, Value};
@@ -34,20 +27,20 @@ pub struct StateSpec {
     pub expiration: Expiration,
 }
 
-impl StateSpec {
-    pub fn from_proto(p: &PersistedValueSpec) -> StateSpec {
-        let ttl = |e: &ExpirationSpec| Duration::from_millis(e.expire_after_millis.max(0) as u64);
-        let expiration = match &p.expiration_spec {
-            Some(e) if e.mode == ExpireMode::AfterWrite as i32 => Expiration::AfterWrite(ttl(e)),
-            Some(e) if e.mode == ExpireMode::AfterInvoke as i32 => Expiration::AfterInvoke(ttl(e)),
-            _ => Expiration::Never,
-        };
-        StateSpec {
-            name: p.state_name.as_str().into(),
-            typename: p.type_typename.clone(),
-            expiration,
-        }
-    }
+/// One state value as an invocation sees it: `None` when unset or expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateValue {
+    pub name: Arc<str>,
+    /// The declared type (sent with a missing value, as StateFun does).
+    pub typename: String,
+    pub value: Option<Value>,
+}
+
+/// A function's change to one of its state values: `None` deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation {
+    pub name: String,
+    pub value: Option<Value>,
 }
 
 /// The state specs each function type has declared.
@@ -109,9 +102,9 @@ fn expiry(exp: Expiration, now_ms: u64) -> Option<u64> {
 }
 
 impl StateStore {
-    /// The values to send with an invocation of `addr`: one per spec, `has_value = false` when
-    /// unset or expired. Expired values are dropped; after-invoke expiry is refreshed.
-    pub fn values_for_invocation(&mut self, addr: &Address, specs: &[StateSpec], now_ms: u64) -> Vec<PersistedValue> {
+    /// The values to send with an invocation of `addr`: one per spec, `None` when unset or
+    /// expired. Expired values are dropped; after-invoke expiry is refreshed.
+    pub fn values_for_invocation(&mut self, addr: &Address, specs: &[StateSpec], now_ms: u64) -> Vec<StateValue> {
         let mut cells = self.cells.get_mut(addr);
         let values = specs
             .iter()
@@ -130,16 +123,10 @@ impl StateStore {
                     }
                     Some(cell)
                 });
-                PersistedValue {
-                    state_name: spec.name.to_string(),
-                    state_value: Some(match cell {
-                        Some(c) => c.value.to_proto(),
-                        None => TypedValue {
-                            typename: spec.typename.clone(),
-                            has_value: false,
-                            value: Default::default(),
-                        },
-                    }),
+                StateValue {
+                    name: spec.name.clone(),
+                    typename: spec.typename.clone(),
+                    value: cell.map(|c| c.value.clone()),
                 }
             })
             .collect();
@@ -151,26 +138,23 @@ impl StateStore {
 
     /// Applies a batch's mutations. A mutation for a state the function never declared is
     /// kept without expiry (the SDKs do not send such mutations; being lenient loses nothing).
-    pub fn apply(&mut self, addr: &Address, mutations: Vec<PersistedValueMutation>, specs: &[StateSpec], now_ms: u64) {
+    pub fn apply(&mut self, addr: &Address, mutations: Vec<Mutation>, specs: &[StateSpec], now_ms: u64) {
         for m in mutations {
-            let delete =
-                m.mutation_type == MutationType::Delete as i32 || m.state_value.as_ref().is_none_or(|v| !v.has_value);
-            if delete {
+            let Some(value) = m.value else {
                 if let Some(cells) = self.cells.get_mut(addr) {
-                    cells.remove(m.state_name.as_str());
+                    cells.remove(m.name.as_str());
                     if cells.is_empty() {
                         self.cells.remove(addr);
                     }
                 }
                 continue;
-            }
+            };
             let exp = specs
                 .iter()
-                .find(|s| *s.name == *m.state_name)
+                .find(|s| *s.name == *m.name)
                 .map_or(Expiration::Never, |s| s.expiration);
-            let value = Value::from_proto(m.state_value.expect("checked above")).expect("has_value checked above");
             self.cells.entry(addr.clone()).or_default().insert(
-                m.state_name.as_str().into(),
+                m.name.as_str().into(),
                 Cell {
                     value,
                     expires_at_ms: expiry(exp, now_ms),
@@ -222,23 +206,15 @@ mod tests {
         }
     }
 
-    fn modify(name: &str, v: &'static [u8]) -> PersistedValueMutation {
-        PersistedValueMutation {
-            mutation_type: MutationType::Modify as i32,
-            state_name: name.into(),
-            state_value: Some(TypedValue {
-                typename: "io.statefun.types/long".into(),
-                has_value: true,
-                value: Bytes::from_static(v),
-            }),
+    fn modify(name: &str, v: &'static [u8]) -> Mutation {
+        Mutation {
+            name: name.into(),
+            value: Some(Value::new("io.statefun.types/long", Bytes::from_static(v))),
         }
     }
 
-    fn present(values: &[PersistedValue]) -> Vec<(String, bool)> {
-        values
-            .iter()
-            .map(|v| (v.state_name.clone(), v.state_value.as_ref().unwrap().has_value))
-            .collect()
+    fn present(values: &[StateValue]) -> Vec<(String, bool)> {
+        values.iter().map(|v| (v.name.to_string(), v.value.is_some())).collect()
     }
 
     #[test]
@@ -248,14 +224,10 @@ mod tests {
         store.apply(&addr(), vec![modify("a", b"1")], &specs, 0);
         let values = store.values_for_invocation(&addr(), &specs, 0);
         assert_eq!(present(&values), [("a".into(), true), ("b".into(), false)]);
-        assert_eq!(
-            values[1].state_value.as_ref().unwrap().typename,
-            "io.statefun.types/long"
-        );
-        let delete = PersistedValueMutation {
-            mutation_type: MutationType::Delete as i32,
-            state_name: "a".into(),
-            state_value: None,
+        assert_eq!(values[1].typename, "io.statefun.types/long");
+        let delete = Mutation {
+            name: "a".into(),
+            value: None,
         };
         store.apply(&addr(), vec![delete], &specs, 0);
         assert_eq!(store.addresses(), 0);

@@ -1,5 +1,5 @@
-//! One worker process serving an application until SIGTERM: a Kubernetes pod, or one of the
-//! children `spindle run --workers N` starts.
+//! `spindle worker`: one worker process serving an application until SIGTERM — a Kubernetes
+//! pod, or one of the children `spindle run --workers N` starts.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ pub struct ServeOptions {
 
 pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
     let spec = spindle_spec::load_file(&o.app_file)?;
-    let base_dir = super::base_dir(&o.app_file);
+    let base_dir = crate::local::base_dir(&o.app_file);
     let mut app = AppConfig::resolve(&spec, &base_dir);
     for &(id, port) in &o.function_ports {
         anyhow::ensure!(
@@ -64,7 +64,7 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         file = %Path::new(&o.app_file).display(),
         "serving until SIGTERM"
     );
-    super::shutdown_signal().await;
+    crate::stop::os_signal().await;
     tracing::info!("stopping");
     worker.shutdown().await;
     Ok(())

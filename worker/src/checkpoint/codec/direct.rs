@@ -7,8 +7,8 @@
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use super::snapshot::PendingEgress;
-use crate::partition::StateStore;
+use crate::egress::PendingEgress;
+use crate::state::StateStore;
 
 const PART_STATE: u32 = 7;
 const PART_EGRESS: u32 = 12;
@@ -115,8 +115,8 @@ mod tests {
     use spindle_spec::TypeName;
 
     use super::*;
-    use crate::checkpoint::snapshot::proto;
     use crate::message::{Address, Value};
+    use crate::proto::checkpoint as proto;
 
     #[test]
     fn decodes_as_what_prost_would_have_written() {

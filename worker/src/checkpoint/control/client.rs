@@ -1,6 +1,6 @@
-//! Unary control calls between a worker and the coordinator (worker 0): join, restore, part
-//! written, checkpoint completed. Each call is idempotent, so a lost one is simply retried or
-//! superseded by a newer one.
+//! The calling side of the control RPC: a client per other worker, the coordinator's view of a
+//! remote worker ([`RemoteMember`]), and the join announcement of a worker that is not the
+//! coordinator.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,15 +8,19 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
-use super::Cluster;
-use super::proto::{ControlReply, ControlRequest, control_request, peer_client::PeerClient};
-use crate::node::Node;
+use crate::checkpoint::coordinator::{Member, MemberFuture};
+use crate::peer::Cluster;
+use crate::proto::control::{
+    Completed, ControlReply, ControlRequest, Join, Restore, control_request, coordination_client::CoordinationClient,
+};
+use crate::stop::{CancellationToken, pause};
 
-pub struct ControlClients {
+/// Control clients to the other workers of this application.
+pub(crate) struct ControlClients {
     application: String,
     me: u32,
     /// By worker index; `None` at this worker. Lazily connected: tonic reconnects on demand.
-    clients: Vec<Option<PeerClient<Channel>>>,
+    clients: Vec<Option<CoordinationClient<Channel>>>,
 }
 
 impl ControlClients {
@@ -34,7 +38,7 @@ impl ControlClients {
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)
                     .connect_lazy();
-                Some(PeerClient::new(channel))
+                Some(CoordinationClient::new(channel))
             })
             .collect();
         ControlClients {
@@ -63,27 +67,67 @@ impl ControlClients {
     }
 }
 
+/// Another worker, as the coordinator commands it.
+pub(crate) struct RemoteMember {
+    pub clients: Arc<ControlClients>,
+    pub worker: u32,
+}
+
+impl Member for RemoteMember {
+    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, String>> {
+        let (clients, worker) = (self.clients.clone(), self.worker);
+        Box::pin(async move {
+            let kind = control_request::Kind::Restore(Restore { generation, checkpoint });
+            match clients.call(worker, kind, Duration::from_secs(120)).await {
+                Ok(r) if r.generation == generation => Ok(r.incarnation),
+                Ok(r) => Err(format!("answered for generation {}", r.generation)),
+                Err(status) => Err(status.to_string()),
+            }
+        })
+    }
+
+    fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()> {
+        let (clients, worker) = (self.clients.clone(), self.worker);
+        Box::pin(async move {
+            let kind = control_request::Kind::Completed(Completed { generation, checkpoint });
+            let _ = clients.call(worker, kind, Duration::from_secs(2)).await;
+        })
+    }
+}
+
+/// What a worker other than the coordinator announces when it starts.
+pub(crate) struct Announcement {
+    pub incarnation: u64,
+    pub workers: u32,
+    pub key_groups: u32,
+}
+
 /// A worker other than the coordinator announces itself until the coordinator has heard it;
 /// the coordinator then rolls the application back to include this worker's (empty) memory.
-pub async fn join(node: Arc<Node>) {
-    let kind = control_request::Kind::Join(super::proto::Join {
-        incarnation: node.incarnation,
-        workers: node.cluster.workers(),
-        key_groups: node.app.key_groups,
+pub(crate) async fn join(
+    clients: Arc<ControlClients>,
+    me: Announcement,
+    refused: prometheus_client::metrics::counter::Counter,
+    stop: CancellationToken,
+) {
+    let kind = control_request::Kind::Join(Join {
+        incarnation: me.incarnation,
+        workers: me.workers,
+        key_groups: me.key_groups,
     });
     let mut failures = 0u32;
     loop {
-        match node.control.call(0, kind.clone(), Duration::from_secs(2)).await {
+        match clients.call(0, kind.clone(), Duration::from_secs(2)).await {
             Ok(_) => {
                 tracing::info!(
-                    incarnation = node.incarnation,
+                    incarnation = me.incarnation,
                     "joined the coordinator; waiting to be restored"
                 );
                 return;
             }
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                node.metrics.peer_refused.inc();
-                if failures % 50 == 0 {
+                refused.inc();
+                if failures.is_multiple_of(50) {
                     tracing::error!(
                         reason = status.message(),
                         "the coordinator (worker 0) refused this worker"
@@ -93,12 +137,12 @@ pub async fn join(node: Arc<Node>) {
             }
             Err(status) => {
                 failures += 1;
-                if failures % 50 == 0 {
+                if failures.is_multiple_of(50) {
                     tracing::warn!(%status, "the coordinator (worker 0) does not answer yet");
                 }
             }
         }
-        if node.stopped_within(Duration::from_millis(20)).await {
+        if !pause(&stop, Duration::from_millis(20)).await {
             return;
         }
     }

@@ -1,0 +1,4 @@
+//! Connections to the brokers of the connectors, shared by their ingresses and egresses.
+
+pub mod kafka;
+pub mod nats;

@@ -1,0 +1,354 @@
+//! The coordinator's decisions as a pure state machine: [`Core::on`] takes what happened
+//! (an [`Event`] and the time) and returns what to do ([`Command`]s); the task
+//! (`coordinator::task`) performs them and feeds their results back as events. No I/O, no
+//! clock of its own: the table test drives it through whole protocols.
+//!
+//! Phases: `Choosing` (a rollback started: the next generation and the newest intact
+//! checkpoint are being looked up) → `Restoring` (every worker is told to restore it) →
+//! `Running` (checkpoints are triggered every interval, or after `minPause` when something
+//! waits for one). A checkpoint `n` starts at the coordinator's own partition; every worker
+//! reports its part; the manifest is written last, and only then is `n` complete and
+//! announced. A worker that (re)starts joins with a new incarnation, which means its memory is
+//! gone: the application rolls back under a new generation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::Event;
+use crate::checkpoint::manifest::{Manifest, PartInfo};
+
+/// What the coordinator asks its task to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// A rollback began (count it, say why).
+    RollbackStarted { why: String },
+    /// Forget the restores of an earlier rollback.
+    CancelRestores,
+    /// Find the next generation (persisted before it is used) and the newest intact
+    /// checkpoint; answer with [`Event::Chosen`].
+    Choose,
+    /// Tell `worker` to restore `checkpoint` in `generation` until it has; answer with
+    /// [`Event::Restored`].
+    Restore {
+        worker: u32,
+        generation: u64,
+        checkpoint: u64,
+    },
+    /// Every worker runs `generation`.
+    Running {
+        generation: u64,
+        checkpoint: u64,
+        took: Duration,
+    },
+    /// Start checkpoint `checkpoint` at the coordinator's own partition.
+    Trigger { generation: u64, checkpoint: u64 },
+    /// Every part is written: write the manifest; answer with [`Event::Manifest`].
+    WriteManifest(Manifest),
+    /// `checkpoint` is complete: release its egress and durable acknowledgements everywhere.
+    Completed {
+        generation: u64,
+        checkpoint: u64,
+        bytes: u64,
+        took: Duration,
+    },
+    /// The checkpoint failed; the next interval tries again.
+    Failed { checkpoint: u64, reason: String },
+    /// Delete old checkpoints.
+    Retain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Choosing,
+    Restoring { pending: HashSet<u32> },
+    Running,
+}
+
+#[derive(Debug)]
+struct InProgress {
+    checkpoint: u64,
+    started: Instant,
+    parts: BTreeMap<u32, PartInfo>,
+    writing: bool,
+}
+
+/// What the coordinator needs to know of the application.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub application: String,
+    pub workers: u32,
+    pub key_groups: u32,
+    /// `None`: checkpoints off (rollbacks still happen, to an empty state).
+    pub interval: Option<Duration>,
+    /// Group commit: the pause after a checkpoint ends before a wanted one starts.
+    pub min_pause: Option<Duration>,
+}
+
+pub(crate) struct Core {
+    settings: Settings,
+    phase: Phase,
+    generation: u64,
+    restored_from: u64,
+    rollback_started: Instant,
+    /// Incarnation of each worker at its last restore.
+    incarnations: Vec<Option<u64>>,
+    next_checkpoint: u64,
+    /// The highest checkpoint a worker waits for in this generation (group commit).
+    wanted: u64,
+    /// When the last checkpoint completed or failed (or the rollback began).
+    last_end: Instant,
+    in_progress: Option<InProgress>,
+}
+
+/// Retention runs after every this many completed checkpoints.
+const RETAIN_EVERY: u64 = 4;
+
+impl Core {
+    /// A coordinator that starts by rolling back (the application's first generation).
+    pub fn new(settings: Settings, now: Instant) -> (Core, Vec<Command>) {
+        let workers = settings.workers as usize;
+        let mut core = Core {
+            settings,
+            phase: Phase::Choosing,
+            generation: 0,
+            restored_from: 0,
+            rollback_started: now,
+            incarnations: vec![None; workers],
+            next_checkpoint: 1,
+            wanted: 0,
+            last_end: now,
+            in_progress: None,
+        };
+        let commands = core.rollback("start", now);
+        (core, commands)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When group commit wants the next checkpoint started, if it does.
+    pub fn eager_start(&self) -> Option<Instant> {
+        let pause = self.settings.min_pause.filter(|_| self.settings.interval.is_some())?;
+        let idle = self.in_progress.is_none() && self.phase == Phase::Running;
+        (idle && self.wanted >= self.next_checkpoint).then(|| self.last_end + pause)
+    }
+
+    /// The longest a checkpoint may take before it counts as failed.
+    fn limit(&self) -> Duration {
+        Duration::from_secs(10) + self.settings.interval.unwrap_or_default() * 10
+    }
+
+    pub fn on(&mut self, event: Event, now: Instant) -> Vec<Command> {
+        match event {
+            Event::Join { worker, incarnation } => self.on_join(worker, incarnation, now),
+            Event::Chosen {
+                generation,
+                checkpoint,
+                highest,
+            } => self.on_chosen(generation, checkpoint, highest),
+            Event::Restored {
+                worker,
+                generation,
+                incarnation,
+            } => self.on_restored(worker, generation, incarnation, now),
+            Event::Tick => self.on_tick(now),
+            Event::Eager => self.start(now),
+            Event::Part {
+                generation,
+                checkpoint,
+                worker,
+                result,
+            } => self.on_part(generation, checkpoint, worker, result, now),
+            Event::Want { generation, checkpoint } => {
+                if generation == self.generation {
+                    self.wanted = self.wanted.max(checkpoint);
+                }
+                Vec::new()
+            }
+            Event::Manifest {
+                generation,
+                checkpoint,
+                result,
+            } => self.on_manifest(generation, checkpoint, result, now),
+        }
+    }
+
+    fn on_join(&mut self, worker: u32, incarnation: u64, now: Instant) -> Vec<Command> {
+        let Some(known) = self.incarnations.get(worker as usize).copied() else {
+            return Vec::new();
+        };
+        let covered = match &self.phase {
+            // A restore is on its way to every worker: it covers this one's new memory too.
+            Phase::Choosing => true,
+            Phase::Restoring { pending } => pending.contains(&worker),
+            Phase::Running => false,
+        };
+        if covered || known == Some(incarnation) {
+            return Vec::new();
+        }
+        self.rollback("worker restarted", now)
+    }
+
+    fn rollback(&mut self, why: &str, now: Instant) -> Vec<Command> {
+        self.rollback_started = now;
+        self.phase = Phase::Choosing;
+        self.in_progress = None;
+        self.wanted = 0;
+        self.last_end = now;
+        vec![
+            Command::RollbackStarted { why: why.to_string() },
+            Command::CancelRestores,
+            Command::Choose,
+        ]
+    }
+
+    fn on_chosen(&mut self, generation: u64, checkpoint: u64, highest: u64) -> Vec<Command> {
+        if self.phase != Phase::Choosing {
+            return Vec::new();
+        }
+        self.generation = generation;
+        self.restored_from = checkpoint;
+        // Past damaged checkpoints too: their manifests exist and are never overwritten.
+        self.next_checkpoint = self.next_checkpoint.max(highest + 1);
+        let workers = self.settings.workers;
+        self.phase = Phase::Restoring {
+            pending: (0..workers).collect(),
+        };
+        (0..workers)
+            .map(|worker| Command::Restore {
+                worker,
+                generation,
+                checkpoint,
+            })
+            .collect()
+    }
+
+    fn on_restored(&mut self, worker: u32, generation: u64, incarnation: u64, now: Instant) -> Vec<Command> {
+        if generation != self.generation {
+            return Vec::new();
+        }
+        let Phase::Restoring { pending } = &mut self.phase else {
+            return Vec::new();
+        };
+        if let Some(slot) = self.incarnations.get_mut(worker as usize) {
+            *slot = Some(incarnation);
+        }
+        if !(pending.remove(&worker) && pending.is_empty()) {
+            return Vec::new();
+        }
+        self.phase = Phase::Running;
+        vec![Command::Running {
+            generation,
+            checkpoint: self.restored_from,
+            took: now.duration_since(self.rollback_started),
+        }]
+    }
+
+    fn on_tick(&mut self, now: Instant) -> Vec<Command> {
+        if let Some(p) = &self.in_progress {
+            let limit = self.limit();
+            if now.duration_since(p.started) > limit {
+                return self.fail(format!("not complete after {limit:?}"), now);
+            }
+            return Vec::new();
+        }
+        self.start(now)
+    }
+
+    fn start(&mut self, now: Instant) -> Vec<Command> {
+        if self.settings.interval.is_none() || self.in_progress.is_some() || self.phase != Phase::Running {
+            return Vec::new();
+        }
+        let checkpoint = self.next_checkpoint;
+        self.next_checkpoint += 1;
+        self.in_progress = Some(InProgress {
+            checkpoint,
+            started: now,
+            parts: BTreeMap::new(),
+            writing: false,
+        });
+        vec![Command::Trigger {
+            generation: self.generation,
+            checkpoint,
+        }]
+    }
+
+    fn on_part(
+        &mut self,
+        generation: u64,
+        checkpoint: u64,
+        worker: u32,
+        result: Result<PartInfo, String>,
+        now: Instant,
+    ) -> Vec<Command> {
+        if generation != self.generation {
+            return Vec::new();
+        }
+        let Some(p) = self.in_progress.as_mut().filter(|p| p.checkpoint == checkpoint) else {
+            return Vec::new();
+        };
+        let info = match result {
+            Ok(info) => info,
+            Err(reason) => return self.fail(format!("worker {worker} could not write its part: {reason}"), now),
+        };
+        p.parts.insert(worker, info);
+        if p.parts.len() < self.settings.workers as usize || p.writing {
+            return Vec::new();
+        }
+        p.writing = true;
+        let bytes = p.parts.values().map(|i| i.size).sum();
+        vec![Command::WriteManifest(Manifest {
+            application: self.settings.application.clone(),
+            checkpoint,
+            generation,
+            workers: self.settings.workers,
+            key_groups: self.settings.key_groups,
+            parts: p.parts.values().cloned().collect(),
+            // Filled in by the task, which has a wall clock.
+            created_at_ms: 0,
+            duration_ms: now.duration_since(p.started).as_millis() as u64,
+            bytes,
+        })]
+    }
+
+    fn on_manifest(
+        &mut self,
+        generation: u64,
+        checkpoint: u64,
+        result: Result<u64, String>,
+        now: Instant,
+    ) -> Vec<Command> {
+        let ours = self.in_progress.as_ref().is_some_and(|p| p.checkpoint == checkpoint);
+        if generation != self.generation || !ours {
+            return Vec::new();
+        }
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(reason) => return self.fail(format!("writing the manifest failed: {reason}"), now),
+        };
+        let p = self.in_progress.take().expect("checked above");
+        self.last_end = now;
+        let mut commands = vec![Command::Completed {
+            generation,
+            checkpoint,
+            bytes,
+            took: now.duration_since(p.started),
+        }];
+        if checkpoint.is_multiple_of(RETAIN_EVERY) {
+            commands.push(Command::Retain);
+        }
+        commands
+    }
+
+    fn fail(&mut self, reason: String, now: Instant) -> Vec<Command> {
+        let Some(p) = self.in_progress.take() else {
+            return Vec::new();
+        };
+        self.last_end = now;
+        vec![Command::Failed {
+            checkpoint: p.checkpoint,
+            reason,
+        }]
+    }
+}

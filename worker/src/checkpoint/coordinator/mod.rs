@@ -1,0 +1,68 @@
+//! The coordinator (worker 0) drives checkpoints and rollbacks: a pure decision core
+//! ([`core`]: events in, commands out, table-tested) and the task that performs its commands
+//! ([`task`]: storage, the workers, timers). Workers reach it through a
+//! [`CoordinatorLink`](super::link::CoordinatorLink); it reaches them through [`Member`]s.
+
+pub(crate) mod core;
+pub(crate) mod task;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::manifest::PartInfo;
+
+pub(crate) use task::Coordinator;
+
+/// What the coordinator learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A worker process started (or restarted) with an empty memory.
+    Join { worker: u32, incarnation: u64 },
+    /// A worker's part of a checkpoint was written, or failed.
+    Part {
+        generation: u64,
+        checkpoint: u64,
+        worker: u32,
+        result: Result<PartInfo, String>,
+    },
+    /// Group commit: something on a worker waits for `checkpoint` to complete.
+    Want { generation: u64, checkpoint: u64 },
+    /// The checkpoint interval passed.
+    Tick,
+    /// Group commit's pause after the last checkpoint passed (see `Core::eager_start`).
+    Eager,
+    /// The rollback's generation and checkpoint (the newest intact one, 0: none), and the
+    /// highest checkpoint id in storage (damaged ones included).
+    Chosen {
+        generation: u64,
+        checkpoint: u64,
+        highest: u64,
+    },
+    /// A worker restored `generation`.
+    Restored {
+        worker: u32,
+        generation: u64,
+        incarnation: u64,
+    },
+    /// The manifest write of a checkpoint ended (its bytes, or why not).
+    Manifest {
+        generation: u64,
+        checkpoint: u64,
+        result: Result<u64, String>,
+    },
+}
+
+pub(crate) type MemberFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A worker as the coordinator commands it: this process's own, or another over the control
+/// RPC. Both calls are idempotent.
+pub(crate) trait Member: Send + Sync {
+    /// Restore `checkpoint` (0: start empty) and carry on in `generation`; answers the
+    /// worker's incarnation once it has.
+    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, String>>;
+    /// `checkpoint` of `generation` is complete. Best effort: a worker that misses it
+    /// releases its egress with the next one.
+    fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;
+}

@@ -1,0 +1,244 @@
+//! The coordinator's task: timers and I/O around the pure [`Core`]. It turns ticks, RPCs and
+//! the results of its own chores into [`Event`]s, asks the core, and performs the commands:
+//! restores (retried until done, abandoned by a newer rollback), triggers at its own
+//! partition, manifest writes, completion announcements and retention.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::core::{Command, Core, Settings};
+use super::{Event, Member};
+use crate::checkpoint::manifest::Manifest;
+use crate::checkpoint::store::{CheckpointStore, StoreError};
+use crate::clock::now_ms;
+use crate::inbox::Current;
+use crate::metrics::Metrics;
+use crate::stop::{CancellationToken, pause};
+
+pub(crate) struct Coordinator {
+    pub settings: Settings,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    /// To hand the results of chores back to the loop.
+    pub tx: mpsc::UnboundedSender<Event>,
+    /// Every worker, by index (this one included).
+    pub members: Vec<Arc<dyn Member>>,
+    /// This worker's index (its partition takes the triggers).
+    pub me: u32,
+    /// This worker's running generation, for triggers.
+    pub current: Current,
+    /// `None` when checkpoints are off.
+    pub store: Option<CheckpointStore>,
+    pub retained: usize,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+impl Coordinator {
+    pub async fn run(mut self) {
+        let (mut core, commands) = Core::new(self.settings.clone(), Instant::now());
+        // Restore calls of the current rollback; a newer rollback aborts them.
+        let mut restores = JoinSet::new();
+        // Lookups, manifest writes, announcements and retention.
+        let mut chores = JoinSet::new();
+        self.perform(&core, commands, &mut restores, &mut chores);
+        let period = self.settings.interval.unwrap_or(Duration::from_secs(3600));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let eager = core.eager_start();
+            let event = tokio::select! {
+                Some(ev) = self.events.recv() => ev,
+                _ = ticker.tick() => Event::Tick,
+                _ = tokio::time::sleep_until(eager.unwrap_or_else(Instant::now).into()), if eager.is_some() => Event::Eager,
+                Some(_) = restores.join_next(), if !restores.is_empty() => continue,
+                Some(_) = chores.join_next(), if !chores.is_empty() => continue,
+                _ = self.shutdown.cancelled() => return,
+            };
+            let commands = core.on(event, Instant::now());
+            self.perform(&core, commands, &mut restores, &mut chores);
+        }
+    }
+
+    fn perform(&self, core: &Core, commands: Vec<Command>, restores: &mut JoinSet<()>, chores: &mut JoinSet<()>) {
+        for command in commands {
+            match command {
+                Command::RollbackStarted { why } => {
+                    self.metrics.rollbacks.inc();
+                    tracing::info!(why, "rolling back");
+                }
+                Command::CancelRestores => restores.abort_all(),
+                Command::Choose => {
+                    let (store, tx, shutdown, metrics) = (
+                        self.store.clone(),
+                        self.tx.clone(),
+                        self.shutdown.clone(),
+                        self.metrics.clone(),
+                    );
+                    let previous = core.generation();
+                    chores.spawn(async move {
+                        loop {
+                            match choose(store.as_ref(), previous, &metrics).await {
+                                Ok((generation, checkpoint, highest)) => {
+                                    tracing::info!(generation, checkpoint, "rollback: restoring");
+                                    let _ = tx.send(Event::Chosen {
+                                        generation,
+                                        checkpoint,
+                                        highest,
+                                    });
+                                    return;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot roll back yet: the checkpoint store is unavailable; retrying");
+                                }
+                            }
+                            if !pause(&shutdown, Duration::from_millis(500)).await {
+                                return;
+                            }
+                        }
+                    });
+                }
+                Command::Restore {
+                    worker,
+                    generation,
+                    checkpoint,
+                } => {
+                    let (member, tx, shutdown) = (
+                        self.members[worker as usize].clone(),
+                        self.tx.clone(),
+                        self.shutdown.clone(),
+                    );
+                    restores.spawn(async move {
+                        loop {
+                            match member.restore(generation, checkpoint).await {
+                                Ok(incarnation) => {
+                                    let _ = tx.send(Event::Restored {
+                                        worker,
+                                        generation,
+                                        incarnation,
+                                    });
+                                    return;
+                                }
+                                Err(e) => tracing::debug!(worker, error = %e, "restore not done yet; retrying"),
+                            }
+                            if !pause(&shutdown, Duration::from_millis(20)).await {
+                                return;
+                            }
+                        }
+                    });
+                }
+                Command::Running {
+                    generation,
+                    checkpoint,
+                    took,
+                } => {
+                    self.metrics.recovery_seconds.observe(took.as_secs_f64());
+                    tracing::info!(
+                        generation,
+                        checkpoint,
+                        ms = took.as_millis() as u64,
+                        "every worker restored: running"
+                    );
+                }
+                Command::Trigger { generation, checkpoint } => {
+                    let triggered = self
+                        .current
+                        .now()
+                        .filter(|e| e.generation == generation)
+                        .is_some_and(|e| e.inbox.trigger(checkpoint).is_ok());
+                    if !triggered {
+                        let _ = self.tx.send(Event::Part {
+                            generation,
+                            checkpoint,
+                            worker: self.me,
+                            result: Err("the coordinator's own generation is not running".into()),
+                        });
+                    }
+                }
+                Command::WriteManifest(manifest) => {
+                    let store = self.store.clone().expect("checkpoints are on");
+                    let tx = self.tx.clone();
+                    let manifest = Manifest {
+                        created_at_ms: now_ms(),
+                        ..manifest
+                    };
+                    chores.spawn(async move {
+                        let (generation, checkpoint, bytes) =
+                            (manifest.generation, manifest.checkpoint, manifest.bytes);
+                        let result = store
+                            .put_manifest(&manifest)
+                            .await
+                            .map(|_| bytes)
+                            .map_err(|e| e.to_string());
+                        let _ = tx.send(Event::Manifest {
+                            generation,
+                            checkpoint,
+                            result,
+                        });
+                    });
+                }
+                Command::Completed {
+                    generation,
+                    checkpoint,
+                    bytes,
+                    took,
+                } => {
+                    let m = &self.metrics;
+                    m.checkpoints_completed.inc();
+                    m.checkpoint_seconds.observe(took.as_secs_f64());
+                    m.last_checkpoint.set(checkpoint as i64);
+                    m.checkpoint_bytes.set(bytes as i64);
+                    tracing::debug!(checkpoint, bytes, ms = took.as_millis() as u64, "checkpoint complete");
+                    for member in &self.members {
+                        chores.spawn(member.completed(generation, checkpoint));
+                    }
+                }
+                Command::Failed { checkpoint, reason } => {
+                    self.metrics.checkpoints_failed.inc();
+                    tracing::warn!(checkpoint, reason, "checkpoint failed; the next interval tries again");
+                }
+                Command::Retain => {
+                    let store = self.store.clone().expect("checkpoints are on");
+                    let keep = self.retained.max(1);
+                    chores.spawn(async move {
+                        match store.retain(keep).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(deleted = n, "old checkpoints deleted"),
+                            Err(e) => tracing::warn!(error = %e, "deleting old checkpoints failed; trying again later"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The next generation (persisted first, so a restarted coordinator goes higher) and the
+/// newest checkpoint whose parts all read back intact; also the highest checkpoint id in
+/// storage.
+async fn choose(
+    store: Option<&CheckpointStore>,
+    previous: u64,
+    metrics: &Metrics,
+) -> Result<(u64, u64, u64), StoreError> {
+    let Some(store) = store else {
+        // Without checkpoints, generations only need to grow within this process's life
+        // and past an earlier coordinator's: the clock does both.
+        return Ok((now_ms().max(previous + 1), 0, 0));
+    };
+    let generation = store.read_generation().await?.max(previous) + 1;
+    store.write_generation(generation).await?;
+    let latest = store.latest_valid().await?;
+    let checkpoint = latest.as_ref().map_or(0, |l| l.manifest.checkpoint);
+    let highest = latest
+        .as_ref()
+        .and_then(|l| l.damaged.first().copied())
+        .unwrap_or(checkpoint);
+    if let Some(l) = latest.filter(|l| !l.damaged.is_empty()) {
+        metrics.checkpoints_damaged.inc_by(l.damaged.len() as u64);
+        tracing::error!(damaged = ?l.damaged, restoring = checkpoint, "newer checkpoints are damaged; restoring an older one");
+    }
+    Ok((generation, checkpoint, highest))
+}

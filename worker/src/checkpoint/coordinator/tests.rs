@@ -1,0 +1,505 @@
+//! The coordinator's protocols as tables: at time `t` (ms), this event gives these commands.
+
+use std::time::{Duration, Instant};
+
+use super::Event;
+use super::core::{Command, Core, Settings};
+use crate::checkpoint::manifest::{Manifest, PartInfo};
+
+fn settings(workers: u32, interval: Option<u64>, min_pause: Option<u64>) -> Settings {
+    Settings {
+        application: "app".into(),
+        workers,
+        key_groups: 8,
+        interval: interval.map(Duration::from_millis),
+        min_pause: min_pause.map(Duration::from_millis),
+    }
+}
+
+fn part(worker: u32, checkpoint: u64) -> PartInfo {
+    PartInfo {
+        worker,
+        key: format!("app/checkpoints/{checkpoint}/part-w{worker}"),
+        size: 10 + u64::from(worker),
+        crc32: worker,
+    }
+}
+
+fn part_ok(generation: u64, checkpoint: u64, worker: u32) -> Event {
+    Event::Part {
+        generation,
+        checkpoint,
+        worker,
+        result: Ok(part(worker, checkpoint)),
+    }
+}
+
+fn manifest(generation: u64, checkpoint: u64, workers: u32, duration_ms: u64) -> Command {
+    let parts: Vec<PartInfo> = (0..workers).map(|w| part(w, checkpoint)).collect();
+    Command::WriteManifest(Manifest {
+        application: "app".into(),
+        checkpoint,
+        generation,
+        workers,
+        key_groups: 8,
+        bytes: parts.iter().map(|p| p.size).sum(),
+        parts,
+        created_at_ms: 0,
+        duration_ms,
+    })
+}
+
+fn rollback(why: &str) -> Vec<Command> {
+    vec![
+        Command::RollbackStarted { why: why.into() },
+        Command::CancelRestores,
+        Command::Choose,
+    ]
+}
+
+fn restores(workers: u32, generation: u64, checkpoint: u64) -> Vec<Command> {
+    (0..workers)
+        .map(|worker| Command::Restore {
+            worker,
+            generation,
+            checkpoint,
+        })
+        .collect()
+}
+
+fn restored(worker: u32, generation: u64, incarnation: u64) -> Event {
+    Event::Restored {
+        worker,
+        generation,
+        incarnation,
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Runs the table from a fresh coordinator started at t = 0 (whose first commands are the
+/// start rollback's) and checks every step.
+fn run(settings: Settings, steps: Vec<(u64, Event, Vec<Command>)>) -> (Core, Instant) {
+    let t0 = Instant::now();
+    let (mut core, first) = Core::new(settings, t0);
+    assert_eq!(first, rollback("start"), "a coordinator starts with a rollback");
+    for (i, (at, event, expected)) in steps.into_iter().enumerate() {
+        let shown = format!("{event:?}");
+        let got = core.on(event, t0 + ms(at));
+        assert_eq!(got, expected, "step {i} (t = {at} ms): {shown}");
+    }
+    (core, t0)
+}
+
+/// Start, restore both workers, run checkpoint 1 to completion.
+fn started_and_one_checkpoint() -> Vec<(u64, Event, Vec<Command>)> {
+    vec![
+        (
+            5,
+            Event::Chosen {
+                generation: 7,
+                checkpoint: 0,
+                highest: 0,
+            },
+            restores(2, 7, 0),
+        ),
+        (6, Event::Tick, vec![]),
+        (7, restored(1, 7, 101), vec![]),
+        (
+            9,
+            restored(0, 7, 100),
+            vec![Command::Running {
+                generation: 7,
+                checkpoint: 0,
+                took: ms(9),
+            }],
+        ),
+        (
+            1000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 1,
+            }],
+        ),
+        (1003, part_ok(7, 1, 1), vec![]),
+        (1004, part_ok(7, 1, 1), vec![]),
+        (1010, part_ok(7, 1, 0), vec![manifest(7, 1, 2, 10)]),
+        (1011, part_ok(7, 1, 0), vec![]),
+        (
+            1015,
+            Event::Manifest {
+                generation: 7,
+                checkpoint: 1,
+                result: Ok(21),
+            },
+            vec![Command::Completed {
+                generation: 7,
+                checkpoint: 1,
+                bytes: 21,
+                took: ms(15),
+            }],
+        ),
+    ]
+}
+
+#[test]
+fn a_checkpoint_completes_only_once_every_part_and_then_the_manifest_are_written() {
+    run(settings(2, Some(1000), None), started_and_one_checkpoint());
+}
+
+#[test]
+fn a_failed_part_or_manifest_fails_the_checkpoint_and_numbering_goes_on() {
+    let mut steps = started_and_one_checkpoint();
+    steps.extend([
+        (
+            2000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 2,
+            }],
+        ),
+        (
+            2002,
+            Event::Part {
+                generation: 7,
+                checkpoint: 2,
+                worker: 1,
+                result: Err("storage down".into()),
+            },
+            vec![Command::Failed {
+                checkpoint: 2,
+                reason: "worker 1 could not write its part: storage down".into(),
+            }],
+        ),
+        // The other part arrives after the failure: nothing to do with it.
+        (2003, part_ok(7, 2, 0), vec![]),
+        (
+            3000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 3,
+            }],
+        ),
+        (3001, part_ok(7, 3, 0), vec![]),
+        (3002, part_ok(7, 3, 1), vec![manifest(7, 3, 2, 2)]),
+        (
+            3003,
+            Event::Manifest {
+                generation: 7,
+                checkpoint: 3,
+                result: Err("precondition failed".into()),
+            },
+            vec![Command::Failed {
+                checkpoint: 3,
+                reason: "writing the manifest failed: precondition failed".into(),
+            }],
+        ),
+        (
+            4000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 4,
+            }],
+        ),
+        (4001, part_ok(7, 4, 0), vec![]),
+        (4002, part_ok(7, 4, 1), vec![manifest(7, 4, 2, 2)]),
+        (
+            4003,
+            Event::Manifest {
+                generation: 7,
+                checkpoint: 4,
+                result: Ok(21),
+            },
+            vec![
+                Command::Completed {
+                    generation: 7,
+                    checkpoint: 4,
+                    bytes: 21,
+                    took: ms(3),
+                },
+                Command::Retain,
+            ],
+        ),
+    ]);
+    run(settings(2, Some(1000), None), steps);
+}
+
+#[test]
+fn a_checkpoint_that_never_completes_times_out_at_a_tick() {
+    let mut steps = started_and_one_checkpoint();
+    // Limit: 10 s + 10 intervals = 20 s.
+    steps.extend([
+        (
+            2000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 2,
+            }],
+        ),
+        (3000, Event::Tick, vec![]),
+        (22_000, Event::Tick, vec![]),
+        (
+            22_001,
+            Event::Tick,
+            vec![Command::Failed {
+                checkpoint: 2,
+                reason: "not complete after 20s".into(),
+            }],
+        ),
+        (
+            22_002,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 3,
+            }],
+        ),
+    ]);
+    run(settings(2, Some(1000), None), steps);
+}
+
+#[test]
+fn a_worker_that_rejoins_during_a_checkpoint_rolls_back_and_old_reports_are_ignored() {
+    let mut steps = started_and_one_checkpoint();
+    steps.extend([
+        (
+            2000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 2,
+            }],
+        ),
+        (2001, part_ok(7, 2, 0), vec![]),
+        // The process of worker 1 we restored is known: not news.
+        (
+            2002,
+            Event::Join {
+                worker: 1,
+                incarnation: 101,
+            },
+            vec![],
+        ),
+        // A new incarnation lost its memory: roll back.
+        (
+            2003,
+            Event::Join {
+                worker: 1,
+                incarnation: 102,
+            },
+            rollback("worker restarted"),
+        ),
+        // Reports of the old generation, and joins while choosing, change nothing.
+        (2004, part_ok(7, 2, 1), vec![]),
+        (
+            2005,
+            Event::Manifest {
+                generation: 7,
+                checkpoint: 2,
+                result: Ok(1),
+            },
+            vec![],
+        ),
+        (
+            2006,
+            Event::Join {
+                worker: 0,
+                incarnation: 999,
+            },
+            vec![],
+        ),
+        (2007, Event::Tick, vec![]),
+        (
+            2010,
+            Event::Chosen {
+                generation: 8,
+                checkpoint: 1,
+                highest: 1,
+            },
+            restores(2, 8, 1),
+        ),
+        // Restored in an older generation: not this rollback's answer.
+        (2011, restored(0, 7, 100), vec![]),
+        (2012, restored(0, 8, 100), vec![]),
+        // A worker still pending may join again: its restore is on its way.
+        (
+            2013,
+            Event::Join {
+                worker: 1,
+                incarnation: 103,
+            },
+            vec![],
+        ),
+        (
+            2015,
+            restored(1, 8, 103),
+            vec![Command::Running {
+                generation: 8,
+                checkpoint: 1,
+                took: ms(12),
+            }],
+        ),
+        // Numbering goes on past the checkpoint the rollback abandoned.
+        (
+            3000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 8,
+                checkpoint: 3,
+            }],
+        ),
+        // A restored worker that restarts again rolls back again.
+        (
+            3001,
+            Event::Join {
+                worker: 0,
+                incarnation: 104,
+            },
+            rollback("worker restarted"),
+        ),
+    ]);
+    run(settings(2, Some(1000), None), steps);
+}
+
+#[test]
+fn numbering_continues_past_damaged_checkpoints() {
+    let steps = vec![
+        (
+            1,
+            Event::Chosen {
+                generation: 3,
+                checkpoint: 40,
+                highest: 42,
+            },
+            restores(1, 3, 40),
+        ),
+        (
+            2,
+            restored(0, 3, 5),
+            vec![Command::Running {
+                generation: 3,
+                checkpoint: 40,
+                took: ms(2),
+            }],
+        ),
+        (
+            1000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 3,
+                checkpoint: 43,
+            }],
+        ),
+    ];
+    run(settings(1, Some(1000), None), steps);
+}
+
+#[test]
+fn group_commit_starts_a_wanted_checkpoint_after_the_pause() {
+    let steps = vec![
+        (
+            1,
+            Event::Chosen {
+                generation: 2,
+                checkpoint: 0,
+                highest: 0,
+            },
+            restores(1, 2, 0),
+        ),
+        (
+            2,
+            restored(0, 2, 5),
+            vec![Command::Running {
+                generation: 2,
+                checkpoint: 0,
+                took: ms(2),
+            }],
+        ),
+        // A want of another generation counts for nothing.
+        (
+            3,
+            Event::Want {
+                generation: 1,
+                checkpoint: 1,
+            },
+            vec![],
+        ),
+    ];
+    let (mut core, t0) = run(settings(1, Some(60_000), Some(5)), steps);
+    assert_eq!(core.eager_start(), None, "nothing waits");
+    assert!(
+        core.on(
+            Event::Want {
+                generation: 2,
+                checkpoint: 1
+            },
+            t0 + ms(4)
+        )
+        .is_empty()
+    );
+    // The pause runs from the end of the last checkpoint (here: the rollback).
+    assert_eq!(core.eager_start(), Some(t0 + ms(5)));
+    let trigger = core.on(Event::Eager, t0 + ms(5));
+    assert_eq!(
+        trigger,
+        [Command::Trigger {
+            generation: 2,
+            checkpoint: 1
+        }]
+    );
+    assert_eq!(core.eager_start(), None, "one checkpoint at a time");
+    assert_eq!(core.on(part_ok(2, 1, 0), t0 + ms(6)), [manifest(2, 1, 1, 1)]);
+    let done = core.on(
+        Event::Manifest {
+            generation: 2,
+            checkpoint: 1,
+            result: Ok(10),
+        },
+        t0 + ms(8),
+    );
+    assert!(matches!(done[..], [Command::Completed { checkpoint: 1, .. }]));
+    assert_eq!(core.eager_start(), None, "the want was for checkpoint 1, which is done");
+}
+
+#[test]
+fn without_checkpoints_a_coordinator_only_rolls_back() {
+    let steps = vec![
+        (
+            1,
+            Event::Chosen {
+                generation: 9,
+                checkpoint: 0,
+                highest: 0,
+            },
+            restores(2, 9, 0),
+        ),
+        (2, restored(0, 9, 1), vec![]),
+        (
+            3,
+            restored(1, 9, 2),
+            vec![Command::Running {
+                generation: 9,
+                checkpoint: 0,
+                took: ms(3),
+            }],
+        ),
+        (1000, Event::Tick, vec![]),
+        (1001, Event::Eager, vec![]),
+        (
+            1002,
+            Event::Join {
+                worker: 1,
+                incarnation: 3,
+            },
+            rollback("worker restarted"),
+        ),
+    ];
+    run(settings(2, None, Some(1)), steps);
+}

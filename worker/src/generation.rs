@@ -1,0 +1,163 @@
+//! One generation of the data plane: the partition, the links to the peers, the sources and
+//! the checkpoint tasks, all on one stop token (a child of the worker's shutdown). A rollback
+//! stops the generation and starts a new one from the restored capture, so nothing of the old
+//! generation's memory survives it.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::app::AppConfig;
+use crate::checkpoint::codec::PartMeta;
+use crate::checkpoint::group_commit;
+use crate::checkpoint::link::CoordinatorLink;
+use crate::checkpoint::store::CheckpointStore;
+use crate::checkpoint::uploader::Uploader;
+use crate::deadletter::DeadLetters;
+use crate::egress::EgressHub;
+use crate::inbox::{Entry, Inbox};
+use crate::ingress::sources::SourceContext;
+use crate::ingress::{offset_committer, start_sources};
+use crate::invoker::Invoke;
+use crate::metrics::Metrics;
+use crate::partition::outbound::Outbound;
+use crate::partition::{self, Capture, Epochs, Partition};
+use crate::peer::Cluster;
+use crate::peer::link::Link;
+use crate::proto::peer::Hello;
+use crate::stop::CancellationToken;
+
+/// What every generation of a worker process uses; it outlives them.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub app: Arc<AppConfig>,
+    pub cluster: Cluster,
+    pub metrics: Arc<Metrics>,
+    pub dead_letters: Arc<DeadLetters>,
+    pub egress: EgressHub,
+    /// `None` when checkpoints are off (`checkpoint.interval: 0s`).
+    pub store: Option<CheckpointStore>,
+    pub coordinator: CoordinatorLink,
+    pub invoker: Arc<dyn Invoke>,
+    /// The ingresses' admission budget (`maxBufferedMessages`), shared with the HTTP ingress.
+    pub ingress_admission: Arc<Semaphore>,
+}
+
+pub(crate) struct Generation {
+    pub number: u64,
+    inbox: Inbox,
+    stop: CancellationToken,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Generation {
+    /// Starts generation `number` from `restored`; it ends when `parent` fires or `stop` is
+    /// called.
+    pub fn start(ctx: &Context, number: u64, restored: Capture, parent: &CancellationToken) -> Generation {
+        let app = &ctx.app;
+        let layout = ctx.cluster.layout(app.key_groups);
+        let stop = parent.child_token();
+        let mut tasks = JoinSet::new();
+        let (outbound, queues) = Outbound::new(layout, ctx.metrics.clone());
+        for q in queues {
+            let link = Link {
+                to: q.to,
+                addr: ctx.cluster.peers[q.to as usize].clone(),
+                hello: Hello {
+                    application: app.name.clone(),
+                    from_worker: layout.worker,
+                    to_worker: q.to,
+                    workers: layout.workers,
+                    key_groups: app.key_groups,
+                    generation: number,
+                },
+                outbound: q.rx,
+                metrics: ctx.metrics.clone(),
+                stop: stop.clone(),
+            };
+            tasks.spawn(link.run());
+        }
+        let (inbox, inbox_rx) = Inbox::channel();
+        let sources = SourceContext {
+            app: app.clone(),
+            metrics: ctx.metrics.clone(),
+            dead_letters: ctx.dead_letters.clone(),
+            admission: ctx.ingress_admission.clone(),
+            inbox: inbox.clone(),
+            me: layout.worker,
+            workers: layout.workers,
+            stop: stop.clone(),
+        };
+        let epochs = ctx.store.as_ref().map(|store| {
+            let (captures, captures_rx) = mpsc::unbounded_channel();
+            let uploader = Uploader {
+                store: store.clone(),
+                meta: PartMeta {
+                    application: app.name.clone(),
+                    generation: number,
+                    worker: layout.worker,
+                    workers: layout.workers,
+                    key_groups: app.key_groups,
+                },
+                coordinator: ctx.coordinator.clone(),
+                metrics: ctx.metrics.clone(),
+            };
+            tasks.spawn(uploader.run(captures_rx, stop.clone()));
+            let wants = app.checkpoint.min_pause.map(|_| {
+                let (tx, rx) = watch::channel(0);
+                tasks.spawn(group_commit::run(ctx.coordinator.clone(), number, rx, stop.clone()));
+                tx
+            });
+            let epochs = Epochs::new(
+                app.name.as_str().into(),
+                layout.worker,
+                layout.workers,
+                restored.checkpoint,
+                captures,
+                wants,
+                ctx.metrics.clone(),
+            );
+            match offset_committer(&sources, &mut tasks) {
+                Some(tx) => epochs.report_positions(tx),
+                None => epochs,
+            }
+        });
+        let positions = restored.positions.clone();
+        let partition = Partition::new(partition::Parts {
+            app: app.clone(),
+            outbound,
+            invoker: ctx.invoker.clone(),
+            egress: ctx.egress.clone(),
+            dead_letters: ctx.dead_letters.clone(),
+            metrics: ctx.metrics.clone(),
+            epochs,
+            restored,
+        });
+        tasks.spawn(partition.run(inbox_rx, stop.clone()));
+        start_sources(&sources, &positions, &mut tasks);
+        Generation {
+            number,
+            inbox,
+            stop,
+            tasks: Mutex::new(tasks),
+        }
+    }
+
+    /// The generation as servers see it.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            generation: self.number,
+            inbox: self.inbox.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Ends the generation: the partition (abandoning its invocations), links, sources and
+    /// checkpoint tasks.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let mut tasks = self.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,220 @@
+//! StateFun functions over HTTP: one POST per batch on a pooled keep-alive client, retried
+//! with exponential backoff within the call timeout (network errors and the statuses StateFun
+//! retries).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use spindle_protocol::reqreply::FromFunction;
+use spindle_spec::TypeName;
+
+use super::{Call, Invoke, InvokeFailure, InvokeFuture, Outcome, wire};
+use crate::app::AppConfig;
+use crate::message::Address;
+use crate::metrics::{FunctionLabels, Metrics};
+use crate::retry::Backoff;
+
+/// One attempt's failure, and whether another attempt may help.
+struct AttemptError {
+    retryable: bool,
+    kind: &'static str,
+    reason: String,
+}
+
+/// The invoker of a worker: one connection pool for every function.
+pub(crate) struct HttpInvoker {
+    client: Client<HttpConnector, Full<Bytes>>,
+    app: Arc<AppConfig>,
+    metrics: Arc<Metrics>,
+    /// Endpoint per function type (`{function.name}` substituted), parsed once.
+    endpoints: Mutex<HashMap<TypeName, Uri>>,
+}
+
+impl HttpInvoker {
+    pub fn new(app: Arc<AppConfig>, metrics: Arc<Metrics>) -> HttpInvoker {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        HttpInvoker {
+            client,
+            app,
+            metrics,
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn uri(&self, call: &Call) -> Result<Uri, InvokeFailure> {
+        let t = &call.target.typename;
+        let mut endpoints = self.endpoints.lock().expect("endpoint cache lock");
+        if let Some(uri) = endpoints.get(t) {
+            return Ok(uri.clone());
+        }
+        let url = self.app.functions[call.function].endpoint_for(t);
+        let uri = url.parse::<Uri>().map_err(|e| InvokeFailure {
+            kind: "bad_endpoint",
+            reason: format!("endpoint `{url}` is not a valid URL: {e}"),
+            attempts: 0,
+        })?;
+        endpoints.insert(t.clone(), uri.clone());
+        Ok(uri)
+    }
+}
+
+impl Invoke for HttpInvoker {
+    fn invoke(&self, call: Call) -> InvokeFuture {
+        let uri = match self.uri(&call) {
+            Ok(uri) => uri,
+            Err(failure) => return Box::pin(async move { Err(failure) }),
+        };
+        let body = Bytes::from(wire::to_function(&call).encode_to_vec());
+        let timeout = self.app.functions[call.function].call_timeout;
+        let retries = self
+            .metrics
+            .invocation_retries
+            .get_or_create(&FunctionLabels {
+                function: call.target.typename.to_string(),
+            })
+            .clone();
+        let client = self.client.clone();
+        let target = call.target;
+        Box::pin(async move {
+            let mut backoff = Backoff::within(timeout);
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let err = match tokio::time::timeout(backoff.remaining(), attempt(&client, &uri, &target, body.clone()))
+                    .await
+                {
+                    Ok(Ok(reply)) => return Ok(reply),
+                    Ok(Err(e)) => e,
+                    Err(_) => AttemptError {
+                        retryable: false,
+                        kind: "timeout",
+                        reason: format!("no answer within the call timeout of {timeout:?}"),
+                    },
+                };
+                let wait = if err.retryable { backoff.next_wait() } else { None };
+                let Some(wait) = wait else {
+                    let reason = if err.retryable {
+                        format!("{} (gave up after {attempts} attempts in {timeout:?})", err.reason)
+                    } else {
+                        err.reason
+                    };
+                    return Err(InvokeFailure {
+                        kind: err.kind,
+                        reason,
+                        attempts,
+                    });
+                };
+                retries.inc();
+                tracing::warn!(%target, reason = %err.reason, "invocation attempt failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+}
+
+async fn attempt(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: &Uri,
+    target: &Address,
+    body: Bytes,
+) -> Result<Outcome, AttemptError> {
+    let req = Request::post(uri.clone())
+        .header(header::CONTENT_TYPE, spindle_protocol::CONTENT_TYPE)
+        .body(Full::new(body))
+        .expect("a request built from a parsed URI is valid");
+    let resp = client.request(req).await.map_err(|e| AttemptError {
+        retryable: true,
+        kind: "network",
+        reason: format!("cannot reach {uri}: {}", error_chain(&e)),
+    })?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(AttemptError {
+            retryable: retryable_status(status),
+            kind: "http_status",
+            reason: format!(
+                "{uri} answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)]).trim()
+            ),
+        });
+    }
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.into_body().collect().await.map_err(|e| AttemptError {
+        retryable: true,
+        kind: "network",
+        reason: format!("reading the reply from {uri}: {}", error_chain(&e)),
+    })?;
+    if content_type.split(';').next().map(str::trim) != Some(spindle_protocol::CONTENT_TYPE) {
+        return Err(AttemptError {
+            retryable: false,
+            kind: "bad_reply",
+            reason: format!(
+                "{uri} replied with content type `{content_type}`, expected `{}`",
+                spindle_protocol::CONTENT_TYPE
+            ),
+        });
+    }
+    let reply = FromFunction::decode(body.to_bytes()).map_err(|e| AttemptError {
+        retryable: false,
+        kind: "bad_reply",
+        reason: format!("{uri} replied with a malformed FromFunction: {e}"),
+    })?;
+    wire::from_function(target, reply).map_err(|reason| AttemptError {
+        retryable: false,
+        kind: "bad_reply",
+        reason: format!("{uri} replied with {reason}"),
+    })
+}
+
+/// StateFun retries these, besides every 5xx: timeouts, conflicts, rate limits.
+fn retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || matches!(s.as_u16(), 408 | 409 | 420 | 429 | 499)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_what_statefun_retries() {
+        for s in [408, 409, 420, 429, 499, 500, 502, 503] {
+            assert!(retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [400, 401, 404, 413, 415] {
+            assert!(!retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+}

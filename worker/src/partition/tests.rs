@@ -1,0 +1,458 @@
+//! The partition without sockets: a fake invoker hands every call to the test, which answers
+//! it when it wants to; inputs go through the inbox, egress comes out of a channel, captures
+//! out of the epochs' channel, messages for peers out of the outbound queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use spindle_spec::TypeName;
+use tokio::sync::{mpsc, oneshot};
+
+use super::outbound::{LinkQueue, Outbound};
+use super::{Capture, Epochs, Partition, Parts};
+use crate::app::AppConfig;
+use crate::deadletter::DeadLetters;
+use crate::egress::{EgressHub, EgressRecord};
+use crate::inbox::Inbox;
+use crate::invoker::{Call, Delayed, Effects, EgressOut, Invoke, InvokeFailure, InvokeFuture, Outcome};
+use crate::keygroup::Layout;
+use crate::message::{Address, Envelope, Value};
+use crate::metrics::Metrics;
+use crate::peer::link::Outgoing;
+use crate::state::{Expiration, Mutation, StateSpec};
+use crate::stop::CancellationToken;
+
+/// Long enough for anything that should happen on a loaded machine; a missing event fails
+/// with what was expected.
+const WAIT: Duration = Duration::from_secs(10);
+
+type Answer = oneshot::Sender<Result<Outcome, InvokeFailure>>;
+
+/// Hands every call to the test.
+struct FakeInvoker(mpsc::UnboundedSender<(Call, Answer)>);
+
+impl Invoke for FakeInvoker {
+    fn invoke(&self, call: Call) -> InvokeFuture {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.0.send((call, tx));
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(InvokeFailure {
+                    kind: "test",
+                    reason: "the test dropped the call".into(),
+                    attempts: 1,
+                })
+            })
+        })
+    }
+}
+
+struct Harness {
+    inbox: Inbox,
+    calls: mpsc::UnboundedReceiver<(Call, Answer)>,
+    egress: mpsc::UnboundedReceiver<EgressRecord>,
+    captures: mpsc::UnboundedReceiver<Capture>,
+    links: Vec<LinkQueue>,
+    dead_letters: Arc<DeadLetters>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn app(max_batch: u32, max_in_flight: u32) -> Arc<AppConfig> {
+    let yaml = format!(
+        "apiVersion: spindle.dev/v1alpha1\nkind: StatefulApplication\nmetadata: {{name: app}}\nspec:\n  keyGroups: 8\n  functions:\n    - {{typename: t/*, endpoint: 'http://f/', maxBatchSize: {max_batch}, maxInFlight: {max_in_flight}}}\n  egresses:\n    - {{typename: e/out, file: {{path: out.jsonl}}}}\n"
+    );
+    let spec = spindle_spec::from_yaml_str(&yaml, "test").expect("valid test application");
+    Arc::new(AppConfig::resolve(&spec, std::path::Path::new(".")))
+}
+
+/// A partition of worker `me` of `workers`, with checkpoints on.
+fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
+    let metrics = Arc::new(Metrics::new());
+    let layout = Layout {
+        worker: me,
+        workers,
+        key_groups: app.key_groups,
+    };
+    let (outbound, links) = Outbound::new(layout, metrics.clone());
+    let (calls_tx, calls) = mpsc::unbounded_channel();
+    let (egress_hub, egress) = EgressHub::to_channel(TypeName::parse("e/out").unwrap(), metrics.clone());
+    let (captures_tx, captures) = mpsc::unbounded_channel();
+    let epochs = Epochs::new("app".into(), me, workers, 0, captures_tx, None, metrics.clone());
+    let dead_letters = Arc::new(DeadLetters::open(None, metrics.clone()).unwrap());
+    let partition = Partition::new(Parts {
+        app,
+        outbound,
+        invoker: Arc::new(FakeInvoker(calls_tx)),
+        egress: egress_hub,
+        dead_letters: dead_letters.clone(),
+        metrics: metrics.clone(),
+        epochs: Some(epochs),
+        restored: Capture::default(),
+    });
+    let (inbox, rx) = Inbox::channel();
+    let stop = CancellationToken::new();
+    tokio::spawn(partition.run(rx, stop.clone()));
+    Harness {
+        inbox,
+        calls,
+        egress,
+        captures,
+        links,
+        dead_letters,
+        metrics,
+        stop,
+    }
+}
+
+fn addr(id: &str) -> Address {
+    Address::new(TypeName::parse("t/f").unwrap(), id)
+}
+
+fn msg(to: &str, v: &str) -> Envelope {
+    Envelope {
+        target: addr(to),
+        caller: None,
+        value: Value::new("t/m", Bytes::from(v.to_string())),
+        dedup: None,
+    }
+}
+
+fn values(call: &Call) -> Vec<String> {
+    call.messages
+        .iter()
+        .map(|(_, v)| String::from_utf8_lossy(&v.bytes).into_owned())
+        .collect()
+}
+
+fn done(effects: Effects) -> Result<Outcome, InvokeFailure> {
+    Ok(Outcome::Effects(effects))
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    match tokio::time::timeout(WAIT, rx.recv()).await {
+        Ok(Some(v)) => v,
+        Ok(None) => panic!("{what}: the channel closed"),
+        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
+    }
+}
+
+/// Nothing arrives: checked after the partition has handled everything sent before (a state
+/// read goes through the same inbox, in order).
+async fn nothing<T: std::fmt::Debug>(inbox: &Inbox, rx: &mut mpsc::UnboundedReceiver<T>, what: &str) {
+    inbox.read_state(addr("sync")).await.unwrap();
+    if let Ok(v) = rx.try_recv() {
+        panic!("{what}: expected nothing, got {v:?}");
+    }
+}
+
+impl Harness {
+    async fn call(&mut self, what: &str) -> (Call, Answer) {
+        next(&mut self.calls, what).await
+    }
+
+    fn ingest(&self, env: Envelope) {
+        self.inbox.ingest(env, None, false).unwrap();
+    }
+
+    /// Waits until no batch is in flight or queued: every answer given has been applied.
+    async fn idle(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (in_flight, queued) = (self.metrics.batches_in_flight.get(), self.metrics.messages_queued.get());
+            if in_flight == 0 && queued == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not idle after {WAIT:?}: {in_flight} batches in flight, {queued} messages queued"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_batch_per_address_in_arrival_order_and_the_next_batch_from_what_waited() {
+    let mut h = start(app(3, 64), 0, 1);
+    h.ingest(msg("a", "a0"));
+    let (first, answer_a) = h.call("a's first batch").await;
+    assert_eq!(values(&first), ["a0"]);
+    for i in 1..=4 {
+        h.ingest(msg("a", &format!("a{i}")));
+    }
+    // Another address is not held up by a's batch in flight.
+    h.ingest(msg("b", "b0"));
+    let (other, answer_b) = h.call("b's batch").await;
+    assert_eq!(
+        (other.target.clone(), values(&other)),
+        (addr("b"), vec!["b0".to_string()])
+    );
+    nothing(
+        &h.inbox,
+        &mut h.calls,
+        "a second batch of a while its first is in flight",
+    )
+    .await;
+    answer_a.send(done(Effects::default())).unwrap();
+    let (second, answer) = h.call("a's second batch").await;
+    assert_eq!(values(&second), ["a1", "a2", "a3"], "maxBatchSize 3, arrival order");
+    answer.send(done(Effects::default())).unwrap();
+    let (third, answer) = h.call("a's third batch").await;
+    assert_eq!(values(&third), ["a4"]);
+    answer.send(done(Effects::default())).unwrap();
+    answer_b.send(done(Effects::default())).unwrap();
+}
+
+#[tokio::test]
+async fn max_in_flight_bounds_the_batches_of_a_function_entry() {
+    let mut h = start(app(10, 1), 0, 1);
+    h.ingest(msg("a", "1"));
+    h.ingest(msg("b", "2"));
+    let (first, answer) = h.call("the first batch").await;
+    assert_eq!(first.target, addr("a"));
+    nothing(&h.inbox, &mut h.calls, "a second batch beyond maxInFlight 1").await;
+    answer.send(done(Effects::default())).unwrap();
+    let (second, answer) = h.call("b's batch once a slot is free").await;
+    assert_eq!(second.target, addr("b"));
+    answer.send(done(Effects::default())).unwrap();
+}
+
+#[tokio::test]
+async fn an_incomplete_context_registers_the_specs_and_resends_the_same_batch() {
+    let mut h = start(app(10, 64), 0, 1);
+    h.ingest(msg("a", "x"));
+    let (call, answer) = h.call("the first attempt").await;
+    assert!(call.state.is_empty(), "no specs known yet");
+    let spec = StateSpec {
+        name: "seen".into(),
+        typename: "io.statefun.types/int".into(),
+        expiration: Expiration::Never,
+    };
+    answer.send(Ok(Outcome::Incomplete(vec![spec]))).unwrap();
+    let (again, answer) = h.call("the batch sent again").await;
+    assert_eq!(values(&again), ["x"], "the same messages");
+    assert_eq!(again.state.len(), 1);
+    assert_eq!((&*again.state[0].name, again.state[0].value.clone()), ("seen", None));
+    let one = Value::new("io.statefun.types/int", Bytes::from_static(b"\x08\x01"));
+    answer
+        .send(done(Effects {
+            mutations: vec![Mutation {
+                name: "seen".into(),
+                value: Some(one.clone()),
+            }],
+            ..Effects::default()
+        }))
+        .unwrap();
+    h.ingest(msg("a", "y"));
+    let (later, answer) = h.call("the next batch").await;
+    assert_eq!(
+        later.state[0].value,
+        Some(one.clone()),
+        "the state the last batch wrote"
+    );
+    answer.send(done(Effects::default())).unwrap();
+    assert_eq!(
+        h.inbox.read_state(addr("a")).await.unwrap(),
+        [("seen".to_string(), one)]
+    );
+}
+
+#[tokio::test]
+async fn a_function_that_keeps_asking_for_its_specs_is_a_dead_letter() {
+    let mut h = start(app(10, 64), 0, 1);
+    h.ingest(msg("a", "x"));
+    for round in 0..3 {
+        let (_, answer) = h.call(&format!("attempt {round}")).await;
+        let spec = StateSpec {
+            name: "seen".into(),
+            typename: "io.statefun.types/int".into(),
+            expiration: Expiration::Never,
+        };
+        answer.send(Ok(Outcome::Incomplete(vec![spec]))).unwrap();
+    }
+    h.idle().await;
+    nothing(&h.inbox, &mut h.calls, "a fourth attempt").await;
+    let letters = h.dead_letters.recent();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].kind, "bad_reply");
+    assert!(letters[0].reason.contains("asked again"), "{}", letters[0].reason);
+    assert_eq!(letters[0].messages.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_invocation_is_a_dead_letter_and_the_address_goes_on() {
+    let mut h = start(app(1, 64), 0, 1);
+    h.ingest(msg("a", "1"));
+    h.ingest(msg("a", "2"));
+    let (_, answer) = h.call("the first batch").await;
+    answer
+        .send(Err(InvokeFailure {
+            kind: "http_status",
+            reason: "400".into(),
+            attempts: 1,
+        }))
+        .unwrap();
+    let (second, answer) = h.call("the next batch of the address").await;
+    assert_eq!(values(&second), ["2"]);
+    answer.send(done(Effects::default())).unwrap();
+    let letters = h.dead_letters.recent();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].kind, "invocation_failed");
+    assert!(
+        letters[0].reason.contains("t/f/a failed (http_status, 1 attempts)"),
+        "{}",
+        letters[0].reason
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_holds_the_batch_in_flight_then_the_mailbox() {
+    let mut h = start(app(10, 64), 0, 1);
+    h.ingest(msg("a", "in-flight"));
+    let (_, answer) = h.call("a's batch").await;
+    h.ingest(msg("a", "queued"));
+    h.inbox.trigger(1).unwrap();
+    let capture = next(&mut h.captures, "the capture of checkpoint 1").await;
+    assert_eq!(capture.checkpoint, 1);
+    let captured: Vec<_> = capture.messages.iter().map(|e| e.value.bytes.clone()).collect();
+    assert_eq!(captured, [Bytes::from("in-flight"), Bytes::from("queued")]);
+    // What the batch does afterwards belongs to the next epoch.
+    answer
+        .send(done(Effects {
+            mutations: vec![Mutation {
+                name: "n".into(),
+                value: Some(Value::new("t/n", Bytes::from_static(b"1"))),
+            }],
+            ..Effects::default()
+        }))
+        .unwrap();
+    let (_, answer) = h.call("the queued message's batch").await;
+    answer.send(done(Effects::default())).unwrap();
+    h.idle().await;
+    assert_eq!(capture.state.addresses(), 0, "the capture does not see later writes");
+    h.inbox.trigger(2).unwrap();
+    let capture = next(&mut h.captures, "the capture of checkpoint 2").await;
+    assert!(capture.messages.is_empty());
+    assert_eq!(capture.state.addresses(), 1);
+}
+
+#[tokio::test]
+async fn egress_is_held_until_the_checkpoint_of_its_epoch_completes() {
+    let mut h = start(app(10, 64), 0, 1);
+    let out = |v: &'static str| {
+        done(Effects {
+            egress: vec![Ok(EgressOut {
+                egress: TypeName::parse("e/out").unwrap(),
+                value: Value::new("t/o", Bytes::from_static(v.as_bytes())),
+            })],
+            ..Effects::default()
+        })
+    };
+    h.ingest(msg("a", "1"));
+    let (_, answer) = h.call("epoch 1's batch").await;
+    answer.send(out("from epoch 1")).unwrap();
+    h.idle().await;
+    h.inbox.trigger(1).unwrap();
+    let capture = next(&mut h.captures, "the capture of checkpoint 1").await;
+    assert_eq!(capture.egress.len(), 1, "held egress is in the snapshot");
+    h.ingest(msg("a", "2"));
+    let (_, answer) = h.call("epoch 2's batch").await;
+    answer.send(out("from epoch 2")).unwrap();
+    h.idle().await;
+    nothing(&h.inbox, &mut h.egress, "egress before its checkpoint completed").await;
+    h.inbox.completed(1).unwrap();
+    let first = next(&mut h.egress, "epoch 1's record").await;
+    assert_eq!(first.value.bytes.as_ref(), b"from epoch 1");
+    assert_eq!(
+        first.key.as_deref(),
+        Some("app/1/0/1"),
+        "{{app}}/{{epoch}}/{{worker}}/{{seq}}"
+    );
+    nothing(&h.inbox, &mut h.egress, "epoch 2's record at checkpoint 1").await;
+    h.inbox.trigger(2).unwrap();
+    next(&mut h.captures, "the capture of checkpoint 2").await;
+    h.inbox.completed(2).unwrap();
+    let second = next(&mut h.egress, "epoch 2's record").await;
+    assert_eq!(second.key.as_deref(), Some("app/2/0/1"));
+}
+
+#[tokio::test]
+async fn delayed_messages_are_delivered_or_cancelled_by_their_sender() {
+    let mut h = start(app(10, 64), 0, 1);
+    h.ingest(msg("a", "go"));
+    let (_, answer) = h.call("a's batch").await;
+    let later = |v: &'static str| {
+        Ok(Delayed::Send {
+            env: Envelope {
+                caller: Some(addr("a")),
+                ..msg("b", v)
+            },
+            delay_ms: 30,
+            token: v.into(),
+        })
+    };
+    let cancel = |token: &str| Ok(Delayed::Cancel { token: token.into() });
+    answer
+        .send(done(Effects {
+            // In reply order: both scheduled, then one cancelled by its token.
+            delayed: vec![later("kept"), later("cancelled"), cancel("cancelled")],
+            ..Effects::default()
+        }))
+        .unwrap();
+    let (due, answer) = h.call("the delayed message that was not cancelled").await;
+    assert_eq!(
+        (due.target.clone(), values(&due)),
+        (addr("b"), vec!["kept".to_string()])
+    );
+    assert_eq!(due.messages[0].0, Some(addr("a")), "the sender is the caller");
+    answer.send(done(Effects::default())).unwrap();
+    h.idle().await;
+    nothing(&h.inbox, &mut h.calls, "the cancelled message").await;
+}
+
+#[tokio::test]
+async fn messages_for_other_workers_leave_by_the_outbound_switch_and_barriers_follow_them() {
+    let app = app(10, 64);
+    let layout = Layout {
+        worker: 0,
+        workers: 2,
+        key_groups: app.key_groups,
+    };
+    let remote = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|id| layout.owner(&addr(id)) == 1)
+        .expect("some id is owned by worker 1");
+    let mut h = start(app, 0, 2);
+    h.ingest(msg(&remote, "for worker 1"));
+    h.inbox.trigger(1).unwrap();
+    let link = &mut h.links[0].rx;
+    match next(link, "the forwarded message").await {
+        Outgoing::Message { env, .. } => assert_eq!(env.target, addr(&remote)),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    assert!(matches!(next(link, "the barrier").await, Outgoing::Barrier(1)));
+    nothing(&h.inbox, &mut h.calls, "a local invocation of a remote address").await;
+    // The snapshot waits for worker 1's barrier; messages from worker 1 before it are
+    // recorded as channel state.
+    nothing(&h.inbox, &mut h.captures, "a capture before every channel's barrier").await;
+    let local = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|id| layout.owner(&addr(id)) == 0)
+        .expect("some id is owned by worker 0");
+    h.inbox.deliver_routed(msg(&local, "in transit"), None, 1).unwrap();
+    h.inbox.barrier(1, 1).unwrap();
+    let capture = next(&mut h.captures, "the capture once worker 1's barrier arrived").await;
+    assert_eq!(capture.recorded.len(), 1, "the message in transit is channel state");
+    assert_eq!(capture.recorded[0].target, addr(&local));
+    let (call, answer) = h.call("the delivered message's batch").await;
+    assert_eq!(values(&call), ["in transit"]);
+    answer.send(done(Effects::default())).unwrap();
+}

@@ -1,0 +1,171 @@
+//! What a worker process keeps across generations, and the switch from one generation to the
+//! next: rollback (`restore`) and completion happen here. The servers never hold a generation;
+//! they read the running one from [`Current`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{Mutex, watch};
+
+use crate::checkpoint::Progress;
+use crate::checkpoint::codec::{self, DecodeError};
+use crate::checkpoint::coordinator::{Member, MemberFuture};
+use crate::checkpoint::store::StoreError;
+use crate::generation::{Context, Generation};
+use crate::inbox::{Current, Entry};
+use crate::partition::Capture;
+use crate::stop::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("reading checkpoint {checkpoint}: {source}")]
+    Store { checkpoint: u64, source: StoreError },
+    #[error("decoding checkpoint {checkpoint}: {source}")]
+    Decode { checkpoint: u64, source: DecodeError },
+    #[error("checkpoint {0} was requested, but checkpoints are off")]
+    NoStore(u64),
+}
+
+pub(crate) struct Process {
+    ctx: Context,
+    /// New for every process: tells the coordinator that a worker lost its memory.
+    pub incarnation: u64,
+    /// The running generation; the lock also makes restores one at a time.
+    running: Mutex<Option<Generation>>,
+    /// The running generation as servers see it.
+    current_tx: watch::Sender<Option<Entry>>,
+    pub current: Current,
+    pub progress: watch::Sender<Progress>,
+    /// Served at `/readyz`: false while restoring and once shutdown begins.
+    pub ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+}
+
+impl Process {
+    pub fn new(ctx: Context, shutdown: CancellationToken) -> Process {
+        let incarnation = crate::clock::now_ms() ^ (u64::from(std::process::id()) << 44);
+        let (current_tx, current) = Current::new(shutdown.clone());
+        Process {
+            ctx,
+            incarnation,
+            running: Mutex::new(None),
+            current_tx,
+            current,
+            progress: watch::channel(Progress::default()).0,
+            ready: Arc::new(AtomicBool::new(false)),
+            shutdown,
+        }
+    }
+
+    /// Rollback: drops the current generation — its state, queues, in-flight invocations,
+    /// held egress and peer streams — and starts `generation` from `checkpoint` (0: empty).
+    /// Idempotent: a worker already at `generation` (or newer) does nothing.
+    pub async fn restore(&self, generation: u64, checkpoint: u64) -> Result<(), RestoreError> {
+        let mut running = self.running.lock().await;
+        if self.progress.borrow().generation >= generation && running.is_some() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.ready.store(false, Ordering::Release);
+        self.current_tx.send_replace(None);
+        if let Some(old) = running.take() {
+            old.stop().await;
+        }
+        let restored = self.load(checkpoint).await?;
+        let counts = (
+            restored.state.addresses(),
+            restored.messages.len(),
+            restored.egress.len(),
+        );
+        let new = Generation::start(&self.ctx, generation, restored, &self.shutdown);
+        self.current_tx.send_replace(Some(new.entry()));
+        *running = Some(new);
+        self.progress.send_modify(|p| {
+            *p = Progress {
+                generation,
+                restored: checkpoint,
+                completed: checkpoint.max(if p.generation == generation { p.completed } else { 0 }),
+            }
+        });
+        let m = &self.ctx.metrics;
+        m.generation.set(generation as i64);
+        m.restore_seconds.observe(started.elapsed().as_secs_f64());
+        if !self.shutdown.is_cancelled() {
+            self.ready.store(true, Ordering::Release);
+        }
+        tracing::info!(
+            generation,
+            checkpoint,
+            addresses = counts.0,
+            messages = counts.1,
+            egress = counts.2,
+            ms = started.elapsed().as_millis() as u64,
+            "restored"
+        );
+        Ok(())
+    }
+
+    /// The capture this worker resumes from: its share of every part of `checkpoint`.
+    async fn load(&self, checkpoint: u64) -> Result<Capture, RestoreError> {
+        if checkpoint == 0 {
+            return Ok(Capture::default());
+        }
+        let store = self.ctx.store.as_ref().ok_or(RestoreError::NoStore(checkpoint))?;
+        let err = |source| RestoreError::Store { checkpoint, source };
+        let manifest = store.manifest(checkpoint).await.map_err(err)?;
+        let mut parts: Vec<Bytes> = Vec::with_capacity(manifest.parts.len());
+        for part in &manifest.parts {
+            parts.push(store.read_part(part).await.map_err(err)?);
+        }
+        let layout = self.ctx.cluster.layout(self.ctx.app.key_groups);
+        codec::decode(&self.ctx.app.name, &parts, layout).map_err(|source| RestoreError::Decode { checkpoint, source })
+    }
+
+    /// Checkpoint `checkpoint` of `generation` is complete: its egress may leave, and durable
+    /// acknowledgements waiting for it can be given.
+    pub fn completed(&self, generation: u64, checkpoint: u64) {
+        if let Some(e) = self.current.now()
+            && e.generation == generation
+        {
+            let _ = e.inbox.completed(checkpoint);
+        }
+        self.progress.send_if_modified(|p| {
+            let newer = p.generation == generation && checkpoint > p.completed;
+            if newer {
+                p.completed = checkpoint;
+            }
+            newer
+        });
+    }
+
+    /// Stops the running generation (at shutdown).
+    pub async fn stop(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.current_tx.send_replace(None);
+        if let Some(g) = self.running.lock().await.take() {
+            g.stop().await;
+        }
+    }
+}
+
+/// This process, as the coordinator commands it.
+pub(crate) struct Local(pub Arc<Process>);
+
+impl Member for Local {
+    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, String>> {
+        let p = self.0.clone();
+        Box::pin(async move {
+            p.restore(generation, checkpoint)
+                .await
+                .map(|()| p.incarnation)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()> {
+        self.0.completed(generation, checkpoint);
+        Box::pin(async {})
+    }
+}
