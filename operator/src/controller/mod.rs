@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod cleanup;
 pub mod rescale;
+pub mod rescaling;
 pub mod ssa;
 pub mod status;
 
@@ -83,9 +84,10 @@ async fn set_finalizer(
 /// A failed reconciliation is retried soon; a conflict (someone else wrote first) sooner.
 pub fn error_policy(app: Arc<StatefulApplication>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(app = %app.name_any(), %error, "reconciliation failed");
-    match error.metric_label() {
-        "conflict" => Action::requeue(Duration::from_secs(1)),
-        _ => Action::requeue(Duration::from_secs(15)),
+    if error.is_conflict() {
+        Action::requeue(Duration::from_secs(1))
+    } else {
+        Action::requeue(Duration::from_secs(15))
     }
 }
 
