@@ -15,14 +15,14 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::Error;
-use crate::context::Context;
+use crate::context::{Context, patch_params};
 use crate::resource::StatefulApplication;
 use cleanup::Cleanup;
 
@@ -78,7 +78,7 @@ async fn set_finalizer(
         .name
         .as_deref()
         .ok_or(Error::MissingField("metadata.name"))?;
-    Ok(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?)
+    Ok(api.patch(name, &patch_params(), &Patch::Merge(&patch)).await?)
 }
 
 /// A failed reconciliation is retried soon; a conflict (someone else wrote first) sooner.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::events::EventType;
 use serde_json::json;
 use spindle_spec::StatefulApplication as Spec;
@@ -17,7 +17,7 @@ use super::rescale::{Running, Step, checkpoint_deadline};
 use super::ssa;
 use crate::Error;
 use crate::builders;
-use crate::context::Context;
+use crate::context::{Context, patch_params};
 use crate::resource::{Rescale, StatefulApplication};
 
 /// What the operator saw of the workers before deciding the step.
@@ -196,7 +196,7 @@ async fn stop_workers(spec: &Spec, ctx: &Context) -> Result<StatefulSet, Error> 
     Ok(api
         .patch(
             &builders::statefulset_name(spec),
-            &PatchParams::default(),
+            &patch_params(),
             &Patch::Merge(&patch),
         )
         .await?)
