@@ -133,7 +133,7 @@ fn operator_against_a_real_api_server() {
     ));
 
     let app = greeter_applied(&admin, "replica-a");
-    workers_ready(&admin);
+    workers_ready(&admin, &app);
     rescale(&admin, &app);
 
     a.process.kill();
@@ -805,8 +805,17 @@ fn ready_status(ready: bool) -> Value {
 }
 
 /// Every pod of the application marked Running and Ready (as kubelets would): Ready=True.
-fn workers_ready(admin: &Kubectl) {
-    let pods = all_pods(admin, "app.kubernetes.io/instance=greeter");
+fn workers_ready(admin: &Kubectl, app: &App) {
+    // One pod per worker and per function Deployment (one replica each).
+    let want = app.spec.spec.workers as usize + app.objects.iter().filter(|(k, _)| *k == "deployment").count();
+    let pods = wait_for("every pod of greeter", WAIT, || {
+        let pods = all_pods(admin, "app.kubernetes.io/instance=greeter");
+        if pods.len() == want {
+            Ok(pods)
+        } else {
+            Err(format!("{} of {want} pods: {pods:?}", pods.len()))
+        }
+    });
     for p in &pods {
         admin.set_pod(NS, p, &ready_status(true));
     }
