@@ -10,8 +10,6 @@
 //! (owner references, foreground deletion), ServiceAccount (the `default` account pods need),
 //! Namespace and Disruption.
 
-#![allow(dead_code)]
-
 pub mod kubectl;
 mod pki;
 
@@ -135,10 +133,6 @@ impl Process {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The exit status, if it has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -220,7 +214,6 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
 
 /// The running control plane.
 pub struct ControlPlane {
-    pub dir: PathBuf,
     pub server: String,
     pub ca_file: PathBuf,
     /// system:masters, through a static token.
@@ -322,7 +315,6 @@ impl ControlPlane {
             dir,
         );
         let mut plane = ControlPlane {
-            dir: dir.to_path_buf(),
             server,
             ca_file: pki.ca_cert,
             admin_kubeconfig,
