@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
+use kube::api::{PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::builders::OperatorConfig;
@@ -11,8 +12,25 @@ use crate::metrics::Metrics;
 use crate::resource::StatefulApplication;
 use crate::worker_admin::WorkerAdmin;
 
-/// The name events are reported under, and the server-side-apply field manager.
+/// The name events are reported under, and the field manager of every write.
 pub const CONTROLLER_NAME: &str = "spindle-operator";
+
+/// Parameters of the operator's merge patches: without a field manager the API server files
+/// them in `managedFields` as `unknown` (seen against a real kube-apiserver).
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(CONTROLLER_NAME.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// Parameters of the operator's creates and replaces, for the same reason.
+pub fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(CONTROLLER_NAME.into()),
+        ..PostParams::default()
+    }
+}
 
 pub struct Context {
     pub client: Client,

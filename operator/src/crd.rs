@@ -6,11 +6,10 @@
 //! written here.
 
 use serde_json::{Map, Value, json};
+use spindle_spec::{API_GROUP, PLURAL, VERSION};
 
-/// Kubernetes' kind of the resource and its plural, as used in the CRD name.
-pub const PLURAL: &str = "statefulapplications";
+/// `kubectl get sapp`.
 pub const SHORT_NAME: &str = "sapp";
-pub const VERSION: &str = "v1alpha1";
 
 /// The CRD as a JSON value.
 pub fn custom_resource_definition() -> Value {
@@ -57,9 +56,9 @@ pub fn custom_resource_definition() -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{PLURAL}.{}", spindle_spec::API_GROUP)},
+        "metadata": {"name": format!("{PLURAL}.{API_GROUP}")},
         "spec": {
-            "group": spindle_spec::API_GROUP,
+            "group": API_GROUP,
             "scope": "Namespaced",
             "names": {
                 "kind": spindle_spec::KIND,

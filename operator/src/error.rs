@@ -17,10 +17,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Someone else wrote the object first (409 with reason `Conflict`: a stale
+    /// resourceVersion), as the Go client's `IsConflict` decides it; a 409 `AlreadyExists` is
+    /// not one. Retrying with a fresh read succeeds, so it is retried sooner than other errors.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(status)) if status.is_conflict())
+    }
+
     /// The `kind` label of `spindle_operator_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
+            e if e.is_conflict() => "conflict",
             Error::Kube(_) => "kube",
             Error::MissingField(_) => "missing_field",
             Error::WorkerAdmin { .. } => "worker_admin",
@@ -28,5 +35,28 @@ impl Error {
             Error::Config(_) => "config",
             Error::LostLease(_) => "lost_lease",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api(reason: &str, code: u16) -> Error {
+        Error::Kube(kube::Error::Api(Status::failure("", reason).with_code(code).boxed()))
+    }
+
+    #[test]
+    fn conflicts_are_told_by_the_status_not_the_label() {
+        assert!(api("Conflict", 409).is_conflict());
+        assert_eq!(api("Conflict", 409).metric_label(), "conflict");
+        assert!(
+            !api("AlreadyExists", 409).is_conflict(),
+            "creating what exists is no stale write"
+        );
+        assert!(!api("NotFound", 404).is_conflict());
+        assert_eq!(api("NotFound", 404).metric_label(), "kube");
+        assert!(!Error::MissingField("metadata.uid").is_conflict());
     }
 }

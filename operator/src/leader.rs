@@ -10,9 +10,9 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
-use kube::api::PostParams;
 
 use crate::Error;
+use crate::context::post_params;
 
 #[derive(Clone)]
 pub struct LeaseLock {
@@ -43,8 +43,8 @@ impl LeaseLock {
             return Ok(false);
         };
         let written = match current {
-            None => self.api.create(&PostParams::default(), &next).await,
-            Some(_) => self.api.replace(&self.name, &PostParams::default(), &next).await,
+            None => self.api.create(&post_params(), &next).await,
+            Some(_) => self.api.replace(&self.name, &post_params(), &next).await,
         };
         match written {
             Ok(_) => Ok(true),
@@ -102,7 +102,7 @@ impl LeaseLock {
         }
         spec.holder_identity = None;
         spec.renew_time = None;
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self.api.replace(&self.name, &post_params(), &lease).await {
             Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -8,9 +8,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use spindle_spec::{API_GROUP, API_VERSION, KIND, StatefulApplicationSpec};
-
-use crate::crd::{PLURAL, VERSION};
+use spindle_spec::{API_GROUP, API_VERSION, KIND, PLURAL, StatefulApplicationSpec, VERSION};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

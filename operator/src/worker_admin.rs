@@ -62,7 +62,7 @@ impl WorkerAdmin {
         let response = tokio::time::timeout(TIMEOUT, self.http.get(uri))
             .await
             .map_err(|_| fail(format!("no answer within {TIMEOUT:?}")))?
-            .map_err(|e| fail(format!("{e}")))?;
+            .map_err(|e| fail(with_causes(&e)))?;
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
@@ -73,4 +73,17 @@ impl WorkerAdmin {
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| fail(format!("not a worker status: {e}")))
     }
+}
+
+/// An error and its causes: hyper's own text is only "client error (Connect)"; the cause says
+/// what failed ("tcp connect error: Connection refused", a DNS failure, …).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -17,7 +17,20 @@ pub use typename::{TypeName, TypeNameError};
 pub use types::*;
 pub use validate::{FieldError, ValidationErrors};
 
-/// API group and version of the custom resource.
+/// The custom resource's API group, version, `group/version`, kind and plural (the last is
+/// the resource's name in API paths and in the CRD's name `statefulapplications.spindle.dev`).
 pub const API_GROUP: &str = "spindle.dev";
+pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "spindle.dev/v1alpha1";
 pub const KIND: &str = "StatefulApplication";
+pub const PLURAL: &str = "statefulapplications";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_version_is_group_and_version() {
+        assert_eq!(API_VERSION, format!("{API_GROUP}/{VERSION}"));
+    }
+}

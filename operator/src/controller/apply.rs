@@ -1,6 +1,6 @@
 //! Apply: the spec validated, every object built by the pure builders and written with
-//! server-side apply, stale objects pruned, a rescale advanced by one step, the status
-//! written. "Not there yet" is a condition and a requeue, never an error.
+//! server-side apply, stale objects pruned, a rescale advanced by one step (its effects are
+//! `rescaling`'s), the status written. "Not there yet" is a condition and a requeue, never an error.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,20 +10,19 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use spindle_spec::StatefulApplication as Spec;
 
-use super::rescale::{Running, Step, checkpoint_deadline, next_step};
+use super::rescale::{Running, Step, next_step};
+use super::rescaling::{self, Observed, Outcome};
 use super::ssa::{self, Existing};
 use super::status::{self, Conditions, DEGRADED, READY, Rollout};
 use crate::Error;
 use crate::builders::{self, CONFIG_HASH_ANNOTATION, Storage};
 use crate::context::Context;
-use crate::resource::{ApplicationStatus, Rescale, StatefulApplication};
+use crate::resource::{ApplicationStatus, StatefulApplication};
 
 pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, Error> {
     let namespace = app.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
@@ -51,129 +50,31 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
         .as_ref()
         .and_then(|s| s.as_ref().ok())
         .map(|s| s.completed_checkpoint);
-    let mut rescale = previous
-        .rescale
-        .clone()
-        .filter(|r| running.is_some_and(|run| run.layout != desired) && r.to == desired);
-    if let Some(r) = rescale.as_mut()
-        && r.after_checkpoint.is_none()
-    {
-        r.after_checkpoint = completed;
-    }
+    let seen = Observed {
+        desired,
+        running,
+        completed,
+        worker_error: worker_status.and_then(Result::err).map(|e| e.to_string()),
+        previous: previous.rescale.as_ref(),
+    };
+    let rescale = rescaling::carried(seen.previous, running, desired, completed);
     let checkpoints_on = !spec.spec.checkpoint.interval.0.is_zero();
     let step = next_step(desired, running, checkpoints_on, rescale.as_ref().zip(completed));
 
     let current = Current::load(&ctx.client, &spec, ctx.first_apply(uid)).await?;
     let functions = apply_independent(&spec, ctx, &owner, uid, &current).await?;
-    let mut sts = existing.clone();
-    let mut progress = None;
-    let mut blocked = None;
+    let applied = match step {
+        Step::Steady | Step::Start => Some(apply_workers(&spec, ctx, &owner, existing.as_ref(), &current, app).await?),
+        _ => None,
+    };
     let now = Timestamp::now();
-    match step {
-        Step::Steady | Step::Start => {
-            let applied = apply_workers(&spec, ctx, &owner, existing.as_ref(), &current, app).await?;
-            if step == Step::Start {
-                let from = rescale.as_ref().map_or(0, |r| r.from);
-                let checkpoint = rescale.as_ref().and_then(|r| r.checkpoint);
-                let restores = checkpoint.map_or("the newest checkpoint".to_string(), |n| {
-                    format!("checkpoint {n} (or a newer one)")
-                });
-                ctx.event(
-                    app,
-                    EventType::Normal,
-                    "StartingWorkers",
-                    "Rescale",
-                    format!("{from} workers stopped; starting {desired}, which restore {restores}"),
-                )
-                .await;
-                ctx.metrics.rescales.inc();
-                progress = Some((
-                    "StartingWorkers",
-                    format!("starting {desired} workers, which restore {restores}"),
-                ));
-            }
-            sts = Some(applied);
-            rescale = None;
-        }
-        Step::AwaitCheckpoint => {
-            let from = running.map_or(0, |r| r.layout);
-            let record = rescale.get_or_insert_with(|| Rescale {
-                from,
-                to: desired,
-                after_checkpoint: completed,
-                checkpoint: None,
-                started: now.to_string(),
-            });
-            if previous.rescale.as_ref().is_none_or(|r| r.to != desired) {
-                ctx.event(app, EventType::Normal, "RescaleStarted", "Rescale", format!("changing from {from} to {desired} workers: waiting for a checkpoint, then stopping the workers and starting {desired}")).await;
-            }
-            let after = record
-                .after_checkpoint
-                .map_or("the current one".to_string(), |n| format!("checkpoint {n}"));
-            progress = Some((
-                "WaitingForCheckpoint",
-                format!("changing from {from} to {desired} workers: waiting for a checkpoint after {after}"),
-            ));
-            let started: Timestamp = record.started.parse().unwrap_or(now);
-            let waited = Duration::try_from(now.duration_since(started)).unwrap_or_default();
-            let deadline = checkpoint_deadline(spec.spec.checkpoint.interval.as_duration());
-            if waited > deadline {
-                let why = match &worker_status {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "worker 0 reports no newer completed checkpoint".to_string(),
-                };
-                blocked = Some(format!(
-                    "no checkpoint completed in {}s: {why}; the {from} workers keep running",
-                    waited.as_secs()
-                ));
-            }
-        }
-        Step::Stop { checkpoint } => {
-            let from = running.map_or(0, |r| r.layout);
-            let record = rescale.get_or_insert_with(|| Rescale {
-                from,
-                to: desired,
-                after_checkpoint: completed,
-                checkpoint: None,
-                started: now.to_string(),
-            });
-            record.checkpoint = checkpoint;
-            let why = match checkpoint {
-                Some(n) => format!("checkpoint {n} completed"),
-                None if !checkpoints_on => "checkpoints are off".to_string(),
-                None => "no worker is ready, so none can take a checkpoint".to_string(),
-            };
-            // A merge patch of the count only: the applied configuration stays the old
-            // count's until every worker has stopped. Dropping the applied hash makes the
-            // next apply write the StatefulSet in full (also when the count goes back).
-            let patch = json!({
-                "metadata": {"annotations": {ssa::APPLIED_HASH_ANNOTATION: null}},
-                "spec": {"replicas": 0},
-            });
-            sts = Some(
-                sts_api
-                    .patch(
-                        &builders::statefulset_name(&spec),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await?,
-            );
-            ctx.event(
-                app,
-                EventType::Normal,
-                "StoppingWorkers",
-                "Rescale",
-                format!("{why}; stopping the {from} workers to start {desired}"),
-            )
-            .await;
-            progress = Some(("StoppingWorkers", format!("{why}; stopping the {from} workers")));
-        }
-        Step::Stopping => {
-            let pods = running.map_or(0, |r| r.pods);
-            progress = Some(("StoppingWorkers", format!("waiting for {pods} worker pods to stop")));
-        }
-    }
+    let Outcome {
+        rescale,
+        statefulset,
+        progress,
+        blocked,
+    } = rescaling::take(&step, &seen, rescale, app, &spec, ctx, now).await?;
+    let sts = statefulset.or(applied).or(existing);
 
     let rollout = Rollout::observe(desired, sts.as_ref(), &functions);
     let conditions = status::conditions(&rollout, progress.clone(), blocked);

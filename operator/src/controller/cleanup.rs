@@ -8,14 +8,14 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use spindle_spec::RetentionPolicy;
 
 use crate::Error;
 use crate::builders::{self, Storage};
-use crate::context::Context;
+use crate::context::{Context, post_params};
 use crate::metrics::PolicyLabels;
 use crate::resource::StatefulApplication;
 
@@ -78,7 +78,7 @@ pub async fn cleanup(app: &StatefulApplication, ctx: &Context) -> Result<Cleanup
         }
         (RetentionPolicy::Delete, Storage::Shared(url)) => match jobs.get_opt(&job_name).await? {
             None => {
-                jobs.create(&PostParams::default(), &builders::cleanup_job(&spec, &ctx.config))
+                jobs.create(&post_params(), &builders::cleanup_job(&spec, &ctx.config))
                     .await?;
                 ctx.event(
                     app,

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod cleanup;
 pub mod rescale;
+pub mod rescaling;
 pub mod ssa;
 pub mod status;
 
@@ -14,14 +15,14 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::Error;
-use crate::context::Context;
+use crate::context::{Context, patch_params};
 use crate::resource::StatefulApplication;
 use cleanup::Cleanup;
 
@@ -77,15 +78,16 @@ async fn set_finalizer(
         .name
         .as_deref()
         .ok_or(Error::MissingField("metadata.name"))?;
-    Ok(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?)
+    Ok(api.patch(name, &patch_params(), &Patch::Merge(&patch)).await?)
 }
 
 /// A failed reconciliation is retried soon; a conflict (someone else wrote first) sooner.
 pub fn error_policy(app: Arc<StatefulApplication>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(app = %app.name_any(), %error, "reconciliation failed");
-    match error.metric_label() {
-        "conflict" => Action::requeue(Duration::from_secs(1)),
-        _ => Action::requeue(Duration::from_secs(15)),
+    if error.is_conflict() {
+        Action::requeue(Duration::from_secs(1))
+    } else {
+        Action::requeue(Duration::from_secs(15))
     }
 }
 

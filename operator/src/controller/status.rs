@@ -5,10 +5,11 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use serde_json::json;
 
 use crate::Error;
+use crate::context::patch_params;
 use crate::resource::{ApplicationStatus, Condition, StatefulApplication};
 
 pub const READY: &str = "Ready";
@@ -231,7 +232,6 @@ pub async fn write(
             .or_insert(serde_json::Value::Null);
     }
     let patch = json!({"status": value});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch_status(name, &patch_params(), &Patch::Merge(&patch)).await?;
     Ok(true)
 }

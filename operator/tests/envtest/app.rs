@@ -1,0 +1,292 @@
+//! The greeter example applied and reconciled: the objects, the status, events, printer
+//! columns, and the pods made ready as a kubelet would.
+
+use serde_json::{Value, json};
+use spindle_operator::builders;
+
+use crate::control_plane::{Kubectl, repo_root, wait_for};
+use crate::{NS, WAIT, ok};
+
+/// The object exists and its fields are owned by the operator's server-side apply.
+pub fn applied_by_operator(admin: &Kubectl, kind: &str, name: &str) -> Result<Value, String> {
+    let obj = admin.must_get(&[kind, name, "-n", NS, "--show-managed-fields"])?;
+    let managers = obj["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    if managers
+        .iter()
+        .any(|m| m["manager"] == "spindle-operator" && m["operation"] == "Apply")
+    {
+        Ok(obj)
+    } else {
+        Err(format!(
+            "{kind}/{name} has no Apply entry of field manager spindle-operator: {managers:?}"
+        ))
+    }
+}
+
+pub struct App {
+    pub spec: spindle_spec::StatefulApplication,
+    /// (kind for kubectl, name) of every object the operator applies for it.
+    pub objects: Vec<(&'static str, String)>,
+    /// The label selector of its worker pods.
+    pub worker_selector: String,
+}
+
+pub fn sapp(admin: &Kubectl, name: &str) -> Result<Value, String> {
+    admin.must_get(&["sapp", name, "-n", NS])
+}
+
+pub fn condition(app: &Value, type_: &str) -> Option<Value> {
+    app["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+/// `condition type_` has `status` (and `reason`, when given).
+pub fn has_condition(app: &Value, type_: &str, status: &str, reason: Option<&str>) -> Result<(), String> {
+    match condition(app, type_) {
+        Some(c) if c["status"] == status && reason.is_none_or(|r| c["reason"] == r) => Ok(()),
+        other => Err(format!("condition {type_}: want {status} {reason:?}, have {other:?}")),
+    }
+}
+
+/// The events about `name` with `reason`, as (note, reportingInstance).
+pub fn events(admin: &Kubectl, name: &str, reason: &str) -> Vec<(String, String)> {
+    let list = admin.get(&["events.events.k8s.io", "-n", NS]).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["name"] == name && e["reason"] == reason)
+        .map(|e| {
+            (
+                e["note"].as_str().unwrap_or("").to_string(),
+                e["reportingInstance"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn event(admin: &Kubectl, name: &str, reason: &str) -> Result<(String, String), String> {
+    events(admin, name, reason)
+        .pop()
+        .ok_or_else(|| format!("no event {reason} about {name}"))
+}
+
+/// `kubectl get sapp` as a table: the header and the row of `name`.
+pub fn table(admin: &Kubectl, name: &str) -> (Vec<String>, Vec<String>) {
+    let out = admin.ok(&["get", "sapp", "-n", NS]);
+    let mut lines = out
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>());
+    let header = lines.next().unwrap_or_default();
+    let row = lines
+        .find(|r| r.first().map(String::as_str) == Some(name))
+        .unwrap_or_default();
+    (header, row)
+}
+
+/// `kubectl apply -f examples/greeter/k8s.yaml`: everything applied by the operator.
+pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
+    admin.ok(&["create", "namespace", NS]);
+    let example = repo_root().join("examples/greeter/k8s.yaml");
+    admin.ok(&["apply", "-n", NS, "-f", example.to_str().unwrap()]);
+    let mut spec = spindle_spec::load_file(&example).expect("the example loads");
+    spec.metadata.namespace = Some(NS.into());
+    let app = wait_for("the finalizer on greeter", WAIT, || {
+        let app = sapp(admin, "greeter")?;
+        let has = app["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "spindle.dev/cleanup"));
+        if has {
+            Ok(app)
+        } else {
+            Err(format!("finalizers {}", app["metadata"]["finalizers"]))
+        }
+    });
+    let uid = app["metadata"]["uid"].as_str().unwrap().to_string();
+    let owner = builders::owner_reference(&spec, &uid);
+    let config = builders::OperatorConfig::default();
+    let name = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.name.clone().unwrap();
+    let mut objects: Vec<(&'static str, String)> = vec![
+        (
+            "configmap",
+            name(&builders::config_map(&spec, &config, &owner).metadata),
+        ),
+        ("service", name(&builders::peer_service(&spec, &owner).metadata)),
+        (
+            "statefulset",
+            name(&builders::worker_statefulset(&spec, &config, &owner).metadata),
+        ),
+        (
+            "poddisruptionbudget",
+            name(&builders::pod_disruption_budget(&spec, &owner).metadata),
+        ),
+    ];
+    if let Some(s) = builders::ingress_service(&spec, &owner) {
+        objects.push(("service", name(&s.metadata)));
+    }
+    for i in 0..spec.spec.functions.len() {
+        if let Some(d) = builders::function_deployment(&spec, i, &owner) {
+            objects.push(("deployment", name(&d.metadata)));
+        }
+        if let Some(s) = builders::function_service(&spec, i, &owner) {
+            objects.push(("service", name(&s.metadata)));
+        }
+    }
+    for (kind, obj_name) in &objects {
+        let obj = wait_for(&format!("{kind}/{obj_name} applied by the operator"), WAIT, || {
+            applied_by_operator(admin, kind, obj_name)
+        });
+        let owners = obj["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            owners
+                .iter()
+                .any(|o| o["uid"] == uid.as_str() && o["controller"] == true),
+            "{kind}/{obj_name} is not owned by the application: {owners:?}"
+        );
+    }
+    ok(format!(
+        "kubectl apply -f examples/greeter/k8s.yaml: finalizer spindle.dev/cleanup added; server-side applied (field manager spindle-operator) and owned by the application: {}",
+        objects
+            .iter()
+            .map(|(k, n)| format!("{k}/{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    let app = wait_for("greeter's status", WAIT, || {
+        let app = sapp(admin, "greeter")?;
+        if app["status"]["observedGeneration"] != app["metadata"]["generation"] {
+            return Err(format!(
+                "observedGeneration {} of generation {}",
+                app["status"]["observedGeneration"], app["metadata"]["generation"]
+            ));
+        }
+        has_condition(&app, "Ready", "False", Some("WorkersNotReady"))?;
+        has_condition(&app, "Progressing", "True", Some("RollingOut"))?;
+        has_condition(&app, "Degraded", "False", None)?;
+        Ok(app)
+    });
+    let (note, instance) = wait_for("the Applied event", WAIT, || event(admin, "greeter", "Applied"));
+    assert_eq!(instance, leader, "the leader reports events");
+    ok(format!(
+        "status: observedGeneration {} = generation; Ready=False (WorkersNotReady: the pods are Pending, nothing schedules them), Progressing=True (RollingOut), Degraded=False; event Applied (`{note}`) reported by {instance}",
+        app["status"]["observedGeneration"]
+    ));
+    let (header, row) = table(admin, "greeter");
+    assert_eq!(
+        header,
+        ["NAME", "READY", "REASON", "WORKERS", "CHECKPOINT", "AGE"],
+        "printer columns"
+    );
+    assert_eq!(
+        row[..4],
+        ["greeter", "False", "WorkersNotReady", "0/2"],
+        "kubectl get sapp row: {row:?}"
+    );
+    ok(format!(
+        "kubectl get sapp shows the printer columns: {} / {}",
+        header.join(" "),
+        row.join(" ")
+    ));
+    // kube-controller-manager made the pods (Pending).
+    let worker_selector = builders::worker_selector(&spec)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let app = App {
+        spec,
+        objects,
+        worker_selector,
+    };
+    let pods = wait_for("the worker pods", WAIT, || worker_pods(admin, &app, 2));
+    ok(format!(
+        "kube-controller-manager created the worker pods of the StatefulSet (Pending: no scheduler, no kubelet): {}",
+        pods.join(", ")
+    ));
+    app
+}
+
+/// The worker pods' names once there are exactly `n`.
+pub fn worker_pods(admin: &Kubectl, app: &App, n: usize) -> Result<Vec<String>, String> {
+    let list = admin.must_get(&["pods", "-n", NS, "-l", &app.worker_selector])?;
+    let names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    if names.len() == n {
+        Ok(names)
+    } else {
+        Err(format!("{} worker pods: {names:?}", names.len()))
+    }
+}
+
+pub fn all_pods(admin: &Kubectl, selector: &str) -> Vec<String> {
+    let list = admin.get(&["pods", "-n", NS, "-l", selector]).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn ready_status(ready: bool) -> Value {
+    let s = if ready { "True" } else { "False" };
+    json!({"phase": "Running", "conditions": [{"type": "Ready", "status": s}, {"type": "ContainersReady", "status": s}]})
+}
+
+/// Every pod of the application marked Running and Ready (as kubelets would): Ready=True.
+pub fn workers_ready(admin: &Kubectl, app: &App) {
+    // One pod per worker and per function Deployment (one replica each).
+    let want = app.spec.spec.workers as usize + app.objects.iter().filter(|(k, _)| *k == "deployment").count();
+    let pods = wait_for("every pod of greeter", WAIT, || {
+        let pods = all_pods(admin, "app.kubernetes.io/instance=greeter");
+        if pods.len() == want {
+            Ok(pods)
+        } else {
+            Err(format!("{} of {want} pods: {pods:?}", pods.len()))
+        }
+    });
+    for p in &pods {
+        admin.set_pod(NS, p, &ready_status(true));
+    }
+    let status = wait_for("greeter Ready", WAIT, || {
+        let a = sapp(admin, "greeter")?;
+        has_condition(&a, "Ready", "True", Some("AllReady"))?;
+        has_condition(&a, "Progressing", "False", Some("RolledOut"))?;
+        Ok(a)
+    });
+    let (note, _) = wait_for("the Ready event", WAIT, || event(admin, "greeter", "Ready"));
+    let (_, row) = table(admin, "greeter");
+    assert_eq!(
+        row[..4],
+        ["greeter", "True", "AllReady", "2/2"],
+        "kubectl get sapp row: {row:?}"
+    );
+    ok(format!(
+        "the test marks the pods Running/Ready as a kubelet would ({}): the StatefulSet and Deployment report them, greeter Ready=True ({}), event Ready (`{note}`); kubectl get sapp: {}",
+        pods.join(", "),
+        condition(&status, "Ready").unwrap()["message"].as_str().unwrap_or(""),
+        row.join(" ")
+    ));
+}
+
+pub fn sts(admin: &Kubectl) -> Result<(i64, String), String> {
+    let s = admin.must_get(&["statefulset", "greeter-worker", "-n", NS])?;
+    let replicas = s["spec"]["replicas"].as_i64().unwrap_or(-1);
+    let layout = s["metadata"]["annotations"]["spindle.dev/workers"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    Ok((replicas, layout))
+}
