@@ -37,12 +37,14 @@ pub struct CheckpointConfig {
     pub retained: u32,
 }
 
+/// The default checkpoint storage: a path relative to the application file's directory.
+pub const DEFAULT_STORAGE: &str = ".spindle/checkpoints";
+
 impl CheckpointConfig {
-    pub fn storage_url(&self, base_dir: &Path) -> String {
-        match &self.storage {
-            Some(url) => url.clone(),
-            None => base_dir.join(".spindle").join("checkpoints").display().to_string(),
-        }
+    /// The storage URL; a relative path (the default among them) is resolved against the
+    /// application file's directory when the store opens — once, not here as well.
+    pub fn storage_url(&self) -> &str {
+        self.storage.as_deref().unwrap_or(DEFAULT_STORAGE)
     }
 }
 

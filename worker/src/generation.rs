@@ -111,6 +111,7 @@ impl Generation {
             });
             let epochs = Epochs::new(
                 app.name.as_str().into(),
+                number,
                 layout.worker,
                 layout.workers,
                 restored.checkpoint,

@@ -107,6 +107,9 @@ pub struct Metrics {
     pub offset_commits: Counter,
     /// Egress records the broker already had (JetStream's duplicate window dropped a re-send).
     pub egress_duplicates: Counter,
+    /// Egress records released again by a restore: they may have been written before the
+    /// failure (same keys; file sinks skip those they find, other receivers drop them by key).
+    pub egress_resent: Counter,
     pub restore_seconds: Histogram,
     /// From the start of a rollback until every worker has restored (coordinator).
     pub recovery_seconds: Histogram,
@@ -164,6 +167,7 @@ impl Metrics {
             connector_errors: Family::default(),
             offset_commits: Counter::default(),
             egress_duplicates: Counter::default(),
+            egress_resent: Counter::default(),
             restore_seconds: seconds(),
             recovery_seconds: seconds(),
             registry: Registry::default(),
@@ -346,6 +350,11 @@ impl Metrics {
             "egress_duplicates",
             "Egress re-sends the broker dropped as duplicates (JetStream Nats-Msg-Id)",
             m.egress_duplicates.clone(),
+        );
+        r.register(
+            "egress_resent",
+            "Egress records released again by a restore (same idempotency keys)",
+            m.egress_resent.clone(),
         );
         r.register(
             "restore_duration_seconds",

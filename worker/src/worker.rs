@@ -132,8 +132,8 @@ impl Worker {
         let store = match app.checkpoint.interval {
             None => None,
             Some(_) => {
-                let url = app.checkpoint.storage_url(&app.base_dir);
-                let store = CheckpointStore::open(&url, &app.base_dir, &app.name)
+                let url = app.checkpoint.storage_url();
+                let store = CheckpointStore::open(url, &app.base_dir, &app.name)
                     .map_err(|e| WorkerError::Config(format!("checkpoint storage `{url}`: {e}")))?;
                 tracing::info!(storage = %store.describe(), interval = ?app.checkpoint.interval, "checkpoints on");
                 Some(store)

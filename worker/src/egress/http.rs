@@ -55,7 +55,7 @@ impl HttpSink {
         })
     }
 
-    pub async fn run(self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) {
+    pub async fn run(self, rx: mpsc::UnboundedReceiver<super::SinkItem>, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let this = Arc::new(self);
         // Bounds the POSTs in flight to the webhook (`maxInFlight`).

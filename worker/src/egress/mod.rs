@@ -39,6 +39,18 @@ pub struct EgressRecord {
     pub key: Option<Arc<str>>,
 }
 
+/// What goes down a sink's queue, in order.
+#[derive(Debug)]
+pub enum SinkItem {
+    Record(EgressRecord),
+    /// A restore is about to release records again that the sink may have written already
+    /// (none before position `mark` of its output): a sink that can read its output back skips
+    /// those it finds from there on. Others ignore it (their receivers drop re-sends by key).
+    Resume {
+        mark: u64,
+    },
+}
+
 /// Hands records to their sinks. Dropping every clone lets the sinks drain what they hold and
 /// stop. Outlives rollbacks: each generation's partition holds a clone.
 #[derive(Clone)]
@@ -46,7 +58,7 @@ pub struct EgressHub {
     // Unbounded: the partition must never block on a slow sink (that would stall every
     // address). What sits here is bounded by the ingress admission limit times fan-out, and
     // is visible as `spindle_egress_pending`.
-    sinks: HashMap<TypeName, mpsc::UnboundedSender<EgressRecord>>,
+    sinks: HashMap<TypeName, mpsc::UnboundedSender<SinkItem>>,
     metrics: Arc<Metrics>,
     pub unconfirmed: Unconfirmed,
 }
@@ -98,7 +110,7 @@ impl EgressHub {
     pub(crate) fn to_channel(
         egress: TypeName,
         metrics: Arc<Metrics>,
-    ) -> (EgressHub, mpsc::UnboundedReceiver<EgressRecord>) {
+    ) -> (EgressHub, mpsc::UnboundedReceiver<SinkItem>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let hub = EgressHub {
             sinks: HashMap::from([(egress, tx)]),
@@ -123,7 +135,7 @@ impl EgressHub {
             let name = e.typename.to_string();
             match &e.sink {
                 EgressSink::File { path } => {
-                    let sink = file::FileSink::open(path, name, ctx.clone())?;
+                    let sink = file::FileSink::open(path, e.typename.clone(), ctx.clone())?;
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Http {
@@ -162,7 +174,7 @@ impl EgressHub {
             return false;
         };
         self.metrics.egress_pending.inc();
-        let sent = tx.send(record).is_ok();
+        let sent = tx.send(SinkItem::Record(record)).is_ok();
         if !sent {
             self.metrics.egress_pending.dec();
         }
@@ -170,16 +182,26 @@ impl EgressHub {
     }
 }
 
+impl EgressHub {
+    /// Tells `egress`'s sink that records from before its position `mark` are about to be
+    /// released again (see [`SinkItem::Resume`]).
+    pub fn resume(&self, egress: &TypeName, mark: u64) {
+        if let Some(tx) = self.sinks.get(egress) {
+            let _ = tx.send(SinkItem::Resume { mark });
+        }
+    }
+}
+
 /// A sink's queue that closes when told to stop, then yields what it still holds: the hub
 /// lives as long as the worker, so its senders never all drop while the sinks should drain.
 pub(crate) struct Closing {
-    rx: mpsc::UnboundedReceiver<EgressRecord>,
+    rx: mpsc::UnboundedReceiver<SinkItem>,
     stop: CancellationToken,
     closed: bool,
 }
 
 impl Closing {
-    fn new(rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) -> Closing {
+    fn new(rx: mpsc::UnboundedReceiver<SinkItem>, stop: CancellationToken) -> Closing {
         Closing {
             rx,
             stop,
@@ -187,7 +209,8 @@ impl Closing {
         }
     }
 
-    pub async fn recv_many(&mut self, buf: &mut Vec<EgressRecord>, limit: usize) -> usize {
+    /// Up to `limit` items; 0 once the queue is closed and empty.
+    pub async fn recv_items(&mut self, buf: &mut Vec<SinkItem>, limit: usize) -> usize {
         loop {
             if self.closed {
                 return self.rx.recv_many(buf, limit).await;
@@ -198,6 +221,25 @@ impl Closing {
                     self.rx.close();
                     self.closed = true;
                 }
+            }
+        }
+    }
+
+    /// Up to `limit` records (resume notices are dropped: only sinks that read their output
+    /// back use them); 0 once the queue is closed and empty.
+    pub async fn recv_many(&mut self, buf: &mut Vec<EgressRecord>, limit: usize) -> usize {
+        let mut items = Vec::with_capacity(limit);
+        loop {
+            if self.recv_items(&mut items, limit).await == 0 {
+                return 0;
+            }
+            let before = buf.len();
+            buf.extend(items.drain(..).filter_map(|i| match i {
+                SinkItem::Record(r) => Some(r),
+                SinkItem::Resume { .. } => None,
+            }));
+            if buf.len() > before {
+                return buf.len() - before;
             }
         }
     }

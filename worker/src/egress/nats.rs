@@ -36,7 +36,7 @@ impl NatsSink {
         }
     }
 
-    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<EgressRecord>, stop: CancellationToken) {
+    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<super::SinkItem>, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let mut batch = Vec::with_capacity(512);
         while rx.recv_many(&mut batch, 512).await > 0 {

@@ -3,7 +3,10 @@
 //! it as a part and reads parts back into one (keeping what the reader owns), which the next
 //! generation's partition resumes from.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use spindle_spec::TypeName;
 
 use crate::egress::PendingEgress;
 use crate::inbox::Positions;
@@ -28,6 +31,10 @@ pub(crate) struct Capture {
     /// Egress output not known to be written: held for its checkpoint, or released and not
     /// yet confirmed by its sink. Restored ones are released again, with the same keys.
     pub egress: Vec<PendingEgress>,
+    /// Per egress whose sink can read its output back (a file): a position before which none
+    /// of `egress`'s records can have been written (`egress::Unconfirmed`). Restored: the
+    /// lowest of every part's.
+    pub sink_marks: BTreeMap<TypeName, u64>,
     pub seen: SeenKeys,
     /// Source positions: the next offset or sequence to read per source.
     pub positions: Positions,
@@ -43,6 +50,7 @@ impl Default for Capture {
             recorded: Vec::new(),
             delayed: Vec::new(),
             egress: Vec::new(),
+            sink_marks: BTreeMap::new(),
             seen: SeenKeys::new(DEDUP_WINDOW_MS),
             positions: Positions::new(),
         }

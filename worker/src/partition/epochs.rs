@@ -22,6 +22,9 @@ use crate::metrics::Metrics;
 
 pub(crate) struct Epochs {
     application: Arc<str>,
+    /// The generation this partition runs: part of every idempotency key, since a generation
+    /// that restored past a damaged checkpoint numbers its epochs like the one before it.
+    generation: u64,
     me: u32,
     peers: Vec<u32>,
     /// Id of the checkpoint that ends the current epoch (the next snapshot).
@@ -53,8 +56,10 @@ struct Recording {
 
 impl Epochs {
     /// `restored`: the checkpoint this generation started from (0: none).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         application: Arc<str>,
+        generation: u64,
         me: u32,
         workers: u32,
         restored: u64,
@@ -64,6 +69,7 @@ impl Epochs {
     ) -> Epochs {
         Epochs {
             application,
+            generation,
             me,
             peers: (0..workers).filter(|&w| w != me).collect(),
             epoch: restored + 1,
@@ -106,7 +112,10 @@ impl Epochs {
     pub fn hold(&mut self, record: EgressRecord) {
         self.want();
         self.seq += 1;
-        let key = format!("{}/{}/{}/{}", self.application, self.epoch, self.me, self.seq);
+        let key = format!(
+            "{}/{}/{}/{}/{}",
+            self.application, self.generation, self.epoch, self.me, self.seq
+        );
         self.metrics.egress_pending.inc();
         self.held.push_back(PendingEgress {
             epoch: self.epoch,
@@ -278,6 +287,7 @@ impl Partition {
             }
         }
         let epochs = self.epochs.as_ref().expect("only called with checkpoints on");
+        let (unconfirmed, sink_marks) = self.egress.unconfirmed.snapshot();
         Capture {
             checkpoint: n,
             state: self.state.clone(),
@@ -289,13 +299,8 @@ impl Partition {
                 .entries()
                 .map(|(due, env, token)| (due, env.clone(), token.map(Arc::from)))
                 .collect(),
-            egress: self
-                .egress
-                .unconfirmed
-                .pending()
-                .into_iter()
-                .chain(epochs.held.iter().cloned())
-                .collect(),
+            egress: unconfirmed.into_iter().chain(epochs.held.iter().cloned()).collect(),
+            sink_marks,
             seen: self.seen.clone(),
             positions: self.positions.clone(),
         }

@@ -150,8 +150,27 @@ impl Partition {
             }
             self.enqueue(env, None);
         }
+        // Records still on their way to a sink of this process (a rollback, not a restart) are
+        // written by the copy already queued; the others are released again, and sinks that
+        // can read their output back first learn from where.
+        let (queued, again): (Vec<_>, Vec<_>) = r
+            .egress
+            .into_iter()
+            .partition(|p| self.egress.unconfirmed.contains(&p.key));
+        let egresses: std::collections::BTreeSet<_> = again.iter().map(|p| p.record.egress.clone()).collect();
+        for egress in egresses {
+            let mark = r.sink_marks.get(&egress).copied().unwrap_or(0);
+            self.egress.resume(&egress, mark);
+        }
+        self.metrics.egress_resent.inc_by(again.len() as u64);
+        if !queued.is_empty() {
+            tracing::debug!(
+                records = queued.len(),
+                "restored egress records still queued in their sinks are not released again"
+            );
+        }
         if let Some(epochs) = self.epochs.as_mut() {
-            epochs.hold_restored(r.egress);
+            epochs.hold_restored(again);
         }
         self.on_completed(r.checkpoint);
     }

@@ -13,7 +13,7 @@ use super::outbound::{LinkQueue, Outbound};
 use super::{Capture, Epochs, Partition, Parts};
 use crate::app::AppConfig;
 use crate::deadletter::DeadLetters;
-use crate::egress::{EgressHub, EgressRecord};
+use crate::egress::{EgressHub, EgressRecord, SinkItem};
 use crate::inbox::Inbox;
 use crate::invoker::{Call, Delayed, Effects, EgressOut, Invoke, InvokeFailure, InvokeFuture, Outcome};
 use crate::keygroup::Layout;
@@ -51,7 +51,7 @@ impl Invoke for FakeInvoker {
 struct Harness {
     inbox: Inbox,
     calls: mpsc::UnboundedReceiver<(Call, Answer)>,
-    egress: mpsc::UnboundedReceiver<EgressRecord>,
+    egress: mpsc::UnboundedReceiver<SinkItem>,
     captures: mpsc::UnboundedReceiver<Capture>,
     links: Vec<LinkQueue>,
     dead_letters: Arc<DeadLetters>,
@@ -85,7 +85,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let (egress_hub, egress) = EgressHub::to_channel(TypeName::parse("e/out").unwrap(), metrics.clone());
     let (captures_tx, captures) = mpsc::unbounded_channel();
-    let epochs = Epochs::new("app".into(), me, workers, 0, captures_tx, None, metrics.clone());
+    let epochs = Epochs::new("app".into(), 7, me, workers, 0, captures_tx, None, metrics.clone());
     let dead_letters = Arc::new(DeadLetters::open(None, metrics.clone()).unwrap());
     let partition = Partition::new(Parts {
         app,
@@ -130,6 +130,13 @@ fn values(call: &Call) -> Vec<String> {
         .iter()
         .map(|(_, v)| String::from_utf8_lossy(&v.bytes).into_owned())
         .collect()
+}
+
+fn record(item: SinkItem) -> EgressRecord {
+    match item {
+        SinkItem::Record(r) => r,
+        other => panic!("expected a record, got {other:?}"),
+    }
 }
 
 fn done(effects: Effects) -> Result<Outcome, InvokeFailure> {
@@ -369,19 +376,19 @@ async fn egress_is_held_until_the_checkpoint_of_its_epoch_completes() {
     h.idle().await;
     nothing(&h.inbox, &mut h.egress, "egress before its checkpoint completed").await;
     h.inbox.completed(1).unwrap();
-    let first = next(&mut h.egress, "epoch 1's record").await;
+    let first = record(next(&mut h.egress, "epoch 1's record").await);
     assert_eq!(first.value.bytes.as_ref(), b"from epoch 1");
     assert_eq!(
         first.key.as_deref(),
-        Some("app/1/0/1"),
-        "{{app}}/{{epoch}}/{{worker}}/{{seq}}"
+        Some("app/7/1/0/1"),
+        "{{app}}/{{generation}}/{{epoch}}/{{worker}}/{{seq}}"
     );
     nothing(&h.inbox, &mut h.egress, "epoch 2's record at checkpoint 1").await;
     h.inbox.trigger(2).unwrap();
     next(&mut h.captures, "the capture of checkpoint 2").await;
     h.inbox.completed(2).unwrap();
-    let second = next(&mut h.egress, "epoch 2's record").await;
-    assert_eq!(second.key.as_deref(), Some("app/2/0/1"));
+    let second = record(next(&mut h.egress, "epoch 2's record").await);
+    assert_eq!(second.key.as_deref(), Some("app/7/2/0/1"));
 }
 
 #[tokio::test]

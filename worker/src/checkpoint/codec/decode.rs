@@ -36,6 +36,7 @@ pub(crate) fn decode(application: &str, parts: &[Bytes], layout: Layout) -> Resu
         delayed(&mut out, part.delayed, layout).map_err(bad)?;
         seen.extend(seen_keys(part.seen, layout).map_err(bad)?);
         positions(&mut out, part.positions);
+        sink_marks(&mut out, part.sink_marks).map_err(bad)?;
         if part.worker % layout.workers.max(1) == layout.worker {
             egress(&mut out, part.egress).map_err(bad)?;
         }
@@ -149,6 +150,17 @@ fn positions(out: &mut Capture, entries: Vec<proto::Position>) {
         let e = out.positions.entry(Arc::from(p.source)).or_insert(p.next);
         *e = (*e).max(p.next);
     }
+}
+
+/// Any part's sink may have written any restored record (held egress moves between workers on
+/// a rescale, and local workers share files): the lowest mark of an egress is safe for all.
+fn sink_marks(out: &mut Capture, entries: Vec<proto::SinkMark>) -> Result<(), String> {
+    for m in entries {
+        let egress = TypeName::parse(&m.egress).map_err(|err| format!("sink mark: {err}"))?;
+        let e = out.sink_marks.entry(egress).or_insert(m.mark);
+        *e = (*e).min(m.mark);
+    }
+    Ok(())
 }
 
 fn egress(out: &mut Capture, entries: Vec<proto::EgressOut>) -> Result<(), String> {

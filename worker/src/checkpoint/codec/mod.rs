@@ -105,6 +105,14 @@ pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
                 next: *next,
             })
             .collect(),
+        sink_marks: capture
+            .sink_marks
+            .iter()
+            .map(|(egress, mark)| proto::SinkMark {
+                egress: egress.to_string(),
+                mark: *mark,
+            })
+            .collect(),
     };
     // The state and the egress records, the bulk of a part, are appended directly;
     // entries of a repeated field may come in any position.
