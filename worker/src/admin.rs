@@ -17,6 +17,7 @@ use spindle_spec::TypeName;
 use tokio::sync::watch;
 
 use crate::checkpoint::Progress;
+use crate::checkpoint::coordinator::task::DataLossReport;
 use crate::deadletter::DeadLetters;
 use crate::inbox::Current;
 use crate::json::insert_value;
@@ -32,6 +33,8 @@ pub(crate) struct Admin {
     pub progress: watch::Receiver<Progress>,
     pub ready: Arc<AtomicBool>,
     pub current: Current,
+    /// On the coordinator: the last fallback past damaged checkpoints.
+    pub data_loss: DataLossReport,
 }
 
 impl Admin {
@@ -78,6 +81,8 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
         "completedCheckpoint": p.completed,
         "checkpointsCompleted": m.checkpoints_completed.get(),
         "checkpointsFailed": m.checkpoints_failed.get(),
+        "rollbacks": m.rollbacks.get(),
+        "dataLoss": *a.data_loss.lock().expect("data-loss report lock"),
         "ingressAccepted": m.ingress_accepted.get(),
         "ingressInProcess": m.ingress_in_process.get(),
         "messagesQueued": m.messages_queued.get(),

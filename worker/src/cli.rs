@@ -82,6 +82,11 @@ pub struct RunArgs {
     /// process, connected over loopback gRPC.
     #[arg(long)]
     pub workers: Option<u32>,
+    /// How long a clean stop (idle, Ctrl-C, SIGTERM) may take: input stops, a final
+    /// checkpoint records what the sinks wrote, then the processes exit. A second signal
+    /// stops at once.
+    #[arg(long, env = "SPINDLE_STOP_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +128,10 @@ pub struct WorkerArgs {
     /// Print every egress record to stdout.
     #[arg(long)]
     pub echo_egress: bool,
+    /// How long a clean stop on SIGTERM may take: input stops, a final checkpoint, exit
+    /// (keep it below the pod's terminationGracePeriodSeconds). A second signal stops at once.
+    #[arg(long, env = "SPINDLE_STOP_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
 }
 
 fn parse_function_port(s: &str) -> Result<(usize, u16), String> {
@@ -180,6 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 exit_when_idle: a.exit_when_idle,
                 idle_timeout: a.idle_timeout,
                 workers: a.workers,
+                stop_timeout: a.stop_timeout,
             })
             .await
         }
@@ -207,6 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: a.data_dir,
                 function_ports: a.function_port,
                 echo_egress: a.echo_egress,
+                stop_timeout: a.stop_timeout,
             })
             .await
         }

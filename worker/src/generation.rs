@@ -48,16 +48,28 @@ pub(crate) struct Generation {
     pub number: u64,
     inbox: Inbox,
     stop: CancellationToken,
+    /// The sources' end: before the generation's when the worker stops taking input.
+    input: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
 }
 
 impl Generation {
     /// Starts generation `number` from `restored`; it ends when `parent` fires or `stop` is
-    /// called.
-    pub fn start(ctx: &Context, number: u64, restored: Capture, parent: &CancellationToken) -> Generation {
+    /// called. Its sources read only while `accepting`.
+    pub fn start(
+        ctx: &Context,
+        number: u64,
+        restored: Capture,
+        parent: &CancellationToken,
+        accepting: bool,
+    ) -> Generation {
         let app = &ctx.app;
         let layout = ctx.cluster.layout(app.key_groups);
         let stop = parent.child_token();
+        let input = stop.child_token();
+        if !accepting {
+            input.cancel();
+        }
         let mut tasks = JoinSet::new();
         let (outbound, queues) = Outbound::new(layout, ctx.metrics.clone());
         for q in queues {
@@ -87,7 +99,7 @@ impl Generation {
             inbox: inbox.clone(),
             me: layout.worker,
             workers: layout.workers,
-            stop: stop.clone(),
+            stop: input.clone(),
         };
         let epochs = ctx.store.as_ref().map(|store| {
             let (captures, captures_rx) = mpsc::unbounded_channel();
@@ -119,7 +131,7 @@ impl Generation {
                 wants,
                 ctx.metrics.clone(),
             );
-            match offset_committer(&sources, &mut tasks) {
+            match offset_committer(&sources, &stop, &mut tasks) {
                 Some(tx) => epochs.report_positions(tx),
                 None => epochs,
             }
@@ -141,6 +153,7 @@ impl Generation {
             number,
             inbox,
             stop,
+            input,
             tasks: Mutex::new(tasks),
         }
     }
@@ -152,6 +165,11 @@ impl Generation {
             inbox: self.inbox.clone(),
             stop: self.stop.clone(),
         }
+    }
+
+    /// Stops the sources: nothing more is read; what they handed over is processed.
+    pub fn stop_input(&self) {
+        self.input.cancel();
     }
 
     /// Ends the generation: the partition (abandoning its invocations), links, sources and

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub checkpoints_failed: Counter,
     /// Completed checkpoints found damaged (checksum, size) and skipped at a restore.
     pub checkpoints_damaged: Counter,
+    /// Restores that fell back past completed checkpoints damaged after completion.
+    pub checkpoint_data_loss: Counter,
     /// From trigger to manifest written (coordinator).
     pub checkpoint_seconds: Histogram,
     /// Time the partition stops to copy its snapshot.
@@ -155,6 +157,7 @@ impl Metrics {
             checkpoints_completed: Counter::default(),
             checkpoints_failed: Counter::default(),
             checkpoints_damaged: Counter::default(),
+            checkpoint_data_loss: Counter::default(),
             checkpoint_seconds: seconds(),
             checkpoint_capture_seconds: seconds(),
             part_upload_seconds: seconds(),
@@ -294,6 +297,11 @@ impl Metrics {
             "checkpoints_damaged",
             "Damaged checkpoints skipped at a restore",
             m.checkpoints_damaged.clone(),
+        );
+        r.register(
+            "checkpoint_data_loss",
+            "Restores that fell back past completed checkpoints damaged after completion (data loss)",
+            m.checkpoint_data_loss.clone(),
         );
         r.register(
             "checkpoint_duration_seconds",

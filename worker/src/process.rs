@@ -40,6 +40,11 @@ pub(crate) struct Process {
     pub progress: watch::Sender<Progress>,
     /// Served at `/readyz`: false while restoring and once shutdown begins.
     pub ready: Arc<AtomicBool>,
+    /// False once the worker stops taking input (a clean stop): ingresses refuse, sources of
+    /// this and later generations do not read.
+    pub accepting: watch::Sender<bool>,
+    /// The final checkpoint of a stopping worker, once the coordinator says it may exit.
+    pub exit: watch::Sender<Option<u64>>,
     shutdown: CancellationToken,
 }
 
@@ -55,6 +60,8 @@ impl Process {
             current,
             progress: watch::channel(Progress::default()).0,
             ready: Arc::new(AtomicBool::new(false)),
+            accepting: watch::channel(true).0,
+            exit: watch::channel(None).0,
             shutdown,
         }
     }
@@ -79,7 +86,13 @@ impl Process {
             restored.messages.len(),
             restored.egress.len(),
         );
-        let new = Generation::start(&self.ctx, generation, restored, &self.shutdown);
+        let new = Generation::start(
+            &self.ctx,
+            generation,
+            restored,
+            &self.shutdown,
+            *self.accepting.borrow(),
+        );
         self.current_tx.send_replace(Some(new.entry()));
         *running = Some(new);
         self.progress.send_modify(|p| {
@@ -140,6 +153,15 @@ impl Process {
         });
     }
 
+    /// Stops taking input: the HTTP ingress refuses new records, sources stop reading (in this
+    /// generation and any later one). What was accepted is still processed.
+    pub async fn stop_input(&self) {
+        self.accepting.send_replace(false);
+        if let Some(g) = self.running.lock().await.as_ref() {
+            g.stop_input();
+        }
+    }
+
     /// Stops the running generation (at shutdown).
     pub async fn stop(&self) {
         self.ready.store(false, Ordering::Release);
@@ -166,6 +188,11 @@ impl Member for Local {
 
     fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()> {
         self.0.completed(generation, checkpoint);
+        Box::pin(async {})
+    }
+
+    fn exit(&self, _generation: u64, checkpoint: u64) -> MemberFuture<()> {
+        self.0.exit.send_replace(Some(checkpoint));
         Box::pin(async {})
     }
 }

@@ -23,6 +23,8 @@ pub struct ServeOptions {
     /// Function entries (by index in `spec.functions`) served by local processes on these ports.
     pub function_ports: Vec<(usize, u16)>,
     pub echo_egress: bool,
+    /// How long a clean stop (SIGTERM) may take: input stops, a final checkpoint, exit.
+    pub stop_timeout: std::time::Duration,
 }
 
 pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
@@ -65,8 +67,8 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         "serving until SIGTERM"
     );
     crate::stop::os_signal().await;
-    tracing::info!("stopping");
-    worker.shutdown().await;
+    tracing::info!(timeout = ?o.stop_timeout, "stopping (a second signal stops at once)");
+    crate::stop::unless_signalled_again(worker.stop(o.stop_timeout)).await;
     Ok(())
 }
 

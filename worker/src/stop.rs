@@ -14,6 +14,19 @@ pub async fn pause(stop: &CancellationToken, d: Duration) -> bool {
     }
 }
 
+/// Runs `clean` — a clean stop, which may take a while (a final checkpoint) — unless another
+/// Ctrl-C or SIGTERM comes first: that exits the process at once, and the next start recovers
+/// as after a crash.
+pub async fn unless_signalled_again<T>(clean: impl Future<Output = T>) -> T {
+    tokio::select! {
+        t = clean => t,
+        _ = os_signal() => {
+            eprintln!("spindle: stopping now (second signal); the next start recovers from the last complete checkpoint");
+            std::process::exit(130);
+        }
+    }
+}
+
 /// Ctrl-C or SIGTERM: how a person or Kubernetes asks a process to stop.
 pub async fn os_signal() {
     #[cfg(unix)]

@@ -20,6 +20,7 @@ use crate::checkpoint::Progress;
 use crate::checkpoint::control::client::{self, Announcement, ControlClients, RemoteMember};
 use crate::checkpoint::control::server::ControlService;
 use crate::checkpoint::coordinator::core::Settings;
+use crate::checkpoint::coordinator::task::DataLossReport;
 use crate::checkpoint::coordinator::{Coordinator, Member};
 use crate::checkpoint::link::CoordinatorLink;
 use crate::checkpoint::store::CheckpointStore;
@@ -74,6 +75,9 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     pub dead_letters: Arc<DeadLetters>,
     process: Arc<Process>,
+    /// How this worker reaches the coordinator; `None` when checkpoints are off.
+    coordinator: Option<CoordinatorLink>,
+    me: u32,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     /// Egress sinks: stopped last, so that they write everything released before.
@@ -142,7 +146,7 @@ impl Worker {
         let layout = cluster.layout(app.key_groups);
         let controls = Arc::new(ControlClients::new(&cluster, &app.name));
         let (coordinator_tx, coordinator_rx) = mpsc::unbounded_channel();
-        let coordinator_link = match me {
+        let coordinator_link: CoordinatorLink = match me {
             0 => CoordinatorLink::Local(coordinator_tx.clone()),
             _ => CoordinatorLink::Remote(controls.clone()),
         };
@@ -155,13 +159,14 @@ impl Worker {
                 dead_letters: dead_letters.clone(),
                 egress,
                 store: store.clone(),
-                coordinator: coordinator_link,
+                coordinator: coordinator_link.clone(),
                 invoker: Arc::new(HttpInvoker::new(app.clone(), metrics.clone())),
                 ingress_admission: ingress_admission.clone(),
             },
             shutdown.clone(),
         ));
         let local: Arc<dyn Member> = Arc::new(Local(process.clone()));
+        let data_loss = DataLossReport::default();
 
         let peer_addr = match (workers > 1, listeners.peer) {
             (false, _) => None,
@@ -230,6 +235,7 @@ impl Worker {
                 store,
                 retained: app.checkpoint.retained as usize,
                 metrics: metrics.clone(),
+                data_loss: data_loss.clone(),
                 shutdown: shutdown.clone(),
             };
             tasks.spawn(coordinator.run());
@@ -257,6 +263,7 @@ impl Worker {
                     max_body_bytes: app.http_ingress.as_ref().map_or(1 << 20, |h| h.max_body_bytes),
                     current: process.current.clone(),
                     progress: app.checkpoint.interval.map(|_| process.progress.subscribe()),
+                    accepting: process.accepting.subscribe(),
                 };
                 serve(&mut tasks, listener, ingress.routes(), shutdown.clone());
                 tracing::info!(%addr, "HTTP ingress listening");
@@ -273,6 +280,7 @@ impl Worker {
             progress: process.progress.subscribe(),
             ready: process.ready.clone(),
             current: process.current.clone(),
+            data_loss,
         };
         serve(&mut tasks, listeners.admin, admin.routes(), shutdown.clone());
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
@@ -282,6 +290,8 @@ impl Worker {
             admin_addr,
             metrics,
             dead_letters,
+            coordinator: app.checkpoint.interval.map(|_| coordinator_link),
+            me,
             process,
             shutdown,
             tasks,
@@ -323,7 +333,54 @@ impl Worker {
         *self.process.progress.borrow()
     }
 
-    /// Stops every task: servers stop accepting, the partition stops, sinks write what they hold.
+    /// A clean stop, within `timeout`: input stops first (the HTTP ingress answers 503 with
+    /// `Spindle-Retry: safe`, sources stop reading), what was accepted is processed, then —
+    /// with checkpoints — the coordinator takes checkpoints until one holds nothing of this
+    /// worker left to send (every released record written by its sink), and only then does
+    /// the worker shut down. A restart then re-sends nothing. When the timeout passes first,
+    /// the worker shuts down anyway, and the next start recovers as after a crash (exactly
+    /// once still; sinks may see re-sends with the same keys). Returns the final checkpoint.
+    pub async fn stop(self, timeout: Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.process.stop_input().await;
+        tracing::info!(timeout = ?timeout, "stopping: input stopped; draining");
+        // Draining first makes the final checkpoint small; it is not needed for correctness
+        // (a checkpoint holds what is in flight), so it gets a third of the time at most.
+        let drain_until = tokio::time::Instant::now() + timeout / 3;
+        let m = &self.metrics;
+        while tokio::time::Instant::now() < drain_until
+            && (m.ingress_in_process.get() > 0
+                || m.messages_queued.get() > 0
+                || m.batches_in_flight.get() > 0
+                || m.peer_pending.get() > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut final_checkpoint = None;
+        if let Some(link) = &self.coordinator {
+            let mut exit = self.process.exit.subscribe();
+            let told = tokio::time::timeout_at(deadline, link.leave(self.me))
+                .await
+                .unwrap_or(false);
+            if told && let Ok(Ok(n)) = tokio::time::timeout_at(deadline, exit.wait_for(Option::is_some)).await {
+                final_checkpoint = *n;
+            }
+            match final_checkpoint {
+                Some(n) => tracing::info!(checkpoint = n, "final checkpoint complete"),
+                None => tracing::warn!(
+                    timeout = ?timeout,
+                    "no final checkpoint within the stop timeout; the next start recovers from the last complete one"
+                ),
+            }
+        } else {
+            tracing::info!("checkpoints are off: stopping without a final checkpoint (at-most-once)");
+        }
+        self.shutdown().await;
+        final_checkpoint
+    }
+
+    /// Stops every task at once: servers stop accepting, the partition stops, sinks write what
+    /// they hold. No final checkpoint (see [`stop`](Self::stop)).
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         self.process.stop().await;

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::control::client::ControlClients;
 use super::coordinator::Event;
 use super::manifest::PartInfo;
-use crate::proto::control::{PartWritten, WantCheckpoint, control_request};
+use crate::proto::control::{Leave, PartWritten, WantCheckpoint, control_request};
 
 #[derive(Clone)]
 pub(crate) enum CoordinatorLink {
@@ -23,7 +23,14 @@ pub(crate) enum CoordinatorLink {
 impl CoordinatorLink {
     /// This worker's part of `checkpoint` was written (or failed). A lost report only fails
     /// this checkpoint (the coordinator times it out), so it is tried a few times, not forever.
-    pub async fn part(&self, generation: u64, checkpoint: u64, worker: u32, result: Result<PartInfo, String>) {
+    pub async fn part(
+        &self,
+        generation: u64,
+        checkpoint: u64,
+        worker: u32,
+        result: Result<PartInfo, String>,
+        clean: bool,
+    ) {
         let clients = match self {
             CoordinatorLink::Local(tx) => {
                 let _ = tx.send(Event::Part {
@@ -31,6 +38,7 @@ impl CoordinatorLink {
                     checkpoint,
                     worker,
                     result,
+                    clean,
                 });
                 return;
             }
@@ -44,6 +52,7 @@ impl CoordinatorLink {
                 key: info.key,
                 size: info.size,
                 crc32: info.crc32,
+                clean,
             },
             Err(error) => PartWritten {
                 generation,
@@ -57,6 +66,26 @@ impl CoordinatorLink {
             match clients.call(0, kind, Duration::from_secs(2)).await {
                 Ok(_) => return,
                 Err(status) => tracing::debug!(checkpoint, %status, "reporting the part to the coordinator failed"),
+            }
+        }
+    }
+
+    /// This worker is stopping (its input is stopped): the coordinator takes checkpoints until
+    /// one holds nothing of it left to send, then tells it to exit. False when the
+    /// coordinator could not be told.
+    pub async fn leave(&self, worker: u32) -> bool {
+        match self {
+            CoordinatorLink::Local(tx) => tx.send(Event::Leaving { worker }).is_ok(),
+            CoordinatorLink::Remote(clients) => {
+                for _ in 0..5 {
+                    let kind = control_request::Kind::Leave(Leave {});
+                    match clients.call(0, kind, Duration::from_secs(2)).await {
+                        Ok(_) => return true,
+                        Err(status) => tracing::debug!(%status, "telling the coordinator this worker stops failed"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                false
             }
         }
     }

@@ -156,6 +156,17 @@ impl CheckpointStore {
         })
     }
 
+    /// A store over any object store (unit tests: in memory, with faults injected).
+    #[cfg(test)]
+    pub(crate) fn over(store: Arc<dyn ObjectStore>, application: &str) -> CheckpointStore {
+        CheckpointStore {
+            store,
+            root: ObjectPath::from(application),
+            describe: format!("test/{application}"),
+            local: None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         self.describe.clone()
     }

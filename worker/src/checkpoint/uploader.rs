@@ -33,6 +33,7 @@ impl Uploader {
                 _ = stop.cancelled() => return,
             };
             let n = capture.checkpoint;
+            let clean = capture.egress.is_empty();
             let started = Instant::now();
             let meta = self.meta.clone();
             // Encoding walks every value: keep it off the async worker threads.
@@ -40,7 +41,7 @@ impl Uploader {
                 Ok(b) => b,
                 Err(e) => {
                     let result = Err(format!("encoding the part failed: {e}"));
-                    self.coordinator.part(generation, n, worker, result).await;
+                    self.coordinator.part(generation, n, worker, result, clean).await;
                     continue;
                 }
             };
@@ -48,6 +49,15 @@ impl Uploader {
             let upload = tokio::select! {
                 r = self.store.put_part(n, generation, worker, bytes) => r,
                 _ = stop.cancelled() => return,
+            };
+            // A checkpoint counts only once every part reads back intact: damage found later is
+            // damage after completion (data loss), not a write that never worked.
+            let upload = match upload {
+                Ok(info) => match self.store.read_part(&info).await {
+                    Ok(_) => Ok(info),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
             };
             let result = match upload {
                 Ok(info) => {
@@ -69,7 +79,7 @@ impl Uploader {
                     Err(e.to_string())
                 }
             };
-            self.coordinator.part(generation, n, worker, result).await;
+            self.coordinator.part(generation, n, worker, result, clean).await;
         }
     }
 }

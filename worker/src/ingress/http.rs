@@ -55,6 +55,8 @@ pub struct HttpIngress {
     pub current: Current,
     /// What durable acknowledgements wait on; `None` when checkpoints are off.
     pub progress: Option<watch::Receiver<Progress>>,
+    /// False once the worker stops taking input.
+    pub accepting: watch::Receiver<bool>,
 }
 
 impl HttpIngress {
@@ -122,6 +124,17 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Ack, Rejection> {
+    let stopping = || {
+        Rejection {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "stopping",
+        message: "the worker is stopping and takes no more input; the record was not accepted (send it again, to another worker or later)".into(),
+        retry_safe: true,
+    }
+    };
+    if !*ingress.accepting.borrow() {
+        return Err(stopping());
+    }
     let durable = match headers.get(ACK_HEADER).map(|v| v.to_str().unwrap_or("")) {
         None | Some("accepted") => false,
         Some("durable") if ingress.progress.is_some() => true,
@@ -211,6 +224,10 @@ async fn accept(
             "the worker is shutting down".into(),
         )
     };
+    // Checked again: the request may have waited for admission while the stop began.
+    if !*ingress.accepting.borrow() {
+        return Err(stopping());
+    }
     let admission = Admission::new(permit, ingress.metrics.ingress_in_process.clone());
     let entry = ingress.current.wait().await.map_err(|_| shutting_down())?;
     let rx = entry

@@ -36,7 +36,13 @@ pub fn start_sources(ctx: &SourceContext, positions: &Positions, tasks: &mut Joi
 
 /// The task that commits the positions of completed checkpoints back to the Kafka consumer
 /// groups, if the application reads Kafka; its sender is handed to the partition.
-pub fn offset_committer(ctx: &SourceContext, tasks: &mut JoinSet<()>) -> Option<mpsc::UnboundedSender<Positions>> {
+/// It runs until `stop` (the generation's end: positions of checkpoints completed after the
+/// input stopped are committed too).
+pub fn offset_committer(
+    ctx: &SourceContext,
+    stop: &crate::stop::CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Option<mpsc::UnboundedSender<Positions>> {
     let kafka: Vec<_> = ctx
         .app
         .sources
@@ -55,7 +61,7 @@ pub fn offset_committer(ctx: &SourceContext, tasks: &mut JoinSet<()>) -> Option<
         app_name,
         kafka,
         rx,
-        ctx.stop.clone(),
+        stop.clone(),
         ctx.metrics.clone(),
     ));
     Some(tx)

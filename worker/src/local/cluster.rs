@@ -71,6 +71,7 @@ pub async fn run(
         let (exe, app_file, all_peers, data_dir) =
             (exe.clone(), opts.app_file.clone(), peers.clone(), data_dir.clone());
         let function_ports = function_ports.to_vec();
+        let stop_timeout = opts.stop_timeout;
         let command = std::sync::Arc::new(move || {
             let mut cmd = Command::new(&exe);
             cmd.arg("worker")
@@ -86,11 +87,16 @@ pub async fn run(
                 .arg("--data-dir")
                 .arg(data_dir.join(format!("worker-{i}")))
                 .arg("--echo-egress")
+                .args(["--stop-timeout", &format!("{}ms", stop_timeout.as_millis())])
                 .stdin(Stdio::null())
                 .kill_on_drop(true);
             for (id, port) in &function_ports {
                 cmd.args(["--function-port", &format!("{id}={port}")]);
             }
+            // Their own process group: a Ctrl-C at the terminal reaches `spindle run` only,
+            // which asks every worker to stop once (a second signal to a worker stops it hard).
+            #[cfg(unix)]
+            cmd.process_group(0);
             cmd
         });
         let child = command().spawn().context("starting a worker process")?;
@@ -108,9 +114,7 @@ pub async fn run(
         });
     }
     let result = drive(opts, &mut children, ingress0.expect("worker 0 exists")).await;
-    for c in &mut children {
-        stop(c).await;
-    }
+    stop_all(&mut children, opts.stop_timeout).await;
     result
 }
 
@@ -191,17 +195,33 @@ async fn get(
     Some((status, body))
 }
 
-async fn stop(c: &mut Child_) {
+/// Asks every worker to stop at once (SIGTERM: they stop their input together and take
+/// their final checkpoint together — a checkpoint needs every worker), waits for them within
+/// the stop timeout, and kills what is left; a second Ctrl-C kills them at once.
+async fn stop_all(children: &mut [Child_], timeout: Duration) {
     #[cfg(unix)]
-    if let (Ok(None), Some(pid)) = (c.child.try_wait(), c.child.id())
-        && let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    for c in children.iter_mut() {
+        if let (Ok(None), Some(pid)) = (c.child.try_wait(), c.child.id())
+            && let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
     }
-    if tokio::time::timeout(Duration::from_secs(5), c.child.wait())
-        .await
-        .is_err()
-    {
-        let _ = c.child.kill().await;
+    let waited = async {
+        for c in children.iter_mut() {
+            let _ = c.child.wait().await;
+        }
+    };
+    let finished = tokio::select! {
+        r = tokio::time::timeout(timeout + Duration::from_secs(5), waited) => r.is_ok(),
+        _ = crate::stop::os_signal() => {
+            eprintln!("spindle: stopping the workers now (second signal)");
+            false
+        }
+    };
+    if !finished {
+        for c in children.iter_mut() {
+            let _ = c.child.kill().await;
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct LocalOptions {
     pub idle_timeout: Duration,
     /// Worker processes to run (default: `spec.workers`); with one, it runs in this process.
     pub workers: Option<u32>,
+    /// How long a clean stop may take (input stops, a final checkpoint, exit).
+    pub stop_timeout: Duration,
 }
 
 /// The directory an application file's relative paths are resolved against.
@@ -113,7 +115,7 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     );
 
     let result = drive(&opts, &worker).await;
-    worker.shutdown().await;
+    crate::stop::unless_signalled_again(worker.stop(opts.stop_timeout)).await;
     for p in processes {
         p.stop().await;
     }

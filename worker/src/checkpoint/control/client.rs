@@ -11,7 +11,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::checkpoint::coordinator::{Member, MemberFuture};
 use crate::peer::Cluster;
 use crate::proto::control::{
-    Completed, ControlReply, ControlRequest, Join, Restore, control_request, coordination_client::CoordinationClient,
+    Completed, ControlReply, ControlRequest, Exit, Join, Restore, control_request,
+    coordination_client::CoordinationClient,
 };
 use crate::stop::{CancellationToken, pause};
 
@@ -91,6 +92,19 @@ impl Member for RemoteMember {
         Box::pin(async move {
             let kind = control_request::Kind::Completed(Completed { generation, checkpoint });
             let _ = clients.call(worker, kind, Duration::from_secs(2)).await;
+        })
+    }
+
+    fn exit(&self, generation: u64, checkpoint: u64) -> MemberFuture<()> {
+        let (clients, worker) = (self.clients.clone(), self.worker);
+        Box::pin(async move {
+            // A few tries: a worker that misses it exits at its own deadline instead.
+            for _ in 0..3 {
+                let kind = control_request::Kind::Exit(Exit { generation, checkpoint });
+                if clients.call(worker, kind, Duration::from_secs(2)).await.is_ok() {
+                    return;
+                }
+            }
         })
     }
 }

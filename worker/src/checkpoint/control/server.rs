@@ -97,6 +97,7 @@ impl Coordination for ControlService {
                     checkpoint: p.checkpoint,
                     worker: from,
                     result,
+                    clean: p.clean,
                 })?;
             }
             Some(control_request::Kind::Restore(r)) => {
@@ -110,6 +111,8 @@ impl Coordination for ControlService {
                 generation: w.generation,
                 checkpoint: w.checkpoint,
             })?,
+            Some(control_request::Kind::Leave(_)) => self.to_coordinator(Event::Leaving { worker: from })?,
+            Some(control_request::Kind::Exit(e)) => self.local.exit(e.generation, e.checkpoint).await,
         }
         Ok(Response::new(ControlReply {
             incarnation: self.incarnation,

@@ -11,7 +11,7 @@
 //! announced. A worker that (re)starts joins with a new incarnation, which means its memory is
 //! gone: the application rolls back under a new generation.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use super::Event;
@@ -55,6 +55,12 @@ pub(crate) enum Command {
     Failed { checkpoint: u64, reason: String },
     /// Delete old checkpoints.
     Retain,
+    /// These stopping workers may exit: `checkpoint` holds nothing of them left to send.
+    Exit {
+        workers: Vec<u32>,
+        generation: u64,
+        checkpoint: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +75,8 @@ struct InProgress {
     checkpoint: u64,
     started: Instant,
     parts: BTreeMap<u32, PartInfo>,
+    /// Workers whose part held an egress record.
+    unclean: BTreeSet<u32>,
     writing: bool,
 }
 
@@ -98,6 +106,9 @@ pub(crate) struct Core {
     /// When the last checkpoint completed or failed (or the rollback began).
     last_end: Instant,
     in_progress: Option<InProgress>,
+    /// Stopping workers, with the first checkpoint that can be their last: one started after
+    /// they stopped their input.
+    leaving: BTreeMap<u32, u64>,
 }
 
 /// Retention runs after every this many completed checkpoints.
@@ -118,6 +129,7 @@ impl Core {
             wanted: 0,
             last_end: now,
             in_progress: None,
+            leaving: BTreeMap::new(),
         };
         let commands = core.rollback("start", now);
         (core, commands)
@@ -127,10 +139,16 @@ impl Core {
         self.generation
     }
 
-    /// When group commit wants the next checkpoint started, if it does.
+    /// When the next checkpoint should start before the next tick, if it should: at once
+    /// while workers are stopping (they wait for their final checkpoint), and `minPause` after
+    /// the last one when group commit wants one.
     pub fn eager_start(&self) -> Option<Instant> {
-        let pause = self.settings.min_pause.filter(|_| self.settings.interval.is_some())?;
+        self.settings.interval?;
         let idle = self.in_progress.is_none() && self.phase == Phase::Running;
+        if idle && !self.leaving.is_empty() {
+            return Some(self.last_end);
+        }
+        let pause = self.settings.min_pause?;
         (idle && self.wanted >= self.next_checkpoint).then(|| self.last_end + pause)
     }
 
@@ -159,7 +177,16 @@ impl Core {
                 checkpoint,
                 worker,
                 result,
-            } => self.on_part(generation, checkpoint, worker, result, now),
+                clean,
+            } => self.on_part(generation, checkpoint, worker, result, clean, now),
+            Event::Leaving { worker } => {
+                if worker < self.settings.workers {
+                    // Any checkpoint started from now on was triggered after its input stopped.
+                    let first = self.next_checkpoint;
+                    self.leaving.entry(worker).or_insert(first);
+                }
+                Vec::new()
+            }
             Event::Want { generation, checkpoint } => {
                 if generation == self.generation {
                     self.wanted = self.wanted.max(checkpoint);
@@ -187,6 +214,8 @@ impl Core {
         if covered || known == Some(incarnation) {
             return Vec::new();
         }
+        // A new process of a stopping worker is not stopping.
+        self.leaving.remove(&worker);
         self.rollback("worker restarted", now)
     }
 
@@ -211,6 +240,10 @@ impl Core {
         self.restored_from = checkpoint;
         // Past damaged checkpoints too: their manifests exist and are never overwritten.
         self.next_checkpoint = self.next_checkpoint.max(highest + 1);
+        // Stopping workers restore with their input still stopped.
+        for first in self.leaving.values_mut() {
+            *first = (*first).max(self.next_checkpoint);
+        }
         let workers = self.settings.workers;
         self.phase = Phase::Restoring {
             pending: (0..workers).collect(),
@@ -266,6 +299,7 @@ impl Core {
             checkpoint,
             started: now,
             parts: BTreeMap::new(),
+            unclean: BTreeSet::new(),
             writing: false,
         });
         vec![Command::Trigger {
@@ -280,6 +314,7 @@ impl Core {
         checkpoint: u64,
         worker: u32,
         result: Result<PartInfo, String>,
+        clean: bool,
         now: Instant,
     ) -> Vec<Command> {
         if generation != self.generation {
@@ -293,6 +328,9 @@ impl Core {
             Err(reason) => return self.fail(format!("worker {worker} could not write its part: {reason}"), now),
         };
         p.parts.insert(worker, info);
+        if !clean {
+            p.unclean.insert(worker);
+        }
         if p.parts.len() < self.settings.workers as usize || p.writing {
             return Vec::new();
         }
@@ -337,6 +375,19 @@ impl Core {
         }];
         if checkpoint.is_multiple_of(RETAIN_EVERY) {
             commands.push(Command::Retain);
+        }
+        let done = !self.leaving.is_empty()
+            && self
+                .leaving
+                .iter()
+                .all(|(w, first)| checkpoint >= *first && !p.unclean.contains(w));
+        if done {
+            let workers = std::mem::take(&mut self.leaving).into_keys().collect();
+            commands.push(Command::Exit {
+                workers,
+                generation,
+                checkpoint,
+            });
         }
         commands
     }

@@ -4,6 +4,8 @@
 //! [`CoordinatorLink`](super::link::CoordinatorLink); it reaches them through [`Member`]s.
 
 pub(crate) mod core;
+#[cfg(test)]
+mod fence_tests;
 pub(crate) mod task;
 #[cfg(test)]
 mod tests;
@@ -26,7 +28,11 @@ pub(crate) enum Event {
         checkpoint: u64,
         worker: u32,
         result: Result<PartInfo, String>,
+        /// The part holds no egress record (held, or released and not yet written).
+        clean: bool,
     },
+    /// A worker is stopping: its input is stopped, and it exits once told to.
+    Leaving { worker: u32 },
     /// Group commit: something on a worker waits for `checkpoint` to complete.
     Want { generation: u64, checkpoint: u64 },
     /// The checkpoint interval passed.
@@ -65,4 +71,6 @@ pub(crate) trait Member: Send + Sync {
     /// `checkpoint` of `generation` is complete. Best effort: a worker that misses it
     /// releases its egress with the next one.
     fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;
+    /// A stopping worker may exit: `checkpoint` holds nothing of it left to send.
+    fn exit(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;
 }

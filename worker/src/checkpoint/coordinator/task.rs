@@ -33,8 +33,26 @@ pub(crate) struct Coordinator {
     pub store: Option<CheckpointStore>,
     pub retained: usize,
     pub metrics: Arc<Metrics>,
+    /// The last fallback past damaged checkpoints, for `/status`.
+    pub data_loss: DataLossReport,
     pub shutdown: CancellationToken,
 }
+
+/// A restore that fell back past completed checkpoints that no longer read back intact: what
+/// they held after the restored one is lost (data loss, not a retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataLoss {
+    /// The checkpoints lost: `lost_from..=lost_to`.
+    pub lost_from: u64,
+    pub lost_to: u64,
+    /// The checkpoint restored instead.
+    pub restored: u64,
+    pub at_ms: u64,
+}
+
+/// Shared with the admin endpoint.
+pub type DataLossReport = Arc<std::sync::Mutex<Option<DataLoss>>>;
 
 impl Coordinator {
     pub async fn run(mut self) {
@@ -43,7 +61,11 @@ impl Coordinator {
         let mut restores = JoinSet::new();
         // Lookups, manifest writes, announcements and retention.
         let mut chores = JoinSet::new();
-        self.perform(&core, commands, &mut restores, &mut chores);
+        // Held by a manifest write until it ended; a rollback's lookup takes it first, so a
+        // manifest cannot land after the lookup listed the storage (it would complete a
+        // checkpoint the new generation did not restore).
+        let fence = Arc::new(tokio::sync::Mutex::new(()));
+        self.perform(&core, commands, &mut restores, &mut chores, &fence);
         let period = self.settings.interval.unwrap_or(Duration::from_secs(3600));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -58,11 +80,18 @@ impl Coordinator {
                 _ = self.shutdown.cancelled() => return,
             };
             let commands = core.on(event, Instant::now());
-            self.perform(&core, commands, &mut restores, &mut chores);
+            self.perform(&core, commands, &mut restores, &mut chores, &fence);
         }
     }
 
-    fn perform(&self, core: &Core, commands: Vec<Command>, restores: &mut JoinSet<()>, chores: &mut JoinSet<()>) {
+    fn perform(
+        &self,
+        core: &Core,
+        commands: Vec<Command>,
+        restores: &mut JoinSet<()>,
+        chores: &mut JoinSet<()>,
+        fence: &Arc<tokio::sync::Mutex<()>>,
+    ) {
         for command in commands {
             match command {
                 Command::RollbackStarted { why } => {
@@ -78,9 +107,15 @@ impl Coordinator {
                         self.metrics.clone(),
                     );
                     let previous = core.generation();
+                    let (fence, data_loss) = (fence.clone(), self.data_loss.clone());
                     chores.spawn(async move {
+                        let waited = Instant::now();
+                        let _fence = fence.lock().await;
+                        if waited.elapsed() > Duration::from_millis(50) {
+                            tracing::info!(ms = waited.elapsed().as_millis() as u64, "rollback waited for a manifest write in flight");
+                        }
                         loop {
-                            match choose(store.as_ref(), previous, &metrics).await {
+                            match choose(store.as_ref(), previous, &metrics, &data_loss).await {
                                 Ok((generation, checkpoint, highest)) => {
                                     tracing::info!(generation, checkpoint, "rollback: restoring");
                                     let _ = tx.send(Event::Chosen {
@@ -154,6 +189,7 @@ impl Coordinator {
                             checkpoint,
                             worker: self.me,
                             result: Err("the coordinator's own generation is not running".into()),
+                            clean: false,
                         });
                     }
                 }
@@ -164,7 +200,13 @@ impl Coordinator {
                         created_at_ms: now_ms(),
                         ..manifest
                     };
+                    let held = fence.clone().try_lock_owned();
+                    let fence = fence.clone();
                     chores.spawn(async move {
+                        let _fence = match held {
+                            Ok(guard) => guard,
+                            Err(_) => fence.lock_owned().await,
+                        };
                         let (generation, checkpoint, bytes) =
                             (manifest.generation, manifest.checkpoint, manifest.bytes);
                         let result = store
@@ -199,6 +241,31 @@ impl Coordinator {
                     self.metrics.checkpoints_failed.inc();
                     tracing::warn!(checkpoint, reason, "checkpoint failed; the next interval tries again");
                 }
+                Command::Exit {
+                    workers,
+                    generation,
+                    checkpoint,
+                } => {
+                    tracing::info!(
+                        ?workers,
+                        checkpoint,
+                        "final checkpoint of stopping workers complete: they exit"
+                    );
+                    let (others, me): (Vec<_>, Vec<_>) = workers.into_iter().partition(|w| *w != self.me);
+                    let others: Vec<_> = others.into_iter().map(|w| self.members[w as usize].clone()).collect();
+                    let local = me.first().map(|_| self.members[self.me as usize].clone());
+                    // The others first: once this worker exits, nobody would tell them.
+                    chores.spawn(async move {
+                        let mut calls = JoinSet::new();
+                        for m in others {
+                            calls.spawn(m.exit(generation, checkpoint));
+                        }
+                        calls.join_all().await;
+                        if let Some(local) = local {
+                            local.exit(generation, checkpoint).await;
+                        }
+                    });
+                }
                 Command::Retain => {
                     let store = self.store.clone().expect("checkpoints are on");
                     let keep = self.retained.max(1);
@@ -222,6 +289,7 @@ async fn choose(
     store: Option<&CheckpointStore>,
     previous: u64,
     metrics: &Metrics,
+    data_loss: &DataLossReport,
 ) -> Result<(u64, u64, u64), StoreError> {
     let Some(store) = store else {
         // Without checkpoints, generations only need to grow within this process's life
@@ -238,7 +306,24 @@ async fn choose(
         .unwrap_or(checkpoint);
     if let Some(l) = latest.filter(|l| !l.damaged.is_empty()) {
         metrics.checkpoints_damaged.inc_by(l.damaged.len() as u64);
-        tracing::error!(damaged = ?l.damaged, restoring = checkpoint, "newer checkpoints are damaged; restoring an older one");
+        metrics.checkpoint_data_loss.inc();
+        let loss = DataLoss {
+            lost_from: checkpoint + 1,
+            lost_to: highest,
+            restored: checkpoint,
+            at_ms: now_ms(),
+        };
+        // Completed checkpoints are read back before their manifest is written, so this is
+        // damage after completion (storage lost or changed objects): what those checkpoints
+        // acknowledged and released is gone from the restored state.
+        tracing::error!(
+            damaged = ?l.damaged,
+            lost_from = loss.lost_from,
+            lost_to = loss.lost_to,
+            restoring = checkpoint,
+            "DATA LOSS: completed checkpoints no longer read back intact; restoring an older one"
+        );
+        *data_loss.lock().expect("data-loss report lock") = Some(loss);
     }
     Ok((generation, checkpoint, highest))
 }

@@ -31,6 +31,7 @@ fn part_ok(generation: u64, checkpoint: u64, worker: u32) -> Event {
         checkpoint,
         worker,
         result: Ok(part(worker, checkpoint)),
+        clean: true,
     }
 }
 
@@ -169,6 +170,7 @@ fn a_failed_part_or_manifest_fails_the_checkpoint_and_numbering_goes_on() {
                 checkpoint: 2,
                 worker: 1,
                 result: Err("storage down".into()),
+                clean: true,
             },
             vec![Command::Failed {
                 checkpoint: 2,
@@ -502,4 +504,149 @@ fn without_checkpoints_a_coordinator_only_rolls_back() {
         ),
     ];
     run(settings(2, None, Some(1)), steps);
+}
+
+#[test]
+fn stopping_workers_exit_after_a_checkpoint_that_holds_nothing_of_them_to_send() {
+    let unclean = |generation, checkpoint, worker| Event::Part {
+        generation,
+        checkpoint,
+        worker,
+        result: Ok(part(worker, checkpoint)),
+        clean: false,
+    };
+    let mut steps = started_and_one_checkpoint();
+    steps.extend([
+        (
+            1500,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 2,
+            }],
+        ),
+        // Worker 1 stops while checkpoint 2 is under way: 2 started before its input stopped.
+        (1501, Event::Leaving { worker: 1 }, vec![]),
+        (1502, part_ok(7, 2, 0), vec![]),
+        (1503, part_ok(7, 2, 1), vec![manifest(7, 2, 2, 3)]),
+        (
+            1504,
+            Event::Manifest {
+                generation: 7,
+                checkpoint: 2,
+                result: Ok(21),
+            },
+            vec![Command::Completed {
+                generation: 7,
+                checkpoint: 2,
+                bytes: 21,
+                took: ms(4),
+            }],
+        ),
+        // The next one starts at once (no tick needed); worker 1 still had egress to send.
+        (
+            1505,
+            Event::Eager,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 3,
+            }],
+        ),
+        (1506, part_ok(7, 3, 0), vec![]),
+        (1507, unclean(7, 3, 1), vec![manifest(7, 3, 2, 2)]),
+        (
+            1508,
+            Event::Manifest {
+                generation: 7,
+                checkpoint: 3,
+                result: Ok(21),
+            },
+            vec![Command::Completed {
+                generation: 7,
+                checkpoint: 3,
+                bytes: 21,
+                took: ms(3),
+            }],
+        ),
+        // Worker 0's parts need not be clean: it is not stopping.
+        (
+            1509,
+            Event::Eager,
+            vec![Command::Trigger {
+                generation: 7,
+                checkpoint: 4,
+            }],
+        ),
+        (1510, unclean(7, 4, 0), vec![]),
+        (1511, part_ok(7, 4, 1), vec![manifest(7, 4, 2, 2)]),
+        (
+            1512,
+            Event::Manifest {
+                generation: 7,
+                checkpoint: 4,
+                result: Ok(21),
+            },
+            vec![
+                Command::Completed {
+                    generation: 7,
+                    checkpoint: 4,
+                    bytes: 21,
+                    took: ms(3),
+                },
+                Command::Retain,
+                Command::Exit {
+                    workers: vec![1],
+                    generation: 7,
+                    checkpoint: 4,
+                },
+            ],
+        ),
+    ]);
+    let (core, _) = run(settings(2, Some(1000), None), steps);
+    assert_eq!(
+        core.eager_start(),
+        None,
+        "nobody is stopping any more: back to the interval"
+    );
+}
+
+#[test]
+fn a_stopping_worker_that_restarts_is_not_stopping_any_more() {
+    let mut steps = started_and_one_checkpoint();
+    steps.extend([
+        (1100, Event::Leaving { worker: 1 }, vec![]),
+        (
+            1101,
+            Event::Join {
+                worker: 1,
+                incarnation: 555,
+            },
+            rollback("worker restarted"),
+        ),
+        (
+            1102,
+            Event::Chosen {
+                generation: 8,
+                checkpoint: 1,
+                highest: 1,
+            },
+            restores(2, 8, 1),
+        ),
+        (1103, restored(0, 8, 100), vec![]),
+        (
+            1104,
+            restored(1, 8, 555),
+            vec![Command::Running {
+                generation: 8,
+                checkpoint: 1,
+                took: ms(3),
+            }],
+        ),
+    ]);
+    let (core, _) = run(settings(2, Some(1000), None), steps);
+    assert_eq!(
+        core.eager_start(),
+        None,
+        "no checkpoint is hurried for a worker that restarted"
+    );
 }
