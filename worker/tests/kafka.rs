@@ -219,7 +219,7 @@ spec:
     let deadline = Instant::now() + Duration::from_secs(30);
     let committed = loop {
         let mut conn = spindle_worker::ingress::kafka::group::coordinator(
-            &[broker.addr.clone()],
+            std::slice::from_ref(&broker.addr),
             "kafka-e2e-group",
             Duration::from_secs(5),
         )

@@ -17,8 +17,12 @@ use support::brokers::{Flavor, Kafka, TestRecord, now_ms};
 use support::*;
 
 async fn committed(broker: &Kafka, group: &str) -> i64 {
-    let Ok(mut conn) =
-        spindle_worker::ingress::kafka::group::coordinator(&[broker.addr.clone()], group, Duration::from_secs(5)).await
+    let Ok(mut conn) = spindle_worker::ingress::kafka::group::coordinator(
+        std::slice::from_ref(&broker.addr),
+        group,
+        Duration::from_secs(5),
+    )
+    .await
     else {
         return -1;
     };
