@@ -113,7 +113,12 @@ async fn findings(broker: &Kafka) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apache_kafka_read_committed_hides_aborted_records_and_serves_compressed_batches() {
     init_logs();
-    let Some(broker) = Kafka::start(Flavor::Apache, "apache_kafka_read_committed_hides_aborted_records").await else {
+    let Some(broker) = Kafka::start(
+        Flavor::Apache,
+        "apache_kafka_read_committed_hides_aborted_records_and_serves_compressed_batches",
+    )
+    .await
+    else {
         return;
     };
     let found = findings(&broker).await;
