@@ -95,6 +95,11 @@ pub struct StatefunArgs {
     /// A `spindle` binary for the worker (default: this binary's own `spindle` subcommand).
     #[arg(long)]
     pub spindle: Option<PathBuf>,
+    /// After the measured phases, a failure round: `--rate` inputs/s for 10 s with `kill -9`
+    /// of the system's process halfway, then a restart (Spindle from its checkpoints, StateFun
+    /// from its newest retained checkpoint); the verdict covers it.
+    #[arg(long)]
+    pub kill: bool,
 }
 
 /// Runs a fetch script (`bash SCRIPT`): the directory it prints, and how long it took.
@@ -152,6 +157,9 @@ pub async fn run(args: &StatefunArgs) -> anyhow::Result<()> {
         for &system in &args.systems {
             let run = run_system(args, system, &repo, &python, &broker, &client, &dir).await?;
             println!("{}", run.summary());
+            if let Some(f) = run.failure_summary() {
+                println!("{f}");
+            }
             runs.push(run);
         }
         anyhow::Ok(())
@@ -183,9 +191,15 @@ pub async fn run(args: &StatefunArgs) -> anyhow::Result<()> {
     )?;
     println!("written: {}/statefun.{{md,json}}", args.out.display());
     let _ = std::fs::remove_dir_all(&dir);
+    // Without a failure every system must be exactly once as read. With `--kill`, a re-send
+    // of the same record is what Spindle's non-transactional egress does (reported above);
+    // anything lost, or state applied other than once, fails the run.
     let failed: Vec<&str> = runs
         .iter()
-        .filter(|r| !r.verdict.exactly_once())
+        .filter(|r| match &r.failure {
+            None => !r.verdict.exactly_once(),
+            Some(f) => !f.after_dropping_repeats.exactly_once(),
+        })
         .map(|r| r.system)
         .collect();
     anyhow::ensure!(failed.is_empty(), "not exactly once: {failed:?}");
@@ -210,6 +224,13 @@ impl Running {
         match self {
             Running::Spindle(s) => s.alive(dir),
             Running::StateFun(s) => s.alive(dir),
+        }
+    }
+
+    fn kill9(&mut self) {
+        match self {
+            Running::Spindle(s) => s.kill9(),
+            Running::StateFun(s) => s.kill9(),
         }
     }
 }
@@ -277,28 +298,33 @@ async fn run_system(
         startup_timeout: HumanDuration::from_secs(30),
     };
     let function = FunctionProcess::start(counter::COUNTER, &local, &dir).await?;
-    let started = Instant::now();
-    let mut running = match system {
-        System::Spindle => Running::Spindle(spindle_side::Spindle::start(
-            args.spindle.as_ref(),
-            &dir,
-            &spindle_side::app_yaml(
+    let start = |restore: Option<&Path>| -> anyhow::Result<Running> {
+        Ok(match system {
+            // Spindle restores from its checkpoint storage by itself.
+            System::Spindle => Running::Spindle(spindle_side::Spindle::start(
+                args.spindle.as_ref(),
+                &dir,
+                &spindle_side::app_yaml(
+                    function.port,
+                    &broker.addr,
+                    &input,
+                    args.interval,
+                    &dir.join("checkpoints"),
+                ),
+            )?),
+            System::Statefun => Running::StateFun(statefun_side::StateFun::start(
+                repo,
+                &dir,
                 function.port,
                 &broker.addr,
                 &input,
                 args.interval,
-                &dir.join("checkpoints"),
-            ),
-        )?),
-        System::Statefun => Running::StateFun(statefun_side::StateFun::start(
-            repo,
-            &dir,
-            function.port,
-            &broker.addr,
-            &input,
-            args.interval,
-        )?),
+                restore,
+            )?),
+        })
     };
+    let started = Instant::now();
+    let mut running = start(None)?;
     let names = [
         "kafka broker",
         if system == System::Spindle {
@@ -356,19 +382,63 @@ async fn run_system(
                 }
             }
         };
+        // Phase 3 (--kill): inputs at the live rate for 10 s, kill -9 halfway, restart.
+        let mut end = live.end;
+        let mut failure = None;
+        if args.kill {
+            let n = args.rate * 10;
+            let range = end..end + n;
+            end += n;
+            let (c, topic, (partitions, keys, rate)) = (
+                broker.client().await?,
+                input.clone(),
+                (args.partitions, args.keys, args.rate),
+            );
+            let r = range.clone();
+            let producer =
+                tokio::spawn(async move { broker::produce_paced(&c, &topic, partitions, r, keys, rate).await });
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            running.kill9();
+            let killed = Instant::now();
+            let restore = statefun_side::latest_checkpoint(&dir);
+            running = start(restore.as_deref())?;
+            producer.await??;
+            wait_outputs(&reader, range.clone(), n, &mut running, &dir, Duration::from_secs(300)).await?;
+            let recovered = killed.elapsed();
+            tokio::time::sleep(2 * args.interval + Duration::from_millis(500)).await;
+            failure = Some((range, recovered, restore));
+        }
         let arrivals = reader.arrivals();
         anyhow::ensure!(
             reader.malformed() == 0,
             "{} output records are not counter totals",
             reader.malformed()
         );
-        Ok::<_, anyhow::Error>((first, [s0, s1, s2, s3], sent, arrivals, checkpoints, live))
+        Ok::<_, anyhow::Error>((first, [s0, s1, s2, s3], sent, arrivals, checkpoints, end, failure))
     }
     .await;
     drop(running);
     function.stop().await;
     reader.stop().await;
-    let (first, [s0, s1, s2, s3], sent, arrivals, checkpoints, live) = outcome?;
+    let (first, [s0, s1, s2, s3], sent, arrivals, checkpoints, end, failure) = outcome?;
+    let failure = failure.map(|(range, recovered, restore)| {
+        if let Some(r) = &restore {
+            println!("{name}: killed with kill -9, restarted from {}", r.display());
+        }
+        // The same records read again (same seq, same total) are re-sends; dropping them shows
+        // whether anything else is wrong.
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<_> = arrivals
+            .iter()
+            .filter(|a| seen.insert((a.seq, a.total)))
+            .cloned()
+            .collect();
+        results::Failure {
+            inputs: range.end - range.start,
+            recovered,
+            after_dropping_repeats: verdict(&unique, 0..end),
+        }
+    });
     Ok(SystemRun::new(
         name,
         first.duration_since(started),
@@ -378,7 +448,8 @@ async fn run_system(
         phase(&names, &s0, &s1),
         phase(&names, &s2, &s3),
         checkpoints,
-        verdict(&arrivals, 0..live.end),
+        verdict(&arrivals, 0..end),
+        failure,
     ))
 }
 

@@ -19,6 +19,14 @@ pub(crate) struct Checkpoints {
     pub max_ms: Option<f64>,
 }
 
+/// The `--kill` round.
+pub(crate) struct Failure {
+    pub inputs: u64,
+    /// From the kill to every output of the round at the reader.
+    pub recovered: Duration,
+    pub after_dropping_repeats: Verdict,
+}
+
 pub(crate) struct SystemRun {
     pub system: &'static str,
     pub startup: Duration,
@@ -37,6 +45,7 @@ pub(crate) struct SystemRun {
     pub live_phase: Phase,
     pub checkpoints: Checkpoints,
     pub verdict: Verdict,
+    pub failure: Option<Failure>,
 }
 
 /// The `q` quantile of sorted values.
@@ -59,6 +68,7 @@ impl SystemRun {
         live_phase: Phase,
         checkpoints: Checkpoints,
         verdict: Verdict,
+        failure: Option<Failure>,
     ) -> SystemRun {
         let mut first_arrival: HashMap<u64, f64> = HashMap::new();
         for a in arrivals {
@@ -90,6 +100,7 @@ impl SystemRun {
             live_phase,
             checkpoints,
             verdict,
+            failure,
         }
     }
 
@@ -129,6 +140,22 @@ impl SystemRun {
         )
     }
 
+    pub fn failure_summary(&self) -> Option<String> {
+        let f = self.failure.as_ref()?;
+        let d = &f.after_dropping_repeats;
+        Some(format!(
+            "{}: kill -9 during {} inputs, all their outputs {:.1} s after the kill; without dedup: duplicated {}, lost {}; after dropping repeated (seq, total) records: duplicated {}, lost {}, wrong totals {}",
+            self.system,
+            f.inputs,
+            f.recovered.as_secs_f64(),
+            self.verdict.duplicated,
+            self.verdict.lost,
+            d.duplicated,
+            d.lost,
+            d.wrong_totals
+        ))
+    }
+
     fn json(&self) -> serde_json::Value {
         let phase = |p: &Phase| {
             serde_json::json!({
@@ -146,6 +173,10 @@ impl SystemRun {
             "live": {"records": self.live, "latency_ms": {"p50": self.p(0.5), "p99": self.p(0.99), "max": self.p(1.0)}, "usage": phase(&self.live_phase)},
             "checkpoints": {"count": self.checkpoints.count, "mean_ms": self.checkpoints.mean_ms, "max_ms": self.checkpoints.max_ms},
             "exactly_once": self.verdict.json(),
+            "kill": self.failure.as_ref().map(|f| serde_json::json!({
+                "inputs": f.inputs, "recovered_s": f.recovered.as_secs_f64(),
+                "after_dropping_repeats": f.after_dropping_repeats.json(),
+            })),
         })
     }
 }
@@ -237,10 +268,15 @@ pub(crate) fn markdown(meta: &Meta, runs: &[SystemRun]) -> String {
         "\nBacklog: {} inputs preloaded before the system starts. Backlog records/s is the steady-state rate: outputs after the \
          first release over the time from the first output to the last (both systems release output once per checkpoint). \
          Live: inputs produced at a fixed rate after the backlog; latency from produce to the output reaching the reader. \
-         No failure is injected: exactly-once here is checked on a clean run (every output read once, without dedup, and \
-         each counter's totals 1, 2, 3, …); through failures, StateFun's transactional egress keeps it for a `read_committed` \
-         reader, while Spindle's may re-send an epoch's records with the same `idempotency-key` (see docs/connectors.md).",
-        meta.backlog
+         Exactly-once is checked on every record the reader saw, without dedup: each input's output once and each counter's \
+         totals 1, 2, 3, …{}. Through failures StateFun's transactional egress keeps that for a `read_committed` reader, \
+         while Spindle's may re-send an epoch's records with the same `idempotency-key` (see docs/connectors.md).",
+        meta.backlog,
+        if runs.iter().any(|r| r.failure.is_some()) {
+            " (including the failure round below)"
+        } else {
+            " (no failure injected in this run)"
+        }
     );
     if let [a, b] = runs {
         let _ = writeln!(
@@ -252,6 +288,36 @@ pub(crate) fn markdown(meta: &Meta, runs: &[SystemRun]) -> String {
             a.p(0.5) / b.p(0.5).max(1e-9),
             a.p(0.99) / b.p(0.99).max(1e-9)
         );
+    }
+    if runs.iter().any(|r| r.failure.is_some()) {
+        let _ = writeln!(
+            s,
+            "\nFailure round (`--kill`): after the measured phases, {} inputs/s for 10 s with `kill -9` of the system's \
+             process after 5 s and a restart (Spindle from its checkpoint storage, StateFun from its newest retained \
+             checkpoint); the table above counts it. Read without dedup, then after dropping records repeated with the \
+             same seq and total:\n",
+            meta.rate
+        );
+        let _ = writeln!(
+            s,
+            "| system | kill → all outputs | duplicated (no dedup) | lost | duplicated after dropping repeats | wrong totals after dropping repeats |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for r in runs {
+            if let Some(f) = &r.failure {
+                let d = &f.after_dropping_repeats;
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.1} s | {} | {} | {} | {} |",
+                    r.system,
+                    f.recovered.as_secs_f64(),
+                    r.verdict.duplicated,
+                    r.verdict.lost,
+                    d.duplicated,
+                    d.wrong_totals
+                );
+            }
+        }
     }
     let _ = writeln!(
         s,

@@ -78,6 +78,12 @@ impl Spindle {
         self.child.id()
     }
 
+    /// SIGKILL, and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn alive(&mut self, dir: &Path) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             anyhow::bail!(

@@ -49,7 +49,10 @@ spec:
 /// Flink's configuration: the module, one slot (`parallelism`), exactly-once checkpoints every
 /// `interval` with the heap state backend on the local filesystem, and every server socket of
 /// the MiniCluster on loopback, ephemeral ports.
-pub(crate) fn flink_properties(dir: &Path, parallelism: u32, interval: Duration) -> String {
+pub(crate) fn flink_properties(dir: &Path, parallelism: u32, interval: Duration, restore: Option<&Path>) -> String {
+    let restore = restore.map_or(String::new(), |c| {
+        format!("execution.savepoint.path=file://{}\n", c.display())
+    });
     format!(
         "statefun.remote.module-name=file://{module}
 parallelism.default={parallelism}
@@ -63,11 +66,29 @@ rest.address=127.0.0.1
 rest.bind-port=0
 jobmanager.rpc.address=127.0.0.1
 taskmanager.host=127.0.0.1
-",
+{restore}",
         module = dir.join("module.yaml").display(),
         checkpoints = dir.join("checkpoints").display(),
         ms = interval.as_millis(),
     )
+}
+
+/// The newest completed checkpoint under `dir/checkpoints/<job>/chk-<n>` (one with `_metadata`),
+/// to restore from after a kill.
+pub(crate) fn latest_checkpoint(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut best: Option<(u64, std::path::PathBuf)> = None;
+    for job in std::fs::read_dir(dir.join("checkpoints")).ok()?.flatten() {
+        for chk in std::fs::read_dir(job.path()).ok()?.flatten() {
+            let name = chk.file_name().to_string_lossy().into_owned();
+            let Some(n) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if chk.path().join("_metadata").exists() && best.as_ref().is_none_or(|(b, _)| n > *b) {
+                best = Some((n, chk.path()));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
 }
 
 /// `checkpointDuration` of every `Completed checkpoint` line in Flink's log, in ms.
@@ -94,10 +115,14 @@ impl StateFun {
         broker: &str,
         topic: &str,
         interval: Duration,
+        restore: Option<&Path>,
     ) -> anyhow::Result<StateFun> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("module.yaml"), module_yaml(function_port, broker, topic))?;
-        std::fs::write(dir.join("flink.properties"), flink_properties(dir, 1, interval))?;
+        std::fs::write(
+            dir.join("flink.properties"),
+            flink_properties(dir, 1, interval, restore),
+        )?;
         let out = std::fs::File::create(dir.join("statefun.out"))?;
         let child = Command::new("bash")
             .arg(repo.join("e2e/statefun/run.sh"))
@@ -112,6 +137,12 @@ impl StateFun {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL (the JVM: run.sh execs it), and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// `Err` if the JVM has exited.
@@ -146,7 +177,15 @@ mod tests {
         assert!(m.contains("urlPathTemplate: http://127.0.0.1:8000/statefun"));
         assert!(m.contains("- bench/counter") && m.contains("id: bench/totals") && m.contains("type: exactly-once"));
         assert_eq!(m.matches("\n---\n").count(), 2, "three components");
-        let p = flink_properties(Path::new("/tmp/sf"), 1, Duration::from_secs(1));
+        let p = flink_properties(Path::new("/tmp/sf"), 1, Duration::from_secs(1), None);
+        assert!(!p.contains("savepoint"));
+        let r = flink_properties(
+            Path::new("/tmp/sf"),
+            1,
+            Duration::from_secs(1),
+            Some(Path::new("/tmp/sf/checkpoints/j/chk-7")),
+        );
+        assert!(r.contains("execution.savepoint.path=file:///tmp/sf/checkpoints/j/chk-7\n"));
         assert!(p.contains("statefun.remote.module-name=file:///tmp/sf/module.yaml\n"));
         assert!(p.contains("execution.checkpointing.interval=1000ms\n") && p.contains("rest.bind-port=0\n"));
         let log = "12:00:01,000 INFO CheckpointCoordinator - Completed checkpoint 18 for job 0a (10557 bytes, checkpointDuration=147 ms, finalizationTime=0 ms).\n\
