@@ -15,6 +15,7 @@ mod harness;
 mod load;
 mod report;
 mod restate;
+mod statefun;
 mod usage;
 
 use std::time::Duration;
@@ -60,6 +61,14 @@ pub enum Serve {
     /// workloads at several concurrencies, with CPU and memory of every process; writes
     /// markdown, JSON and a PNG chart (needs Node.js and npm for Restate's side).
     Restate(restate::RestateArgs),
+    /// Spindle beside Apache Flink StateFun 3.3.0 on one real Kafka broker (Apache Kafka 4.1.1):
+    /// the same input and the same counter function through both; records/s, latency from
+    /// produce to output, CPU and RSS of every process, checkpoint duration, exactly-once on
+    /// what a `read_committed` reader sees (needs Java 17 and Maven, and the project venv).
+    Statefun(statefun::StatefunArgs),
+    /// The Kafka-record counter both systems run in `statefun` (used by the benchmark itself).
+    #[command(hide = true)]
+    ServeKafkaCounter,
     /// Spindle's own command line (`spindle worker …`), for the processes the benchmarks start.
     #[command(hide = true)]
     Spindle {
@@ -88,6 +97,8 @@ pub fn main() -> anyhow::Result<()> {
         Some(Serve::Checkpoint(ref c)) => rt.block_on(checkpoint::run(c)),
         Some(Serve::Connectors(ref c)) => rt.block_on(connectors::run(c)),
         Some(Serve::Restate(ref r)) => rt.block_on(restate::run(r)),
+        Some(Serve::Statefun(ref s)) => rt.block_on(statefun::run(s)),
+        Some(Serve::ServeKafkaCounter) => rt.block_on(statefun::serve_kafka_counter()),
         Some(Serve::Spindle { .. }) => unreachable!("handled above"),
         None => rt.block_on(load::run(&args)),
     }

@@ -1,5 +1,5 @@
-//! Kafka → functions → Kafka, with real parts: a tansu broker started here, three `spindle
-//! worker` processes, the example counter (Rust SDK), checkpoints every 200 ms. While records
+//! Kafka → functions → Kafka, with real parts: a broker started here (once tansu, once Apache
+//! Kafka: one test per broker, named after it), three `spindle worker` processes, the example counter (Rust SDK), checkpoints every 200 ms. While records
 //! are produced, a worker and then the coordinator are killed with SIGKILL and restarted. Then
 //! every input is checked: its effect exactly once in state, its output exactly once after
 //! dropping repeats of an idempotency key, every bad record in the dead letters, and the
@@ -10,7 +10,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use support::brokers::{Tansu, TestRecord};
+use support::brokers::{Flavor, Kafka, TestRecord};
 use support::procs::{Procs, state, wait_running};
 use support::*;
 
@@ -40,16 +40,31 @@ fn bad() -> Vec<(TestRecord, &'static str)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_in_and_out_exactly_once_through_kill_9() {
+async fn kafka_in_and_out_exactly_once_through_kill_9_tansu() {
+    exactly_once_through_kill_9(Flavor::Tansu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_in_and_out_exactly_once_through_kill_9_apache_kafka() {
+    exactly_once_through_kill_9(Flavor::Apache).await;
+}
+
+/// Each variant runs a broker and three worker processes: one at a time on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn exactly_once_through_kill_9(flavor: Flavor) {
     init_logs();
+    let _one = ONE_AT_A_TIME.lock().await;
     let inputs: u64 = std::env::var("SPINDLE_KAFKA_INPUTS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
+    let Some(broker) = Kafka::start(flavor, "kafka_in_and_out_exactly_once_through_kill_9").await else {
+        return;
+    };
     let dir = TempDir::new("kafka-e2e");
-    let tansu = Tansu::start();
-    tansu.create_topic("adds", PARTITIONS).await;
-    tansu.create_topic("totals", OUT_PARTITIONS).await;
+    broker.create_topic("adds", PARTITIONS).await;
+    broker.create_topic("totals", OUT_PARTITIONS).await;
     let (fn_addr, _stop_functions) = example_functions().await;
     eprintln!(
         "started: example functions (Rust SDK) on {fn_addr}; topics adds ({PARTITIONS} partitions), totals ({OUT_PARTITIONS})"
@@ -76,7 +91,7 @@ spec:
     interval: 200ms
     storage: {storage}
 "#,
-        broker = tansu.addr,
+        broker = broker.addr,
         storage = dir.path().join("checkpoints").display()
     );
     let app = dir.path().join("app.yaml");
@@ -92,7 +107,7 @@ spec:
 
     // Produce in batches of 100, round-robin over the partitions, killing a worker after a
     // third and the coordinator after two thirds of the inputs.
-    let client = tansu.client().await;
+    let client = broker.client().await;
     let mut bad_offsets: BTreeMap<String, &'static str> = BTreeMap::new();
     let mut produced = 0u64;
     let mut kills = Vec::new();
@@ -107,7 +122,7 @@ spec:
                 reasons.push(why);
             }
         }
-        let offsets = tansu.produce(&client, "adds", p, batch).await;
+        let offsets = broker.produce(&client, "adds", p, batch).await;
         for (o, why) in offsets[n as usize..].iter().zip(reasons) {
             bad_offsets.insert(format!("adds/{p}@{o}"), why);
         }
@@ -129,7 +144,7 @@ spec:
     // Every input's total must come out: read the output topic until it has every seq.
     let deadline = Instant::now() + Duration::from_secs(180);
     let out = loop {
-        let out = tansu.read_all(&client, "totals", OUT_PARTITIONS).await;
+        let out = broker.read_all(&client, "totals", OUT_PARTITIONS).await;
         let seqs: BTreeSet<u64> = out
             .iter()
             .filter_map(|(_, _, r)| {
@@ -200,11 +215,11 @@ spec:
     }
 
     // The consumer group reaches the end of every partition (committed after checkpoints).
-    let ends = tansu.end_offsets(&client, "adds", PARTITIONS).await;
+    let ends = broker.end_offsets(&client, "adds", PARTITIONS).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let committed = loop {
         let mut conn = spindle_worker::ingress::kafka::group::coordinator(
-            std::slice::from_ref(&tansu.addr),
+            std::slice::from_ref(&broker.addr),
             "kafka-e2e-group",
             Duration::from_secs(5),
         )
@@ -227,7 +242,7 @@ spec:
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    eprintln!("kafka e2e results:");
+    eprintln!("kafka e2e results ({}):", broker.name());
     eprintln!(
         "  inputs {inputs} over {PARTITIONS} partitions, {} bad records; kills {:?}",
         bad_offsets.len(),

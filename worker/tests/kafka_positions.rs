@@ -1,4 +1,5 @@
-//! Kafka startup positions and StateFun SDK compatibility, against a tansu broker started here:
+//! Kafka startup positions and StateFun SDK compatibility, against a broker started here (each
+//! test once on tansu and once on Apache Kafka, named after the broker):
 //! - earliest, latest, timestamp and group-offsets, each in a fresh application (no checkpointed
 //!   positions), each reading exactly the records it should;
 //! - a function written with the official StateFun Python SDK emitting `kafka_egress_message`
@@ -12,12 +13,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use spindle_protocol::Primitive;
-use support::brokers::{Tansu, TestRecord, now_ms};
+use support::brokers::{Flavor, Kafka, TestRecord, now_ms};
 use support::*;
 
-async fn committed(tansu: &Tansu, group: &str) -> i64 {
+async fn committed(broker: &Kafka, group: &str) -> i64 {
     let Ok(mut conn) = spindle_worker::ingress::kafka::group::coordinator(
-        std::slice::from_ref(&tansu.addr),
+        std::slice::from_ref(&broker.addr),
         group,
         Duration::from_secs(5),
     )
@@ -69,7 +70,7 @@ spec:
 async fn run_until(
     dir: &Path,
     yaml: &str,
-    tansu: &Tansu,
+    broker: &Kafka,
     group: &str,
     end: i64,
     want: &BTreeSet<u64>,
@@ -78,13 +79,13 @@ async fn run_until(
     let worker = start_worker(yaml, dir).await;
     // The reader has resolved its start once a checkpoint holds it and the group has it.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while committed(tansu, group).await < 0 {
+    while committed(broker, group).await < 0 {
         assert!(Instant::now() < deadline, "group {group} never committed a position");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     produce().await;
     let file = dir.join("totals.jsonl");
-    while seqs(&file).len() < want.len() || committed(tansu, group).await < end {
+    while seqs(&file).len() < want.len() || committed(broker, group).await < end {
         assert!(
             Instant::now() < deadline,
             "{group}: have {:?}, want {want:?}",
@@ -104,37 +105,52 @@ fn add(seq: u64, ts: i64) -> TestRecord {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn startup_positions_earliest_latest_timestamp_and_group_offsets() {
+async fn startup_positions_earliest_latest_timestamp_and_group_offsets_tansu() {
+    startup_positions(Flavor::Tansu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_positions_earliest_latest_timestamp_and_group_offsets_apache_kafka() {
+    startup_positions(Flavor::Apache).await;
+}
+
+async fn startup_positions(flavor: Flavor) {
     init_logs();
-    let tansu = Tansu::start();
-    tansu.create_topic("sp", 1).await;
-    let client = tansu.client().await;
+    let Some(broker) = Kafka::start(flavor, "startup_positions_earliest_latest_timestamp_and_group_offsets").await
+    else {
+        return;
+    };
+    broker.create_topic("sp", 1).await;
+    let client = broker.client().await;
     let (fn_addr, _stop_functions) = example_functions().await;
     let now = now_ms();
     // Three records two minutes old, three from now.
-    tansu
+    broker
         .produce(&client, "sp", 0, (0..3).map(|s| add(s, now - 120_000)).collect())
         .await;
-    tansu
+    broker
         .produce(&client, "sp", 0, (3..6).map(|s| add(s, now)).collect())
         .await;
     let set = |r: std::ops::Range<u64>| r.collect::<BTreeSet<u64>>();
-    let broker = tansu.addr.clone();
+    let addr = broker.addr.clone();
 
     let d = TempDir::new("sp-earliest");
-    let yaml = app("sp-earliest", fn_addr, &broker, "earliest", "");
-    run_until(d.path(), &yaml, &tansu, "sp-earliest", 6, &set(0..6), async || {}).await;
-    eprintln!("earliest: records 0..6");
+    let yaml = app("sp-earliest", fn_addr, &addr, "earliest", "");
+    run_until(d.path(), &yaml, &broker, "sp-earliest", 6, &set(0..6), async || {}).await;
+    eprintln!("{}: earliest: records 0..6", broker.name());
 
     let d = TempDir::new("sp-latest");
-    let yaml = app("sp-latest", fn_addr, &broker, "latest", "");
+    let yaml = app("sp-latest", fn_addr, &addr, "latest", "");
     let produce = async || {
-        tansu
+        broker
             .produce(&client, "sp", 0, (6..8).map(|s| add(s, now_ms())).collect())
             .await;
     };
-    run_until(d.path(), &yaml, &tansu, "sp-latest", 8, &set(6..8), produce).await;
-    eprintln!("latest: only the records produced after the start, 6..8");
+    run_until(d.path(), &yaml, &broker, "sp-latest", 8, &set(6..8), produce).await;
+    eprintln!(
+        "{}: latest: only the records produced after the start, 6..8",
+        broker.name()
+    );
 
     let d = TempDir::new("sp-timestamp");
     let at = chrono::DateTime::from_timestamp_millis(now - 60_000)
@@ -144,12 +160,15 @@ async fn startup_positions_earliest_latest_timestamp_and_group_offsets() {
     let yaml = app(
         "sp-timestamp",
         fn_addr,
-        &broker,
+        &addr,
         &format!("timestamp\n        startupTimestamp: \"{at}\""),
         "",
     );
-    run_until(d.path(), &yaml, &tansu, "sp-timestamp", 8, &set(3..8), async || {}).await;
-    eprintln!("timestamp {at}: records from one minute ago on, 3..8");
+    run_until(d.path(), &yaml, &broker, "sp-timestamp", 8, &set(3..8), async || {}).await;
+    eprintln!(
+        "{}: timestamp {at}: records from one minute ago on, 3..8",
+        broker.name()
+    );
 
     // The group sp-earliest committed 6 when its application stopped: a new application
     // starting from its offsets reads 6.. only.
@@ -157,21 +176,35 @@ async fn startup_positions_earliest_latest_timestamp_and_group_offsets() {
     let yaml = app(
         "sp-group",
         fn_addr,
-        &broker,
+        &addr,
         "group-offsets",
         "consumerGroupId: sp-earliest",
     );
-    run_until(d.path(), &yaml, &tansu, "sp-earliest", 8, &set(6..8), async || {}).await;
-    eprintln!("group-offsets of sp-earliest (committed 6): records 6..8");
+    run_until(d.path(), &yaml, &broker, "sp-earliest", 8, &set(6..8), async || {}).await;
+    eprintln!(
+        "{}: group-offsets of sp-earliest (committed 6): records 6..8",
+        broker.name()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statefun_python_kafka_egress_message_reaches_its_topic() {
+async fn statefun_python_kafka_egress_message_reaches_its_topic_tansu() {
+    python_kafka_egress_message(Flavor::Tansu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefun_python_kafka_egress_message_reaches_its_topic_apache_kafka() {
+    python_kafka_egress_message(Flavor::Apache).await;
+}
+
+async fn python_kafka_egress_message(flavor: Flavor) {
     init_logs();
     let venv = python_venv();
-    let tansu = Tansu::start();
-    tansu.create_topic("words", 2).await;
-    tansu.create_topic("relayed", 2).await;
+    let Some(broker) = Kafka::start(flavor, "statefun_python_kafka_egress_message_reaches_its_topic").await else {
+        return;
+    };
+    broker.create_topic("words", 2).await;
+    broker.create_topic("relayed", 2).await;
     let dir = TempDir::new("py-kafka");
     let yaml = format!(
         r#"apiVersion: spindle.dev/v1alpha1
@@ -195,7 +228,7 @@ spec:
 "#,
         python = venv.join("bin/python").display(),
         functions = workspace_root().join("e2e/python/functions.py").display(),
-        broker = tansu.addr
+        broker = broker.addr
     );
     let app_file = dir.path().join("app.yaml");
     std::fs::write(&app_file, &yaml).unwrap();
@@ -213,15 +246,15 @@ spec:
         "started: spindle run with the StateFun Python SDK function py/relay (pid {})",
         run.id()
     );
-    let client = tansu.client().await;
+    let client = broker.client().await;
     let words = ["ada", "grace", "edsger", "barbara"];
     for (i, w) in words.iter().enumerate() {
         let r = TestRecord::new(Some(&format!("id{i}")), &Primitive::String(w.to_string()).encode());
-        tansu.produce(&client, "words", i as i32 % 2, vec![r]).await;
+        broker.produce(&client, "words", i as i32 % 2, vec![r]).await;
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let out = loop {
-        let out = tansu.read_all(&client, "relayed", 2).await;
+        let out = broker.read_all(&client, "relayed", 2).await;
         if out.len() >= words.len() {
             break out;
         }
@@ -253,6 +286,9 @@ spec:
         .enumerate()
         .map(|(i, w)| (format!("id{i}"), format!("{w}!")))
         .collect();
-    eprintln!("relayed by the Python SDK's kafka_egress_message: {got:?}");
+    eprintln!(
+        "{}: relayed by the Python SDK's kafka_egress_message: {got:?}",
+        broker.name()
+    );
     assert_eq!(got, want);
 }

