@@ -98,13 +98,11 @@ pub struct KafkaEgress {
     /// function that sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
-    /// Time budget per record, retries included; then it becomes a dead letter.
-    #[serde(default = "default_egress_timeout")]
-    pub timeout: HumanDuration,
-}
-
-fn default_egress_timeout() -> HumanDuration {
-    HumanDuration::from_secs(60)
+    /// Time budget per record, retries included; then it becomes a dead letter. Unset (the
+    /// default): retried for as long as the broker is away, the record staying in every
+    /// checkpoint meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
 }
 
 /// A NATS JetStream ingress: messages of a stream become messages to functions. One worker
@@ -161,9 +159,11 @@ pub struct NatsEgress {
     pub auth: Option<NatsAuth>,
     /// Subject to publish to; a stream must capture it.
     pub subject: String,
-    /// Time budget per record (waiting for the stream's acknowledgement), retries included.
-    #[serde(default = "default_egress_timeout")]
-    pub timeout: HumanDuration,
+    /// Time budget per record (waiting for the stream's acknowledgement), retries included;
+    /// then it becomes a dead letter. Unset (the default): retried for as long as the server is
+    /// away, the record staying in every checkpoint meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
 }
 
 /// NATS authentication: exactly one of a token or an nkey seed.

@@ -107,10 +107,15 @@ pub struct FunctionSpec {
     /// Most invocation batches in flight at once for this function entry (per worker).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
-    /// Time budget for one batch, retries included: failed attempts (network errors, HTTP
-    /// 408/409/420/429/499 and 5xx) are retried with exponential backoff until it runs out.
-    #[serde(default = "default_call_timeout")]
-    pub call_timeout: HumanDuration,
+    /// Time budget for one batch, retries included: failed attempts (network errors, no answer
+    /// within a minute, HTTP 408/409/420/429/499 and 5xx) are retried with exponential backoff
+    /// (at most a second apart) until it runs out, and then the batch becomes a dead letter.
+    /// Unset (the default): retried for as long as it takes — the batch stays in every
+    /// checkpoint meanwhile and its address waits, so an outage of the function delays its
+    /// messages but loses or sets aside none. Answers that retrying cannot fix (other 4xx, a
+    /// malformed reply) are dead letters at once either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout: Option<HumanDuration>,
 }
 
 fn default_max_batch() -> u32 {
@@ -118,9 +123,6 @@ fn default_max_batch() -> u32 {
 }
 fn default_max_in_flight() -> u32 {
     64
-}
-fn default_call_timeout() -> HumanDuration {
-    HumanDuration::from_secs(60)
 }
 
 /// A local process serving a function.
@@ -210,9 +212,11 @@ pub struct HttpEgress {
     /// Absolute `http://` URL each record is POSTed to, with the record's value as the body and
     /// its typename in `Content-Type: application/vnd.{typename}`.
     pub url: String,
-    /// Time budget per record, retries (network errors and 5xx) included.
-    #[serde(default = "default_call_timeout")]
-    pub timeout: HumanDuration,
+    /// Time budget per record, retries (network errors and 5xx) included; then the record
+    /// becomes a dead letter. Unset (the default): retried for as long as it takes, the record
+    /// staying in every checkpoint meanwhile. Other 4xx answers are dead letters at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
     /// Most records in flight at once.
     #[serde(default = "default_egress_in_flight")]
     pub max_in_flight: u32,

@@ -139,7 +139,7 @@ impl StatefulApplication {
             if f.max_in_flight == 0 {
                 e.add(at("maxInFlight"), "must be at least 1");
             }
-            if f.call_timeout.0.is_zero() {
+            if f.call_timeout.is_some_and(|t| t.0.is_zero()) {
                 e.add(at("callTimeout"), "must be longer than zero");
             }
             if let Some(local) = &f.local
@@ -217,7 +217,7 @@ impl StatefulApplication {
                 if http.max_in_flight == 0 {
                     e.add(at("http.maxInFlight"), "must be at least 1");
                 }
-                if http.timeout.0.is_zero() {
+                if http.timeout.is_some_and(|t| t.0.is_zero()) {
                     e.add(at("http.timeout"), "must be longer than zero");
                 }
             }

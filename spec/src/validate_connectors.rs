@@ -96,7 +96,7 @@ pub(crate) fn check_kafka_egress(k: &KafkaEgress, at: &str, e: &mut Errors) {
             format!("`{t}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"),
         );
     }
-    if k.timeout.0.is_zero() {
+    if k.timeout.is_some_and(|t| t.0.is_zero()) {
         e.add(format!("{at}.timeout"), "must be longer than zero");
     }
 }
@@ -109,7 +109,7 @@ pub(crate) fn check_nats_egress(n: &NatsEgress, at: &str, e: &mut Errors) {
     if let Err(reason) = check_subject(&n.subject, false) {
         e.add(format!("{at}.subject"), reason);
     }
-    if n.timeout.0.is_zero() {
+    if n.timeout.is_some_and(|t| t.0.is_zero()) {
         e.add(format!("{at}.timeout"), "must be longer than zero");
     }
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spindle_spec::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue, StatefulApplication, TypeName};
+use spindle_spec::{
+    HumanDuration, KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue, StatefulApplication, TypeName,
+};
 
 /// Index of a function entry in the spec (`spec.functions[i]`).
 pub type FunctionId = usize;
@@ -56,7 +58,8 @@ pub struct FunctionEntry {
     pub endpoint: String,
     pub max_batch_size: usize,
     pub max_in_flight: usize,
-    pub call_timeout: Duration,
+    /// `None`: retried for as long as it takes.
+    pub call_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +78,8 @@ pub struct EgressEntry {
 pub enum EgressSink {
     Http {
         url: String,
-        timeout: Duration,
+        /// `None`: retried for as long as it takes.
+        timeout: Option<Duration>,
         max_in_flight: usize,
     },
     /// Path resolved against the application file's directory.
@@ -123,7 +127,7 @@ impl AppConfig {
                 endpoint: f.endpoint.clone(),
                 max_batch_size: f.max_batch_size as usize,
                 max_in_flight: f.max_in_flight as usize,
-                call_timeout: f.call_timeout.as_duration(),
+                call_timeout: f.call_timeout.map(HumanDuration::as_duration),
             })
             .collect();
         let egresses = spec
@@ -134,7 +138,7 @@ impl AppConfig {
                 sink: if let Some(h) = &e.http {
                     EgressSink::Http {
                         url: h.url.clone(),
-                        timeout: h.timeout.as_duration(),
+                        timeout: h.timeout.map(HumanDuration::as_duration),
                         max_in_flight: h.max_in_flight as usize,
                     }
                 } else if let Some(f) = &e.file {

@@ -21,10 +21,13 @@ use crate::deadletter::kind;
 use crate::metrics::EgressLabels;
 use crate::retry::Backoff;
 
+/// Longest one POST may wait for an answer before it is tried again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct HttpSink {
     client: Client<HttpConnector, Full<Bytes>>,
     uri: Uri,
-    timeout: Duration,
+    timeout: Option<Duration>,
     max_in_flight: usize,
     name: String,
     ctx: SinkContext,
@@ -33,7 +36,7 @@ pub struct HttpSink {
 impl HttpSink {
     pub fn new(
         url: &str,
-        timeout: Duration,
+        timeout: Option<Duration>,
         max_in_flight: usize,
         name: String,
         ctx: SinkContext,
@@ -74,9 +77,6 @@ impl HttpSink {
     }
 
     async fn deliver(&self, record: EgressRecord) {
-        if self.ctx.echo {
-            println!("egress {} <- {}", self.name, json_line(&record));
-        }
         let mut backoff = Backoff::within(self.timeout);
         let outcome = loop {
             let mut req = Request::post(self.uri.clone())
@@ -89,15 +89,21 @@ impl HttpSink {
             if let Some(key) = &record.key {
                 req = req.header("idempotency-key", &**key);
             }
-            let req = req.body(Full::new(record.value.bytes.clone())).expect("valid request");
-            let error = match tokio::time::timeout(backoff.remaining(), self.client.request(req)).await {
+            // A header the record makes (its source address) can be unsendable: that record can
+            // never be delivered, which is a dead letter, not a crash of the sink.
+            let req = match req.body(Full::new(record.value.bytes.clone())) {
+                Ok(req) => req,
+                Err(e) => break Err(format!("the record cannot be sent as an HTTP request: {e}")),
+            };
+            let limit = backoff.remaining(ATTEMPT_TIMEOUT);
+            let error = match tokio::time::timeout(limit, self.client.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => break Ok(()),
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     break Err(format!("{} answered {}", self.uri, resp.status()));
                 }
                 Ok(Ok(resp)) => format!("{} answered {}", self.uri, resp.status()),
                 Ok(Err(e)) => format!("cannot reach {}: {e}", self.uri),
-                Err(_) => format!("no answer from {} within {:?}", self.uri, self.timeout),
+                Err(_) => format!("no answer from {} within {limit:?}", self.uri),
             };
             let Some(wait) = backoff.next_wait() else {
                 break Err(error);
@@ -106,7 +112,12 @@ impl HttpSink {
             tokio::time::sleep(wait).await;
         };
         let outcome_label = match outcome {
-            Ok(()) => "ok",
+            Ok(()) => {
+                if self.ctx.echo {
+                    println!("egress {} <- {}", self.name, json_line(&record));
+                }
+                "ok"
+            }
             Err(reason) => {
                 self.ctx.dead_letters.record(
                     kind::EGRESS_FAILED,

@@ -81,7 +81,11 @@ impl KafkaSink {
                 }
             }
         }
-        let (timeout, ctx, name) = (self.spec.timeout.as_duration(), self.ctx.clone(), self.name.clone());
+        let (timeout, ctx, name) = (
+            self.spec.timeout.map(spindle_spec::HumanDuration::as_duration),
+            self.ctx.clone(),
+            self.name.clone(),
+        );
         if let Some((failed, reason)) = retrying::within(self, outs, timeout, &ctx, &name, "kafka_produce").await {
             self.done(failed.into_iter().map(|o| o.source).collect(), Err(reason));
         }

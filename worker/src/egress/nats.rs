@@ -46,7 +46,11 @@ impl NatsSink {
     }
 
     async fn send(&mut self, pending: Vec<EgressRecord>) {
-        let (timeout, ctx, name) = (self.spec.timeout.as_duration(), self.ctx.clone(), self.name.clone());
+        let (timeout, ctx, name) = (
+            self.spec.timeout.map(spindle_spec::HumanDuration::as_duration),
+            self.ctx.clone(),
+            self.name.clone(),
+        );
         if let Some((failed, reason)) = retrying::within(self, pending, timeout, &ctx, &name, "nats_publish").await {
             self.done(failed, Err(reason));
         }

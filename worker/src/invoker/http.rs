@@ -88,26 +88,27 @@ impl Invoke for HttpInvoker {
         let target = call.target;
         Box::pin(async move {
             let mut backoff = Backoff::within(timeout);
-            let mut attempts = 0;
+            let mut attempts: u32 = 0;
             loop {
                 attempts += 1;
-                let err = match tokio::time::timeout(backoff.remaining(), attempt(&client, &uri, &target, body.clone()))
-                    .await
-                {
+                let limit = backoff.remaining(ATTEMPT_TIMEOUT);
+                let err = match tokio::time::timeout(limit, attempt(&client, &uri, &target, body.clone())).await {
                     Ok(Ok(reply)) => return Ok(reply),
                     Ok(Err(e)) => e,
                     Err(_) => AttemptError {
-                        retryable: false,
+                        retryable: true,
                         kind: "timeout",
-                        reason: format!("no answer within the call timeout of {timeout:?}"),
+                        reason: format!("no answer within {limit:?}"),
                     },
                 };
                 let wait = if err.retryable { backoff.next_wait() } else { None };
                 let Some(wait) = wait else {
-                    let reason = if err.retryable {
-                        format!("{} (gave up after {attempts} attempts in {timeout:?})", err.reason)
-                    } else {
-                        err.reason
+                    let reason = match (err.retryable, timeout) {
+                        (true, Some(t)) => format!(
+                            "{} (gave up after {attempts} attempts in the callTimeout of {t:?})",
+                            err.reason
+                        ),
+                        _ => err.reason,
                     };
                     return Err(InvokeFailure {
                         kind: err.kind,
@@ -116,12 +117,22 @@ impl Invoke for HttpInvoker {
                     });
                 };
                 retries.inc();
-                tracing::warn!(%target, reason = %err.reason, "invocation attempt failed; retrying");
+                // Without a callTimeout an outage is retried for as long as it lasts: say so
+                // at first and then now and again, not on every attempt.
+                if attempts.is_power_of_two() || attempts.is_multiple_of(60) {
+                    tracing::warn!(%target, attempts, reason = %err.reason, "invocation attempt failed; retrying");
+                } else {
+                    tracing::debug!(%target, attempts, reason = %err.reason, "invocation attempt failed; retrying");
+                }
                 tokio::time::sleep(wait).await;
             }
         })
     }
 }
+
+/// Longest one attempt may wait for an answer; a function that does not answer in time is
+/// tried again (within the callTimeout, if one is set).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn attempt(
     client: &Client<HttpConnector, Full<Bytes>>,
