@@ -68,6 +68,33 @@ pub struct StatefulApplicationSpec {
     /// Coordinated checkpoints for exactly-once state and messaging.
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// Dead letters: what could not be delivered, kept (in checkpoints) with the reason until
+    /// replayed or dropped (`spindle dead-letters`).
+    #[serde(default)]
+    pub dead_letters: DeadLettersSpec,
+}
+
+/// How dead letters are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLettersSpec {
+    /// Most bytes of dead letters a worker keeps (values included). Past it, new dead letters
+    /// are only logged (`dead-letters.jsonl`, counted in `spindle_dead_letters_overflow_total`)
+    /// until some are replayed or dropped.
+    #[serde(default = "default_dead_letter_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for DeadLettersSpec {
+    fn default() -> Self {
+        DeadLettersSpec {
+            max_bytes: default_dead_letter_bytes(),
+        }
+    }
+}
+
+fn default_dead_letter_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_workers() -> u32 {

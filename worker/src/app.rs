@@ -20,6 +20,8 @@ pub struct AppConfig {
     /// Kafka and JetStream ingresses: sources with positions in checkpoints.
     pub sources: Vec<SourceConfig>,
     pub max_buffered_messages: usize,
+    /// Most bytes of dead letters a worker keeps.
+    pub dead_letter_bytes: usize,
     pub key_groups: u32,
     pub checkpoint: CheckpointConfig,
     /// The application file's directory: relative paths in the spec start here.
@@ -184,6 +186,7 @@ impl AppConfig {
             http_ingress,
             sources,
             max_buffered_messages: spec.max_buffered_messages as usize,
+            dead_letter_bytes: spec.dead_letters.max_bytes as usize,
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
                 interval: Some(spec.checkpoint.interval.as_duration()).filter(|d| !d.is_zero()),

@@ -94,7 +94,6 @@ impl Generation {
         let sources = SourceContext {
             app: app.clone(),
             metrics: ctx.metrics.clone(),
-            dead_letters: ctx.dead_letters.clone(),
             admission: ctx.ingress_admission.clone(),
             inbox: inbox.clone(),
             me: layout.worker,
@@ -146,6 +145,7 @@ impl Generation {
             metrics: ctx.metrics.clone(),
             epochs,
             restored,
+            generation: number,
         });
         tasks.spawn(partition.run(inbox_rx, stop.clone()));
         start_sources(&sources, &positions, &mut tasks);

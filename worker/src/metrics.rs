@@ -112,6 +112,12 @@ pub struct Metrics {
     /// Egress records released again by a restore: they may have been written before the
     /// failure (same keys; file sinks skip those they find, other receivers drop them by key).
     pub egress_resent: Counter,
+    /// Bytes of dead letters kept (in checkpoints) by this worker.
+    pub dead_letter_bytes: Gauge,
+    /// Dead letters only logged because the kept ones reached `deadLetters.maxBytes`.
+    pub dead_letters_overflow: Counter,
+    /// Source records skipped because retention deleted them before they were read.
+    pub source_records_lost: Counter,
     pub restore_seconds: Histogram,
     /// From the start of a rollback until every worker has restored (coordinator).
     pub recovery_seconds: Histogram,
@@ -171,6 +177,9 @@ impl Metrics {
             offset_commits: Counter::default(),
             egress_duplicates: Counter::default(),
             egress_resent: Counter::default(),
+            dead_letter_bytes: Gauge::default(),
+            dead_letters_overflow: Counter::default(),
+            source_records_lost: Counter::default(),
             restore_seconds: seconds(),
             recovery_seconds: seconds(),
             registry: Registry::default(),
@@ -363,6 +372,21 @@ impl Metrics {
             "egress_resent",
             "Egress records released again by a restore (same idempotency keys)",
             m.egress_resent.clone(),
+        );
+        r.register(
+            "dead_letter_bytes",
+            "Bytes of dead letters kept (in checkpoints) by this worker",
+            m.dead_letter_bytes.clone(),
+        );
+        r.register(
+            "dead_letters_overflow",
+            "Dead letters only logged because the kept ones reached deadLetters.maxBytes",
+            m.dead_letters_overflow.clone(),
+        );
+        r.register(
+            "source_records_lost",
+            "Kafka records skipped because retention deleted them before they were read (data loss)",
+            m.source_records_lost.clone(),
         );
         r.register(
             "restore_duration_seconds",

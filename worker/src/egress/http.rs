@@ -17,7 +17,6 @@ use crate::stop::CancellationToken;
 use tokio::task::JoinSet;
 
 use super::{EgressRecord, SinkContext, json_line};
-use crate::deadletter::kind;
 use crate::metrics::EgressLabels;
 use crate::retry::Backoff;
 
@@ -113,17 +112,14 @@ impl HttpSink {
         };
         let outcome_label = match outcome {
             Ok(()) => {
+                self.ctx.unconfirmed.confirm(std::slice::from_ref(&record));
                 if self.ctx.echo {
                     println!("egress {} <- {}", self.name, json_line(&record));
                 }
                 "ok"
             }
             Err(reason) => {
-                self.ctx.dead_letters.record(
-                    kind::EGRESS_FAILED,
-                    format!("egress {}: {reason}", self.name),
-                    vec![record.dead_message()],
-                );
+                self.ctx.give_up(&self.name, std::slice::from_ref(&record), reason);
                 "failed"
             }
         };
@@ -135,7 +131,6 @@ impl HttpSink {
                 outcome: outcome_label,
             })
             .inc();
-        self.ctx.unconfirmed.confirm(std::slice::from_ref(&record));
         self.ctx.metrics.egress_pending.dec();
     }
 }

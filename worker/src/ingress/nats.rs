@@ -11,7 +11,7 @@ use spindle_spec::{NatsIngress, StartupPosition, parse_utc_millis};
 use tokio_stream::StreamExt;
 
 use super::route::{Route, TARGET_HEADER};
-use super::sources::SourceContext;
+use super::sources::{SourceContext, Taken};
 use crate::brokers::nats::connect;
 use crate::inbox::Positions;
 use crate::metrics::KindLabels;
@@ -197,10 +197,10 @@ impl NatsSource {
                     .and_then(|h| h.get(TARGET_HEADER))
                     .map(|v| v.as_str().as_bytes());
                 match route.envelopes(&app, id, Some(m.payload.clone()), target) {
-                    Ok(envs) => records.push((envs, seq + 1)),
+                    Ok(envs) => records.push((Taken::Messages(envs), seq + 1)),
                     Err(refusal) => {
                         let at = format!("JetStream message {}#{seq} ({subject})", self.spec.stream);
-                        self.ctx.refuse(route, &at, refusal, id, Some(&m.payload));
+                        records.push((self.ctx.refusal(route, &at, refusal, id, Some(&m.payload)), seq + 1));
                     }
                 }
             }

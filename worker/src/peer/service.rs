@@ -8,8 +8,8 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::deadletter::{DeadLetters, DeadMessage, kind};
-use crate::inbox::{Admission, Current, Entry};
+use crate::deadletter::{Payload, kind};
+use crate::inbox::{Admission, Current, Entry, Refused};
 use crate::keygroup::Layout;
 use crate::metrics::Metrics;
 use crate::proto::from_wire;
@@ -28,7 +28,6 @@ pub(crate) struct PeerService {
     pub application: String,
     pub layout: Layout,
     pub metrics: Arc<Metrics>,
-    pub dead_letters: Arc<DeadLetters>,
     /// Bounds messages from peers delivered but not yet processed (`maxBufferedMessages`);
     /// waiting for it is what stalls a sender. Outlives generations: permits held by a dropped
     /// generation's messages come back when they are dropped.
@@ -99,16 +98,20 @@ impl PeerService {
                         return *last;
                     }
                 }
-                Err(reason) => self.dead_letters.record(
-                    kind::BAD_REPLY,
-                    format!("malformed envelope from worker {from}: {reason}"),
-                    vec![DeadMessage {
-                        target: format!("{}/{}", wire.target_type, wire.target_id),
-                        caller: None,
-                        typename: wire.typename,
-                        value_base64: String::new(),
-                    }],
-                ),
+                Err(reason) => {
+                    let refused = Refused {
+                        kind: kind::BAD_REPLY,
+                        reason: format!("malformed envelope from worker {from}: {reason}"),
+                        payload: Payload::Record {
+                            target: format!("{}/{}", wire.target_type, wire.target_id),
+                            typename: wire.typename,
+                            value: wire.value,
+                        },
+                    };
+                    if entry.inbox.dead_letter(refused).is_err() {
+                        return *last;
+                    }
+                }
             }
         }
         if batch.barrier != 0 && entry.inbox.barrier(from, batch.barrier).is_err() {

@@ -11,6 +11,7 @@ use prost::Message as _;
 use spindle_spec::TypeName;
 
 use super::DecodeError;
+use crate::deadletter::{DeadEgress, Entry, Payload};
 use crate::egress::{EgressRecord, PendingEgress};
 use crate::keygroup::Layout;
 use crate::message::{Address, Value};
@@ -37,6 +38,17 @@ pub(crate) fn decode(application: &str, parts: &[Bytes], layout: Layout) -> Resu
         seen.extend(seen_keys(part.seen, layout).map_err(bad)?);
         positions(&mut out, part.positions);
         sink_marks(&mut out, part.sink_marks).map_err(bad)?;
+        let mine = part.worker % layout.workers.max(1) == layout.worker;
+        for d in part.dead_letters {
+            let entry = dead_letter(d).map_err(bad)?;
+            let keep = match entry.owner() {
+                Some(owner) => layout.owns(owner),
+                None => mine,
+            };
+            if keep {
+                out.dead_letters.push(entry);
+            }
+        }
         if part.worker % layout.workers.max(1) == layout.worker {
             egress(&mut out, part.egress).map_err(bad)?;
         }
@@ -161,6 +173,45 @@ fn sink_marks(out: &mut Capture, entries: Vec<proto::SinkMark>) -> Result<(), St
         *e = (*e).min(m.mark);
     }
     Ok(())
+}
+
+fn dead_letter(d: proto::DeadLetter) -> Result<Entry, String> {
+    let payload = if !d.messages.is_empty() {
+        Payload::Messages(d.messages.iter().map(from_wire).collect::<Result<_, _>>()?)
+    } else if !d.egress.is_empty() {
+        let records = d
+            .egress
+            .into_iter()
+            .map(|e| {
+                Ok(DeadEgress {
+                    egress: TypeName::parse(&e.egress).map_err(|err| format!("dead letter egress: {err}"))?,
+                    key: e.key.into(),
+                    epoch: e.epoch,
+                    source: Address::new(
+                        TypeName::parse(&e.source_type).map_err(|err| format!("dead letter source: {err}"))?,
+                        e.source_id,
+                    ),
+                    value: Value::new(e.typename, e.value),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Payload::Egress(records)
+    } else if let Some(r) = d.record {
+        Payload::Record {
+            target: r.target,
+            typename: r.typename,
+            value: r.value,
+        }
+    } else {
+        Payload::Nothing
+    };
+    Ok(Entry {
+        id: d.id.into(),
+        at_ms: d.at_ms,
+        kind: d.kind,
+        reason: d.reason,
+        payload,
+    })
 }
 
 fn egress(out: &mut Capture, entries: Vec<proto::EgressOut>) -> Result<(), String> {

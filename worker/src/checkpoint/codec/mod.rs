@@ -11,6 +11,7 @@ use prost::Message as _;
 
 pub(crate) use decode::decode;
 
+use crate::deadletter::{Entry, Payload};
 use crate::partition::Capture;
 use crate::proto::checkpoint as proto;
 use crate::proto::to_wire;
@@ -54,6 +55,46 @@ fn spec_to_wire(s: &StateSpec) -> proto::Spec {
         expire_mode,
         ttl_ms: ttl,
     }
+}
+
+fn dead_letter_to_wire(e: &Entry) -> proto::DeadLetter {
+    let mut d = proto::DeadLetter {
+        id: e.id.to_string(),
+        at_ms: e.at_ms,
+        kind: e.kind.clone(),
+        reason: e.reason.clone(),
+        ..Default::default()
+    };
+    match &e.payload {
+        Payload::Messages(m) => d.messages = m.iter().map(to_wire).collect(),
+        Payload::Egress(records) => {
+            d.egress = records
+                .iter()
+                .map(|r| proto::EgressOut {
+                    egress: r.egress.to_string(),
+                    source_type: r.source.typename.to_string(),
+                    source_id: r.source.id.to_string(),
+                    typename: r.value.typename.to_string(),
+                    value: r.value.bytes.clone(),
+                    key: r.key.to_string(),
+                    epoch: r.epoch,
+                })
+                .collect()
+        }
+        Payload::Record {
+            target,
+            typename,
+            value,
+        } => {
+            d.record = Some(proto::RefusedRecord {
+                target: target.clone(),
+                typename: typename.clone(),
+                value: value.clone(),
+            })
+        }
+        Payload::Nothing => {}
+    }
+    d
 }
 
 /// The part of `capture` as written to storage.
@@ -105,6 +146,7 @@ pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
                 next: *next,
             })
             .collect(),
+        dead_letters: capture.dead_letters.iter().map(dead_letter_to_wire).collect(),
         sink_marks: capture
             .sink_marks
             .iter()

@@ -1,5 +1,7 @@
 //! The `spindle` command line.
 
+mod dead_letters;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,9 @@ pub enum Command {
     /// An application's checkpoint data in its storage.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// The dead letters an application keeps: list, replay, drop.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLettersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::DeadLetters(cmd) => dead_letters::run(cmd).await,
         Command::Checkpoints(CheckpointsCommand::Delete { storage, application }) => {
             let store =
                 crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &application)?;
