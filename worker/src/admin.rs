@@ -1,7 +1,8 @@
 //! The admin endpoints: `/healthz` (the process is alive), `/readyz` (it can serve: started
 //! and its local functions are up), `/metrics` (Prometheus), `/status` (JSON counters, e.g.
 //! for waiting until idle, and checkpoint progress), `/dead-letters` and
-//! `/state/{namespace}/{type}/{id}`.
+//! `/state/{namespace}/{type}/{id}`. The last two expose application data: with
+//! `spec.admin.auth` they need a bearer token; the others stay open for probes and monitoring.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Json;
 use axum::Router as Routes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, json};
 use spindle_spec::TypeName;
 use tokio::sync::watch;
 
+use crate::auth::Tokens;
 use crate::checkpoint::Progress;
 use crate::deadletter::DeadLetters;
 use crate::inbox::Current;
@@ -32,6 +34,17 @@ pub(crate) struct Admin {
     pub progress: watch::Receiver<Progress>,
     pub ready: Arc<AtomicBool>,
     pub current: Current,
+    /// The bearer tokens `/state` and `/dead-letters` need (`spec.admin.auth`); `None`: open.
+    pub auth: Option<Arc<Tokens>>,
+}
+
+impl Admin {
+    fn admit(&self, headers: &HeaderMap) -> Result<(), Response> {
+        match &self.auth {
+            Some(tokens) => tokens.admit(headers).map_err(|d| d.response("spindle-admin")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Admin {
@@ -87,11 +100,21 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn dead_letters(State(a): State<Admin>) -> Json<serde_json::Value> {
-    Json(json!(a.dead_letters.recent()))
+async fn dead_letters(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    if let Err(denied) = a.admit(&headers) {
+        return denied;
+    }
+    Json(json!(a.dead_letters.recent())).into_response()
 }
 
-async fn state(State(a): State<Admin>, Path((namespace, ty, id)): Path<(String, String, String)>) -> Response {
+async fn state(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path((namespace, ty, id)): Path<(String, String, String)>,
+) -> Response {
+    if let Err(denied) = a.admit(&headers) {
+        return denied;
+    }
     let typename = match TypeName::new(&namespace, &ty) {
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spindle_spec::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue, StatefulApplication, TypeName};
+use spindle_spec::{
+    ClientTls, HttpAuth, KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue, StatefulApplication, TypeName,
+};
 
 /// Index of a function entry in the spec (`spec.functions[i]`).
 pub type FunctionId = usize;
@@ -12,6 +14,12 @@ pub type FunctionId = usize;
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub name: String,
+    /// The Kubernetes namespace (`POD_NAMESPACE`; `None` locally): it isolates same-named
+    /// applications (their identity and checkpoint storage).
+    pub namespace: Option<String>,
+    /// The `StatefulApplication`'s UID when known (`SPINDLE_APPLICATION_UID`), recorded in
+    /// checkpoints.
+    pub uid: Option<String>,
     pub functions: Vec<FunctionEntry>,
     pub egresses: Vec<EgressEntry>,
     pub http_ingress: Option<HttpIngressConfig>,
@@ -20,6 +28,10 @@ pub struct AppConfig {
     pub max_buffered_messages: usize,
     pub key_groups: u32,
     pub checkpoint: CheckpointConfig,
+    /// Bearer tokens the admin endpoints that expose data require (`spec.admin.auth`).
+    pub admin_auth: Option<HttpAuth>,
+    /// Every credential the spec references, with its field path.
+    pub secrets: Vec<(String, SecretValue)>,
     /// The application file's directory: relative paths in the spec start here.
     pub base_dir: PathBuf,
 }
@@ -55,6 +67,8 @@ pub struct FunctionEntry {
     pub max_batch_size: usize,
     pub max_in_flight: usize,
     pub call_timeout: Duration,
+    /// TLS settings of an `https://` endpoint.
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +89,7 @@ pub enum EgressSink {
         url: String,
         timeout: Duration,
         max_in_flight: usize,
+        tls: Option<ClientTls>,
     },
     /// Path resolved against the application file's directory.
     File {
@@ -102,6 +117,8 @@ pub enum SourceKind {
 pub struct HttpIngressConfig {
     pub port: u16,
     pub max_body_bytes: usize,
+    /// Bearer tokens every request needs, and the field path of the setting.
+    pub auth: Option<(String, HttpAuth)>,
 }
 
 impl AppConfig {
@@ -122,6 +139,7 @@ impl AppConfig {
                 max_batch_size: f.max_batch_size as usize,
                 max_in_flight: f.max_in_flight as usize,
                 call_timeout: f.call_timeout.as_duration(),
+                tls: f.tls.clone(),
             })
             .collect();
         let egresses = spec
@@ -134,6 +152,7 @@ impl AppConfig {
                         url: h.url.clone(),
                         timeout: h.timeout.as_duration(),
                         max_in_flight: h.max_in_flight as usize,
+                        tls: h.tls.clone(),
                     }
                 } else if let Some(f) = &e.file {
                     EgressSink::File {
@@ -151,10 +170,12 @@ impl AppConfig {
         let http_ingress = spec
             .ingresses
             .iter()
-            .find_map(|i| i.http.as_ref())
-            .map(|h| HttpIngressConfig {
+            .enumerate()
+            .find_map(|(i, ing)| Some((i, ing.http.as_ref()?)))
+            .map(|(i, h)| HttpIngressConfig {
                 port: h.port,
                 max_body_bytes: h.max_body_bytes as usize,
+                auth: h.auth.clone().map(|a| (format!("spec.ingresses[{i}].http.auth"), a)),
             });
         let sources = spec
             .ingresses
@@ -173,6 +194,8 @@ impl AppConfig {
             .collect();
         AppConfig {
             name: app.metadata.name.clone(),
+            namespace: None,
+            uid: None,
             functions,
             egresses,
             http_ingress,
@@ -185,6 +208,8 @@ impl AppConfig {
                 storage: spec.checkpoint.storage.clone(),
                 retained: spec.checkpoint.retained,
             },
+            admin_auth: spec.admin.as_ref().and_then(|a| a.auth.clone()),
+            secrets: app.secrets().into_iter().map(|(at, s)| (at, s.clone())).collect(),
             base_dir: base_dir.to_path_buf(),
         }
     }
@@ -197,30 +222,9 @@ impl AppConfig {
         })
     }
 
-    /// Every credential the connectors read from the environment, with where it is used.
-    pub fn credentials(&self) -> Vec<(String, &SecretValue)> {
-        let mut out = Vec::new();
-        for s in &self.sources {
-            if let SourceKind::Nats(n) = &s.kind {
-                out.extend(
-                    n.auth
-                        .iter()
-                        .flat_map(|a| a.secrets())
-                        .map(|v| (format!("ingress {}", s.name), v)),
-                );
-            }
-        }
-        for e in &self.egresses {
-            if let EgressSink::Nats(n) = &e.sink {
-                out.extend(
-                    n.auth
-                        .iter()
-                        .flat_map(|a| a.secrets())
-                        .map(|v| (format!("egress {}", e.typename), v)),
-                );
-            }
-        }
-        out
+    /// Every credential the spec reads from the environment, with its field path.
+    pub fn credentials(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
+        self.secrets.iter().map(|(at, s)| (at.as_str(), s))
     }
 
     pub fn egress(&self, t: &TypeName) -> Option<&EgressEntry> {

@@ -123,6 +123,13 @@ pub struct WorkerArgs {
     /// Print every egress record to stdout.
     #[arg(long)]
     pub echo_egress: bool,
+    /// Directory with `ca.crt`, `tls.crt` and `tls.key` (a mounted TLS Secret): mutual TLS
+    /// on the peer port. Without it the peer port is plain text and unauthenticated.
+    #[arg(long, env = "SPINDLE_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// The StatefulApplication's UID, recorded in every checkpoint.
+    #[arg(long, env = "SPINDLE_APPLICATION_UID")]
+    pub application_uid: Option<String>,
 }
 
 fn parse_function_port(s: &str) -> Result<(usize, u16), String> {
@@ -191,7 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 pod_name: a.pod_name,
                 statefulset: a.statefulset,
                 service: a.peer_service,
-                namespace: a.namespace,
+                namespace: a.namespace.clone(),
                 peer_port: a.peer_port,
                 workers: spec.spec.workers.max(1),
             })?;
@@ -207,6 +214,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: a.data_dir,
                 function_ports: a.function_port,
                 echo_egress: a.echo_egress,
+                tls_dir: a.tls_dir,
+                namespace: a.namespace,
+                application_uid: a.application_uid,
             })
             .await
         }

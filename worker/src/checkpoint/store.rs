@@ -164,6 +164,13 @@ impl CheckpointStore {
         self.root.clone().join("checkpoints").join(format!("{checkpoint:020}"))
     }
 
+    /// The key of worker `worker`'s part (what `put_part` writes and its report names).
+    pub fn part_key(&self, checkpoint: u64, generation: u64, worker: u32) -> String {
+        self.dir(checkpoint)
+            .join(format!("part-g{generation}-w{worker}.bin"))
+            .to_string()
+    }
+
     pub async fn put_part(
         &self,
         checkpoint: u64,

@@ -1,15 +1,12 @@
 //! HTTP webhook egress: POSTs each record's value with `Content-Type: application/vnd.{typename}`,
 //! retrying network errors and 5xx within the timeout; a record that cannot be delivered
-//! becomes a dead letter.
+//! becomes a dead letter. `https://` URLs speak TLS (HTTP/2 when the webhook offers it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Uri, header};
 use http_body_util::Full;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::Closing;
@@ -20,9 +17,10 @@ use super::{EgressRecord, SinkContext, json_line};
 use crate::deadletter::kind;
 use crate::metrics::EgressLabels;
 use crate::retry::Backoff;
+use crate::tls::client::HttpClient;
 
 pub struct HttpSink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     uri: Uri,
     timeout: Duration,
     max_in_flight: usize,
@@ -35,6 +33,7 @@ impl HttpSink {
         url: &str,
         timeout: Duration,
         max_in_flight: usize,
+        client: HttpClient,
         name: String,
         ctx: SinkContext,
     ) -> std::io::Result<HttpSink> {
@@ -44,7 +43,6 @@ impl HttpSink {
                 format!("egress {name}: url `{url}`: {e}"),
             )
         })?;
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Ok(HttpSink {
             client,
             uri,
@@ -96,7 +94,7 @@ impl HttpSink {
                     break Err(format!("{} answered {}", self.uri, resp.status()));
                 }
                 Ok(Ok(resp)) => format!("{} answered {}", self.uri, resp.status()),
-                Ok(Err(e)) => format!("cannot reach {}: {e}", self.uri),
+                Ok(Err(e)) => format!("cannot reach {}: {}", self.uri, crate::tls::client::error_chain(&e)),
                 Err(_) => format!("no answer from {} within {:?}", self.uri, self.timeout),
             };
             let Some(wait) = backoff.next_wait() else {
