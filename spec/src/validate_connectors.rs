@@ -40,6 +40,12 @@ impl StatefulApplication {
             e.add(format!("{at}.fetchMaxBytes"), "must be at least 1024");
         }
         check_kafka_security(k.tls.as_ref(), k.sasl.as_ref(), at, e);
+        if k.startup_position == StartupPosition::GroupOffsets && (k.tls.is_some() || k.sasl.is_some()) {
+            e.add(
+                format!("{at}.startupPosition"),
+                "`group-offsets` is not supported with TLS or SASL yet (consumer-group calls are plain text); use earliest, latest or timestamp",
+            );
+        }
     }
 
     pub(crate) fn check_nats_ingress(&self, n: &NatsIngress, at: &str, e: &mut Errors) {

@@ -227,6 +227,27 @@ impl AppConfig {
         self.secrets.iter().map(|(at, s)| (at.as_str(), s))
     }
 
+    /// The TLS settings of every Kafka and NATS connector, with its name.
+    pub fn connector_tls(&self) -> Vec<(String, &ClientTls)> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            let tls = match &s.kind {
+                SourceKind::Kafka(k) => k.tls.as_ref(),
+                SourceKind::Nats(n) => n.tls.as_ref(),
+            };
+            out.extend(tls.map(|t| (format!("ingress {}", s.name), t)));
+        }
+        for e in &self.egresses {
+            let tls = match &e.sink {
+                EgressSink::Kafka(k) => k.tls.as_ref(),
+                EgressSink::Nats(n) => n.tls.as_ref(),
+                _ => None,
+            };
+            out.extend(tls.map(|t| (format!("egress {}", e.typename), t)));
+        }
+        out
+    }
+
     pub fn egress(&self, t: &TypeName) -> Option<&EgressEntry> {
         self.egresses.iter().find(|e| &e.typename == t)
     }

@@ -100,6 +100,12 @@ impl Worker {
                 )));
             }
         }
+        // TLS files of the connectors, read now so that a missing or bad one stops the start
+        // with its name instead of failing every connection later.
+        for (what, tls) in app.connector_tls() {
+            crate::tls::client::config(Some(tls), &app.base_dir)
+                .map_err(|e| WorkerError::Config(format!("{what}: TLS: {e}")))?;
+        }
         let app = Arc::new(app);
         let metrics = Arc::new(Metrics::new());
         let io = |what: &str| {

@@ -76,6 +76,8 @@ impl HttpSink {
             println!("egress {} <- {}", self.name, json_line(&record));
         }
         let mut backoff = Backoff::within(self.timeout);
+        // The last attempt that failed for a reason other than time: what a timeout reports.
+        let mut last: Option<String> = None;
         let outcome = loop {
             let mut req = Request::post(self.uri.clone())
                 .header(
@@ -95,8 +97,12 @@ impl HttpSink {
                 }
                 Ok(Ok(resp)) => format!("{} answered {}", self.uri, resp.status()),
                 Ok(Err(e)) => format!("cannot reach {}: {}", self.uri, crate::tls::client::error_chain(&e)),
-                Err(_) => format!("no answer from {} within {:?}", self.uri, self.timeout),
+                Err(_) => match &last {
+                    Some(e) => format!("{e} (and no success within {:?})", self.timeout),
+                    None => format!("no answer from {} within {:?}", self.uri, self.timeout),
+                },
             };
+            last = Some(error.clone());
             let Some(wait) = backoff.next_wait() else {
                 break Err(error);
             };

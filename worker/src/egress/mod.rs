@@ -141,11 +141,11 @@ impl EgressHub {
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Kafka(spec) => {
-                    let sink = kafka::KafkaSink::new(spec.clone(), name, ctx.clone());
+                    let sink = kafka::KafkaSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Nats(spec) => {
-                    let sink = nats::NatsSink::new(spec.clone(), name, ctx.clone());
+                    let sink = nats::NatsSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
             }
