@@ -8,6 +8,44 @@ use spindle_spec::{
     ClientTls, HttpAuth, KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue, StatefulApplication, TypeName,
 };
 
+/// Who an application is: its namespace (`None` outside Kubernetes), name and, when the
+/// operator gives it, its UID. Checkpoints record it; a restore refuses another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppIdentity {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl AppIdentity {
+    /// An application outside any namespace (local runs).
+    pub fn named(name: &str) -> AppIdentity {
+        AppIdentity {
+            namespace: None,
+            name: name.to_string(),
+            uid: None,
+        }
+    }
+
+    /// Where its checkpoints live under the storage URL: `<namespace>/<name>`, or `<name>`
+    /// outside a namespace (the layout of local runs, unchanged).
+    pub fn storage_root(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for AppIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "`{}` in namespace `{ns}`", self.name),
+            None => write!(f, "`{}` outside any namespace (a local run)", self.name),
+        }
+    }
+}
+
 /// Index of a function entry in the spec (`spec.functions[i]`).
 pub type FunctionId = usize;
 
@@ -214,6 +252,14 @@ impl AppConfig {
         }
     }
 
+    pub fn identity(&self) -> AppIdentity {
+        AppIdentity {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+
     /// The entry serving `t`: the first that matches, as the spec documents.
     pub fn function_for(&self, t: &TypeName) -> Option<&FunctionEntry> {
         self.functions.iter().find(|f| match &f.serves {
@@ -306,6 +352,15 @@ spec:
             "https://fns.example:8000/statefun/greeter?v=1"
         );
         assert!(app.function_for(&t("other/greeter")).is_none());
+    }
+
+    #[test]
+    fn the_storage_root_holds_the_namespace_when_there_is_one() {
+        let mut app = app();
+        assert_eq!(app.identity().storage_root(), "t");
+        app.namespace = Some("shop".into());
+        assert_eq!(app.identity().storage_root(), "shop/t");
+        assert_eq!(app.identity().to_string(), "`t` in namespace `shop`");
     }
 
     #[test]

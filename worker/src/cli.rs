@@ -53,6 +53,10 @@ pub enum CheckpointsCommand {
         /// The application's name (`metadata.name`).
         #[arg(long, env = "SPINDLE_APPLICATION")]
         application: String,
+        /// The application's namespace: its data is under `<storage>/<namespace>/<name>`
+        /// (without one, `<storage>/<name>`, the layout of local runs).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: Option<String>,
     },
 }
 
@@ -220,9 +224,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Checkpoints(CheckpointsCommand::Delete { storage, application }) => {
-            let store =
-                crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &application)?;
+        Command::Checkpoints(CheckpointsCommand::Delete {
+            storage,
+            application,
+            namespace,
+        }) => {
+            let root = crate::app::AppIdentity {
+                namespace,
+                name: application,
+                uid: None,
+            }
+            .storage_root();
+            let store = crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &root)?;
             let deleted = store.delete_all().await?;
             println!("{}: deleted {deleted} objects", store.describe());
             Ok(())

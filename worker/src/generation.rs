@@ -100,6 +100,8 @@ impl Generation {
                 store: store.clone(),
                 meta: PartMeta {
                     application: app.name.clone(),
+                    namespace: app.namespace.clone(),
+                    uid: app.uid.clone(),
                     generation: number,
                     worker: layout.worker,
                     workers: layout.workers,

@@ -144,7 +144,7 @@ impl Worker {
             None => None,
             Some(_) => {
                 let url = app.checkpoint.storage_url(&app.base_dir);
-                let store = CheckpointStore::open(&url, &app.base_dir, &app.name)
+                let store = CheckpointStore::open(&url, &app.base_dir, &app.identity().storage_root())
                     .map_err(|e| WorkerError::Config(format!("checkpoint storage `{url}`: {e}")))?;
                 tracing::info!(storage = %store.describe(), interval = ?app.checkpoint.interval, "checkpoints on");
                 Some(store)
@@ -268,6 +268,8 @@ impl Worker {
             let coordinator = Coordinator {
                 settings: Settings {
                     application: app.name.clone(),
+                    namespace: app.namespace.clone(),
+                    uid: app.uid.clone(),
                     workers,
                     key_groups: app.key_groups,
                     interval: app.checkpoint.interval.filter(|_| store.is_some()),
