@@ -239,8 +239,7 @@ spec:
             .replace("{tokensFile: /etc/spindle/admin-tokens}", "{}")
             .replace("env: INGRESS_TOKENS", "env: 9X")
             .replace("username: spindle", "username: \"\"")
-            .replace("caFile: ca.pem, caOnly: true", "caOnly: true")
-            .replace("\"http://", "\"http://");
+            .replace("caFile: ca.pem, caOnly: true", "caOnly: true");
         let msg = errors(&bad);
         for want in [
             "spec.functions[0].tls.keyFile: `certFile` needs the key in `keyFile`",

@@ -39,11 +39,10 @@ pub(crate) struct Admin {
 }
 
 impl Admin {
-    fn admit(&self, headers: &HeaderMap) -> Result<(), Response> {
-        match &self.auth {
-            Some(tokens) => tokens.admit(headers).map_err(|d| d.response("spindle-admin")),
-            None => Ok(()),
-        }
+    /// `None` when the request may read data; otherwise the refusal to send.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let tokens = self.auth.as_ref()?;
+        tokens.admit(headers).err().map(|d| d.response("spindle-admin"))
     }
 }
 
@@ -101,7 +100,7 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
 }
 
 async fn dead_letters(State(a): State<Admin>, headers: HeaderMap) -> Response {
-    if let Err(denied) = a.admit(&headers) {
+    if let Some(denied) = a.refusal(&headers) {
         return denied;
     }
     Json(json!(a.dead_letters.recent())).into_response()
@@ -112,7 +111,7 @@ async fn state(
     headers: HeaderMap,
     Path((namespace, ty, id)): Path<(String, String, String)>,
 ) -> Response {
-    if let Err(denied) = a.admit(&headers) {
+    if let Some(denied) = a.refusal(&headers) {
         return denied;
     }
     let typename = match TypeName::new(&namespace, &ty) {

@@ -151,7 +151,7 @@ impl Worker {
             }
         };
         let layout = cluster.layout(app.key_groups);
-        let peer_tls = options.peer_tls.clone();
+        let peer_tls = options.peer_tls;
         if let Some(tls) = &peer_tls {
             let me = tls.me();
             if me.application != app.name || me.worker != cluster.index {

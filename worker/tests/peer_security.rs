@@ -419,4 +419,18 @@ async fn a_worker_refuses_a_certificate_that_is_not_its_own() {
     );
     let missing = PeerTls::from_dir(&dir.path().join("nope"), WorkerIdentity::new(Some(NS), APP, 1)).unwrap_err();
     assert!(missing.to_string().contains("ca.crt: cannot read"), "{missing}");
+
+    // One directory with every worker's pair (`worker-<i>.crt`/`.key`) serves every worker.
+    let all = dir.path().join("all");
+    std::fs::create_dir_all(&all).unwrap();
+    std::fs::write(all.join("ca.crt"), ca.ca_pem()).unwrap();
+    for i in 0..3 {
+        let issued = ca.issue_worker(&WorkerIdentity::new(Some(NS), APP, i), &[]).unwrap();
+        std::fs::write(all.join(format!("worker-{i}.crt")), &issued.cert_pem).unwrap();
+        std::fs::write(all.join(format!("worker-{i}.key")), &issued.key_pem).unwrap();
+    }
+    for i in 0..3 {
+        let tls = PeerTls::from_dir(&all, WorkerIdentity::new(Some(NS), APP, i)).unwrap();
+        assert_eq!(tls.me().worker, i);
+    }
 }

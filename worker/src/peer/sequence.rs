@@ -80,7 +80,8 @@ mod tests {
     fn batches_follow_each_other_and_barriers_grow() {
         let s = |seq, barrier| ChannelState { seq, barrier };
         use Verdict::*;
-        let table: &[(ChannelState, u64, u64, u64, Result<Verdict, WireError>)] = &[
+        type Row = (ChannelState, u64, u64, u64, Result<Verdict, WireError>);
+        let table: &[Row] = &[
             // (state, seq, barrier, restored, verdict)
             (s(0, 0), 1, 0, 0, Ok(Deliver)),
             (s(4, 0), 5, 0, 0, Ok(Deliver)),

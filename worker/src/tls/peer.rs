@@ -59,16 +59,26 @@ impl std::fmt::Debug for PeerTls {
 }
 
 impl PeerTls {
-    /// Reads `ca.crt`, `tls.crt` and `tls.key` from `dir`; the certificate must be `me`'s.
+    /// Reads `ca.crt`, `tls.crt` and `tls.key` from `dir` — or, when there is no `tls.crt`,
+    /// `worker-<index>.crt` and `worker-<index>.key` (one Secret holding every worker's pair,
+    /// mounted as is into every pod); the certificate must be `me`'s.
     pub fn from_dir(dir: &Path, me: WorkerIdentity) -> Result<PeerTls, TlsError> {
         let ca = read_certs(&dir.join(CA_FILE))?;
-        let chain = read_certs(&dir.join(CERT_FILE))?;
-        let key = read_key(&dir.join(KEY_FILE))?;
+        let (cert_file, key_file) = if dir.join(CERT_FILE).exists() {
+            (dir.join(CERT_FILE), dir.join(KEY_FILE))
+        } else {
+            (
+                dir.join(format!("worker-{}.crt", me.worker)),
+                dir.join(format!("worker-{}.key", me.worker)),
+            )
+        };
+        let chain = read_certs(&cert_file)?;
+        let key = read_key(&key_file)?;
         let own = WorkerIdentity::from_uris(san_uris(&chain[0]).iter().map(String::as_str));
         if own.as_ref() != Some(&me) {
             let found = own.map_or("no worker identity".to_string(), |o| format!("`{o}`"));
             return Err(TlsError::new(
-                dir.join(CERT_FILE),
+                &cert_file,
                 format!("this worker is `{me}`, but the certificate names {found}"),
             ));
         }
