@@ -136,7 +136,7 @@ impl Link {
         let mut replies = match PeerClient::new(channel).exchange(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                if status.code() == Code::FailedPrecondition {
+                if matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied) {
                     self.metrics.peer_refused.inc();
                     tracing::error!(peer = self.to, addr = %self.addr, reason = status.message(), "peer refused the handshake");
                 }
