@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HumanDuration;
 use crate::connectors::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress};
+use crate::security::{AdminSpec, ClientTls, HttpAuth};
 
 /// A `StatefulApplication` resource as it is written in YAML: the same document is applied with
 /// `kubectl` or run locally with `spindle run`.
@@ -72,6 +73,9 @@ pub struct StatefulApplicationSpec {
     /// replayed or dropped (`spindle dead-letters`).
     #[serde(default)]
     pub dead_letters: DeadLettersSpec,
+    /// The admin endpoints: who may read application data through them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSpec>,
 }
 
 /// How dead letters are kept.
@@ -143,6 +147,10 @@ pub struct FunctionSpec {
     /// malformed reply) are dead letters at once either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout: Option<HumanDuration>,
+    /// TLS settings for an `https://` endpoint: an extra CA bundle, a client certificate.
+    /// Without them, `https://` endpoints are verified against the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 fn default_max_batch() -> u32 {
@@ -203,6 +211,11 @@ pub struct HttpIngress {
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u32,
+    /// Bearer-token authentication of every request; none when absent. A request without a
+    /// token is answered `401`, one with a token not accepted `403`, both with
+    /// `WWW-Authenticate` and a sentence naming the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
 }
 
 fn default_ingress_port() -> u16 {
@@ -236,8 +249,9 @@ pub struct EgressSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpEgress {
-    /// Absolute `http://` URL each record is POSTed to, with the record's value as the body and
-    /// its typename in `Content-Type: application/vnd.{typename}`.
+    /// Absolute `http://` or `https://` URL each record is POSTed to, with the record's value
+    /// as the body and its typename in `Content-Type: application/vnd.{typename}`. HTTPS
+    /// uses HTTP/2 when the server offers it.
     pub url: String,
     /// Time budget per record, retries (network errors and 5xx) included; then the record
     /// becomes a dead letter. Unset (the default): retried for as long as it takes, the record
@@ -247,6 +261,9 @@ pub struct HttpEgress {
     /// Most records in flight at once.
     #[serde(default = "default_egress_in_flight")]
     pub max_in_flight: u32,
+    /// TLS settings for an `https://` URL: an extra CA bundle, a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 fn default_egress_in_flight() -> u32 {

@@ -218,6 +218,8 @@ impl Inbox {
 #[derive(Clone)]
 pub struct Entry {
     pub generation: u64,
+    /// The checkpoint the generation started from (0: none); peers' barriers come after it.
+    pub restored: u64,
     pub inbox: Inbox,
     /// Fires when the generation ends; streams bound to it close then.
     pub stop: CancellationToken,

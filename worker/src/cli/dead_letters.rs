@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::app::AppIdentity;
 use crate::checkpoint::codec;
 use crate::checkpoint::store::CheckpointStore;
 use crate::keygroup::Layout;
@@ -50,6 +51,9 @@ pub struct Where {
     /// The application's name, with `--storage`.
     #[arg(long, env = "SPINDLE_APPLICATION")]
     pub application: Option<String>,
+    /// Its Kubernetes namespace, with `--storage` (checkpoints of a cluster live under it).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 pub async fn run(cmd: DeadLettersCommand) -> anyhow::Result<()> {
@@ -57,7 +61,12 @@ pub async fn run(cmd: DeadLettersCommand) -> anyhow::Result<()> {
         DeadLettersCommand::List { at } => {
             if let Some(storage) = &at.storage {
                 let app = at.application.as_deref().context("--storage needs --application")?;
-                for letter in from_storage(storage, app).await? {
+                let identity = AppIdentity {
+                    namespace: at.namespace.clone(),
+                    name: app.to_string(),
+                    uid: None,
+                };
+                for letter in from_storage(storage, &identity).await? {
                     println!("{letter}");
                 }
                 return Ok(());
@@ -121,8 +130,8 @@ async fn call(method: Method, url: &str) -> anyhow::Result<(StatusCode, Bytes)> 
 }
 
 /// Every dead letter of the newest intact checkpoint.
-async fn from_storage(storage: &str, application: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let store = CheckpointStore::open(storage, &std::env::current_dir()?, application)?;
+async fn from_storage(storage: &str, application: &AppIdentity) -> anyhow::Result<Vec<serde_json::Value>> {
+    let store = CheckpointStore::open(storage, &std::env::current_dir()?, &application.storage_root())?;
     let Some(latest) = store.latest_valid().await? else {
         bail!("{}: no complete checkpoint", store.describe());
     };

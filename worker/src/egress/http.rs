@@ -1,15 +1,12 @@
 //! HTTP webhook egress: POSTs each record's value with `Content-Type: application/vnd.{typename}`,
 //! retrying network errors and 5xx within the timeout; a record that cannot be delivered
-//! becomes a dead letter.
+//! becomes a dead letter. `https://` URLs speak TLS (HTTP/2 when the webhook offers it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Uri, header};
 use http_body_util::Full;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::Closing;
@@ -19,12 +16,13 @@ use tokio::task::JoinSet;
 use super::{EgressRecord, SinkContext, json_line};
 use crate::metrics::EgressLabels;
 use crate::retry::Backoff;
+use crate::tls::client::HttpClient;
 
 /// Longest one POST may wait for an answer before it is tried again.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct HttpSink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     uri: Uri,
     timeout: Option<Duration>,
     max_in_flight: usize,
@@ -37,6 +35,7 @@ impl HttpSink {
         url: &str,
         timeout: Option<Duration>,
         max_in_flight: usize,
+        client: HttpClient,
         name: String,
         ctx: SinkContext,
     ) -> std::io::Result<HttpSink> {
@@ -46,7 +45,6 @@ impl HttpSink {
                 format!("egress {name}: url `{url}`: {e}"),
             )
         })?;
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Ok(HttpSink {
             client,
             uri,
@@ -77,6 +75,8 @@ impl HttpSink {
 
     async fn deliver(&self, record: EgressRecord) {
         let mut backoff = Backoff::within(self.timeout);
+        // The last attempt that failed for a reason other than time: what a timeout reports.
+        let mut last: Option<String> = None;
         let outcome = loop {
             let mut req = Request::post(self.uri.clone())
                 .header(
@@ -101,9 +101,13 @@ impl HttpSink {
                     break Err(format!("{} answered {}", self.uri, resp.status()));
                 }
                 Ok(Ok(resp)) => format!("{} answered {}", self.uri, resp.status()),
-                Ok(Err(e)) => format!("cannot reach {}: {e}", self.uri),
-                Err(_) => format!("no answer from {} within {limit:?}", self.uri),
+                Ok(Err(e)) => format!("cannot reach {}: {}", self.uri, crate::tls::client::error_chain(&e)),
+                Err(_) => match &last {
+                    Some(e) => format!("{e} (and no answer within {limit:?})"),
+                    None => format!("no answer from {} within {limit:?}", self.uri),
+                },
             };
+            last = Some(error.clone());
             let Some(wait) = backoff.next_wait() else {
                 break Err(error);
             };

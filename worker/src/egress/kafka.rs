@@ -32,6 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct KafkaSink {
     spec: KafkaEgress,
     name: String,
+    /// Where relative TLS file paths start.
+    base_dir: std::path::PathBuf,
     ctx: SinkContext,
     client: Option<Arc<Client>>,
     partitions: HashMap<String, i32>,
@@ -49,10 +51,11 @@ pub(crate) struct Out {
 }
 
 impl KafkaSink {
-    pub fn new(spec: KafkaEgress, name: String, ctx: SinkContext) -> KafkaSink {
+    pub fn new(spec: KafkaEgress, name: String, base_dir: std::path::PathBuf, ctx: SinkContext) -> KafkaSink {
         KafkaSink {
             spec,
             name,
+            base_dir,
             ctx,
             client: None,
             partitions: HashMap::new(),
@@ -154,7 +157,13 @@ impl Attempt for KafkaSink {
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = tokio::time::timeout(REQUEST_TIMEOUT, client_builder(&self.spec.brokers).build())
+                let builder = client_builder(
+                    &self.spec.brokers,
+                    self.spec.tls.as_ref(),
+                    self.spec.sasl.as_ref(),
+                    &self.base_dir,
+                )?;
+                let c = tokio::time::timeout(REQUEST_TIMEOUT, builder.build())
                     .await
                     .map_err(|_| format!("no answer from {:?}", self.spec.brokers))?
                     .map_err(|e| format!("connecting to {:?}: {e}", self.spec.brokers))?;

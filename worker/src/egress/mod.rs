@@ -14,6 +14,7 @@ mod retrying;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use spindle_spec::TypeName;
 use tokio::sync::mpsc;
@@ -151,16 +152,21 @@ impl EgressHub {
                     url,
                     timeout,
                     max_in_flight,
+                    tls,
                 } => {
-                    let sink = http::HttpSink::new(url, *timeout, *max_in_flight, name, ctx.clone())?;
+                    let client = crate::tls::client::http_client(tls.as_ref(), &app.base_dir, Duration::from_secs(60))
+                        .map_err(|e| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("egress {name}: TLS: {e}"))
+                        })?;
+                    let sink = http::HttpSink::new(url, *timeout, *max_in_flight, client, name, ctx.clone())?;
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Kafka(spec) => {
-                    let sink = kafka::KafkaSink::new(spec.clone(), name, ctx.clone());
+                    let sink = kafka::KafkaSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Nats(spec) => {
-                    let sink = nats::NatsSink::new(spec.clone(), name, ctx.clone());
+                    let sink = nats::NatsSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
             }

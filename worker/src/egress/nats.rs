@@ -22,15 +22,18 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NatsSink {
     spec: NatsEgress,
     name: String,
+    /// Where relative TLS file paths start.
+    base_dir: std::path::PathBuf,
     ctx: SinkContext,
     js: Option<jetstream::Context>,
 }
 
 impl NatsSink {
-    pub fn new(spec: NatsEgress, name: String, ctx: SinkContext) -> NatsSink {
+    pub fn new(spec: NatsEgress, name: String, base_dir: std::path::PathBuf, ctx: SinkContext) -> NatsSink {
         NatsSink {
             spec,
             name,
+            base_dir,
             ctx,
             js: None,
         }
@@ -70,7 +73,13 @@ impl Attempt for NatsSink {
         let js = match &self.js {
             Some(js) => js.clone(),
             None => {
-                let client = connect(&self.spec.servers, self.spec.auth.as_ref()).await?;
+                let client = connect(
+                    &self.spec.servers,
+                    self.spec.auth.as_ref(),
+                    self.spec.tls.as_ref(),
+                    &self.base_dir,
+                )
+                .await?;
                 let js = jetstream::new(client);
                 self.js = Some(js.clone());
                 js

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::app::AppConfig;
+use crate::auth::Tokens;
 use crate::checkpoint::Progress;
 use crate::inbox::{Admission, Current};
 use crate::message::{Address, Envelope, Value};
@@ -57,6 +58,8 @@ pub struct HttpIngress {
     pub progress: Option<watch::Receiver<Progress>>,
     /// False once the worker stops taking input.
     pub accepting: watch::Receiver<bool>,
+    /// The bearer tokens every request needs (`http.auth`); `None`: open.
+    pub auth: Option<Arc<Tokens>>,
 }
 
 impl HttpIngress {
@@ -96,6 +99,16 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let metrics = &ingress.metrics;
+    // Before anything else: an unauthenticated caller learns nothing about the application.
+    if let Some(tokens) = &ingress.auth
+        && let Err(denied) = tokens.admit(&headers)
+    {
+        metrics
+            .ingress_rejected
+            .get_or_create(&KindLabels { kind: denied.kind() })
+            .inc();
+        return denied.response("spindle-ingress");
+    }
     match accept(&ingress, &namespace, &ty, id, &headers, body).await {
         Ok(Ack::Accepted) => StatusCode::ACCEPTED.into_response(),
         Ok(Ack::Durable(n)) => (

@@ -101,7 +101,13 @@ impl NatsSource {
 
     /// Reads until the generation stops (`Ok`) or something fails (`Err`, to retry from `next`).
     async fn read(&self, next: &mut Option<i64>, reported: &mut bool) -> Result<(), String> {
-        let client = connect(&self.spec.servers, self.spec.auth.as_ref()).await?;
+        let client = connect(
+            &self.spec.servers,
+            self.spec.auth.as_ref(),
+            self.spec.tls.as_ref(),
+            &self.ctx.app.base_dir,
+        )
+        .await?;
         let js = jetstream::new(client);
         let mut stream = js
             .get_stream(&self.spec.stream)

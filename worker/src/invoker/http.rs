@@ -9,8 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use spindle_protocol::reqreply::FromFunction;
 use spindle_spec::TypeName;
@@ -20,6 +18,8 @@ use crate::app::AppConfig;
 use crate::message::Address;
 use crate::metrics::{FunctionLabels, Metrics};
 use crate::retry::Backoff;
+use crate::tls::TlsError;
+use crate::tls::client::{HttpClient, error_chain, http_client};
 
 /// One attempt's failure, and whether another attempt may help.
 struct AttemptError {
@@ -28,9 +28,11 @@ struct AttemptError {
     reason: String,
 }
 
-/// The invoker of a worker: one connection pool for every function.
+/// The invoker of a worker: a connection pool per function entry (each with its entry's TLS
+/// settings; `http://` endpoints speak plain HTTP/1.1, `https://` ones TLS with HTTP/2 when
+/// offered).
 pub(crate) struct HttpInvoker {
-    client: Client<HttpConnector, Full<Bytes>>,
+    clients: Vec<HttpClient>,
     app: Arc<AppConfig>,
     metrics: Arc<Metrics>,
     /// Endpoint per function type (`{function.name}` substituted), parsed once.
@@ -38,18 +40,18 @@ pub(crate) struct HttpInvoker {
 }
 
 impl HttpInvoker {
-    pub fn new(app: Arc<AppConfig>, metrics: Arc<Metrics>) -> HttpInvoker {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        HttpInvoker {
-            client,
+    pub fn new(app: Arc<AppConfig>, metrics: Arc<Metrics>) -> Result<HttpInvoker, TlsError> {
+        let clients = app
+            .functions
+            .iter()
+            .map(|f| http_client(f.tls.as_ref(), &app.base_dir, Duration::from_secs(60)))
+            .collect::<Result<_, _>>()?;
+        Ok(HttpInvoker {
+            clients,
             app,
             metrics,
             endpoints: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     fn uri(&self, call: &Call) -> Result<Uri, InvokeFailure> {
@@ -84,7 +86,7 @@ impl Invoke for HttpInvoker {
                 function: call.target.typename.to_string(),
             })
             .clone();
-        let client = self.client.clone();
+        let client = self.clients[call.function].clone();
         let target = call.target;
         Box::pin(async move {
             let mut backoff = Backoff::within(timeout);
@@ -134,12 +136,7 @@ impl Invoke for HttpInvoker {
 /// tried again (within the callTimeout, if one is set).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn attempt(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    uri: &Uri,
-    target: &Address,
-    body: Bytes,
-) -> Result<Outcome, AttemptError> {
+async fn attempt(client: &HttpClient, uri: &Uri, target: &Address, body: Bytes) -> Result<Outcome, AttemptError> {
     let req = Request::post(uri.clone())
         .header(header::CONTENT_TYPE, spindle_protocol::CONTENT_TYPE)
         .body(Full::new(body))
@@ -202,17 +199,6 @@ async fn attempt(
 /// StateFun retries these, besides every 5xx: timeouts, conflicts, rate limits.
 fn retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || matches!(s.as_u16(), 408 | 409 | 420 | 429 | 499)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -253,6 +253,16 @@ impl Partition {
         let Some(epochs) = self.epochs.as_mut() else {
             return;
         };
+        // This worker has not snapshotted `n` yet, so `n` cannot be complete: releasing would
+        // let out egress no checkpoint holds. (Only a broken or forged announcement says so.)
+        if n >= epochs.epoch {
+            tracing::error!(
+                checkpoint = n,
+                epoch = epochs.epoch,
+                "ignored the completion of a checkpoint this worker has not taken"
+            );
+            return;
+        }
         // Positions of every snapshot up to `n` are done with; the newest is the one to report.
         let later = epochs.positions_at.split_off(&(n + 1));
         let newest = std::mem::replace(&mut epochs.positions_at, later)

@@ -9,7 +9,6 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 use crate::inbox::Admission;
 use crate::message::Envelope;
@@ -17,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::proto::peer::{self as proto, Frame, frame, peer_client::PeerClient, reply};
 use crate::proto::{common, to_wire};
 use crate::stop::CancellationToken;
+use crate::tls::peer::{self as tls, PeerTls};
 
 /// What goes down the channel to a peer, in order. Only the partition's outbound switch
 /// sends these (it owns the senders), so a barrier follows exactly the messages its snapshot
@@ -71,6 +71,8 @@ pub struct Link {
     pub addr: String,
     pub hello: proto::Hello,
     pub outbound: mpsc::UnboundedReceiver<Outgoing>,
+    /// Mutual TLS to the peer (`None`: plain text).
+    pub tls: Option<Arc<PeerTls>>,
     pub metrics: Arc<Metrics>,
     /// The generation's end.
     pub stop: CancellationToken,
@@ -116,11 +118,11 @@ impl Link {
         next_seq: &mut u64,
         backoff: &mut Duration,
     ) -> StreamEnd {
-        let endpoint = match Endpoint::from_shared(format!("http://{}", self.addr)) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
-            Err(e) => return StreamEnd::Broken(format!("bad peer address: {e}")),
+        let endpoint = match tls::endpoint(&self.addr, Duration::from_secs(2)) {
+            Ok(e) => e,
+            Err(e) => return StreamEnd::Broken(e),
         };
-        let channel = match endpoint.connect().await {
+        let channel = match tls::connect(self.tls.as_deref(), endpoint, self.to).await {
             Ok(c) => c,
             Err(e) => return StreamEnd::Broken(format!("connect: {e}")),
         };
@@ -134,7 +136,7 @@ impl Link {
         let mut replies = match PeerClient::new(channel).exchange(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                if status.code() == Code::FailedPrecondition {
+                if matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied) {
                     self.metrics.peer_refused.inc();
                     tracing::error!(peer = self.to, addr = %self.addr, reason = status.message(), "peer refused the handshake");
                 }

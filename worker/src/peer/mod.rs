@@ -18,6 +18,7 @@
 
 pub mod discovery;
 pub(crate) mod link;
+pub(crate) mod sequence;
 pub(crate) mod service;
 
 pub(crate) use service::PeerService;

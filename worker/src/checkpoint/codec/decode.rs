@@ -11,6 +11,7 @@ use prost::Message as _;
 use spindle_spec::TypeName;
 
 use super::DecodeError;
+use crate::app::AppIdentity;
 use crate::deadletter::{DeadEgress, Entry, Payload};
 use crate::egress::{EgressRecord, PendingEgress};
 use crate::keygroup::Layout;
@@ -21,7 +22,7 @@ use crate::proto::from_wire;
 use crate::state::{Expiration, StateSpec};
 
 /// Decodes `parts` (all parts of one checkpoint of `application`) into what `layout` owns.
-pub(crate) fn decode(application: &str, parts: &[Bytes], layout: Layout) -> Result<Capture, DecodeError> {
+pub(crate) fn decode(application: &AppIdentity, parts: &[Bytes], layout: Layout) -> Result<Capture, DecodeError> {
     let mut out = Capture::default();
     let mut seen = Vec::new();
     for bytes in parts {
@@ -61,13 +62,25 @@ pub(crate) fn decode(application: &str, parts: &[Bytes], layout: Layout) -> Resu
     Ok(out)
 }
 
-fn check(application: &str, part: &proto::Part, layout: Layout) -> Result<(), DecodeError> {
-    if part.application != application {
+fn check(application: &AppIdentity, part: &proto::Part, layout: Layout) -> Result<(), DecodeError> {
+    let writer = AppIdentity {
+        namespace: Some(part.namespace.clone()).filter(|n| !n.is_empty()),
+        name: part.application.clone(),
+        uid: Some(part.uid.clone()).filter(|u| !u.is_empty()),
+    };
+    if writer.name != application.name || writer.namespace != application.namespace {
         return Err(DecodeError::OtherApplication {
             checkpoint: part.checkpoint,
-            found: part.application.clone(),
+            found: writer.to_string(),
             expected: application.to_string(),
         });
+    }
+    // Same name and namespace, another UID: the application was deleted and created again,
+    // and `retentionPolicy: Retain` promises that it resumes. Said, not refused.
+    if let (Some(was), Some(now)) = (&writer.uid, &application.uid)
+        && was != now
+    {
+        tracing::info!(checkpoint = part.checkpoint, written_by = %was, now = %now, "restoring a checkpoint of an earlier StatefulApplication of the same name and namespace");
     }
     if part.key_groups != layout.key_groups {
         return Err(DecodeError::KeyGroups {

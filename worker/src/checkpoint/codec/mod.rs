@@ -21,6 +21,9 @@ use crate::state::{Expiration, StateSpec};
 #[derive(Debug, Clone)]
 pub(crate) struct PartMeta {
     pub application: String,
+    /// `None` outside Kubernetes.
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
     pub generation: u64,
     pub worker: u32,
     pub workers: u32,
@@ -31,7 +34,9 @@ pub(crate) struct PartMeta {
 pub enum DecodeError {
     #[error("part is not a valid checkpoint part: {0}")]
     Malformed(#[from] prost::DecodeError),
-    #[error("part of checkpoint {checkpoint} belongs to application `{found}`, not `{expected}`")]
+    #[error(
+        "part of checkpoint {checkpoint} belongs to application {found}, not to this application ({expected}): refusing to restore another application's state"
+    )]
     OtherApplication {
         checkpoint: u64,
         found: String,
@@ -155,6 +160,8 @@ pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
                 mark: *mark,
             })
             .collect(),
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
     };
     // The state and the egress records, the bulk of a part, are appended directly;
     // entries of a repeated field may come in any position.

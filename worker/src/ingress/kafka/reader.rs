@@ -31,7 +31,7 @@ pub struct PartitionReader {
 impl PartitionReader {
     pub async fn run(self) {
         let what = format!("kafka {}/{}", self.topic, self.partition);
-        let Some(client) = connect(&self.ctx, &self.spec.brokers, &what).await else {
+        let Some(client) = connect(&self.ctx, &self.spec, &what).await else {
             return;
         };
         let Some(pc) = self
