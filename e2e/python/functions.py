@@ -13,6 +13,12 @@ py/counter  state: count (int), note (string, expires 2 s after write)
 py/echo     state: seen (long); replies "<text>#seen=<seen>" to its caller
 py/relay    string -> Kafka egress "py/kafka-out" (kafka_egress_message): topic "relayed",
             key = its id, value "<text>!" (StateFun's KafkaProducerRecord)
+py/greeter  state: visits (int); py/Greet {"name", "via"?, "later"?} counts a visit and replies
+            "Hello <name>, visit <n>" to its caller (an HTTP request waiting for its reply) —
+            with "via", through py/responder (a two-hop chain: the reply address travels in
+            the message); with "later", 2 s later (a delayed message to itself)
+py/responder  py/ReplyTo {"text", "reply_type", "reply_id"}: sends "<text> (via responder)"
+            to the address in the message
 """
 import os
 from datetime import timedelta
@@ -23,6 +29,8 @@ from statefun import (StatefulFunctions, RequestReplyHandler, Context, Message, 
                       egress_message_builder, kafka_egress_message)
 
 COMMAND = make_json_type("py/Command")
+GREET = make_json_type("py/Greet")
+REPLY_TO = make_json_type("py/ReplyTo")
 functions = StatefulFunctions()
 
 
@@ -86,6 +94,42 @@ async def relay(context: Context, message: Message):
     context.send_egress(kafka_egress_message(typename="py/kafka-out", topic="relayed",
                                              key=context.address.id,
                                              value=message.as_string() + "!"))
+
+
+@functions.bind(typename="py/greeter", specs=[ValueSpec(name="visits", type=IntType)])
+async def greeter(context: Context, message: Message):
+    if message.is_type(REPLY_TO):
+        # The delayed message of a "later" greeting: the reply address came with it.
+        m = message.as_type(REPLY_TO)
+        context.send(message_builder(target_typename=m["reply_type"], target_id=m["reply_id"],
+                                     str_value=m["text"]))
+        return
+    greet = message.as_type(GREET)
+    visits = (context.storage.visits or 0) + 1
+    context.storage.visits = visits
+    text = f"Hello {greet['name']}, visit {visits}"
+    caller = context.caller
+    if caller is None:
+        return
+    reply_to = {"text": text, "reply_type": caller.typename, "reply_id": caller.id}
+    if greet.get("via"):
+        context.send(message_builder(target_typename="py/responder", target_id=context.address.id,
+                                     value=reply_to, value_type=REPLY_TO))
+    elif greet.get("later"):
+        context.send_after(timedelta(seconds=2),
+                           message_builder(target_typename="py/greeter",
+                                           target_id=context.address.id,
+                                           value=reply_to, value_type=REPLY_TO))
+    else:
+        context.send(message_builder(target_typename=caller.typename, target_id=caller.id,
+                                     str_value=text))
+
+
+@functions.bind(typename="py/responder")
+async def responder(context: Context, message: Message):
+    m = message.as_type(REPLY_TO)
+    context.send(message_builder(target_typename=m["reply_type"], target_id=m["reply_id"],
+                                 str_value=m["text"] + " (via responder)"))
 
 
 handler = RequestReplyHandler(functions)

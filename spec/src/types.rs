@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HumanDuration;
 use crate::connectors::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress};
+use crate::schedule::ScheduleIngress;
 use crate::security::{AdminSpec, ClientTls, HttpAuth};
 
 /// A `StatefulApplication` resource as it is written in YAML: the same document is applied with
@@ -182,7 +183,7 @@ fn default_startup_timeout() -> HumanDuration {
     HumanDuration::from_secs(600)
 }
 
-/// An ingress: exactly one of the source kinds (`http`, `kafka`, `nats`) is set.
+/// An ingress: exactly one of the source kinds (`http`, `kafka`, `nats`, `schedule`) is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IngressSpec {
@@ -198,6 +199,10 @@ pub struct IngressSpec {
     /// A NATS JetStream stream, its sequence in checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsIngress>,
+    /// A message to one address at every tick of a cron expression or interval, each tick
+    /// exactly once (the last tick fired is in the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleIngress>,
 }
 
 /// Settings of an HTTP ingress.
@@ -216,6 +221,16 @@ pub struct HttpIngress {
     /// `WWW-Authenticate` and a sentence naming the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<HttpAuth>,
+    /// How long a request sent with `Spindle-Reply: wait` waits for a function's reply before
+    /// it is answered `504` (the record is still processed; a retry with the same
+    /// `Idempotency-Key` gets the reply). A `Spindle-Reply-Timeout` header may ask for another
+    /// wait, up to 15 minutes.
+    #[serde(default = "default_reply_timeout")]
+    pub reply_timeout: HumanDuration,
+}
+
+fn default_reply_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 fn default_ingress_port() -> u16 {

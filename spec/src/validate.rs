@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::schedule::check_schedule;
 use crate::security::{check_auth, check_client_tls};
 use crate::validate_connectors::{check_kafka_egress, check_nats_egress};
 use crate::{API_VERSION, KIND, StatefulApplication, TypeName};
@@ -130,6 +131,11 @@ impl StatefulApplication {
             let at = |field: &str| format!("spec.functions[{i}].{field}");
             if let Err(reason) = check_function_typename(&f.typename) {
                 e.add(at("typename"), reason);
+            } else if f.typename.split('/').next() == Some("spindle.reply") {
+                e.add(
+                    at("typename"),
+                    "the namespace `spindle.reply` is reserved: its addresses are requests waiting for their reply",
+                );
             }
             if !seen.insert(f.typename.as_str()) {
                 e.add(at("typename"), format!("`{}` is declared twice", f.typename));
@@ -168,12 +174,19 @@ impl StatefulApplication {
             } else if !names.insert(ing.name.as_str()) {
                 e.add(at("name"), format!("`{}` is declared twice", ing.name));
             }
-            let kinds = ing.http.is_some() as u8 + ing.kafka.is_some() as u8 + ing.nats.is_some() as u8;
+            let kinds = ing.http.is_some() as u8
+                + ing.kafka.is_some() as u8
+                + ing.nats.is_some() as u8
+                + ing.schedule.is_some() as u8;
             if kinds != 1 {
                 e.add(
                     format!("spec.ingresses[{i}]"),
-                    "exactly one ingress kind must be set (http, kafka or nats)",
+                    "exactly one ingress kind must be set (http, kafka, nats or schedule)",
                 );
+            }
+            if let Some(schedule) = &ing.schedule {
+                let serves = |t: &str| TypeName::parse(t).is_ok_and(|t| self.serves(&t));
+                check_schedule(schedule, &at("schedule"), serves, e);
             }
             if let Some(http) = &ing.http {
                 if !ports.insert(http.port) {
@@ -184,6 +197,13 @@ impl StatefulApplication {
                 }
                 if http.max_body_bytes == 0 {
                     e.add(at("http.maxBodyBytes"), "must be at least 1");
+                }
+                let reply = http.reply_timeout.as_duration();
+                if reply.is_zero() || reply > std::time::Duration::from_secs(15 * 60) {
+                    e.add(
+                        at("http.replyTimeout"),
+                        "must be above zero and at most 15m (the idempotency window)",
+                    );
                 }
                 if let Some(auth) = &http.auth {
                     check_auth(auth, &at("http.auth"), e);

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spindle_spec::{
-    ClientTls, HttpAuth, HumanDuration, KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue,
-    StatefulApplication, TypeName,
+    ClientTls, HttpAuth, HumanDuration, KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, ScheduleIngress,
+    SecretValue, StatefulApplication, TypeName,
 };
 
 /// Who an application is: its namespace (`None` outside Kubernetes), name and, when the
@@ -62,7 +62,7 @@ pub struct AppConfig {
     pub functions: Vec<FunctionEntry>,
     pub egresses: Vec<EgressEntry>,
     pub http_ingress: Option<HttpIngressConfig>,
-    /// Kafka and JetStream ingresses: sources with positions in checkpoints.
+    /// Kafka, JetStream and schedule ingresses: sources with positions in checkpoints.
     pub sources: Vec<SourceConfig>,
     pub max_buffered_messages: usize,
     /// Most bytes of dead letters a worker keeps.
@@ -156,6 +156,8 @@ pub struct SourceConfig {
 pub enum SourceKind {
     Kafka(KafkaIngress),
     Nats(NatsIngress),
+    /// A schedule: its position is the last tick fired.
+    Schedule(ScheduleIngress),
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +166,8 @@ pub struct HttpIngressConfig {
     pub max_body_bytes: usize,
     /// Bearer tokens every request needs, and the field path of the setting.
     pub auth: Option<(String, HttpAuth)>,
+    /// How long a request waiting for its reply waits by default.
+    pub reply_timeout: Duration,
 }
 
 impl AppConfig {
@@ -221,15 +225,17 @@ impl AppConfig {
                 port: h.port,
                 max_body_bytes: h.max_body_bytes as usize,
                 auth: h.auth.clone().map(|a| (format!("spec.ingresses[{i}].http.auth"), a)),
+                reply_timeout: h.reply_timeout.as_duration(),
             });
         let sources = spec
             .ingresses
             .iter()
             .filter_map(|i| {
-                let kind = match (&i.kafka, &i.nats) {
-                    (Some(k), _) => SourceKind::Kafka(k.clone()),
-                    (None, Some(n)) => SourceKind::Nats(n.clone()),
-                    (None, None) => return None,
+                let kind = match (&i.kafka, &i.nats, &i.schedule) {
+                    (Some(k), _, _) => SourceKind::Kafka(k.clone()),
+                    (None, Some(n), _) => SourceKind::Nats(n.clone()),
+                    (None, None, Some(s)) => SourceKind::Schedule(s.clone()),
+                    (None, None, None) => return None,
                 };
                 Some(SourceConfig {
                     name: i.name.clone(),
@@ -288,6 +294,7 @@ impl AppConfig {
             let tls = match &s.kind {
                 SourceKind::Kafka(k) => k.tls.as_ref(),
                 SourceKind::Nats(n) => n.tls.as_ref(),
+                SourceKind::Schedule(_) => None,
             };
             out.extend(tls.map(|t| (format!("ingress {}", s.name), t)));
         }

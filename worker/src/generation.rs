@@ -26,6 +26,7 @@ use crate::partition::{self, Capture, Epochs, Partition};
 use crate::peer::Cluster;
 use crate::peer::link::Link;
 use crate::proto::peer::Hello;
+use crate::reply::Replies;
 use crate::stop::CancellationToken;
 use crate::tls::peer::PeerTls;
 
@@ -45,6 +46,8 @@ pub(crate) struct Context {
     pub ingress_admission: Arc<Semaphore>,
     /// Mutual TLS on the links to the peers (`None`: plain text).
     pub peer_tls: Option<Arc<PeerTls>>,
+    /// The HTTP requests of this process waiting for their replies.
+    pub replies: Arc<Replies>,
 }
 
 pub(crate) struct Generation {
@@ -154,6 +157,7 @@ impl Generation {
             epochs,
             restored,
             generation: number,
+            replies: ctx.replies.clone(),
         });
         tasks.spawn(partition.run(inbox_rx, stop.clone()));
         start_sources(&sources, &positions, &mut tasks);

@@ -36,6 +36,7 @@ pub(crate) mod process;
 // Public only for the wire-level tests (attacks on the peer port); not an API.
 #[doc(hidden)]
 pub mod proto;
+pub mod reply;
 pub(crate) mod retry;
 pub(crate) mod serve;
 pub(crate) mod state;

@@ -29,6 +29,7 @@ use crate::deadletter::DeadLetters;
 use crate::egress::{EgressHub, SinkContext};
 use crate::generation::Context;
 use crate::ingress::http::HttpIngress;
+use crate::ingress::reply::DEFAULT_REPLY_TIMEOUT;
 use crate::invoker::HttpInvoker;
 use crate::message::{Address, Value};
 use crate::metrics::Metrics;
@@ -36,6 +37,7 @@ use crate::peer::{Cluster, PeerService};
 use crate::process::{Local, Process};
 use crate::proto::control::coordination_server::CoordinationServer;
 use crate::proto::peer::peer_server::PeerServer;
+use crate::reply::Replies;
 use crate::stop::CancellationToken;
 use crate::tls::peer::PeerTls;
 
@@ -172,6 +174,9 @@ impl Worker {
             _ => CoordinatorLink::Remote(controls.clone()),
         };
         let ingress_admission = Arc::new(Semaphore::new(app.max_buffered_messages));
+        // Request ids must not repeat across restarts of this worker: the process's start
+        // time and id make them unique.
+        let replies = Replies::new(me, crate::clock::now_ms() ^ (u64::from(std::process::id()) << 44));
         let process = Arc::new(Process::new(
             Context {
                 app: app.clone(),
@@ -187,6 +192,7 @@ impl Worker {
                 ),
                 ingress_admission: ingress_admission.clone(),
                 peer_tls: peer_tls.clone(),
+                replies: replies.clone(),
             },
             shutdown.clone(),
         ));
@@ -329,6 +335,11 @@ impl Worker {
                     progress: app.checkpoint.interval.map(|_| process.progress.subscribe()),
                     accepting: process.accepting.subscribe(),
                     auth: ingress_auth,
+                    replies,
+                    reply_timeout: app
+                        .http_ingress
+                        .as_ref()
+                        .map_or(DEFAULT_REPLY_TIMEOUT, |h| h.reply_timeout),
                 };
                 serve(&mut tasks, listener, ingress.routes(), shutdown.clone());
                 tracing::info!(%addr, "HTTP ingress listening");

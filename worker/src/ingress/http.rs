@@ -9,6 +9,8 @@
 //!   complete. `503` with `Spindle-Retry: safe` means the application rolled back to a
 //!   checkpoint without it — it was not applied and a retry is safe. No answer (a broken
 //!   connection, a timeout) leaves it unknown.
+//! - *the reply* (`Spindle-Reply: wait`): `200` with the value a function sent to the
+//!   request's reply address, once durable (`ingress::reply`).
 
 use std::sync::Arc;
 
@@ -33,6 +35,9 @@ use crate::checkpoint::Progress;
 use crate::inbox::{Admission, Current};
 use crate::message::{Address, Envelope, Value};
 use crate::metrics::{KindLabels, Metrics};
+use crate::reply::{Released, Replies, Waiting};
+
+use super::reply;
 
 /// Content-type prefix that carries a message's typename.
 const VND: &str = "application/vnd.";
@@ -60,6 +65,10 @@ pub struct HttpIngress {
     pub accepting: watch::Receiver<bool>,
     /// The bearer tokens every request needs (`http.auth`); `None`: open.
     pub auth: Option<Arc<Tokens>>,
+    /// Requests waiting for their replies (`Spindle-Reply: wait`, see `ingress::reply`).
+    pub replies: Arc<Replies>,
+    /// How long such a request waits by default (`http.replyTimeout`).
+    pub reply_timeout: Duration,
 }
 
 impl HttpIngress {
@@ -90,6 +99,8 @@ fn reject(status: StatusCode, kind: &'static str, message: String) -> Rejection 
 enum Ack {
     Accepted,
     Durable(u64),
+    /// The reply, released by the checkpoint that made it durable.
+    Replied(Released),
 }
 
 async fn ingest(
@@ -115,6 +126,15 @@ async fn ingest(
             StatusCode::OK,
             [("spindle-checkpoint", n.to_string())],
             format!("durable: in checkpoint {n}\n"),
+        )
+            .into_response(),
+        Ok(Ack::Replied(r)) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE.as_str(), format!("{VND}{}", r.value.typename)),
+                ("spindle-checkpoint", r.checkpoint.to_string()),
+            ],
+            crate::reply::body(&r.value),
         )
             .into_response(),
         Err(r) => {
@@ -148,6 +168,8 @@ async fn accept(
     if !*ingress.accepting.borrow() {
         return Err(stopping());
     }
+    let wants_reply = reply::requested(headers, ingress.reply_timeout)
+        .map_err(|why| reject(StatusCode::BAD_REQUEST, "bad_reply_request", why))?;
     let durable = match headers.get(ACK_HEADER).map(|v| v.to_str().unwrap_or("")) {
         None | Some("accepted") => false,
         Some("durable") if ingress.progress.is_some() => true,
@@ -224,9 +246,14 @@ async fn accept(
             ));
         }
     };
+    let target = Address::new(target_type, id);
+    let waiting = wants_reply.map(|_| {
+        let memo = dedup.clone().map(|key| (target.clone(), key));
+        ingress.replies.register(memo)
+    });
     let env = Envelope {
-        target: Address::new(target_type, id),
-        caller: None,
+        target,
+        caller: waiting.as_ref().map(Waiting::caller),
         value: Value::new(typename.as_str(), bytes),
         dedup,
     };
@@ -243,11 +270,27 @@ async fn accept(
     }
     let admission = Admission::new(permit, ingress.metrics.ingress_in_process.clone());
     let entry = ingress.current.wait().await.map_err(|_| shutting_down())?;
+    // A waiting request learns its record's epoch like a durable one, to tell a rollback
+    // that undid the record from one that did not.
     let rx = entry
         .inbox
-        .ingest(env, Some(admission), durable)
+        .ingest(env, Some(admission), durable || waiting.is_some())
         .map_err(|_| shutting_down())?;
     ingress.metrics.ingress_accepted.inc();
+    if let (Some(waiting), Some(timeout)) = (waiting, wants_reply) {
+        let epoch = rx.expect("the epoch was asked for");
+        let generation = entry.generation;
+        drop(entry);
+        return reply::wait(waiting, epoch, generation, ingress.progress.as_ref(), timeout)
+            .await
+            .map(Ack::Replied)
+            .map_err(|n| Rejection {
+                status: n.status,
+                kind: n.kind,
+                message: n.message,
+                retry_safe: n.retry_safe,
+            });
+    }
     let (Some(rx), Some(progress)) = (rx, &ingress.progress) else {
         return Ok(Ack::Accepted);
     };

@@ -1,10 +1,12 @@
 //! Ingresses: where outside records enter the application — HTTP requests, and sources with
-//! positions in checkpoints (Kafka partitions, a NATS JetStream stream).
+//! positions in checkpoints (Kafka partitions, a NATS JetStream stream, a schedule's last tick).
 
 pub mod http;
 pub mod kafka;
 pub mod nats;
+pub mod reply;
 pub mod route;
+pub mod schedule;
 pub mod sources;
 
 use tokio::sync::mpsc;
@@ -28,6 +30,13 @@ pub fn start_sources(ctx: &SourceContext, positions: &Positions, tasks: &mut Joi
                 if index as u32 % ctx.workers == ctx.me {
                     let reader = nats::NatsSource::new(ctx.clone(), &source.name, spec, positions);
                     tasks.spawn(reader.run());
+                }
+            }
+            SourceKind::Schedule(spec) => {
+                // One worker fires a schedule, spread over the workers by ingress.
+                if index as u32 % ctx.workers == ctx.me {
+                    let ticks = schedule::ScheduleSource::new(ctx.clone(), &source.name, spec, positions);
+                    tasks.spawn(ticks.run());
                 }
             }
         }
@@ -56,7 +65,7 @@ pub fn offset_committer(
                 None
             }
             SourceKind::Kafka(k) => Some((s.name.clone(), k.clone())),
-            SourceKind::Nats(_) => None,
+            SourceKind::Nats(_) | SourceKind::Schedule(_) => None,
         })
         .collect();
     if kafka.is_empty() {

@@ -1,18 +1,32 @@
 //! Idempotency keys of ingress records, remembered per target address for a window: a caller
 //! that retries a record with the same key after an unclear answer has it applied once. The
 //! keys are part of the checkpoint, so a rollback forgets exactly the records it undoes.
+//!
+//! A key whose record waited for its reply also remembers the reply (the first the target's
+//! owner saw pass), and the reply addresses of retries that came before it: a retry gets the
+//! same reply the first request got, or would have got, and the function ran once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::message::Address;
+use crate::message::{Address, Value};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SeenKeys {
     window_ms: u64,
-    at: HashMap<(Address, Arc<str>), u64>,
+    at: HashMap<(Address, Arc<str>), Seen>,
     /// Insertion order, for expiry.
     order: VecDeque<(u64, Address, Arc<str>)>,
+}
+
+/// What is remembered of one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub at_ms: u64,
+    /// The reply to the key's record, once one passed.
+    pub reply: Option<Value>,
+    /// Reply addresses of retries waiting for it.
+    pub waiting: Vec<Address>,
 }
 
 impl SeenKeys {
@@ -26,14 +40,50 @@ impl SeenKeys {
 
     /// Remembers `key` for `addr`; false when it was seen within the window.
     pub fn insert(&mut self, addr: &Address, key: &Arc<str>, now_ms: u64) -> bool {
-        self.expire(now_ms);
+        self.restore(
+            addr,
+            key,
+            Seen {
+                at_ms: now_ms,
+                ..Seen::default()
+            },
+        )
+    }
+
+    /// As [`insert`](Self::insert), with what a checkpoint remembered of the key.
+    pub fn restore(&mut self, addr: &Address, key: &Arc<str>, seen: Seen) -> bool {
+        self.expire(seen.at_ms);
         let k = (addr.clone(), key.clone());
         if self.at.contains_key(&k) {
             return false;
         }
-        self.at.insert(k, now_ms);
-        self.order.push_back((now_ms, addr.clone(), key.clone()));
+        self.order.push_back((seen.at_ms, addr.clone(), key.clone()));
+        self.at.insert(k, seen);
         true
+    }
+
+    /// A reply to the record `key` of `addr` passes: kept (the first one), and the retries
+    /// that waited for it are returned — each gets it too.
+    pub fn remember_reply(&mut self, addr: &Address, key: &Arc<str>, reply: &Value) -> Vec<Address> {
+        let Some(seen) = self.at.get_mut(&(addr.clone(), key.clone())) else {
+            // Forgotten: the window passed (a retry now would be a new record anyway).
+            return Vec::new();
+        };
+        seen.reply.get_or_insert_with(|| reply.clone());
+        std::mem::take(&mut seen.waiting)
+    }
+
+    /// A retry of the record `key` of `addr` (seen already) wants its reply at `reply_to`: the
+    /// reply if it passed already, otherwise `reply_to` waits for it.
+    pub fn retry(&mut self, addr: &Address, key: &Arc<str>, reply_to: Address) -> Option<Value> {
+        let seen = self.at.get_mut(&(addr.clone(), key.clone()))?;
+        if let Some(reply) = &seen.reply {
+            return Some(reply.clone());
+        }
+        if !seen.waiting.contains(&reply_to) {
+            seen.waiting.push(reply_to);
+        }
+        None
     }
 
     fn expire(&mut self, now_ms: u64) {
@@ -42,33 +92,59 @@ impl SeenKeys {
         {
             let (at, addr, key) = self.order.pop_front().expect("checked");
             let k = (addr, key);
-            if self.at.get(&k) == Some(&at) {
+            if self.at.get(&k).map(|s| s.at_ms) == Some(at) {
                 self.at.remove(&k);
             }
         }
     }
 
-    /// Every key with its address and time, oldest first.
-    pub fn entries(&self) -> impl Iterator<Item = (&Address, &str, u64)> {
-        self.order.iter().map(|(at, a, k)| (a, &**k, *at))
+    /// Every key with its address and what is remembered of it, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = (&Address, &str, &Seen)> {
+        self.order.iter().filter_map(|(at, a, k)| {
+            let seen = self.at.get(&(a.clone(), k.clone())).filter(|s| s.at_ms == *at)?;
+            Some((a, &**k, seen))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use spindle_spec::TypeName;
+
+    fn addr(id: &str) -> Address {
+        Address::new(TypeName::parse("t/f").unwrap(), id)
+    }
 
     #[test]
     fn a_key_counts_once_per_address_within_the_window() {
         let mut s = SeenKeys::new(100);
-        let a = Address::new(TypeName::parse("t/f").unwrap(), "a");
-        let b = Address::new(TypeName::parse("t/f").unwrap(), "b");
+        let (a, b) = (addr("a"), addr("b"));
         let k: Arc<str> = "k".into();
         assert!(s.insert(&a, &k, 1_000));
         assert!(!s.insert(&a, &k, 1_050));
         assert!(s.insert(&b, &k, 1_050), "keys are scoped to the target");
         assert!(s.insert(&a, &k, 1_100), "forgotten after the window");
         assert_eq!(s.entries().count(), 2);
+    }
+
+    #[test]
+    fn retries_get_the_first_reply_whether_they_come_before_or_after_it() {
+        let mut s = SeenKeys::new(100);
+        let a = addr("a");
+        let k: Arc<str> = "k".into();
+        let (r1, r2) = (addr("reply-1"), addr("reply-2"));
+        assert!(s.insert(&a, &k, 1_000));
+        assert_eq!(s.retry(&a, &k, r1.clone()), None, "no reply yet: the retry waits");
+        assert_eq!(s.retry(&a, &k, r1.clone()), None);
+        let v1 = Value::new("t/V", Bytes::from_static(b"1"));
+        assert_eq!(s.remember_reply(&a, &k, &v1), vec![r1], "waiting once each");
+        let v2 = Value::new("t/V", Bytes::from_static(b"2"));
+        assert_eq!(s.remember_reply(&a, &k, &v2), vec![]);
+        assert_eq!(s.retry(&a, &k, r2), Some(v1.clone()), "the first reply is kept");
+        let (_, _, seen) = s.entries().next().unwrap();
+        assert_eq!(seen.reply, Some(v1));
+        assert_eq!(s.remember_reply(&addr("other"), &k, &v2), vec![]);
     }
 }

@@ -274,6 +274,7 @@ impl Partition {
             let _ = tx.send(p);
         }
         let released = epochs.release(n);
+        let released = self.release_replies(released, n);
         // Until its sink has written it, a released record stays in snapshots (see
         // `Unconfirmed`): a later checkpoint must not forget it.
         self.egress.unconfirmed.add(&released);

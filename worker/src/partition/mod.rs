@@ -26,6 +26,7 @@ mod delayed;
 mod epochs;
 mod mailbox;
 pub(crate) mod outbound;
+mod replies;
 #[cfg(test)]
 mod tests;
 
@@ -36,7 +37,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 pub(crate) use capture::Capture;
-pub(crate) use dedup::SeenKeys;
+pub(crate) use dedup::{Seen, SeenKeys};
 pub(crate) use epochs::Epochs;
 
 use crate::app::AppConfig;
@@ -47,6 +48,7 @@ use crate::inbox::{Admission, InboxReceiver, Input, Positions};
 use crate::invoker::{Invoke, InvokeFailure, Outcome};
 use crate::message::{Address, Envelope};
 use crate::metrics::Metrics;
+use crate::reply::{Replies, ReplyTo};
 use crate::state::{SpecRegistry, StateStore};
 use crate::stop::CancellationToken;
 use deadletters::DeadLetterBox;
@@ -78,6 +80,8 @@ pub(crate) struct Parts {
     pub restored: Capture,
     /// The generation this partition belongs to (dead-letter ids name it).
     pub generation: u64,
+    /// The HTTP requests of this process waiting for replies.
+    pub replies: Arc<Replies>,
 }
 
 pub(crate) struct Partition {
@@ -109,6 +113,8 @@ pub(crate) struct Partition {
     positions: Positions,
     /// Sources this worker reads in this generation: only their positions are committed back.
     reading: HashSet<Arc<str>>,
+    /// Where released replies go.
+    replies: Arc<Replies>,
 }
 
 impl Partition {
@@ -135,6 +141,7 @@ impl Partition {
             restored: Some(p.restored),
             positions: Positions::new(),
             reading: HashSet::new(),
+            replies: p.replies,
         }
     }
 
@@ -159,6 +166,12 @@ impl Partition {
         self.egress.unconfirmed.clear_dead();
         // Keys of the restored messages are known already (or are added now): no dedup here.
         for env in r.messages.into_iter().chain(r.recorded) {
+            // A reply on its way is routed on from here (a checkpoint keeps it by the key group
+            // of its address, which says nothing of where it goes).
+            if ReplyTo::is_reply(&env.target) {
+                self.route_reply(env, None);
+                continue;
+            }
             if let Some(key) = &env.dedup {
                 self.seen.insert(&env.target, key, now_ms());
             }
@@ -176,7 +189,8 @@ impl Partition {
             let mark = r.sink_marks.get(&egress).copied().unwrap_or(0);
             self.egress.resume(&egress, mark);
         }
-        self.metrics.egress_resent.inc_by(again.len() as u64);
+        let resent = again.iter().filter(|p| !ReplyTo::is_reply(&p.record.source)).count();
+        self.metrics.egress_resent.inc_by(resent as u64);
         if !queued.is_empty() {
             tracing::debug!(
                 records = queued.len(),
@@ -280,6 +294,10 @@ impl Partition {
     /// delayed message or an ingress record), so its route is decided here; others were routed
     /// already.
     fn deliver(&mut self, env: Envelope, admission: Option<Admission>, produced_here: bool) {
+        if ReplyTo::is_reply(&env.target) {
+            self.route_reply(env, admission);
+            return;
+        }
         if self.app.function_for(&env.target.typename).is_none() {
             let reason = format!("no function serves type `{}`", env.target.typename);
             self.dead(kind::UNKNOWN_FUNCTION, reason, Payload::Messages(vec![env]));
@@ -298,6 +316,7 @@ impl Partition {
         {
             // Applied before (within the window): acknowledged, not applied again.
             self.metrics.ingress_duplicates.inc();
+            self.answer_retry(&env, key);
             return;
         }
         self.enqueue(env, admission);

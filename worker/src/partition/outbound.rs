@@ -56,6 +56,11 @@ impl Outbound {
         self.layout.worker
     }
 
+    /// How many workers the application runs.
+    pub fn workers(&self) -> u32 {
+        self.layout.workers
+    }
+
     /// Hands a message owned by worker `owner` (not this one) to the link to it. A closed link
     /// means the generation is ending, when nothing is delivered anyway.
     pub fn forward(&self, owner: u32, env: Envelope, admission: Option<Admission>) {

@@ -56,6 +56,7 @@ struct Harness {
     links: Vec<LinkQueue>,
     dead_letters: Arc<DeadLetters>,
     metrics: Arc<Metrics>,
+    replies: Arc<crate::reply::Replies>,
     stop: CancellationToken,
 }
 
@@ -87,6 +88,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
     let (captures_tx, captures) = mpsc::unbounded_channel();
     let epochs = Epochs::new("app".into(), 7, me, workers, 0, captures_tx, None, metrics.clone());
     let dead_letters = Arc::new(DeadLetters::open(None, metrics.clone()).unwrap());
+    let replies = crate::reply::Replies::new(me, 1);
     let partition = Partition::new(Parts {
         app,
         outbound,
@@ -97,6 +99,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         epochs: Some(epochs),
         restored: Capture::default(),
         generation: 7,
+        replies: replies.clone(),
     });
     let (inbox, rx) = Inbox::channel();
     let stop = CancellationToken::new();
@@ -109,6 +112,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         links,
         dead_letters,
         metrics,
+        replies,
         stop,
     }
 }
@@ -522,4 +526,90 @@ async fn records_without_messages_are_kept_but_not_replayable_and_can_be_dropped
     assert_eq!(h.inbox.dead_letters().await.unwrap().len(), 1, "still kept");
     assert_eq!(h.inbox.settle_dead_letter(&id, true).await.unwrap(), Ok(()));
     assert!(h.inbox.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_reply_is_released_with_its_checkpoint_and_a_retry_gets_the_same_one_without_a_call() {
+    let mut h = start(app(10, 64), 0, 1);
+    let key: Arc<str> = "k1".into();
+    let request = |h: &Harness| h.replies.register(Some((addr("a"), key.clone())));
+    let mut first = request(&h);
+    let with_caller = |w: &crate::reply::Waiting| Envelope {
+        caller: Some(w.caller()),
+        dedup: Some(key.clone()),
+        ..msg("a", "go")
+    };
+    h.ingest(with_caller(&first));
+    let (call, answer) = h.call("the request's batch").await;
+    let caller = call.messages[0]
+        .0
+        .clone()
+        .expect("the message has the reply address as caller");
+    answer
+        .send(done(Effects {
+            messages: vec![Ok(Envelope {
+                target: caller,
+                caller: Some(addr("a")),
+                value: Value::new("t/r", Bytes::from_static(b"r1")),
+                dedup: None,
+            })],
+            ..Effects::default()
+        }))
+        .unwrap();
+    h.idle().await;
+    h.inbox.read_state(addr("sync")).await.unwrap();
+    assert!(first.reply().try_recv().is_err(), "held until its checkpoint completes");
+    h.inbox.trigger(1).unwrap();
+    let capture = next(&mut h.captures, "the capture of checkpoint 1").await;
+    assert_eq!(capture.egress.len(), 1, "the held reply is in the snapshot");
+    let (_, _, seen) = capture.seen.entries().next().expect("the key is remembered");
+    assert_eq!(seen.reply.as_ref().map(|v| &v.bytes[..]), Some(&b"r1"[..]));
+    h.inbox.completed(1).unwrap();
+    let got = tokio::time::timeout(WAIT, first.reply()).await.unwrap().unwrap();
+    assert_eq!((&got.value.bytes[..], got.checkpoint), (&b"r1"[..], 1));
+
+    // A retry with the key: no call, the same reply, after its own checkpoint.
+    let mut retry = request(&h);
+    h.ingest(with_caller(&retry));
+    nothing(&h.inbox, &mut h.calls, "a call for a retried key").await;
+    h.inbox.trigger(2).unwrap();
+    next(&mut h.captures, "the capture of checkpoint 2").await;
+    h.inbox.completed(2).unwrap();
+    let again = tokio::time::timeout(WAIT, retry.reply()).await.unwrap().unwrap();
+    assert_eq!((&again.value.bytes[..], again.checkpoint), (&b"r1"[..], 2));
+    assert_eq!(h.metrics.ingress_duplicates.get(), 1);
+}
+
+#[tokio::test]
+async fn replies_to_another_worker_leave_by_its_link_and_bad_ones_are_dead_letters() {
+    let mut h = start(app(10, 64), 0, 2);
+    let to_worker_1 = Address::new(TypeName::parse("spindle.reply/1").unwrap(), "abc.9");
+    h.inbox
+        .deliver_routed(
+            Envelope {
+                target: to_worker_1.clone(),
+                caller: None,
+                value: Value::new("t/r", Bytes::from_static(b"x")),
+                dedup: None,
+            },
+            None,
+            1,
+        )
+        .unwrap();
+    let link = h.links.iter_mut().find(|l| l.to == 1).unwrap();
+    match next(&mut link.rx, "the reply on the link to worker 1").await {
+        Outgoing::Message { env, .. } => assert_eq!(env.target, to_worker_1),
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    let bad = Address::new(TypeName::parse("spindle.reply/x").unwrap(), "abc.9");
+    h.ingest(Envelope {
+        target: bad,
+        ..msg("a", "?")
+    });
+    h.inbox.read_state(addr("sync")).await.unwrap();
+    assert_eq!(
+        h.dead_letters.recent().len(),
+        1,
+        "a malformed reply address is a dead letter"
+    );
 }

@@ -16,7 +16,7 @@ use crate::deadletter::{DeadEgress, Entry, Payload};
 use crate::egress::{EgressRecord, PendingEgress};
 use crate::keygroup::Layout;
 use crate::message::{Address, Value};
-use crate::partition::Capture;
+use crate::partition::{Capture, Seen};
 use crate::proto::checkpoint as proto;
 use crate::proto::from_wire;
 use crate::state::{Expiration, StateSpec};
@@ -55,9 +55,9 @@ pub(crate) fn decode(application: &AppIdentity, parts: &[Bytes], layout: Layout)
         }
     }
     // Oldest first, so that expiry keeps working in order.
-    seen.sort_by_key(|s| s.0);
-    for (at, addr, key) in seen {
-        out.seen.insert(&addr, &key, at);
+    seen.sort_by_key(|s| s.2.at_ms);
+    for (addr, key, entry) in seen {
+        out.seen.restore(&addr, &key, entry);
     }
     Ok(out)
 }
@@ -156,14 +156,32 @@ fn delayed(out: &mut Capture, entries: Vec<proto::Delayed>, layout: Layout) -> R
     Ok(())
 }
 
-fn seen_keys(entries: Vec<proto::Seen>, layout: Layout) -> Result<Vec<(u64, Address, Arc<str>)>, String> {
+fn seen_keys(entries: Vec<proto::Seen>, layout: Layout) -> Result<Vec<(Address, Arc<str>, Seen)>, String> {
     let mut out = Vec::new();
     for s in entries {
         let t = TypeName::parse(&s.target_type).map_err(|e| format!("idempotency key target: {e}"))?;
         let addr = Address::new(t, s.target_id);
-        if layout.owns(&addr) {
-            out.push((s.at_ms, addr, Arc::<str>::from(s.key)));
+        if !layout.owns(&addr) {
+            continue;
         }
+        let reply = (!s.reply_typename.is_empty()).then(|| Value::new(s.reply_typename, s.reply_value));
+        let waiting = s
+            .waiting
+            .iter()
+            .map(|w| {
+                let (t, id) = w
+                    .rsplit_once('/')
+                    .ok_or_else(|| format!("waiting reply address `{w}`"))?;
+                let t = TypeName::parse(t).map_err(|e| format!("waiting reply address: {e}"))?;
+                Ok(Address::new(t, id))
+            })
+            .collect::<Result<_, String>>()?;
+        let seen = Seen {
+            at_ms: s.at_ms,
+            reply,
+            waiting,
+        };
+        out.push((addr, Arc::<str>::from(s.key), seen));
     }
     Ok(out)
 }

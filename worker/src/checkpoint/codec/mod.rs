@@ -136,11 +136,14 @@ pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
         seen: capture
             .seen
             .entries()
-            .map(|(a, key, at)| proto::Seen {
+            .map(|(a, key, seen)| proto::Seen {
                 target_type: a.typename.to_string(),
                 target_id: a.id.to_string(),
                 key: key.to_string(),
-                at_ms: at,
+                at_ms: seen.at_ms,
+                reply_typename: seen.reply.as_ref().map_or(String::new(), |v| v.typename.to_string()),
+                reply_value: seen.reply.as_ref().map_or_else(Default::default, |v| v.bytes.clone()),
+                waiting: seen.waiting.iter().map(|a| a.to_string()).collect(),
             })
             .collect(),
         positions: capture
