@@ -19,7 +19,10 @@ py/greeter  state: visits (int); py/Greet {"name", "via"?, "later"?} counts a vi
             the message); with "later", 2 s later (a delayed message to itself)
 py/responder  py/ReplyTo {"text", "reply_type", "reply_id"}: sends "<text> (via responder)"
             to the address in the message
+py/ticks    state: ticks (string, a JSON list); a long (a schedule's tick, epoch ms) is
+            appended to it, repeats included: the schedule test counts them
 """
+import json
 import os
 from datetime import timedelta
 
@@ -130,6 +133,13 @@ async def responder(context: Context, message: Message):
     m = message.as_type(REPLY_TO)
     context.send(message_builder(target_typename=m["reply_type"], target_id=m["reply_id"],
                                  str_value=m["text"] + " (via responder)"))
+
+
+@functions.bind(typename="py/ticks", specs=[ValueSpec(name="ticks", type=StringType)])
+async def ticks(context: Context, message: Message):
+    seen = json.loads(context.storage.ticks or "[]")
+    seen.append(message.as_long())
+    context.storage.ticks = json.dumps(seen)
 
 
 handler = RequestReplyHandler(functions)

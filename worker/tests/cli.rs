@@ -24,6 +24,21 @@ fn validate_names_the_field_and_fails() {
     );
     assert!(err.contains("spec.keyGroups: must be between 1 and 32768"), "{err}");
 
+    // A schedule's cron expression, with the field path.
+    let schedule = "  ingresses:\n    - name: nightly\n      schedule: {cron: \"61 3 * * *\", target: t/f/x}\n";
+    std::fs::write(
+        &file,
+        test_app("http://fns:8000/x", "").replace("  ingresses:\n", schedule),
+    )
+    .unwrap();
+    let out = Command::new(SPINDLE).arg("validate").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.ingresses[0].schedule.cron: `61 3 * * *` is not a cron expression"),
+        "{err}"
+    );
+
     let examples = workspace_root().join("examples/greeter/app.yaml");
     let out = Command::new(SPINDLE).arg("validate").arg(&examples).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -113,7 +113,9 @@ impl ScheduleSource {
         let mut due = std::iter::successors(self.plan.next_after(last), |t| self.plan.next_after(*t))
             .take_while(|t| *t <= now)
             .peekable();
-        due.peek()?;
+        if due.peek().is_none() {
+            return Some(last);
+        }
         match self.catch_up {
             CatchUp::All => {
                 let mut at = last;
