@@ -4,6 +4,7 @@
 pub mod connectors;
 mod duration;
 mod load;
+pub mod module_yaml;
 pub mod reference;
 pub mod schedule;
 pub mod security;
@@ -14,7 +15,7 @@ mod validate_connectors;
 
 pub use connectors::*;
 pub use duration::{DurationError, HumanDuration};
-pub use load::{LoadError, from_yaml_str, load_file};
+pub use load::{LoadError, from_yaml_str, load_file, module_name};
 pub use schedule::{CatchUp, Plan, ScheduleIngress};
 pub use security::*;
 pub use typename::{TypeName, TypeNameError};

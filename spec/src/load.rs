@@ -17,15 +17,35 @@ pub enum LoadError {
     },
     #[error("{origin}: invalid application:\n{errors}")]
     Invalid { origin: String, errors: ValidationErrors },
+    /// A StateFun module that cannot be imported (the error names document and field).
+    #[error(transparent)]
+    Module(#[from] crate::module_yaml::ImportError),
 }
 
-/// Reads and validates an application file.
+/// Reads and validates an application file — or imports a StateFun `module.yaml`
+/// (`crate::module_yaml`), which runs as the equivalent application.
 pub fn load_file(path: &Path) -> Result<StatefulApplication, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    from_yaml_str(&text, &path.display().to_string())
+    let origin = path.display().to_string();
+    if crate::module_yaml::is_module(&text) {
+        let name = module_name(path);
+        return Ok(crate::module_yaml::import(&text, &origin, &name)?.app);
+    }
+    from_yaml_str(&text, &origin)
+}
+
+/// The application name of a StateFun module file: its directory's name (a module names no
+/// application; `spindle import --name` chooses another).
+pub fn module_name(path: &Path) -> String {
+    let dir = std::fs::canonicalize(path).ok().and_then(|p| {
+        p.parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    crate::module_yaml::name_from_dir(&dir.unwrap_or_default())
 }
 
 /// Parses and validates YAML; `origin` names the source in errors (a file path, say).

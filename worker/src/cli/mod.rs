@@ -37,6 +37,16 @@ pub enum Command {
         /// The StatefulApplication YAML file.
         file: PathBuf,
     },
+    /// Write the StatefulApplication equivalent to an Apache Flink StateFun module.yaml to
+    /// stdout, with comments saying what each part became and what was not mapped
+    /// (`spindle run module.yaml` runs a module directly).
+    Import {
+        /// The StateFun module.yaml.
+        file: PathBuf,
+        /// The application's name (default: the file's directory name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// An application's checkpoint data in its storage.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
@@ -257,11 +267,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: deleted {deleted} objects", store.describe());
             Ok(())
         }
+        Command::Import { file, name } => {
+            use spindle_spec::module_yaml;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let origin = file.display().to_string();
+            anyhow::ensure!(
+                module_yaml::is_module(&text),
+                "{origin} is not a StateFun module (no `kind: io.statefun.…` document)"
+            );
+            let name = name.unwrap_or_else(|| spindle_spec::module_name(&file));
+            let imported = module_yaml::import(&text, &origin, &name)?;
+            print!("{}", module_yaml::to_yaml(&imported, &origin));
+            Ok(())
+        }
         Command::Validate { file } => {
             let app = spindle_spec::load_file(&file)?;
+            let module = std::fs::read_to_string(&file).is_ok_and(|t| spindle_spec::module_yaml::is_module(&t));
             println!(
-                "{}: application `{}` is valid ({} functions, {} ingresses, {} egresses)",
+                "{}: {}application `{}` is valid ({} functions, {} ingresses, {} egresses)",
                 file.display(),
+                if module { "StateFun module, imported as " } else { "" },
                 app.metadata.name,
                 app.spec.functions.len(),
                 app.spec.ingresses.len(),
