@@ -42,7 +42,7 @@ spec:
 async fn ids_with_control_characters_are_refused_with_the_byte() {
     let (addr, _stop) = function::serve(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Arc::new(|b| echo_to_egress(b)),
+        Arc::new(echo_to_egress),
     );
     let dir = TempDir::new("bad-ids");
     let worker = start_worker(&app(&format!("http://{addr}/x")), dir.path()).await;
