@@ -148,10 +148,18 @@ pub struct FunctionSpec {
     /// malformed reply) are dead letters at once either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout: Option<HumanDuration>,
+    /// Largest reply accepted from the function (bytes); a larger one makes the batch a dead
+    /// letter (`too_large`) instead of filling the worker's memory.
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: u64,
     /// TLS settings for an `https://` endpoint: an extra CA bundle, a client certificate.
     /// Without them, `https://` endpoints are verified against the public web roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
+}
+
+fn default_max_reply_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_max_batch() -> u32 {
@@ -216,6 +224,10 @@ pub struct HttpIngress {
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u32,
+    /// Most connections open at once; past it, new connections wait to be accepted (each
+    /// request holds its body in memory while it waits for admission).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
     /// Bearer-token authentication of every request; none when absent. A request without a
     /// token is answered `401`, one with a token not accepted `403`, both with
     /// `WWW-Authenticate` and a sentence naming the reason.
@@ -238,6 +250,9 @@ fn default_ingress_port() -> u16 {
 }
 fn default_max_body() -> u32 {
     1 << 20
+}
+fn default_max_connections() -> u32 {
+    1024
 }
 
 /// An egress: exactly one of the sink kinds (`http`, `file`, `kafka`, `nats`) is set.

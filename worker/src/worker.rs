@@ -226,7 +226,11 @@ impl Worker {
                 };
                 let stop = shutdown.clone();
                 let router = tonic::transport::Server::builder()
-                    .add_service(PeerServer::new(peers))
+                    .add_service(
+                        PeerServer::new(peers)
+                            .max_decoding_message_size(crate::peer::MAX_FRAME_BYTES)
+                            .max_encoding_message_size(crate::peer::MAX_FRAME_BYTES),
+                    )
                     .add_service(CoordinationServer::new(control));
                 let mtls = peer_tls.is_some();
                 match &peer_tls {
@@ -341,6 +345,8 @@ impl Worker {
                         .as_ref()
                         .map_or(DEFAULT_REPLY_TIMEOUT, |h| h.reply_timeout),
                 };
+                let max = app.http_ingress.as_ref().map_or(1024, |h| h.max_connections);
+                let listener = crate::ingress::capped::Capped::new(listener, max);
                 serve(&mut tasks, listener, ingress.routes(), shutdown.clone());
                 tracing::info!(%addr, "HTTP ingress listening");
                 Some(addr)
@@ -466,7 +472,11 @@ impl Worker {
     }
 }
 
-fn serve(tasks: &mut JoinSet<()>, listener: TcpListener, routes: axum::Router, shutdown: CancellationToken) {
+fn serve<L>(tasks: &mut JoinSet<()>, listener: L, routes: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, routes)
             .with_graceful_shutdown(shutdown.cancelled_owned())
