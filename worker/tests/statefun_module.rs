@@ -215,10 +215,10 @@ async fn a_statefun_module_runs_unchanged_tansu() {
     assert_eq!((status, body.as_str()), (200, "Hello Ann, visit 1"));
 
     let deadline = Instant::now() + Duration::from_secs(120);
-    let out = loop {
+    loop {
         let out = broker.read_all(&client, "relayed", 2).await;
         if out.len() >= words.len() {
-            break out;
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -227,7 +227,7 @@ async fn a_statefun_module_runs_unchanged_tansu() {
             words.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     let pid = rustix::process::Pid::from_raw(run.id() as i32).unwrap();
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let status = run.wait().unwrap();

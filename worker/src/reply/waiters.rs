@@ -76,7 +76,7 @@ impl Replies {
     }
 
     /// Requests waiting now.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.lock().len()
     }
 
@@ -130,7 +130,7 @@ mod tests {
         );
         let gone = replies.register(None);
         drop(gone);
-        assert_eq!(replies.len(), 0);
+        assert_eq!(replies.count(), 0);
         assert!(!replies.complete("abc.2", v, 9), "a request that gave up is forgotten");
     }
 }
