@@ -46,7 +46,13 @@ pub struct ImportError {
 /// True when `text` reads as a StateFun module rather than a `StatefulApplication`: its first
 /// document has a `kind: io.statefun.…`, or is the older `module:` form.
 pub fn is_module(text: &str) -> bool {
-    let Some(first) = documents(text).ok().and_then(|d| d.into_iter().find(|d| !d.is_null())) else {
+    use serde::Deserialize;
+    // Only the first document decides, so that a module with a syntax error further down is
+    // still reported as a module (naming that document), not as a broken application.
+    let first = serde_yaml::Deserializer::from_str(text)
+        .map(Yaml::deserialize)
+        .find(|d| !matches!(d, Ok(Yaml::Null)));
+    let Some(Ok(first)) = first else {
         return false;
     };
     let kind = first.get("kind").and_then(Yaml::as_str).unwrap_or("");

@@ -254,6 +254,7 @@ fn document_shape_errors() {
         "module.yaml document 1: not YAML: ",
     );
     let second_bad = format!("{GREETER}---\nkind: [\n");
+    assert!(is_module(&second_bad), "the first document decides");
     assert_starts(&err(&second_bad), "module.yaml document 4: not YAML: ");
     assert_starts(
         &err(&format!("{GREETER}---\nspec: {{}}\n")),
