@@ -3,6 +3,7 @@
 
 mod cluster;
 mod input;
+pub mod orphans;
 mod process;
 
 use std::net::SocketAddr;
