@@ -24,8 +24,18 @@ impl FunctionProcess {
             None => base_dir.to_path_buf(),
         };
         let (program, args) = local.command.split_first().context("empty local.command")?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
+        // The guard is a hidden subcommand of the `spindle` binary. Another binary starting a
+        // function process (a test, `spindle-bench`) has no such subcommand — it would run
+        // itself with those arguments — so it starts the program directly.
+        let exe = std::env::current_exe().context("locating the spindle binary")?;
+        let (guard, line) = if exe.file_stem().is_some_and(|s| s == "spindle") {
+            super::orphans::guarded(&exe, std::process::id(), program.as_ref())
+        } else {
+            (program.into(), Vec::new())
+        };
+        let mut cmd = Command::new(guard);
+        cmd.args(line)
+            .args(args)
             .current_dir(&dir)
             .envs(&local.env)
             .env("PORT", port.to_string())
