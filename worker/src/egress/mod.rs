@@ -74,6 +74,8 @@ pub struct SinkContext {
     /// This worker's index and the worker count (Kafka transactional ids are per worker).
     pub worker: u32,
     pub workers: u32,
+    /// A sink that panics makes the worker unhealthy.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl SinkContext {
@@ -149,7 +151,12 @@ impl EgressHub {
             match &e.sink {
                 EgressSink::File { path } => {
                     let sink = file::FileSink::open(path, e.typename.clone(), ctx.clone())?;
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
                 EgressSink::Http {
                     url,
@@ -162,15 +169,30 @@ impl EgressHub {
                             std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("egress {name}: TLS: {e}"))
                         })?;
                     let sink = http::HttpSink::new(url, *timeout, *max_in_flight, client, name, ctx.clone())?;
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
                 EgressSink::Kafka(spec) => {
                     let sink = kafka::KafkaSink::new(spec.clone(), name, app, ctx.clone());
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
                 EgressSink::Nats(spec) => {
                     let sink = nats::NatsSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
             }
             sinks.insert(e.typename.clone(), tx);
