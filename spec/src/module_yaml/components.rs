@@ -351,20 +351,34 @@ impl Builder {
         };
         let gives = match semantic {
             "exactly-once" => {
-                "exactly-once → each record is produced once the checkpoint that made it has completed, with a stable `idempotency-key` header; Spindle writes no Kafka transactions, so after a crash a reader may see a record twice and drops it by that key (docs/checkpoints.md); transactionTimeout not needed"
+                "exactly-once → the same: records are produced in Kafka transactions after the checkpoint that made them, a `read_committed` reader sees each once"
             }
             "at-least-once" => {
-                "at-least-once → produced once its checkpoint has completed, at least once, with a stable `idempotency-key` header"
+                "at-least-once → the same: produced after their checkpoint, after a crash possibly twice with the same `idempotency-key` header"
             }
-            "none" => {
-                "none → Spindle gives more: produced once its checkpoint has completed, at least once (it never drops egress)"
-            }
+            "none" => "none → behaves as at-least-once (Spindle never releases a record before its checkpoint)",
             other => {
                 return Err(format!(
                     "{dat}.type `{other}` is not a delivery semantic (exactly-once, at-least-once, none)"
                 ));
             }
         };
+        let mut delivery = Map::new();
+        delivery.insert("type".into(), semantic.into());
+        // The documentation writes both `transactionTimeout` and `transactionTimeoutMillis`.
+        if let Some(d) = spec.get("deliverySemantic") {
+            for key in ["transactionTimeout", "transactionTimeoutMillis"] {
+                if let Some(v) = d.get(key) {
+                    let ms = flink_duration(v).map_err(|e| format!("{dat}.{key}: {e}"))?;
+                    if semantic == "exactly-once" {
+                        delivery.insert(
+                            "transactionTimeout".into(),
+                            crate::HumanDuration::from_millis(ms).to_string().into(),
+                        );
+                    }
+                }
+            }
+        }
         let entry = format!("spec.egresses[{}]", self.egresses.len());
         let mut mapped = vec![format!("egress {id} → {entry}; deliverySemantic {gives}")];
         let props = kafka_properties(spec, at)?;
@@ -372,8 +386,10 @@ impl Builder {
             mapped.push(format!("properties not mapped: {}", props.join(", ")));
         }
         self.record(c, entry, mapped.join("; "));
-        self.egresses
-            .push(json!({"typename": id, "kafka": {"brokers": brokers}}));
+        self.egresses.push(json!({
+            "typename": id,
+            "kafka": {"brokers": brokers, "deliverySemantic": Json::Object(delivery)},
+        }));
         Ok(())
     }
 

@@ -113,6 +113,9 @@ fn kafka_ingress_and_egress_map_with_their_positions_and_semantics() {
     assert_eq!(k.topics[0].targets, ["com.example/user-shopping-cart"]);
     assert_eq!(spec.egresses[0].typename, "com.example/receipts");
     assert_eq!(spec.egresses[0].kafka.as_ref().unwrap().brokers, ["kafka:9092"]);
+    let egress = spec.egresses[0].kafka.as_ref().unwrap();
+    assert!(egress.exactly_once());
+    assert_eq!(egress.transaction_timeout(), std::time::Duration::from_secs(900));
     let notes = i.notes.join("\n");
     assert!(notes.contains("document 3 (io.statefun.kafka.v1/egress): egress com.example/receipts → spec.egresses[0]; deliverySemantic exactly-once → "), "{notes}");
     assert!(notes.contains("properties not mapped: max.poll.records"), "{notes}");
@@ -151,7 +154,7 @@ fn every_startup_position_and_delivery_semantic() {
         ("", "deliverySemantic at-least-once → "),
         (
             "  deliverySemantic: {type: none}\n",
-            "deliverySemantic none → Spindle gives more",
+            "deliverySemantic none → behaves as at-least-once",
         ),
         (
             "  deliverySemantic: {type: at-least-once}\n",
@@ -209,6 +212,8 @@ module:
     assert_eq!(i.app.spec.ingresses[0].name, "example-names");
     assert_eq!(k.startup_position, StartupPosition::Latest);
     assert_eq!(i.app.spec.egresses[0].typename, "example/greets");
+    let egress = i.app.spec.egresses[0].kafka.as_ref().unwrap();
+    assert_eq!(egress.transaction_timeout(), std::time::Duration::from_secs(100));
 
     let kinesis = legacy.replace("io.statefun.kafka/ingress", "io.statefun.kinesis/ingress");
     assert_starts(
