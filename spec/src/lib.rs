@@ -3,6 +3,7 @@
 
 pub mod connectors;
 mod duration;
+pub mod kubernetes;
 mod load;
 pub mod reference;
 mod typename;
@@ -12,6 +13,7 @@ mod validate_connectors;
 
 pub use connectors::*;
 pub use duration::{DurationError, HumanDuration};
+pub use kubernetes::{KubernetesSpec, NetworkPeer, NetworkPolicySpec, ResourceSpec};
 pub use load::{LoadError, from_yaml_str, load_file};
 pub use typename::{TypeName, TypeNameError};
 pub use types::*;

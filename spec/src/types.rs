@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HumanDuration;
 use crate::connectors::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress};
+use crate::kubernetes::{KubernetesSpec, ResourceSpec};
 
 /// A `StatefulApplication` resource as it is written in YAML: the same document is applied with
 /// `kubectl` or run locally with `spindle run`.
@@ -68,6 +69,9 @@ pub struct StatefulApplicationSpec {
     /// Coordinated checkpoints for exactly-once state and messaging.
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// Settings only the operator reads (ignored by `spindle run`).
+    #[serde(default, skip_serializing_if = "KubernetesSpec::is_default")]
+    pub kubernetes: KubernetesSpec,
 }
 
 fn default_workers() -> u32 {
@@ -111,6 +115,10 @@ pub struct FunctionSpec {
     /// 408/409/420/429/499 and 5xx) are retried with exponential backoff until it runs out.
     #[serde(default = "default_call_timeout")]
     pub call_timeout: HumanDuration,
+    /// Resources of the function's container (Kubernetes, with `image`); unset fields take
+    /// the operator's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceSpec>,
 }
 
 fn default_max_batch() -> u32 {

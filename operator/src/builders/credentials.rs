@@ -68,7 +68,7 @@ spec:
     fn credentials_come_from_secrets_never_from_the_config_map() {
         let app = spindle_spec::from_yaml_str(APP, "t").unwrap();
         let owner = owner_reference(&app, "0b5e8a3c-1111-2222-3333-444455556666");
-        let sts = worker_statefulset(&app, &OperatorConfig::default(), &owner);
+        let sts = worker_statefulset(&app, &OperatorConfig::default(), &owner, None);
         let env = sts.spec.unwrap().template.spec.unwrap().containers[0]
             .env
             .clone()

@@ -117,7 +117,7 @@ pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
         ("service", name(&builders::peer_service(&spec, &owner).metadata)),
         (
             "statefulset",
-            name(&builders::worker_statefulset(&spec, &config, &owner).metadata),
+            name(&builders::worker_statefulset(&spec, &config, &owner, None).metadata),
         ),
         (
             "poddisruptionbudget",
@@ -128,7 +128,7 @@ pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
         objects.push(("service", name(&s.metadata)));
     }
     for i in 0..spec.spec.functions.len() {
-        if let Some(d) = builders::function_deployment(&spec, i, &owner) {
+        if let Some(d) = builders::function_deployment(&spec, i, &config, &owner) {
             objects.push(("deployment", name(&d.metadata)));
         }
         if let Some(s) = builders::function_service(&spec, i, &owner) {
