@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::app::BenchApp;
 use crate::duration;
-use crate::harness::{Harness, percentile, start_cluster};
+use crate::harness::{Harness, percentile, start_cluster_with};
 use crate::report::load_average;
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +37,9 @@ pub struct ChainArgs {
     /// Distinct addresses the chains visit.
     #[arg(long, default_value_t = 1000)]
     pub spread: u32,
+    /// Peer port without and/or with mutual TLS (`false,true` measures both, side by side).
+    #[arg(long, value_delimiter = ',', default_value = "false")]
+    pub peer_tls: Vec<bool>,
 }
 
 pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
@@ -50,17 +53,22 @@ pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
         load_average()
     );
     println!(
-        "{:>7} {:>5} {:>9} {:>9} {:>11} {:>11} {:>8} {:>10}",
-        "workers", "conc", "chains/s", "hops/s", "p50 hop ms", "p99 chain ms", "cross %", "bytes/msg"
+        "{:>7} {:>5} {:>5} {:>9} {:>9} {:>11} {:>11} {:>8} {:>10}",
+        "workers", "mtls", "conc", "chains/s", "hops/s", "p50 hop ms", "p99 chain ms", "cross %", "bytes/msg"
     );
     let mut result = Ok(());
     'outer: for &workers in &args.workers {
         for &c in &args.concurrency {
-            match measure(args, workers, c, &harness).await {
-                Ok(line) => println!("{line}"),
-                Err(e) => {
-                    result = Err(e);
-                    break 'outer;
+            for &mtls in &args.peer_tls {
+                if mtls && workers == 1 {
+                    continue;
+                }
+                match measure(args, workers, c, mtls, &harness).await {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        result = Err(e);
+                        break 'outer;
+                    }
                 }
             }
         }
@@ -70,7 +78,13 @@ pub async fn run(args: &ChainArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(args: &ChainArgs, workers: u32, concurrency: usize, harness: &Harness) -> anyhow::Result<String> {
+async fn measure(
+    args: &ChainArgs,
+    workers: u32,
+    concurrency: usize,
+    mtls: bool,
+    harness: &Harness,
+) -> anyhow::Result<String> {
     // Without checkpoints: those are measured by `spindle-bench checkpoint`.
     let yaml = BenchApp {
         workers: Some(workers as usize),
@@ -78,7 +92,7 @@ async fn measure(args: &ChainArgs, workers: u32, concurrency: usize, harness: &H
     }
     .yaml(harness.function.port, harness.webhook);
     let spec = spindle_spec::from_yaml_str(&yaml, "chain bench")?;
-    let cluster = start_cluster(&spec, workers, &std::env::temp_dir(), true).await?;
+    let cluster = start_cluster_with(&spec, workers, &std::env::temp_dir(), true, mtls).await?;
     let ingresses: Vec<SocketAddr> = cluster
         .iter()
         .map(|w| w.ingress_addr.context("no ingress"))
@@ -155,8 +169,9 @@ async fn measure(args: &ChainArgs, workers: u32, concurrency: usize, harness: &H
     let pct = |p: f64| percentile(&latencies, p);
     let per_hop = pct(0.5).as_secs_f64() * 1e3 / f64::from(args.hops + 1);
     Ok(format!(
-        "{:>7} {:>5} {:>9.0} {:>9.0} {:>11.3} {:>11.2} {:>8.1} {:>10}",
+        "{:>7} {:>5} {:>5} {:>9.0} {:>9.0} {:>11.3} {:>11.2} {:>8.1} {:>10}",
         workers,
+        if mtls { "on" } else { "off" },
         concurrency,
         chains,
         chains * f64::from(args.hops + 1),

@@ -77,6 +77,23 @@ pub(crate) async fn start_cluster(
     dir: &Path,
     ingress: bool,
 ) -> anyhow::Result<Vec<Worker>> {
+    start_cluster_with(spec, workers, dir, ingress, false).await
+}
+
+/// As [`start_cluster`]; with `mtls`, the peer port runs mutual TLS with certificates of an
+/// ephemeral CA (as `spindle run` does).
+pub(crate) async fn start_cluster_with(
+    spec: &StatefulApplication,
+    workers: u32,
+    dir: &Path,
+    ingress: bool,
+    mtls: bool,
+) -> anyhow::Result<Vec<Worker>> {
+    let ca = if mtls {
+        Some(spindle_worker::tls::local::LocalCa::new("bench CA")?)
+    } else {
+        None
+    };
     let mut peers = Vec::new();
     for _ in 0..workers {
         peers.push(TcpListener::bind("127.0.0.1:0").await?);
@@ -96,11 +113,23 @@ pub(crate) async fn start_cluster(
             admin: TcpListener::bind("127.0.0.1:0").await?,
             peer: Some(peer),
         };
+        let peer_tls = match &ca {
+            Some(ca) if workers > 1 => {
+                let id = spindle_worker::tls::WorkerIdentity::new(None, &spec.metadata.name, i as u32);
+                let tls_dir = dir.join(format!("bench-tls-{}-{i}", std::process::id()));
+                ca.write_worker_dir(&id, &tls_dir)?;
+                let tls = spindle_worker::tls::peer::PeerTls::from_dir(&tls_dir, id)?;
+                let _ = std::fs::remove_dir_all(&tls_dir);
+                Some(std::sync::Arc::new(tls))
+            }
+            _ => None,
+        };
         let options = WorkerOptions {
             cluster: Cluster {
                 index: i as u32,
                 peers: if workers > 1 { addrs.clone() } else { Vec::new() },
             },
+            peer_tls,
             ..WorkerOptions::default()
         };
         cluster.push(Worker::start(AppConfig::resolve(spec, dir), options, listeners).await?);

@@ -99,5 +99,20 @@ async def handle(request: web.Request) -> web.Response:
 app = web.Application()
 app.add_routes([web.post("/statefun", handle)])
 
+def tls_context():
+    """HTTPS when TLS_CERT/TLS_KEY are set; with TLS_CLIENT_CA, callers must present a client
+    certificate issued by it (mutual TLS)."""
+    if "TLS_CERT" not in os.environ:
+        return None
+    import ssl
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.environ["TLS_CERT"], os.environ["TLS_KEY"])
+    if "TLS_CLIENT_CA" in os.environ:
+        ctx.load_verify_locations(os.environ["TLS_CLIENT_CA"])
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 if __name__ == "__main__":
-    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None)
+    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None,
+                ssl_context=tls_context())

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::HumanDuration;
+use crate::security::{ClientTls, KafkaSasl};
 
 /// A Kafka ingress: records of the listed topics become messages to functions, StateFun's
 /// mapping — the record key is the function id, every record goes to each target type.
@@ -33,6 +34,12 @@ pub struct KafkaIngress {
     /// Most bytes one fetch asks for per partition.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: u32,
+    /// Speak TLS to the brokers (with these settings; `{}` for the public web roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+    /// Authenticate with SASL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
 }
 
 fn default_fetch_max_bytes() -> u32 {
@@ -98,13 +105,17 @@ pub struct KafkaEgress {
     /// function that sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
-    /// Time budget per record, retries included; then it becomes a dead letter.
-    #[serde(default = "default_egress_timeout")]
-    pub timeout: HumanDuration,
-}
-
-fn default_egress_timeout() -> HumanDuration {
-    HumanDuration::from_secs(60)
+    /// Time budget per record, retries included; then it becomes a dead letter. Unset (the
+    /// default): retried for as long as the broker is away, the record staying in every
+    /// checkpoint meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Speak TLS to the brokers (with these settings; `{}` for the public web roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+    /// Authenticate with SASL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
 }
 
 /// A NATS JetStream ingress: messages of a stream become messages to functions. One worker
@@ -113,11 +124,14 @@ fn default_egress_timeout() -> HumanDuration {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NatsIngress {
-    /// NATS servers, `nats://host:port`.
+    /// NATS servers, `nats://host:port` (or `tls://host:port`, which requires TLS).
     pub servers: Vec<String>,
     /// How to authenticate; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<NatsAuth>,
+    /// Require TLS (with these settings; `{}` for the public web roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// The JetStream stream to read (it must exist).
     pub stream: String,
     /// Subject filters (wildcards allowed) and where their messages go; a message goes to the
@@ -154,16 +168,21 @@ pub struct NatsSubject {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NatsEgress {
-    /// NATS servers, `nats://host:port`.
+    /// NATS servers, `nats://host:port` (or `tls://host:port`, which requires TLS).
     pub servers: Vec<String>,
     /// How to authenticate; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<NatsAuth>,
+    /// Require TLS (with these settings; `{}` for the public web roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// Subject to publish to; a stream must capture it.
     pub subject: String,
-    /// Time budget per record (waiting for the stream's acknowledgement), retries included.
-    #[serde(default = "default_egress_timeout")]
-    pub timeout: HumanDuration,
+    /// Time budget per record (waiting for the stream's acknowledgement), retries included;
+    /// then it becomes a dead letter. Unset (the default): retried for as long as the server is
+    /// away, the record staying in every checkpoint meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
 }
 
 /// NATS authentication: exactly one of a token or an nkey seed.

@@ -91,7 +91,7 @@ spec:
         assert_eq!(app.spec.workers, 1);
         let f = &app.spec.functions[0];
         assert_eq!((f.max_batch_size, f.max_in_flight), (100, 64));
-        assert_eq!(f.call_timeout.to_string(), "1m");
+        assert_eq!(f.call_timeout, None, "retried for as long as it takes unless set");
         assert_eq!(app.spec.ingresses[0].http.as_ref().unwrap().port, 8090);
         assert_eq!(app.spec.checkpoint.interval.to_string(), "1s");
     }

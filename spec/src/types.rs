@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::HumanDuration;
 use crate::connectors::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress};
 use crate::kubernetes::{KubernetesSpec, ResourceSpec};
+use crate::security::{AdminSpec, ClientTls, HttpAuth};
 
 /// A `StatefulApplication` resource as it is written in YAML: the same document is applied with
 /// `kubectl` or run locally with `spindle run`.
@@ -69,9 +70,39 @@ pub struct StatefulApplicationSpec {
     /// Coordinated checkpoints for exactly-once state and messaging.
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// Dead letters: what could not be delivered, kept (in checkpoints) with the reason until
+    /// replayed or dropped (`spindle dead-letters`).
+    #[serde(default)]
+    pub dead_letters: DeadLettersSpec,
+    /// The admin endpoints: who may read application data through them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSpec>,
     /// Settings only the operator reads (ignored by `spindle run`).
     #[serde(default, skip_serializing_if = "KubernetesSpec::is_default")]
     pub kubernetes: KubernetesSpec,
+}
+
+/// How dead letters are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLettersSpec {
+    /// Most bytes of dead letters a worker keeps (values included). Past it, new dead letters
+    /// are only logged (`dead-letters.jsonl`, counted in `spindle_dead_letters_overflow_total`)
+    /// until some are replayed or dropped.
+    #[serde(default = "default_dead_letter_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for DeadLettersSpec {
+    fn default() -> Self {
+        DeadLettersSpec {
+            max_bytes: default_dead_letter_bytes(),
+        }
+    }
+}
+
+fn default_dead_letter_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_workers() -> u32 {
@@ -111,14 +142,31 @@ pub struct FunctionSpec {
     /// Most invocation batches in flight at once for this function entry (per worker).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
-    /// Time budget for one batch, retries included: failed attempts (network errors, HTTP
-    /// 408/409/420/429/499 and 5xx) are retried with exponential backoff until it runs out.
-    #[serde(default = "default_call_timeout")]
-    pub call_timeout: HumanDuration,
+    /// Time budget for one batch, retries included: failed attempts (network errors, no answer
+    /// within a minute, HTTP 408/409/420/429/499 and 5xx) are retried with exponential backoff
+    /// (at most a second apart) until it runs out, and then the batch becomes a dead letter.
+    /// Unset (the default): retried for as long as it takes — the batch stays in every
+    /// checkpoint meanwhile and its address waits, so an outage of the function delays its
+    /// messages but loses or sets aside none. Answers that retrying cannot fix (other 4xx, a
+    /// malformed reply) are dead letters at once either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout: Option<HumanDuration>,
+    /// Largest reply accepted from the function (bytes); a larger one makes the batch a dead
+    /// letter (`too_large`) instead of filling the worker's memory.
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: u64,
+    /// TLS settings for an `https://` endpoint: an extra CA bundle, a client certificate.
+    /// Without them, `https://` endpoints are verified against the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// Resources of the function's container (Kubernetes, with `image`); unset fields take
     /// the operator's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceSpec>,
+}
+
+fn default_max_reply_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_max_batch() -> u32 {
@@ -126,9 +174,6 @@ fn default_max_batch() -> u32 {
 }
 fn default_max_in_flight() -> u32 {
     64
-}
-fn default_call_timeout() -> HumanDuration {
-    HumanDuration::from_secs(60)
 }
 
 /// A local process serving a function.
@@ -182,6 +227,15 @@ pub struct HttpIngress {
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u32,
+    /// Most connections open at once; past it, new connections wait to be accepted (each
+    /// request holds its body in memory while it waits for admission).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Bearer-token authentication of every request; none when absent. A request without a
+    /// token is answered `401`, one with a token not accepted `403`, both with
+    /// `WWW-Authenticate` and a sentence naming the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
 }
 
 fn default_ingress_port() -> u16 {
@@ -189,6 +243,9 @@ fn default_ingress_port() -> u16 {
 }
 fn default_max_body() -> u32 {
     1 << 20
+}
+fn default_max_connections() -> u32 {
+    1024
 }
 
 /// An egress: exactly one of the sink kinds (`http`, `file`, `kafka`, `nats`) is set.
@@ -215,15 +272,21 @@ pub struct EgressSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpEgress {
-    /// Absolute `http://` URL each record is POSTed to, with the record's value as the body and
-    /// its typename in `Content-Type: application/vnd.{typename}`.
+    /// Absolute `http://` or `https://` URL each record is POSTed to, with the record's value
+    /// as the body and its typename in `Content-Type: application/vnd.{typename}`. HTTPS
+    /// uses HTTP/2 when the server offers it.
     pub url: String,
-    /// Time budget per record, retries (network errors and 5xx) included.
-    #[serde(default = "default_call_timeout")]
-    pub timeout: HumanDuration,
+    /// Time budget per record, retries (network errors and 5xx) included; then the record
+    /// becomes a dead letter. Unset (the default): retried for as long as it takes, the record
+    /// staying in every checkpoint meanwhile. Other 4xx answers are dead letters at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
     /// Most records in flight at once.
     #[serde(default = "default_egress_in_flight")]
     pub max_in_flight: u32,
+    /// TLS settings for an `https://` URL: an extra CA bundle, a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 fn default_egress_in_flight() -> u32 {

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::security::{check_auth, check_client_tls};
 use crate::validate_connectors::{check_kafka_egress, check_nats_egress};
 use crate::{API_VERSION, KIND, StatefulApplication, TypeName};
 
@@ -102,6 +103,9 @@ impl StatefulApplication {
                 );
             }
         }
+        if let Some(auth) = spec.admin.as_ref().and_then(|a| a.auth.as_ref()) {
+            check_auth(auth, "spec.admin.auth", &mut e);
+        }
         if spec.checkpoint.retained == 0 {
             e.add("spec.checkpoint.retained", "must be at least 1");
         }
@@ -134,6 +138,10 @@ impl StatefulApplication {
             if let Err(reason) = check_endpoint(&f.endpoint) {
                 e.add(at("endpoint"), reason);
             }
+            if let Some(tls) = &f.tls {
+                check_https(&f.endpoint, &at("tls"), e);
+                check_client_tls(tls, &at("tls"), e);
+            }
             if let Some(r) = &f.resources {
                 crate::kubernetes::validate_resources(r, &at("resources"), e);
             }
@@ -143,7 +151,7 @@ impl StatefulApplication {
             if f.max_in_flight == 0 {
                 e.add(at("maxInFlight"), "must be at least 1");
             }
-            if f.call_timeout.0.is_zero() {
+            if f.call_timeout.is_some_and(|t| t.0.is_zero()) {
                 e.add(at("callTimeout"), "must be longer than zero");
             }
             if let Some(local) = &f.local
@@ -180,6 +188,9 @@ impl StatefulApplication {
                 }
                 if http.max_body_bytes == 0 {
                     e.add(at("http.maxBodyBytes"), "must be at least 1");
+                }
+                if let Some(auth) = &http.auth {
+                    check_auth(auth, &at("http.auth"), e);
                 }
             }
             if let Some(kafka) = &ing.kafka {
@@ -221,8 +232,12 @@ impl StatefulApplication {
                 if http.max_in_flight == 0 {
                     e.add(at("http.maxInFlight"), "must be at least 1");
                 }
-                if http.timeout.0.is_zero() {
+                if http.timeout.is_some_and(|t| t.0.is_zero()) {
                     e.add(at("http.timeout"), "must be longer than zero");
+                }
+                if let Some(tls) = &http.tls {
+                    check_https(&http.url, &at("http.tls"), e);
+                    check_client_tls(tls, &at("http.tls"), e);
                 }
             }
             if let Some(file) = &eg.file
@@ -252,6 +267,16 @@ fn check_function_typename(s: &str) -> Result<(), String> {
         return Err(format!("`{s}`: `*` is only allowed as the whole name (`namespace/*`)"));
     }
     TypeName::parse(s).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// TLS settings belong to an `https://` URL.
+fn check_https(url: &str, at: &str, e: &mut Errors) {
+    if url.starts_with("http://") {
+        e.add(
+            at,
+            format!("TLS settings need an `https://` endpoint, but `{url}` is plain HTTP"),
+        );
+    }
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), String> {

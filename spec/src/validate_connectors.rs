@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use crate::connectors::{
     KafkaEgress, KafkaIngress, NatsAuth, NatsEgress, NatsIngress, StartupPosition, parse_utc_millis,
 };
+use crate::security::{ClientTls, KafkaSasl};
+use crate::security::{check_client_tls, check_sasl};
 use crate::validate::Errors;
 use crate::{StatefulApplication, TypeName};
 
@@ -37,6 +39,13 @@ impl StatefulApplication {
         if k.fetch_max_bytes < 1024 {
             e.add(format!("{at}.fetchMaxBytes"), "must be at least 1024");
         }
+        check_kafka_security(k.tls.as_ref(), k.sasl.as_ref(), at, e);
+        if k.startup_position == StartupPosition::GroupOffsets && (k.tls.is_some() || k.sasl.is_some()) {
+            e.add(
+                format!("{at}.startupPosition"),
+                "`group-offsets` is not supported with TLS or SASL yet (consumer-group calls are plain text); use earliest, latest or timestamp",
+            );
+        }
     }
 
     pub(crate) fn check_nats_ingress(&self, n: &NatsIngress, at: &str, e: &mut Errors) {
@@ -64,6 +73,9 @@ impl StatefulApplication {
             self.check_routing(&s.value_type, &s.targets, &at, e);
         }
         check_startup(n.startup_position, n.startup_timestamp.as_deref(), false, at, e);
+        if let Some(tls) = &n.tls {
+            check_client_tls(tls, &format!("{at}.tls"), e);
+        }
     }
 
     /// A value type and targets: typenames, and every target served by a function.
@@ -96,8 +108,18 @@ pub(crate) fn check_kafka_egress(k: &KafkaEgress, at: &str, e: &mut Errors) {
             format!("`{t}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"),
         );
     }
-    if k.timeout.0.is_zero() {
+    if k.timeout.is_some_and(|t| t.0.is_zero()) {
         e.add(format!("{at}.timeout"), "must be longer than zero");
+    }
+    check_kafka_security(k.tls.as_ref(), k.sasl.as_ref(), at, e);
+}
+
+fn check_kafka_security(tls: Option<&ClientTls>, sasl: Option<&KafkaSasl>, at: &str, e: &mut Errors) {
+    if let Some(tls) = tls {
+        check_client_tls(tls, &format!("{at}.tls"), e);
+    }
+    if let Some(sasl) = sasl {
+        check_sasl(sasl, &format!("{at}.sasl"), e);
     }
 }
 
@@ -109,8 +131,11 @@ pub(crate) fn check_nats_egress(n: &NatsEgress, at: &str, e: &mut Errors) {
     if let Err(reason) = check_subject(&n.subject, false) {
         e.add(format!("{at}.subject"), reason);
     }
-    if n.timeout.0.is_zero() {
+    if n.timeout.is_some_and(|t| t.0.is_zero()) {
         e.add(format!("{at}.timeout"), "must be longer than zero");
+    }
+    if let Some(tls) = &n.tls {
+        check_client_tls(tls, &format!("{at}.tls"), e);
     }
 }
 

@@ -1,7 +1,8 @@
 //! The admin endpoints: `/healthz` (the process is alive), `/readyz` (it can serve: started
 //! and its local functions are up), `/metrics` (Prometheus), `/status` (JSON counters, e.g.
 //! for waiting until idle, and checkpoint progress), `/dead-letters` and
-//! `/state/{namespace}/{type}/{id}`.
+//! `/state/{namespace}/{type}/{id}`. The last two expose application data: with
+//! `spec.admin.auth` they need a bearer token; the others stay open for probes and monitoring.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,16 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Json;
 use axum::Router as Routes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use serde_json::{Map, json};
 use spindle_spec::TypeName;
 use tokio::sync::watch;
 
+use crate::auth::Tokens;
 use crate::checkpoint::Progress;
 use crate::checkpoint::coordinator::task::DataLossReport;
-use crate::deadletter::DeadLetters;
 use crate::inbox::Current;
 use crate::json::insert_value;
 use crate::message::Address;
@@ -29,12 +30,21 @@ pub(crate) struct Admin {
     pub worker: u32,
     pub incarnation: u64,
     pub metrics: Arc<Metrics>,
-    pub dead_letters: Arc<DeadLetters>,
     pub progress: watch::Receiver<Progress>,
     pub ready: Arc<AtomicBool>,
     pub current: Current,
     /// On the coordinator: the last fallback past damaged checkpoints.
     pub data_loss: DataLossReport,
+    /// The bearer tokens `/state` and `/dead-letters` need (`spec.admin.auth`); `None`: open.
+    pub auth: Option<Arc<Tokens>>,
+}
+
+impl Admin {
+    /// `None` when the request may read data; otherwise the refusal to send.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let tokens = self.auth.as_ref()?;
+        tokens.admit(headers).err().map(|d| d.response("spindle-admin"))
+    }
 }
 
 impl Admin {
@@ -45,6 +55,8 @@ impl Admin {
             .route("/metrics", get(metrics))
             .route("/status", get(status))
             .route("/dead-letters", get(dead_letters))
+            .route("/dead-letters/{id}/replay", post(replay_dead_letter))
+            .route("/dead-letters/{id}", delete(drop_dead_letter))
             .route("/state/{namespace}/{type}/{id}", get(state))
             .with_state(self)
     }
@@ -92,11 +104,59 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn dead_letters(State(a): State<Admin>) -> Json<serde_json::Value> {
-    Json(json!(a.dead_letters.recent()))
+/// The dead letters this worker keeps (in checkpoints), oldest id first.
+async fn dead_letters(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
+    let Some(entry) = a.current.now() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restoring\n").into_response();
+    };
+    match entry.inbox.dead_letters().await {
+        Ok(letters) => Json(serde_json::Value::Array(letters.iter().map(|l| l.to_json()).collect())).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
 }
 
-async fn state(State(a): State<Admin>, Path((namespace, ty, id)): Path<(String, String, String)>) -> Response {
+/// Delivers a dead letter's messages again — exactly once: it leaves the dead letters in the
+/// step its messages are queued. 404 when this worker does not keep it.
+async fn replay_dead_letter(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
+    settle(&a, &id, false).await
+}
+
+/// Drops a dead letter for good.
+async fn drop_dead_letter(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
+    settle(&a, &id, true).await
+}
+
+async fn settle(a: &Admin, id: &str, drop: bool) -> Response {
+    let Some(entry) = a.current.now() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restoring\n").into_response();
+    };
+    match entry.inbox.settle_dead_letter(id, drop).await {
+        Ok(Ok(())) => (StatusCode::OK, if drop { "dropped\n" } else { "replayed\n" }).into_response(),
+        Ok(Err(why)) if why.starts_with("no dead letter") => {
+            (StatusCode::NOT_FOUND, format!("{why}\n")).into_response()
+        }
+        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
+async fn state(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path((namespace, ty, id)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
     let typename = match TypeName::new(&namespace, &ty) {
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),

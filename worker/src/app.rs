@@ -4,7 +4,48 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spindle_spec::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue, StatefulApplication, TypeName};
+use spindle_spec::{
+    ClientTls, HttpAuth, HumanDuration, KafkaEgress, KafkaIngress, NatsEgress, NatsIngress, SecretValue,
+    StatefulApplication, TypeName,
+};
+
+/// Who an application is: its namespace (`None` outside Kubernetes), name and, when the
+/// operator gives it, its UID. Checkpoints record it; a restore refuses another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppIdentity {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl AppIdentity {
+    /// An application outside any namespace (local runs).
+    pub fn named(name: &str) -> AppIdentity {
+        AppIdentity {
+            namespace: None,
+            name: name.to_string(),
+            uid: None,
+        }
+    }
+
+    /// Where its checkpoints live under the storage URL: `<namespace>/<name>`, or `<name>`
+    /// outside a namespace (the layout of local runs, unchanged).
+    pub fn storage_root(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for AppIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "`{}` in namespace `{ns}`", self.name),
+            None => write!(f, "`{}` outside any namespace (a local run)", self.name),
+        }
+    }
+}
 
 /// Index of a function entry in the spec (`spec.functions[i]`).
 pub type FunctionId = usize;
@@ -12,14 +53,26 @@ pub type FunctionId = usize;
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub name: String,
+    /// The Kubernetes namespace (`POD_NAMESPACE`; `None` locally): it isolates same-named
+    /// applications (their identity and checkpoint storage).
+    pub namespace: Option<String>,
+    /// The `StatefulApplication`'s UID when known (`SPINDLE_APPLICATION_UID`), recorded in
+    /// checkpoints.
+    pub uid: Option<String>,
     pub functions: Vec<FunctionEntry>,
     pub egresses: Vec<EgressEntry>,
     pub http_ingress: Option<HttpIngressConfig>,
     /// Kafka and JetStream ingresses: sources with positions in checkpoints.
     pub sources: Vec<SourceConfig>,
     pub max_buffered_messages: usize,
+    /// Most bytes of dead letters a worker keeps.
+    pub dead_letter_bytes: usize,
     pub key_groups: u32,
     pub checkpoint: CheckpointConfig,
+    /// Bearer tokens the admin endpoints that expose data require (`spec.admin.auth`).
+    pub admin_auth: Option<HttpAuth>,
+    /// Every credential the spec references, with its field path.
+    pub secrets: Vec<(String, SecretValue)>,
     /// The application file's directory: relative paths in the spec start here.
     pub base_dir: PathBuf,
 }
@@ -56,7 +109,12 @@ pub struct FunctionEntry {
     pub endpoint: String,
     pub max_batch_size: usize,
     pub max_in_flight: usize,
-    pub call_timeout: Duration,
+    /// `None`: retried for as long as it takes.
+    pub call_timeout: Option<Duration>,
+    /// Largest reply accepted; a larger one makes the batch a dead letter.
+    pub max_reply_bytes: usize,
+    /// TLS settings of an `https://` endpoint.
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +133,10 @@ pub struct EgressEntry {
 pub enum EgressSink {
     Http {
         url: String,
-        timeout: Duration,
+        /// `None`: retried for as long as it takes.
+        timeout: Option<Duration>,
         max_in_flight: usize,
+        tls: Option<ClientTls>,
     },
     /// Path resolved against the application file's directory.
     File {
@@ -104,6 +164,9 @@ pub enum SourceKind {
 pub struct HttpIngressConfig {
     pub port: u16,
     pub max_body_bytes: usize,
+    pub max_connections: usize,
+    /// Bearer tokens every request needs, and the field path of the setting.
+    pub auth: Option<(String, HttpAuth)>,
 }
 
 impl AppConfig {
@@ -123,7 +186,9 @@ impl AppConfig {
                 endpoint: f.endpoint.clone(),
                 max_batch_size: f.max_batch_size as usize,
                 max_in_flight: f.max_in_flight as usize,
-                call_timeout: f.call_timeout.as_duration(),
+                call_timeout: f.call_timeout.map(HumanDuration::as_duration),
+                max_reply_bytes: f.max_reply_bytes as usize,
+                tls: f.tls.clone(),
             })
             .collect();
         let egresses = spec
@@ -134,8 +199,9 @@ impl AppConfig {
                 sink: if let Some(h) = &e.http {
                     EgressSink::Http {
                         url: h.url.clone(),
-                        timeout: h.timeout.as_duration(),
+                        timeout: h.timeout.map(HumanDuration::as_duration),
                         max_in_flight: h.max_in_flight as usize,
+                        tls: h.tls.clone(),
                     }
                 } else if let Some(f) = &e.file {
                     EgressSink::File {
@@ -153,10 +219,13 @@ impl AppConfig {
         let http_ingress = spec
             .ingresses
             .iter()
-            .find_map(|i| i.http.as_ref())
-            .map(|h| HttpIngressConfig {
+            .enumerate()
+            .find_map(|(i, ing)| Some((i, ing.http.as_ref()?)))
+            .map(|(i, h)| HttpIngressConfig {
                 port: h.port,
                 max_body_bytes: h.max_body_bytes as usize,
+                max_connections: h.max_connections as usize,
+                auth: h.auth.clone().map(|a| (format!("spec.ingresses[{i}].http.auth"), a)),
             });
         let sources = spec
             .ingresses
@@ -175,11 +244,14 @@ impl AppConfig {
             .collect();
         AppConfig {
             name: app.metadata.name.clone(),
+            namespace: None,
+            uid: None,
             functions,
             egresses,
             http_ingress,
             sources,
             max_buffered_messages: spec.max_buffered_messages as usize,
+            dead_letter_bytes: spec.dead_letters.max_bytes as usize,
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
                 interval: Some(spec.checkpoint.interval.as_duration()).filter(|d| !d.is_zero()),
@@ -187,7 +259,17 @@ impl AppConfig {
                 storage: spec.checkpoint.storage.clone(),
                 retained: spec.checkpoint.retained,
             },
+            admin_auth: spec.admin.as_ref().and_then(|a| a.auth.clone()),
+            secrets: app.secrets().into_iter().map(|(at, s)| (at, s.clone())).collect(),
             base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    pub fn identity(&self) -> AppIdentity {
+        AppIdentity {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
         }
     }
 
@@ -199,28 +281,28 @@ impl AppConfig {
         })
     }
 
-    /// Every credential the connectors read from the environment, with where it is used.
-    pub fn credentials(&self) -> Vec<(String, &SecretValue)> {
+    /// Every credential the spec reads from the environment, with its field path.
+    pub fn credentials(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
+        self.secrets.iter().map(|(at, s)| (at.as_str(), s))
+    }
+
+    /// The TLS settings of every Kafka and NATS connector, with its name.
+    pub fn connector_tls(&self) -> Vec<(String, &ClientTls)> {
         let mut out = Vec::new();
         for s in &self.sources {
-            if let SourceKind::Nats(n) = &s.kind {
-                out.extend(
-                    n.auth
-                        .iter()
-                        .flat_map(|a| a.secrets())
-                        .map(|v| (format!("ingress {}", s.name), v)),
-                );
-            }
+            let tls = match &s.kind {
+                SourceKind::Kafka(k) => k.tls.as_ref(),
+                SourceKind::Nats(n) => n.tls.as_ref(),
+            };
+            out.extend(tls.map(|t| (format!("ingress {}", s.name), t)));
         }
         for e in &self.egresses {
-            if let EgressSink::Nats(n) = &e.sink {
-                out.extend(
-                    n.auth
-                        .iter()
-                        .flat_map(|a| a.secrets())
-                        .map(|v| (format!("egress {}", e.typename), v)),
-                );
-            }
+            let tls = match &e.sink {
+                EgressSink::Kafka(k) => k.tls.as_ref(),
+                EgressSink::Nats(n) => n.tls.as_ref(),
+                _ => None,
+            };
+            out.extend(tls.map(|t| (format!("egress {}", e.typename), t)));
         }
         out
     }
@@ -240,9 +322,23 @@ impl AppConfig {
 
 impl FunctionEntry {
     /// The URL to invoke type `t` at.
+    /// The endpoint for type `t`: `{function.name}` replaced by its name, percent-encoded
+    /// (a name is put into the URL's path, never into its host, query or fragment).
     pub fn endpoint_for(&self, t: &TypeName) -> String {
-        self.endpoint.replace("{function.name}", t.name())
+        self.endpoint.replace("{function.name}", &percent_encode(t.name()))
     }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -283,6 +379,23 @@ spec:
             "https://fns.example:8000/statefun/greeter?v=1"
         );
         assert!(app.function_for(&t("other/greeter")).is_none());
+    }
+
+    #[test]
+    fn the_storage_root_holds_the_namespace_when_there_is_one() {
+        let mut app = app();
+        assert_eq!(app.identity().storage_root(), "t");
+        app.namespace = Some("shop".into());
+        assert_eq!(app.identity().storage_root(), "shop/t");
+        assert_eq!(app.identity().to_string(), "`t` in namespace `shop`");
+    }
+
+    #[test]
+    fn function_names_are_percent_encoded_into_the_path() {
+        let mut app = app();
+        app.functions[0].endpoint = "http://f:8000/fn/{function.name}".into();
+        let t = TypeName::parse("ex/a?b#c%d").unwrap();
+        assert_eq!(app.functions[0].endpoint_for(&t), "http://f:8000/fn/a%3Fb%23c%25d");
     }
 
     #[test]

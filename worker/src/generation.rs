@@ -27,6 +27,7 @@ use crate::peer::Cluster;
 use crate::peer::link::Link;
 use crate::proto::peer::Hello;
 use crate::stop::CancellationToken;
+use crate::tls::peer::PeerTls;
 
 /// What every generation of a worker process uses; it outlives them.
 #[derive(Clone)]
@@ -42,10 +43,13 @@ pub(crate) struct Context {
     pub invoker: Arc<dyn Invoke>,
     /// The ingresses' admission budget (`maxBufferedMessages`), shared with the HTTP ingress.
     pub ingress_admission: Arc<Semaphore>,
+    /// Mutual TLS on the links to the peers (`None`: plain text).
+    pub peer_tls: Option<Arc<PeerTls>>,
 }
 
 pub(crate) struct Generation {
     pub number: u64,
+    restored: u64,
     inbox: Inbox,
     stop: CancellationToken,
     /// The sources' end: before the generation's when the worker stops taking input.
@@ -85,6 +89,7 @@ impl Generation {
                     generation: number,
                 },
                 outbound: q.rx,
+                tls: ctx.peer_tls.clone(),
                 metrics: ctx.metrics.clone(),
                 stop: stop.clone(),
             };
@@ -94,7 +99,6 @@ impl Generation {
         let sources = SourceContext {
             app: app.clone(),
             metrics: ctx.metrics.clone(),
-            dead_letters: ctx.dead_letters.clone(),
             admission: ctx.ingress_admission.clone(),
             inbox: inbox.clone(),
             me: layout.worker,
@@ -107,6 +111,8 @@ impl Generation {
                 store: store.clone(),
                 meta: PartMeta {
                     application: app.name.clone(),
+                    namespace: app.namespace.clone(),
+                    uid: app.uid.clone(),
                     generation: number,
                     worker: layout.worker,
                     workers: layout.workers,
@@ -137,6 +143,7 @@ impl Generation {
             }
         });
         let positions = restored.positions.clone();
+        let restored_from = restored.checkpoint;
         let partition = Partition::new(partition::Parts {
             app: app.clone(),
             outbound,
@@ -146,11 +153,13 @@ impl Generation {
             metrics: ctx.metrics.clone(),
             epochs,
             restored,
+            generation: number,
         });
         tasks.spawn(partition.run(inbox_rx, stop.clone()));
         start_sources(&sources, &positions, &mut tasks);
         Generation {
             number,
+            restored: restored_from,
             inbox,
             stop,
             input,
@@ -162,6 +171,7 @@ impl Generation {
     pub fn entry(&self) -> Entry {
         Entry {
             generation: self.number,
+            restored: self.restored,
             inbox: self.inbox.clone(),
             stop: self.stop.clone(),
         }

@@ -72,6 +72,7 @@ pub(crate) enum Input {
         source: Arc<str>,
         next: i64,
         records: Vec<(Envelope, Option<Admission>)>,
+        refused: Vec<Refused>,
     },
     /// The coordinator starts checkpoint `n` (at the coordinator's own partition only).
     Trigger(u64),
@@ -81,6 +82,26 @@ pub(crate) enum Input {
     Completed(u64),
     /// Current state values of an address (inspection and tests).
     ReadState(Address, oneshot::Sender<Vec<(String, Value)>>),
+    /// Something that could not be delivered, found outside the partition (a malformed
+    /// envelope from a peer): kept with the partition's dead letters.
+    DeadLetter(Refused),
+    /// The dead letters: list, replay (deliver their messages again) or drop.
+    DeadLetters(DeadLetterOp),
+}
+
+/// A record refused before it became a message, kept as a dead letter in the same step as
+/// what came with it (a source's position moves past it together with the dead letter).
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub kind: &'static str,
+    pub reason: String,
+    pub payload: crate::deadletter::Payload,
+}
+
+pub(crate) enum DeadLetterOp {
+    List(oneshot::Sender<Vec<crate::deadletter::Entry>>),
+    Replay(String, oneshot::Sender<Result<(), String>>),
+    Drop(String, oneshot::Sender<Result<(), String>>),
 }
 
 /// Sends inputs to one generation's partition. Cheap to clone.
@@ -129,14 +150,45 @@ impl Inbox {
         Ok(rx)
     }
 
-    /// Records of source `source`, after which it stands at `next`.
-    pub fn source(
+    /// Records of source `source` (and those refused among them), after which it stands at
+    /// `next`.
+    pub(crate) fn source(
         &self,
         source: Arc<str>,
         next: i64,
         records: Vec<(Envelope, Option<Admission>)>,
+        refused: Vec<Refused>,
     ) -> Result<(), Closed> {
-        self.send(Input::Source { source, next, records })
+        self.send(Input::Source {
+            source,
+            next,
+            records,
+            refused,
+        })
+    }
+
+    /// A record that cannot be delivered, kept as a dead letter.
+    pub(crate) fn dead_letter(&self, refused: Refused) -> Result<(), Closed> {
+        self.send(Input::DeadLetter(refused))
+    }
+
+    /// The dead letters this partition keeps.
+    pub async fn dead_letters(&self) -> Result<Vec<crate::deadletter::Entry>, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::DeadLetters(DeadLetterOp::List(tx)))?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Replays (`drop: false`) or drops dead letter `id`: `Err(why)` inside when this
+    /// partition has no such dead letter or it cannot be replayed.
+    pub async fn settle_dead_letter(&self, id: &str, drop: bool) -> Result<Result<(), String>, Closed> {
+        let (tx, rx) = oneshot::channel();
+        let op = match drop {
+            true => DeadLetterOp::Drop(id.to_string(), tx),
+            false => DeadLetterOp::Replay(id.to_string(), tx),
+        };
+        self.send(Input::DeadLetters(op))?;
+        rx.await.map_err(|_| Closed)
     }
 
     /// The coordinator starts checkpoint `n`.
@@ -166,6 +218,8 @@ impl Inbox {
 #[derive(Clone)]
 pub struct Entry {
     pub generation: u64,
+    /// The checkpoint the generation started from (0: none); peers' barriers come after it.
+    pub restored: u64,
     pub inbox: Inbox,
     /// Fires when the generation ends; streams bound to it close then.
     pub stop: CancellationToken,

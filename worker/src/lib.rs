@@ -14,6 +14,7 @@
 
 pub(crate) mod admin;
 pub mod app;
+pub mod auth;
 pub(crate) mod brokers;
 pub mod checkpoint;
 pub mod cli;
@@ -32,11 +33,14 @@ pub mod metrics;
 pub(crate) mod partition;
 pub mod peer;
 pub(crate) mod process;
-pub(crate) mod proto;
+// Public only for the wire-level tests (attacks on the peer port); not an API.
+#[doc(hidden)]
+pub mod proto;
 pub(crate) mod retry;
 pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod stop;
+pub mod tls;
 pub mod worker;
 
 pub use app::AppConfig;

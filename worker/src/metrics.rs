@@ -37,6 +37,11 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
+/// Most function types with a label of their own.
+pub const FUNCTION_LABELS: usize = 256;
+/// The label of the types past [`FUNCTION_LABELS`].
+pub const OTHER_FUNCTIONS: &str = "_other";
+
 /// Outcomes of an invocation batch.
 pub mod outcome {
     pub const OK: &str = "ok";
@@ -46,6 +51,8 @@ pub mod outcome {
 
 pub struct Metrics {
     pub registry: Registry,
+    /// Function types that have their own label (see [`Metrics::function_label`]).
+    function_labels: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Records accepted by ingresses.
     pub ingress_accepted: Counter,
     /// Records refused by ingresses, by reason.
@@ -112,6 +119,12 @@ pub struct Metrics {
     /// Egress records released again by a restore: they may have been written before the
     /// failure (same keys; file sinks skip those they find, other receivers drop them by key).
     pub egress_resent: Counter,
+    /// Bytes of dead letters kept (in checkpoints) by this worker.
+    pub dead_letter_bytes: Gauge,
+    /// Dead letters only logged because the kept ones reached `deadLetters.maxBytes`.
+    pub dead_letters_overflow: Counter,
+    /// Source records skipped because retention deleted them before they were read.
+    pub source_records_lost: Counter,
     pub restore_seconds: Histogram,
     /// From the start of a rollback until every worker has restored (coordinator).
     pub recovery_seconds: Histogram,
@@ -171,9 +184,13 @@ impl Metrics {
             offset_commits: Counter::default(),
             egress_duplicates: Counter::default(),
             egress_resent: Counter::default(),
+            dead_letter_bytes: Gauge::default(),
+            dead_letters_overflow: Counter::default(),
+            source_records_lost: Counter::default(),
             restore_seconds: seconds(),
             recovery_seconds: seconds(),
             registry: Registry::default(),
+            function_labels: Default::default(),
         };
         let r = &mut registry;
         r.register(
@@ -365,6 +382,21 @@ impl Metrics {
             m.egress_resent.clone(),
         );
         r.register(
+            "dead_letter_bytes",
+            "Bytes of dead letters kept (in checkpoints) by this worker",
+            m.dead_letter_bytes.clone(),
+        );
+        r.register(
+            "dead_letters_overflow",
+            "Dead letters only logged because the kept ones reached deadLetters.maxBytes",
+            m.dead_letters_overflow.clone(),
+        );
+        r.register(
+            "source_records_lost",
+            "Kafka records skipped because retention deleted them before they were read (data loss)",
+            m.source_records_lost.clone(),
+        );
+        r.register(
             "restore_duration_seconds",
             "Time to restore a checkpoint on this worker",
             m.restore_seconds.clone(),
@@ -384,6 +416,21 @@ impl Metrics {
     }
 
     /// Nothing accepted is still being processed, queued, delayed or waiting for an egress.
+    /// The `function` label for type `t`. A `ns/*` entry serves any type a caller names, so
+    /// the label set is bounded: the first [`FUNCTION_LABELS`] types get their own, the rest
+    /// share `_other`.
+    pub fn function_label(&self, t: &str) -> String {
+        let mut known = self.function_labels.lock().expect("function label lock");
+        if known.contains(t) {
+            return t.to_string();
+        }
+        if known.len() < FUNCTION_LABELS {
+            known.insert(t.to_string());
+            return t.to_string();
+        }
+        OTHER_FUNCTIONS.to_string()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.ingress_in_process.get() == 0
             && self.messages_queued.get() == 0

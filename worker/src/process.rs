@@ -133,7 +133,8 @@ impl Process {
             parts.push(store.read_part(part).await.map_err(err)?);
         }
         let layout = self.ctx.cluster.layout(self.ctx.app.key_groups);
-        codec::decode(&self.ctx.app.name, &parts, layout).map_err(|source| RestoreError::Decode { checkpoint, source })
+        codec::decode(&self.ctx.app.identity(), &parts, layout)
+            .map_err(|source| RestoreError::Decode { checkpoint, source })
     }
 
     /// Checkpoint `checkpoint` of `generation` is complete: its egress may leave, and durable

@@ -3,12 +3,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::app::AppConfig;
 use crate::peer::Cluster;
+use crate::tls::WorkerIdentity;
+use crate::tls::peer::PeerTls;
 use crate::worker::{Listeners, Worker, WorkerOptions};
 
 #[derive(Debug, Clone)]
@@ -25,12 +28,21 @@ pub struct ServeOptions {
     pub echo_egress: bool,
     /// How long a clean stop (SIGTERM) may take: input stops, a final checkpoint, exit.
     pub stop_timeout: std::time::Duration,
+    /// `ca.crt`, `tls.crt`, `tls.key` for mutual TLS on the peer port (docs/security.md).
+    pub tls_dir: Option<PathBuf>,
+    /// The Kubernetes namespace (`POD_NAMESPACE`): part of the worker identity and of the
+    /// checkpoint storage root.
+    pub namespace: Option<String>,
+    /// The `StatefulApplication`'s UID, recorded in checkpoints.
+    pub application_uid: Option<String>,
 }
 
 pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
     let spec = spindle_spec::load_file(&o.app_file)?;
     let base_dir = crate::local::base_dir(&o.app_file);
     let mut app = AppConfig::resolve(&spec, &base_dir);
+    app.namespace = o.namespace.clone();
+    app.uid = o.application_uid.clone();
     for &(id, port) in &o.function_ports {
         anyhow::ensure!(
             id < app.functions.len(),
@@ -53,10 +65,24 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
     } else {
         None
     };
+    let peer_tls = match (&o.tls_dir, o.cluster.workers() > 1) {
+        (Some(dir), true) => {
+            let me = WorkerIdentity::new(o.namespace.as_deref(), &spec.metadata.name, o.cluster.index);
+            Some(Arc::new(
+                PeerTls::from_dir(dir, me).context("the peer port's TLS files (--tls-dir)")?,
+            ))
+        }
+        (Some(_), false) => {
+            tracing::info!("one worker: no peer port, --tls-dir unused");
+            None
+        }
+        (None, _) => None,
+    };
     let options = WorkerOptions {
         data_dir: Some(o.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"))),
         echo_egress: o.echo_egress,
         cluster: o.cluster.clone(),
+        peer_tls,
     };
     let worker = Worker::start(app, options, Listeners { ingress, admin, peer }).await?;
     tracing::info!(

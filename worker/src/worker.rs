@@ -16,6 +16,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::Admin;
 use crate::app::AppConfig;
+use crate::auth::Tokens;
 use crate::checkpoint::Progress;
 use crate::checkpoint::control::client::{self, Announcement, ControlClients, RemoteMember};
 use crate::checkpoint::control::server::ControlService;
@@ -36,6 +37,7 @@ use crate::process::{Local, Process};
 use crate::proto::control::coordination_server::CoordinationServer;
 use crate::proto::peer::peer_server::PeerServer;
 use crate::stop::CancellationToken;
+use crate::tls::peer::PeerTls;
 
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
@@ -45,6 +47,9 @@ pub struct WorkerOptions {
     pub echo_egress: bool,
     /// This worker's place among its peers (default: a single worker).
     pub cluster: Cluster,
+    /// Mutual TLS on the peer port (`None`: plain text, any caller believed — only for a
+    /// network nothing else can reach).
+    pub peer_tls: Option<Arc<PeerTls>>,
 }
 
 /// The sockets a worker serves on; tests bind them to port 0.
@@ -99,6 +104,12 @@ impl Worker {
                 )));
             }
         }
+        // TLS files of the connectors, read now so that a missing or bad one stops the start
+        // with its name instead of failing every connection later.
+        for (what, tls) in app.connector_tls() {
+            crate::tls::client::config(Some(tls), &app.base_dir)
+                .map_err(|e| WorkerError::Config(format!("{what}: TLS: {e}")))?;
+        }
         let app = Arc::new(app);
         let metrics = Arc::new(Metrics::new());
         let io = |what: &str| {
@@ -137,14 +148,24 @@ impl Worker {
             None => None,
             Some(_) => {
                 let url = app.checkpoint.storage_url();
-                let store = CheckpointStore::open(url, &app.base_dir, &app.name)
+                let store = CheckpointStore::open(url, &app.base_dir, &app.identity().storage_root())
                     .map_err(|e| WorkerError::Config(format!("checkpoint storage `{url}`: {e}")))?;
                 tracing::info!(storage = %store.describe(), interval = ?app.checkpoint.interval, "checkpoints on");
                 Some(store)
             }
         };
         let layout = cluster.layout(app.key_groups);
-        let controls = Arc::new(ControlClients::new(&cluster, &app.name));
+        let peer_tls = options.peer_tls;
+        if let Some(tls) = &peer_tls {
+            let me = tls.me();
+            if me.application != app.name || me.worker != cluster.index {
+                return Err(WorkerError::Config(format!(
+                    "the peer certificate is `{me}`, but this is worker {} of application `{}`",
+                    cluster.index, app.name
+                )));
+            }
+        }
+        let controls = Arc::new(ControlClients::new(&cluster, &app.name, peer_tls.as_deref()));
         let (coordinator_tx, coordinator_rx) = mpsc::unbounded_channel();
         let coordinator_link: CoordinatorLink = match me {
             0 => CoordinatorLink::Local(coordinator_tx.clone()),
@@ -160,8 +181,12 @@ impl Worker {
                 egress,
                 store: store.clone(),
                 coordinator: coordinator_link.clone(),
-                invoker: Arc::new(HttpInvoker::new(app.clone(), metrics.clone())),
+                invoker: Arc::new(
+                    HttpInvoker::new(app.clone(), metrics.clone())
+                        .map_err(|e| WorkerError::Config(format!("functions: TLS: {e}")))?,
+                ),
                 ingress_admission: ingress_admission.clone(),
+                peer_tls: peer_tls.clone(),
             },
             shutdown.clone(),
         ));
@@ -176,8 +201,8 @@ impl Worker {
                 let peers = PeerService {
                     application: app.name.clone(),
                     layout,
+                    tls: peer_tls.clone(),
                     metrics: metrics.clone(),
-                    dead_letters: dead_letters.clone(),
                     admission: Arc::new(Semaphore::new(app.max_buffered_messages)),
                     current: process.current.clone(),
                     delivered: Default::default(),
@@ -185,6 +210,8 @@ impl Worker {
                 let control = ControlService {
                     application: app.name.clone(),
                     layout,
+                    tls: peer_tls.clone(),
+                    store: store.clone(),
                     coordinator: (me == 0).then(|| coordinator_tx.clone()),
                     local: local.clone(),
                     incarnation: process.incarnation,
@@ -192,17 +219,44 @@ impl Worker {
                     metrics: metrics.clone(),
                 };
                 let stop = shutdown.clone();
-                tasks.spawn(async move {
-                    let result = tonic::transport::Server::builder()
-                        .add_service(PeerServer::new(peers))
-                        .add_service(CoordinationServer::new(control))
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
-                        .await;
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "peer server failed");
+                let router = tonic::transport::Server::builder()
+                    .add_service(
+                        PeerServer::new(peers)
+                            .max_decoding_message_size(crate::peer::MAX_FRAME_BYTES)
+                            .max_encoding_message_size(crate::peer::MAX_FRAME_BYTES),
+                    )
+                    .add_service(CoordinationServer::new(control));
+                let mtls = peer_tls.is_some();
+                match &peer_tls {
+                    Some(tls) => {
+                        let incoming =
+                            crate::tls::peer::incoming(listener, tls, metrics.peer_refused.clone(), stop.clone());
+                        tasks.spawn(async move {
+                            if let Err(e) = router
+                                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                                .await
+                            {
+                                tracing::error!(error = %e, "peer server failed");
+                            }
+                        });
                     }
-                });
-                tracing::info!(%addr, worker = me, workers, "peer endpoint listening");
+                    None => {
+                        tasks.spawn(async move {
+                            let incoming = TcpListenerStream::new(listener);
+                            if let Err(e) = router
+                                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                                .await
+                            {
+                                tracing::error!(error = %e, "peer server failed");
+                            }
+                        });
+                    }
+                }
+                if mtls {
+                    tracing::info!(%addr, worker = me, workers, "peer endpoint listening (mutual TLS)");
+                } else {
+                    tracing::warn!(%addr, worker = me, workers, "peer endpoint listening WITHOUT TLS: anyone who reaches it can send messages and control calls (give --tls-dir)");
+                }
                 Some(addr)
             }
         };
@@ -222,6 +276,8 @@ impl Worker {
             let coordinator = Coordinator {
                 settings: Settings {
                     application: app.name.clone(),
+                    namespace: app.namespace.clone(),
+                    uid: app.uid.clone(),
                     workers,
                     key_groups: app.key_groups,
                     interval: app.checkpoint.interval.filter(|_| store.is_some()),
@@ -253,6 +309,18 @@ impl Worker {
             ));
         }
 
+        let tokens = |auth: Option<(&str, &spindle_spec::HttpAuth)>| -> Result<Option<Arc<Tokens>>, WorkerError> {
+            auth.map(|(at, a)| Tokens::load(a, at, &app.base_dir).map(Arc::new))
+                .transpose()
+                .map_err(|e| WorkerError::Config(e.to_string()))
+        };
+        let ingress_auth = tokens(
+            app.http_ingress
+                .as_ref()
+                .and_then(|h| h.auth.as_ref())
+                .map(|(at, a)| (at.as_str(), a)),
+        )?;
+        let admin_auth = tokens(app.admin_auth.as_ref().map(|a| ("spec.admin.auth", a)))?;
         let ingress_addr = match listeners.ingress {
             Some(listener) => {
                 let addr = listener.local_addr().map_err(io("the ingress socket"))?;
@@ -264,7 +332,10 @@ impl Worker {
                     current: process.current.clone(),
                     progress: app.checkpoint.interval.map(|_| process.progress.subscribe()),
                     accepting: process.accepting.subscribe(),
+                    auth: ingress_auth,
                 };
+                let max = app.http_ingress.as_ref().map_or(1024, |h| h.max_connections);
+                let listener = crate::ingress::capped::Capped::new(listener, max);
                 serve(&mut tasks, listener, ingress.routes(), shutdown.clone());
                 tracing::info!(%addr, "HTTP ingress listening");
                 Some(addr)
@@ -276,11 +347,11 @@ impl Worker {
             worker: me,
             incarnation: process.incarnation,
             metrics: metrics.clone(),
-            dead_letters: dead_letters.clone(),
             progress: process.progress.subscribe(),
             ready: process.ready.clone(),
             current: process.current.clone(),
             data_loss,
+            auth: admin_auth,
         };
         serve(&mut tasks, listeners.admin, admin.routes(), shutdown.clone());
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
@@ -390,7 +461,11 @@ impl Worker {
     }
 }
 
-fn serve(tasks: &mut JoinSet<()>, listener: TcpListener, routes: axum::Router, shutdown: CancellationToken) {
+fn serve<L>(tasks: &mut JoinSet<()>, listener: L, routes: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, routes)
             .with_graceful_shutdown(shutdown.cancelled_owned())

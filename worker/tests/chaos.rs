@@ -2,8 +2,11 @@
 //! (moto, on loopback), the example functions, and a workload of counters, chains of hops
 //! between addresses (cycles across workers) and the greeter cycle (person -> greeter ->
 //! person). While it runs, workers — the coordinator among them — are killed with SIGKILL at
-//! random moments and restarted, and the storage server stops answering for a while. Then
-//! every record is checked: nothing lost, nothing applied twice, every counter exact.
+//! random moments and restarted, the storage server stops answering for a while, and the whole
+//! application is stopped cleanly (SIGTERM to every worker: final checkpoint) and started
+//! again. Then every record is checked: nothing lost, nothing applied twice, every counter
+//! exact — and the two egresses, a JSON-lines file and a NATS JetStream stream, are read by
+//! plain readers that do not deduplicate: every record must be there exactly once.
 //!
 //! `SPINDLE_CHAOS_INPUTS` (default 100000) sets the number of input records; `SPINDLE_CHAOS_SEED`
 //! the random seed (printed, so a failing run can be repeated).
@@ -11,11 +14,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::brokers::Nats;
 use support::moto::Moto;
 use support::procs::{Procs, state, status, wait_running};
 use support::*;
@@ -26,30 +30,6 @@ const COUNTERS: u64 = 1000;
 const HOP_IDS: u32 = 500;
 const HOPS_PER_CHAIN: u32 = 10;
 const PEOPLE: u64 = 100;
-
-/// Egress webhook: every POST with its idempotency key, path and body.
-type Received = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
-
-async fn collector() -> (SocketAddr, Received) {
-    let got: Received = Arc::default();
-    let g = got.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(move |uri: http::Uri, headers: http::HeaderMap, body: bytes::Bytes| {
-        let g = g.clone();
-        async move {
-            let key = headers
-                .get("idempotency-key")
-                .map(|v| v.to_str().unwrap().to_string())
-                .unwrap_or_default();
-            let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            g.lock().unwrap().push((key, uri.path().to_string(), value));
-            "ok"
-        }
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, got)
-}
 
 /// A small deterministic generator (xorshift), so a run can be repeated from its seed.
 struct Rng(u64);
@@ -123,8 +103,13 @@ async fn workers_killed_at_random_and_storage_outage_lose_and_duplicate_nothing(
         ));
         (addr, stop)
     };
-    let (sink, received) = collector().await;
-    eprintln!("started: example functions (Rust SDK) on {fn_addr}, egress collector on {sink}");
+    let nats = Nats::start(dir.path(), "");
+    let js = nats.jetstream(None).await;
+    Nats::create_stream(&js, "GREETS", &["greets"]).await;
+    eprintln!(
+        "started: example functions (Rust SDK) on {fn_addr}, nats-server (JetStream stream GREETS) at {}",
+        nats.url
+    );
     let yaml = format!(
         r#"apiVersion: spindle.dev/v1alpha1
 kind: StatefulApplication
@@ -141,15 +126,16 @@ spec:
       http: {{}}
   egresses:
     - typename: example/totals
-      http: {{url: "http://{sink}/totals", timeout: 60s, maxInFlight: 64}}
+      file: {{path: totals.jsonl}}
     - typename: example/greets
-      http: {{url: "http://{sink}/greets", timeout: 60s, maxInFlight: 64}}
+      nats: {{servers: ["{nats}"], subject: greets}}
   workers: {WORKERS}
   checkpoint:
     interval: 200ms
     storage: {}
 "#,
-        moto.url("checkpoints")
+        moto.url("checkpoints"),
+        nats = nats.url,
     );
     let app = dir.path().join("app.yaml");
     std::fs::write(&app, yaml).unwrap();
@@ -271,6 +257,36 @@ spec:
             took.as_secs_f64() * 1000.0
         );
     }
+    // A clean stop of the whole application mid-stream (SIGTERM to every worker at once), and
+    // a start from its final checkpoint: the callers retry meanwhile.
+    let target = inputs * 9 / 10;
+    while done.load(Ordering::Relaxed) < target && started.elapsed() < Duration::from_secs(1800) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let finals_before: Vec<usize> = (0..WORKERS)
+        .map(|i| procs.log(i).matches("final checkpoint complete").count())
+        .collect();
+    let at = Instant::now();
+    eprintln!(
+        "chaos: stopping every worker cleanly at {} acknowledged",
+        done.load(Ordering::Relaxed)
+    );
+    let clean = tokio::task::block_in_place(|| procs.term_all(Duration::from_secs(60)));
+    let stop_took = at.elapsed();
+    assert!(clean, "every worker exits cleanly on SIGTERM (see the worker logs)");
+    for (i, before) in finals_before.iter().enumerate() {
+        let after = procs.log(i).matches("final checkpoint complete").count();
+        assert!(after > *before, "worker {i} stopped without a final checkpoint");
+    }
+    procs.spawn_all();
+    generation = wait_running(&admin, generation, Duration::from_secs(120)).await;
+    let restart_took = at.elapsed();
+    eprintln!(
+        "chaos: clean stop with a final checkpoint on every worker in {:.0} ms; running again (generation {generation}) after {:.0} ms",
+        stop_took.as_secs_f64() * 1000.0,
+        restart_took.as_secs_f64() * 1000.0
+    );
+
     let mut progress = Instant::now();
     while !load.is_empty() {
         if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), load.join_next()).await {
@@ -295,53 +311,67 @@ spec:
     let chains: Vec<u64> = (0..inputs).filter(|i| matches!(i % 10, 7 | 8)).collect();
     let visits = inputs - counters.len() as u64 - chains.len() as u64;
     let expected_totals = counters.len() + chains.len();
+    // The egresses as plain readers see them — no deduplication by key: the file's lines and
+    // the stream's messages. Wait until both hold at least what is expected, then count.
+    let totals_file = dir.path().join("totals.jsonl");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (totals, greets) = {
-            let r = received.lock().unwrap();
-            let keys = |p: &str| {
-                r.iter()
-                    .filter(|x| x.1 == format!("/{p}"))
-                    .map(|x| x.0.clone())
-                    .collect::<BTreeSet<_>>()
-                    .len()
-            };
-            (keys("totals"), keys("greets"))
-        };
-        if totals >= expected_totals && greets as u64 >= visits {
+        let totals = std::fs::read_to_string(&totals_file)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let greets = js
+            .get_stream("GREETS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if totals >= expected_totals && greets >= visits {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "egress incomplete: {totals}/{expected_totals} totals, {greets}/{visits} greetings"
+            "egress incomplete: {totals}/{expected_totals} lines in the totals file, {greets}/{visits} greetings in the stream"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let received = received.lock().unwrap().clone();
-    let mut by_key: BTreeMap<&str, &serde_json::Value> = BTreeMap::new();
-    let mut resent = 0;
-    for (key, _, value) in &received {
-        assert!(!key.is_empty(), "every released record has an idempotency key");
-        if let Some(old) = by_key.insert(key, value) {
-            assert_eq!(old, value, "a re-sent record is the same record ({key})");
-            resent += 1;
-        }
-    }
-    // After dedup by key: each total once per input (lost / duplicated would show here).
+    // Settle: anything sent twice would arrive about now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&totals_file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn or malformed line in the totals file: {e}: {l}"))
+        })
+        .collect();
     let mut seqs: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut greets: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    let mut greet_records = 0;
-    for value in by_key.values() {
-        if let Some(seq) = value.get("seq").and_then(|s| s.as_u64()) {
-            *seqs.entry(seq).or_default() += 1;
-        } else {
-            greet_records += 1;
-            greets
-                .entry(value["name"].as_str().unwrap().to_string())
-                .or_default()
-                .insert(value["visits"].as_i64().unwrap());
+    let mut keys = BTreeSet::new();
+    let mut key_repeats = 0;
+    for line in &lines {
+        assert!(
+            line["key"].is_string(),
+            "every released record has an idempotency key: {line}"
+        );
+        if !keys.insert(line["key"].as_str().unwrap().to_string()) {
+            key_repeats += 1;
         }
+        *seqs.entry(line["value"]["seq"].as_u64().unwrap()).or_default() += 1;
     }
+    let stream = Nats::read_stream(&js, "GREETS").await;
+    let mut greets: BTreeMap<String, BTreeMap<i64, usize>> = BTreeMap::new();
+    for m in &stream {
+        let value: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        *greets
+            .entry(value["name"].as_str().unwrap().to_string())
+            .or_default()
+            .entry(value["visits"].as_i64().unwrap())
+            .or_default() += 1;
+    }
+    let greet_records = stream.len();
+    let greets_duplicated: usize = greets.values().flat_map(|v| v.values()).filter(|n| **n > 1).count();
     let want: BTreeSet<u64> = counters.iter().chain(&chains).copied().collect();
     let lost = want.iter().filter(|s| !seqs.contains_key(s)).count();
     let duplicated = seqs.values().filter(|n| **n > 1).count();
@@ -369,11 +399,14 @@ spec:
             .await
             .unwrap_or(0);
         assert_eq!(got, n, "visits of p{p}");
-        let seen = greets.get(&format!("p{p}")).cloned().unwrap_or_default();
+        let seen: BTreeSet<i64> = greets
+            .get(&format!("p{p}"))
+            .map(|v| v.keys().copied().collect())
+            .unwrap_or_default();
         assert_eq!(
             seen,
             (1..=n).collect(),
-            "greetings of p{p}: one per visit, in a cycle person -> greeter -> person"
+            "greetings of p{p} in the stream: one per visit, in a cycle person -> greeter -> person"
         );
         visits_exact += 1;
     }
@@ -404,17 +437,28 @@ spec:
         worst.as_secs_f64() * 1000.0
     );
     eprintln!(
-        "  egress records received {}, re-sent (same key, dropped) {resent}",
-        received.len()
+        "  totals file: {} lines for {expected_totals} records: lost {lost}, duplicated {duplicated}, unexpected {unexpected}, keys twice {key_repeats} (read without dedup)",
+        lines.len()
     );
-    eprintln!("  lost {lost}, duplicated {duplicated}, unexpected {unexpected} (after idempotency-key dedup)");
+    eprintln!(
+        "  greetings stream: {greet_records} messages for {visits} visits: duplicated {greets_duplicated} (read without dedup)"
+    );
     eprintln!(
         "  counters exact {exact}/{}, people exact {visits_exact}/{PEOPLE} ({greet_records} greetings), hops {hops}/{}",
         expected_counter.len(),
         chains.len() as i64 * i64::from(HOPS_PER_CHAIN)
     );
     eprintln!("  dead letters {dead}");
-    assert_eq!((lost, duplicated, unexpected), (0, 0, 0));
+    assert_eq!(
+        (lost, duplicated, unexpected, key_repeats),
+        (0, 0, 0, 0),
+        "the totals file, read without dedup"
+    );
+    assert_eq!(
+        (greets_duplicated, greet_records as u64),
+        (0, visits),
+        "the greetings stream, read without dedup"
+    );
     assert_eq!(
         hops,
         chains.len() as i64 * i64::from(HOPS_PER_CHAIN),

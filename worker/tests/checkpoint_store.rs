@@ -15,6 +15,8 @@ async fn write(s: &CheckpointStore, n: u64, payload: &'static [u8]) -> Manifest 
     let part = s.put_part(n, 1, 0, Bytes::from_static(payload)).await.unwrap();
     let m = Manifest {
         application: "app".into(),
+        namespace: None,
+        uid: None,
         checkpoint: n,
         generation: 1,
         workers: 1,

@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::brokers::Tansu;
+use support::brokers::{Flavor, Kafka};
 use support::sdk::{SdkProcess, SeenType, build, compat_scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +16,9 @@ async fn java_sdk_functions_run_unchanged() {
         return;
     }
     let dir = support::TempDir::new("java-fn");
-    let tansu = Tansu::start();
+    let tansu = Kafka::start(Flavor::Tansu, "java_sdk")
+        .await
+        .expect("tansu always starts");
     let function = SdkProcess::start(
         "java",
         &["java", "-jar", "target/statefun-java-app.jar"],

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::brokers::Tansu;
+use support::brokers::{Flavor, Kafka};
 use support::sdk::{SdkProcess, SeenType, build, compat_scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +15,9 @@ async fn js_sdk_functions_run_unchanged() {
         return;
     }
     let dir = support::TempDir::new("js-fn");
-    let tansu = Tansu::start();
+    let tansu = Kafka::start(Flavor::Tansu, "js_sdk")
+        .await
+        .expect("tansu always starts");
     let function = SdkProcess::start(
         "js",
         &["node", "functions.js"],

@@ -154,11 +154,34 @@ spec:
         if seqs.len() as u64 >= inputs {
             break out;
         }
-        assert!(
-            Instant::now() < deadline,
-            "output incomplete: {} of {inputs} seqs",
-            seqs.len()
-        );
+        if Instant::now() >= deadline {
+            // Say what is missing and where it stands: which inputs (by input partition),
+            // and what every worker holds (egress pending, dead letters, checkpoints).
+            let missing: Vec<u64> = (0..inputs).filter(|s| !seqs.contains(s)).collect();
+            let mut by_partition: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+            for s in &missing {
+                by_partition.entry((s / 100) as i32 % PARTITIONS).or_default().push(*s);
+            }
+            let mut workers = Vec::new();
+            for (i, a) in admin.iter().enumerate() {
+                let st = support::procs::status(*a).await.unwrap_or_default();
+                let (_, dead) = get(*a, "/dead-letters").await;
+                workers.push(format!(
+                    "worker {i}: generation {} completed checkpoint {} egress pending {} dead letters {}",
+                    st["generation"], st["completedCheckpoint"], st["egressPending"], dead
+                ));
+            }
+            let shown: Vec<String> = by_partition
+                .iter()
+                .map(|(p, s)| format!("adds/{p}: {} missing, first {:?}", s.len(), &s[..s.len().min(10)]))
+                .collect();
+            panic!(
+                "output incomplete after 180 s: {} of {inputs} seqs\n{}\n{}",
+                seqs.len(),
+                shown.join("\n"),
+                workers.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut by_key: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();

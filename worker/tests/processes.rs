@@ -44,6 +44,16 @@ fn three_worker_processes_run_a_cyclic_application_exactly() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("started worker 2"), "{stderr}");
     assert!(stderr.contains("3 workers ready"), "{stderr}");
+    // The workers authenticate each other with certificates of a CA made for this run.
+    assert_eq!(
+        stderr.matches("peer endpoint listening (mutual TLS)").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("WITHOUT TLS") && !stderr.contains("refused"),
+        "{stderr}"
+    );
 
     let mut got = egress_values(&dir.path().join("out/py.jsonl"));
     got.sort();

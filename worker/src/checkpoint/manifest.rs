@@ -19,6 +19,12 @@ pub struct PartInfo {
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub application: String,
+    /// The application's namespace (absent outside Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The `StatefulApplication`'s UID, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     pub checkpoint: u64,
     pub generation: u64,
     pub workers: u32,

@@ -76,7 +76,8 @@ impl std::fmt::Debug for CheckpointStore {
 
 impl CheckpointStore {
     /// `url`: `s3://bucket/prefix` (credentials, region, endpoint from `AWS_*` variables),
-    /// `file:///abs/path`, or a path (relative ones start at `base_dir`).
+    /// `file:///abs/path`, or a path (relative ones start at `base_dir`). `application` is the
+    /// root under it: the name, or `<namespace>/<name>` in Kubernetes.
     pub fn open(url: &str, base_dir: &Path, application: &str) -> Result<CheckpointStore, StoreError> {
         Self::open_with_env(url, base_dir, application, std::env::vars())
     }
@@ -127,7 +128,8 @@ impl CheckpointStore {
                 .with_retry(retry)
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
-            let root = ObjectPath::from(prefix).join(application);
+            // `application` may be `<namespace>/<name>`: one path segment each.
+            let root = ObjectPath::from_iter(prefix.split('/').chain(application.split('/')));
             return Ok(CheckpointStore {
                 store: Arc::new(s3),
                 describe: format!("s3://{bucket}/{root}"),
@@ -173,6 +175,13 @@ impl CheckpointStore {
 
     fn dir(&self, checkpoint: u64) -> ObjectPath {
         self.root.clone().join("checkpoints").join(format!("{checkpoint:020}"))
+    }
+
+    /// The key of worker `worker`'s part (what `put_part` writes and its report names).
+    pub fn part_key(&self, checkpoint: u64, generation: u64, worker: u32) -> String {
+        self.dir(checkpoint)
+            .join(format!("part-g{generation}-w{worker}.bin"))
+            .to_string()
     }
 
     pub async fn put_part(

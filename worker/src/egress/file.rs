@@ -154,13 +154,9 @@ impl FileSink {
                 "ok"
             }
             Err(e) => {
-                self.ctx.unconfirmed.confirm(&all);
-                let messages = fresh.iter().map(EgressRecord::dead_message).collect();
-                self.ctx.dead_letters.record(
-                    crate::deadletter::kind::EGRESS_FAILED,
-                    format!("writing to {}: {e}", self.path.display()),
-                    messages,
-                );
+                self.ctx.unconfirmed.confirm(&skipped);
+                let reason = format!("writing to {}: {e}", self.path.display());
+                self.ctx.give_up(&self.name, &fresh, reason);
                 "failed"
             }
         };

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use spindle_spec::TypeName;
 
 use super::EgressRecord;
+use crate::deadletter::DeadEgress;
 
 /// An egress record held until the checkpoint of its epoch completes.
 #[derive(Debug, Clone)]
@@ -34,6 +35,23 @@ pub struct Unconfirmed(Arc<Mutex<Held>>);
 struct Held {
     pending: HashMap<Arc<str>, PendingEgress>,
     marks: BTreeMap<TypeName, u64>,
+    /// Records sinks gave up on, on their way into the partition's dead letters (taken with
+    /// the next snapshot, in the same step as `pending`, so a record is in exactly one).
+    dead: Vec<SinkDead>,
+}
+
+/// Records a sink gave up on, and why.
+#[derive(Debug, Clone)]
+pub struct SinkDead {
+    pub reason: String,
+    pub records: Vec<DeadEgress>,
+}
+
+/// What a snapshot takes from the sinks' side.
+pub struct HeldSnapshot {
+    pub pending: Vec<PendingEgress>,
+    pub marks: BTreeMap<TypeName, u64>,
+    pub dead: Vec<SinkDead>,
 }
 
 impl Unconfirmed {
@@ -76,11 +94,51 @@ impl Unconfirmed {
         held.marks.insert(egress.clone(), mark);
     }
 
-    /// What a snapshot must hold: the records, oldest epoch first, and the sinks' marks.
-    pub fn snapshot(&self) -> (Vec<PendingEgress>, BTreeMap<TypeName, u64>) {
-        let held = self.0.lock().expect("unconfirmed egress lock");
-        let mut v: Vec<PendingEgress> = held.pending.values().cloned().collect();
-        v.sort_by(|a, b| (a.epoch, &a.key).cmp(&(b.epoch, &b.key)));
-        (v, held.marks.clone())
+    /// The sink cannot write these records (a timeout passed, a record it cannot encode):
+    /// they leave `pending` and become dead letters in the same step.
+    pub fn give_up(&self, records: &[EgressRecord], reason: String) {
+        let mut held = self.0.lock().expect("unconfirmed egress lock");
+        let dead: Vec<DeadEgress> = records
+            .iter()
+            .map(|r| {
+                let epoch = r
+                    .key
+                    .as_ref()
+                    .and_then(|k| held.pending.remove(k))
+                    .map_or(0, |p| p.epoch);
+                DeadEgress {
+                    egress: r.egress.clone(),
+                    key: r.key.clone().unwrap_or_else(|| "".into()),
+                    epoch,
+                    source: r.source.clone(),
+                    value: r.value.clone(),
+                }
+            })
+            .collect();
+        held.dead.push(SinkDead { reason, records: dead });
+    }
+
+    /// Takes the dead letters of the sinks (the partition keeps them from then on).
+    pub fn take_dead(&self) -> Vec<SinkDead> {
+        std::mem::take(&mut self.0.lock().expect("unconfirmed egress lock").dead)
+    }
+
+    /// Forgets the sinks' dead letters not yet taken: a restore brings their records back as
+    /// pending (they are retried).
+    pub fn clear_dead(&self) {
+        self.0.lock().expect("unconfirmed egress lock").dead.clear();
+    }
+
+    /// What a snapshot must hold: the records, oldest epoch first, the sinks' marks, and the
+    /// sinks' dead letters (taken: the partition keeps them from now on) — in one step.
+    pub fn snapshot(&self) -> HeldSnapshot {
+        let mut held = self.0.lock().expect("unconfirmed egress lock");
+        let mut pending: Vec<PendingEgress> = held.pending.values().cloned().collect();
+        pending.sort_by(|a, b| (a.epoch, &a.key).cmp(&(b.epoch, &b.key)));
+        HeldSnapshot {
+            pending,
+            marks: held.marks.clone(),
+            dead: std::mem::take(&mut held.dead),
+        }
     }
 }

@@ -1,15 +1,12 @@
 //! HTTP webhook egress: POSTs each record's value with `Content-Type: application/vnd.{typename}`,
 //! retrying network errors and 5xx within the timeout; a record that cannot be delivered
-//! becomes a dead letter.
+//! becomes a dead letter. `https://` URLs speak TLS (HTTP/2 when the webhook offers it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Uri, header};
 use http_body_util::Full;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::Closing;
@@ -17,14 +14,17 @@ use crate::stop::CancellationToken;
 use tokio::task::JoinSet;
 
 use super::{EgressRecord, SinkContext, json_line};
-use crate::deadletter::kind;
 use crate::metrics::EgressLabels;
 use crate::retry::Backoff;
+use crate::tls::client::HttpClient;
+
+/// Longest one POST may wait for an answer before it is tried again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct HttpSink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     uri: Uri,
-    timeout: Duration,
+    timeout: Option<Duration>,
     max_in_flight: usize,
     name: String,
     ctx: SinkContext,
@@ -33,8 +33,9 @@ pub struct HttpSink {
 impl HttpSink {
     pub fn new(
         url: &str,
-        timeout: Duration,
+        timeout: Option<Duration>,
         max_in_flight: usize,
+        client: HttpClient,
         name: String,
         ctx: SinkContext,
     ) -> std::io::Result<HttpSink> {
@@ -44,7 +45,6 @@ impl HttpSink {
                 format!("egress {name}: url `{url}`: {e}"),
             )
         })?;
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Ok(HttpSink {
             client,
             uri,
@@ -74,10 +74,9 @@ impl HttpSink {
     }
 
     async fn deliver(&self, record: EgressRecord) {
-        if self.ctx.echo {
-            println!("egress {} <- {}", self.name, json_line(&record));
-        }
         let mut backoff = Backoff::within(self.timeout);
+        // The last attempt that failed for a reason other than time: what a timeout reports.
+        let mut last: Option<String> = None;
         let outcome = loop {
             let mut req = Request::post(self.uri.clone())
                 .header(
@@ -89,16 +88,26 @@ impl HttpSink {
             if let Some(key) = &record.key {
                 req = req.header("idempotency-key", &**key);
             }
-            let req = req.body(Full::new(record.value.bytes.clone())).expect("valid request");
-            let error = match tokio::time::timeout(backoff.remaining(), self.client.request(req)).await {
+            // A header the record makes (its source address) can be unsendable: that record can
+            // never be delivered, which is a dead letter, not a crash of the sink.
+            let req = match req.body(Full::new(record.value.bytes.clone())) {
+                Ok(req) => req,
+                Err(e) => break Err(format!("the record cannot be sent as an HTTP request: {e}")),
+            };
+            let limit = backoff.remaining(ATTEMPT_TIMEOUT);
+            let error = match tokio::time::timeout(limit, self.client.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => break Ok(()),
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     break Err(format!("{} answered {}", self.uri, resp.status()));
                 }
                 Ok(Ok(resp)) => format!("{} answered {}", self.uri, resp.status()),
-                Ok(Err(e)) => format!("cannot reach {}: {e}", self.uri),
-                Err(_) => format!("no answer from {} within {:?}", self.uri, self.timeout),
+                Ok(Err(e)) => format!("cannot reach {}: {}", self.uri, crate::tls::client::error_chain(&e)),
+                Err(_) => match &last {
+                    Some(e) => format!("{e} (and no answer within {limit:?})"),
+                    None => format!("no answer from {} within {limit:?}", self.uri),
+                },
             };
+            last = Some(error.clone());
             let Some(wait) = backoff.next_wait() else {
                 break Err(error);
             };
@@ -106,13 +115,15 @@ impl HttpSink {
             tokio::time::sleep(wait).await;
         };
         let outcome_label = match outcome {
-            Ok(()) => "ok",
+            Ok(()) => {
+                self.ctx.unconfirmed.confirm(std::slice::from_ref(&record));
+                if self.ctx.echo {
+                    println!("egress {} <- {}", self.name, json_line(&record));
+                }
+                "ok"
+            }
             Err(reason) => {
-                self.ctx.dead_letters.record(
-                    kind::EGRESS_FAILED,
-                    format!("egress {}: {reason}", self.name),
-                    vec![record.dead_message()],
-                );
+                self.ctx.give_up(&self.name, std::slice::from_ref(&record), reason);
                 "failed"
             }
         };
@@ -124,7 +135,6 @@ impl HttpSink {
                 outcome: outcome_label,
             })
             .inc();
-        self.ctx.unconfirmed.confirm(std::slice::from_ref(&record));
         self.ctx.metrics.egress_pending.dec();
     }
 }

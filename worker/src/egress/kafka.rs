@@ -32,6 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct KafkaSink {
     spec: KafkaEgress,
     name: String,
+    /// Where relative TLS file paths start.
+    base_dir: std::path::PathBuf,
     ctx: SinkContext,
     client: Option<Arc<Client>>,
     partitions: HashMap<String, i32>,
@@ -49,10 +51,11 @@ pub(crate) struct Out {
 }
 
 impl KafkaSink {
-    pub fn new(spec: KafkaEgress, name: String, ctx: SinkContext) -> KafkaSink {
+    pub fn new(spec: KafkaEgress, name: String, base_dir: std::path::PathBuf, ctx: SinkContext) -> KafkaSink {
         KafkaSink {
             spec,
             name,
+            base_dir,
             ctx,
             client: None,
             partitions: HashMap::new(),
@@ -81,7 +84,11 @@ impl KafkaSink {
                 }
             }
         }
-        let (timeout, ctx, name) = (self.spec.timeout.as_duration(), self.ctx.clone(), self.name.clone());
+        let (timeout, ctx, name) = (
+            self.spec.timeout.map(spindle_spec::HumanDuration::as_duration),
+            self.ctx.clone(),
+            self.name.clone(),
+        );
         if let Some((failed, reason)) = retrying::within(self, outs, timeout, &ctx, &name, "kafka_produce").await {
             self.done(failed.into_iter().map(|o| o.source).collect(), Err(reason));
         }
@@ -150,7 +157,13 @@ impl Attempt for KafkaSink {
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = tokio::time::timeout(REQUEST_TIMEOUT, client_builder(&self.spec.brokers).build())
+                let builder = client_builder(
+                    &self.spec.brokers,
+                    self.spec.tls.as_ref(),
+                    self.spec.sasl.as_ref(),
+                    &self.base_dir,
+                )?;
+                let c = tokio::time::timeout(REQUEST_TIMEOUT, builder.build())
                     .await
                     .map_err(|_| format!("no answer from {:?}", self.spec.brokers))?
                     .map_err(|e| format!("connecting to {:?}: {e}", self.spec.brokers))?;

@@ -14,6 +14,7 @@ mod retrying;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use spindle_spec::TypeName;
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use crate::message::{Address, Value};
 use crate::metrics::{EgressLabels, Metrics};
 use crate::stop::CancellationToken;
 
-pub use held::{PendingEgress, Unconfirmed};
+pub use held::{HeldSnapshot, PendingEgress, SinkDead, Unconfirmed};
 pub use kafka::murmur2;
 pub use record::json_line;
 
@@ -73,20 +74,29 @@ pub struct SinkContext {
 }
 
 impl SinkContext {
+    /// A sink gives up on `records`: they become dead letters (kept by the partition, in
+    /// checkpoints, replayable) and are logged.
+    pub(crate) fn give_up(&self, egress: &str, records: &[EgressRecord], reason: String) {
+        let reason = format!("egress {egress}: {reason}");
+        let messages = records.iter().map(EgressRecord::dead_message).collect();
+        self.dead_letters.record(kind::EGRESS_FAILED, reason.clone(), messages);
+        self.unconfirmed.give_up(records, reason);
+    }
+
     /// A sink is done with `records`: counted by outcome, echoed (local runs), and on failure
     /// written as dead letters with the reason.
     pub(crate) fn finish(&self, egress: &str, records: &[EgressRecord], result: Result<(), String>) {
         if records.is_empty() {
             return;
         }
-        self.unconfirmed.confirm(records);
         let n = records.len() as u64;
         let outcome = match result {
-            Ok(()) => "ok",
+            Ok(()) => {
+                self.unconfirmed.confirm(records);
+                "ok"
+            }
             Err(reason) => {
-                let messages = records.iter().map(EgressRecord::dead_message).collect();
-                self.dead_letters
-                    .record(kind::EGRESS_FAILED, format!("egress {egress}: {reason}"), messages);
+                self.give_up(egress, records, reason);
                 "failed"
             }
         };
@@ -142,16 +152,21 @@ impl EgressHub {
                     url,
                     timeout,
                     max_in_flight,
+                    tls,
                 } => {
-                    let sink = http::HttpSink::new(url, *timeout, *max_in_flight, name, ctx.clone())?;
+                    let client = crate::tls::client::http_client(tls.as_ref(), &app.base_dir, Duration::from_secs(60))
+                        .map_err(|e| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("egress {name}: TLS: {e}"))
+                        })?;
+                    let sink = http::HttpSink::new(url, *timeout, *max_in_flight, client, name, ctx.clone())?;
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Kafka(spec) => {
-                    let sink = kafka::KafkaSink::new(spec.clone(), name, ctx.clone());
+                    let sink = kafka::KafkaSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
                 EgressSink::Nats(spec) => {
-                    let sink = nats::NatsSink::new(spec.clone(), name, ctx.clone());
+                    let sink = nats::NatsSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
                     tasks.spawn(sink.run(rx, stop.clone()));
                 }
             }

@@ -22,15 +22,18 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NatsSink {
     spec: NatsEgress,
     name: String,
+    /// Where relative TLS file paths start.
+    base_dir: std::path::PathBuf,
     ctx: SinkContext,
     js: Option<jetstream::Context>,
 }
 
 impl NatsSink {
-    pub fn new(spec: NatsEgress, name: String, ctx: SinkContext) -> NatsSink {
+    pub fn new(spec: NatsEgress, name: String, base_dir: std::path::PathBuf, ctx: SinkContext) -> NatsSink {
         NatsSink {
             spec,
             name,
+            base_dir,
             ctx,
             js: None,
         }
@@ -46,7 +49,24 @@ impl NatsSink {
     }
 
     async fn send(&mut self, pending: Vec<EgressRecord>) {
-        let (timeout, ctx, name) = (self.spec.timeout.as_duration(), self.ctx.clone(), self.name.clone());
+        // A header value NATS cannot carry would make the client panic: such a record can
+        // never be published, which makes it a dead letter, not a crash of the sink.
+        let (pending, unsendable): (Vec<_>, Vec<_>) = pending.into_iter().partition(|r| {
+            header_safe(&r.value.typename)
+                && header_safe(&r.source.to_string())
+                && r.key.as_deref().is_none_or(header_safe)
+        });
+        if !unsendable.is_empty() {
+            self.done(
+                unsendable,
+                Err("a header of the record (typename, source or key) holds a control character".into()),
+            );
+        }
+        let (timeout, ctx, name) = (
+            self.spec.timeout.map(spindle_spec::HumanDuration::as_duration),
+            self.ctx.clone(),
+            self.name.clone(),
+        );
         if let Some((failed, reason)) = retrying::within(self, pending, timeout, &ctx, &name, "nats_publish").await {
             self.done(failed, Err(reason));
         }
@@ -66,7 +86,13 @@ impl Attempt for NatsSink {
         let js = match &self.js {
             Some(js) => js.clone(),
             None => {
-                let client = connect(&self.spec.servers, self.spec.auth.as_ref()).await?;
+                let client = connect(
+                    &self.spec.servers,
+                    self.spec.auth.as_ref(),
+                    self.spec.tls.as_ref(),
+                    &self.base_dir,
+                )
+                .await?;
                 let js = jetstream::new(client);
                 self.js = Some(js.clone());
                 js
@@ -117,4 +143,9 @@ impl Attempt for NatsSink {
             Some(e) => Err(e),
         }
     }
+}
+
+/// A NATS header value: no control characters (CR and LF among them).
+fn header_safe(v: &str) -> bool {
+    !v.chars().any(char::is_control)
 }

@@ -19,7 +19,7 @@ pub(crate) trait Attempt {
 pub(crate) async fn within<S: Attempt>(
     sink: &mut S,
     mut pending: Vec<S::Pending>,
-    timeout: Duration,
+    timeout: Option<Duration>,
     ctx: &SinkContext,
     egress: &str,
     kind: &'static str,
@@ -32,7 +32,10 @@ pub(crate) async fn within<S: Attempt>(
         };
         ctx.metrics.connector_errors.get_or_create(&KindLabels { kind }).inc();
         let Some(wait) = backoff.next_wait() else {
-            return Some((pending, format!("not written within {timeout:?}: {error}")));
+            return Some((
+                pending,
+                format!("not written within the timeout of {timeout:?}: {error}"),
+            ));
         };
         let now = Instant::now();
         if failing.is_none_or(|t| now.duration_since(t) > Duration::from_secs(30)) {

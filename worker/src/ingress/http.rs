@@ -28,9 +28,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::app::AppConfig;
+use crate::auth::Tokens;
 use crate::checkpoint::Progress;
 use crate::inbox::{Admission, Current};
-use crate::message::{Address, Envelope, Value};
+use crate::message::{Address, Envelope, Value, check_id};
 use crate::metrics::{KindLabels, Metrics};
 
 /// Content-type prefix that carries a message's typename.
@@ -57,6 +58,8 @@ pub struct HttpIngress {
     pub progress: Option<watch::Receiver<Progress>>,
     /// False once the worker stops taking input.
     pub accepting: watch::Receiver<bool>,
+    /// The bearer tokens every request needs (`http.auth`); `None`: open.
+    pub auth: Option<Arc<Tokens>>,
 }
 
 impl HttpIngress {
@@ -96,6 +99,16 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let metrics = &ingress.metrics;
+    // Before anything else: an unauthenticated caller learns nothing about the application.
+    if let Some(tokens) = &ingress.auth
+        && let Err(denied) = tokens.admit(&headers)
+    {
+        metrics
+            .ingress_rejected
+            .get_or_create(&KindLabels { kind: denied.kind() })
+            .inc();
+        return denied.response("spindle-ingress");
+    }
     match accept(&ingress, &namespace, &ty, id, &headers, body).await {
         Ok(Ack::Accepted) => StatusCode::ACCEPTED.into_response(),
         Ok(Ack::Durable(n)) => (
@@ -161,6 +174,7 @@ async fn accept(
             format!("bad target function type: {e}"),
         )
     })?;
+    check_id(&id).map_err(|e| reject(StatusCode::BAD_REQUEST, "bad_id", format!("bad function id: {e}")))?;
     if ingress.app.function_for(&target_type).is_none() {
         return Err(reject(
             StatusCode::NOT_FOUND,

@@ -1,6 +1,7 @@
 //! Ingresses: where outside records enter the application — HTTP requests, and sources with
 //! positions in checkpoints (Kafka partitions, a NATS JetStream stream).
 
+pub(crate) mod capped;
 pub mod http;
 pub mod kafka;
 pub mod nats;
@@ -48,6 +49,13 @@ pub fn offset_committer(
         .sources
         .iter()
         .filter_map(|s| match &s.kind {
+            // The offset commits speak Kafka's protocol by hand, in plain text and without
+            // SASL: with either configured they are skipped (positions live in checkpoints
+            // anyway; only lag monitoring misses them).
+            SourceKind::Kafka(k) if k.tls.is_some() || k.sasl.is_some() => {
+                tracing::info!(ingress = %s.name, "Kafka over TLS/SASL: offsets are not committed to the consumer group");
+                None
+            }
             SourceKind::Kafka(k) => Some((s.name.clone(), k.clone())),
             SourceKind::Nats(_) => None,
         })

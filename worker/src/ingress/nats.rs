@@ -11,7 +11,7 @@ use spindle_spec::{NatsIngress, StartupPosition, parse_utc_millis};
 use tokio_stream::StreamExt;
 
 use super::route::{Route, TARGET_HEADER};
-use super::sources::SourceContext;
+use super::sources::{SourceContext, Taken};
 use crate::brokers::nats::connect;
 use crate::inbox::Positions;
 use crate::metrics::KindLabels;
@@ -101,7 +101,13 @@ impl NatsSource {
 
     /// Reads until the generation stops (`Ok`) or something fails (`Err`, to retry from `next`).
     async fn read(&self, next: &mut Option<i64>, reported: &mut bool) -> Result<(), String> {
-        let client = connect(&self.spec.servers, self.spec.auth.as_ref()).await?;
+        let client = connect(
+            &self.spec.servers,
+            self.spec.auth.as_ref(),
+            self.spec.tls.as_ref(),
+            &self.ctx.app.base_dir,
+        )
+        .await?;
         let js = jetstream::new(client);
         let mut stream = js
             .get_stream(&self.spec.stream)
@@ -197,10 +203,10 @@ impl NatsSource {
                     .and_then(|h| h.get(TARGET_HEADER))
                     .map(|v| v.as_str().as_bytes());
                 match route.envelopes(&app, id, Some(m.payload.clone()), target) {
-                    Ok(envs) => records.push((envs, seq + 1)),
+                    Ok(envs) => records.push((Taken::Messages(envs), seq + 1)),
                     Err(refusal) => {
                         let at = format!("JetStream message {}#{seq} ({subject})", self.spec.stream);
-                        self.ctx.refuse(route, &at, refusal, id, Some(&m.payload));
+                        records.push((self.ctx.refusal(route, &at, refusal, id, Some(&m.payload)), seq + 1));
                     }
                 }
             }

@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 
 use super::route::{Refusal, Route, dead_message};
 use crate::app::AppConfig;
-use crate::deadletter::DeadLetters;
-use crate::inbox::{Admission, Inbox};
+use crate::deadletter::Payload;
+use crate::inbox::{Admission, Inbox, Refused};
 use crate::message::Envelope;
 use crate::metrics::Metrics;
 use crate::stop::CancellationToken;
@@ -26,7 +26,6 @@ use crate::stop::CancellationToken;
 pub struct SourceContext {
     pub app: Arc<AppConfig>,
     pub metrics: Arc<Metrics>,
-    pub dead_letters: Arc<DeadLetters>,
     /// The ingresses' admission budget (`maxBufferedMessages`), shared with the HTTP ingress.
     pub admission: Arc<Semaphore>,
     pub inbox: Inbox,
@@ -51,22 +50,31 @@ impl SourceContext {
         crate::stop::pause(&self.stop, d).await
     }
 
-    /// Hands the messages of `records` (each record's messages, and the position after it)
+    /// Hands the messages of `records` (what each record became, and the position after it)
     /// over in chunks, each taking its admission permits first (back-pressure), then tells the
     /// partition the source is at `next`. A record's messages always travel in one chunk, so
-    /// a snapshot never holds half a record. False once the generation stops.
-    pub async fn deliver(&self, source: &Arc<str>, records: Vec<(Vec<Envelope>, i64)>, next: i64) -> bool {
+    /// a snapshot never holds half a record; a refused record's dead letter travels in the
+    /// chunk whose position passes it. False once the generation stops.
+    pub(crate) async fn deliver(&self, source: &Arc<str>, records: Vec<(Taken, i64)>, next: i64) -> bool {
         let cap = CHUNK.min(self.app.max_buffered_messages).max(1);
         let mut rest = records.into_iter().peekable();
         loop {
             let mut chunk = Vec::new();
+            let mut refused = Vec::new();
             let mut at = next;
-            while let Some((envs, _)) = rest.peek() {
-                if !chunk.is_empty() && chunk.len() + envs.len() > cap {
+            while let Some((taken, _)) = rest.peek() {
+                let n = match taken {
+                    Taken::Messages(envs) => envs.len(),
+                    Taken::Refused(_) => 0,
+                };
+                if !chunk.is_empty() && chunk.len() + n > cap {
                     break;
                 }
-                let (envs, after) = rest.next().expect("peeked");
-                chunk.extend(envs);
+                let (taken, after) = rest.next().expect("peeked");
+                match taken {
+                    Taken::Messages(envs) => chunk.extend(envs),
+                    Taken::Refused(r) => refused.push(r),
+                }
                 at = after;
             }
             if rest.peek().is_none() {
@@ -76,7 +84,7 @@ impl SourceContext {
                 return false;
             };
             let n = records.len() as u64;
-            if self.inbox.source(source.clone(), at, records).is_err() {
+            if self.inbox.source(source.clone(), at, records, refused).is_err() {
                 return false;
             }
             self.metrics.ingress_accepted.inc_by(n);
@@ -110,12 +118,31 @@ impl SourceContext {
         )
     }
 
-    /// A record that cannot become messages: logged, counted, kept — and the source flows on.
-    pub fn refuse(&self, route: &Route, at: &str, refusal: Refusal, id: Option<&[u8]>, value: Option<&[u8]>) {
-        self.dead_letters.record(
-            refusal.kind,
-            format!("{at}: {}", refusal.reason),
-            vec![dead_message(route, id, value)],
-        );
+    /// A record that cannot become messages: a dead letter (kept by the partition together
+    /// with the position past it) — and the source flows on.
+    pub(crate) fn refusal(
+        &self,
+        route: &Route,
+        at: &str,
+        refusal: Refusal,
+        id: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Taken {
+        let dead = dead_message(route, id, value);
+        Taken::Refused(Refused {
+            kind: refusal.kind,
+            reason: format!("{at}: {}", refusal.reason),
+            payload: Payload::Record {
+                target: dead.target,
+                typename: dead.typename,
+                value: bytes::Bytes::copy_from_slice(value.unwrap_or_default()),
+            },
+        })
     }
+}
+
+/// What a record read from a source became.
+pub(crate) enum Taken {
+    Messages(Vec<Envelope>),
+    Refused(Refused),
 }

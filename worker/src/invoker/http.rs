@@ -9,8 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use spindle_protocol::reqreply::FromFunction;
 use spindle_spec::TypeName;
@@ -20,6 +18,8 @@ use crate::app::AppConfig;
 use crate::message::Address;
 use crate::metrics::{FunctionLabels, Metrics};
 use crate::retry::Backoff;
+use crate::tls::TlsError;
+use crate::tls::client::{HttpClient, error_chain, http_client};
 
 /// One attempt's failure, and whether another attempt may help.
 struct AttemptError {
@@ -28,9 +28,11 @@ struct AttemptError {
     reason: String,
 }
 
-/// The invoker of a worker: one connection pool for every function.
+/// The invoker of a worker: a connection pool per function entry (each with its entry's TLS
+/// settings; `http://` endpoints speak plain HTTP/1.1, `https://` ones TLS with HTTP/2 when
+/// offered).
 pub(crate) struct HttpInvoker {
-    client: Client<HttpConnector, Full<Bytes>>,
+    clients: Vec<HttpClient>,
     app: Arc<AppConfig>,
     metrics: Arc<Metrics>,
     /// Endpoint per function type (`{function.name}` substituted), parsed once.
@@ -38,18 +40,18 @@ pub(crate) struct HttpInvoker {
 }
 
 impl HttpInvoker {
-    pub fn new(app: Arc<AppConfig>, metrics: Arc<Metrics>) -> HttpInvoker {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        HttpInvoker {
-            client,
+    pub fn new(app: Arc<AppConfig>, metrics: Arc<Metrics>) -> Result<HttpInvoker, TlsError> {
+        let clients = app
+            .functions
+            .iter()
+            .map(|f| http_client(f.tls.as_ref(), &app.base_dir, Duration::from_secs(60)))
+            .collect::<Result<_, _>>()?;
+        Ok(HttpInvoker {
+            clients,
             app,
             metrics,
             endpoints: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     fn uri(&self, call: &Call) -> Result<Uri, InvokeFailure> {
@@ -77,37 +79,40 @@ impl Invoke for HttpInvoker {
         };
         let body = Bytes::from(wire::to_function(&call).encode_to_vec());
         let timeout = self.app.functions[call.function].call_timeout;
+        let max_reply = self.app.functions[call.function].max_reply_bytes;
         let retries = self
             .metrics
             .invocation_retries
             .get_or_create(&FunctionLabels {
-                function: call.target.typename.to_string(),
+                function: self.metrics.function_label(call.target.typename.as_str()),
             })
             .clone();
-        let client = self.client.clone();
+        let client = self.clients[call.function].clone();
         let target = call.target;
         Box::pin(async move {
             let mut backoff = Backoff::within(timeout);
-            let mut attempts = 0;
+            let mut attempts: u32 = 0;
             loop {
                 attempts += 1;
-                let err = match tokio::time::timeout(backoff.remaining(), attempt(&client, &uri, &target, body.clone()))
-                    .await
-                {
-                    Ok(Ok(reply)) => return Ok(reply),
-                    Ok(Err(e)) => e,
-                    Err(_) => AttemptError {
-                        retryable: false,
-                        kind: "timeout",
-                        reason: format!("no answer within the call timeout of {timeout:?}"),
-                    },
-                };
+                let limit = backoff.remaining(ATTEMPT_TIMEOUT);
+                let err =
+                    match tokio::time::timeout(limit, attempt(&client, &uri, &target, body.clone(), max_reply)).await {
+                        Ok(Ok(reply)) => return Ok(reply),
+                        Ok(Err(e)) => e,
+                        Err(_) => AttemptError {
+                            retryable: true,
+                            kind: "timeout",
+                            reason: format!("no answer within {limit:?}"),
+                        },
+                    };
                 let wait = if err.retryable { backoff.next_wait() } else { None };
                 let Some(wait) = wait else {
-                    let reason = if err.retryable {
-                        format!("{} (gave up after {attempts} attempts in {timeout:?})", err.reason)
-                    } else {
-                        err.reason
+                    let reason = match (err.retryable, timeout) {
+                        (true, Some(t)) => format!(
+                            "{} (gave up after {attempts} attempts in the callTimeout of {t:?})",
+                            err.reason
+                        ),
+                        _ => err.reason,
                     };
                     return Err(InvokeFailure {
                         kind: err.kind,
@@ -116,18 +121,29 @@ impl Invoke for HttpInvoker {
                     });
                 };
                 retries.inc();
-                tracing::warn!(%target, reason = %err.reason, "invocation attempt failed; retrying");
+                // Without a callTimeout an outage is retried for as long as it lasts: say so
+                // at first and then now and again, not on every attempt.
+                if attempts.is_power_of_two() || attempts.is_multiple_of(60) {
+                    tracing::warn!(%target, attempts, reason = %err.reason, "invocation attempt failed; retrying");
+                } else {
+                    tracing::debug!(%target, attempts, reason = %err.reason, "invocation attempt failed; retrying");
+                }
                 tokio::time::sleep(wait).await;
             }
         })
     }
 }
 
+/// Longest one attempt may wait for an answer; a function that does not answer in time is
+/// tried again (within the callTimeout, if one is set).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn attempt(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &HttpClient,
     uri: &Uri,
     target: &Address,
     body: Bytes,
+    max_reply: usize,
 ) -> Result<Outcome, AttemptError> {
     let req = Request::post(uri.clone())
         .header(header::CONTENT_TYPE, spindle_protocol::CONTENT_TYPE)
@@ -161,11 +177,27 @@ async fn attempt(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let body = resp.into_body().collect().await.map_err(|e| AttemptError {
-        retryable: true,
-        kind: "network",
-        reason: format!("reading the reply from {uri}: {}", error_chain(&e)),
-    })?;
+    // Bounded: a reply is held whole in memory (and its effects in every snapshot).
+    let body = match http_body_util::Limited::new(resp.into_body(), max_reply)
+        .collect()
+        .await
+    {
+        Ok(b) => b,
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(AttemptError {
+                retryable: false,
+                kind: "too_large",
+                reason: format!("{uri} replied with more than the function's maxReplyBytes ({max_reply} bytes)"),
+            });
+        }
+        Err(e) => {
+            return Err(AttemptError {
+                retryable: true,
+                kind: "network",
+                reason: format!("reading the reply from {uri}: {}", error_chain(e.as_ref())),
+            });
+        }
+    };
     if content_type.split(';').next().map(str::trim) != Some(spindle_protocol::CONTENT_TYPE) {
         return Err(AttemptError {
             retryable: false,
@@ -191,17 +223,6 @@ async fn attempt(
 /// StateFun retries these, besides every 5xx: timeouts, conflicts, rate limits.
 fn retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || matches!(s.as_u16(), 408 | 409 | 420 | 429 | 499)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use tokio::process::{Child, Command};
 
 use super::process::free_port;
 use super::{LocalOptions, input};
+use crate::tls::WorkerIdentity;
+use crate::tls::local::LocalCa;
 
 struct Child_ {
     index: u32,
@@ -56,6 +58,10 @@ pub async fn run(
         peers.push(format!("127.0.0.1:{}", free_port().await?));
     }
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"));
+    // The workers authenticate each other with certificates of a CA made for this run.
+    let spec = spindle_spec::load_file(&opts.app_file)?;
+    let ca = LocalCa::new(&format!("spindle run {}", spec.metadata.name)).context("generating the run's CA")?;
+    let tls_root = data_dir.join("tls");
     let mut children = Vec::new();
     let mut ingress0 = None;
     for i in 0..workers {
@@ -68,6 +74,8 @@ pub async fn run(
             ingress0 = Some(ingress);
         }
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port().await?));
+        let tls_dir = tls_root.join(format!("worker-{i}"));
+        ca.write_worker_dir(&WorkerIdentity::new(None, &spec.metadata.name, i), &tls_dir)?;
         let (exe, app_file, all_peers, data_dir) =
             (exe.clone(), opts.app_file.clone(), peers.clone(), data_dir.clone());
         let function_ports = function_ports.to_vec();
@@ -88,6 +96,10 @@ pub async fn run(
                 .arg(data_dir.join(format!("worker-{i}")))
                 .arg("--echo-egress")
                 .args(["--stop-timeout", &format!("{}ms", stop_timeout.as_millis())])
+                .arg("--tls-dir")
+                .arg(&tls_dir)
+                // A namespace from the environment would change the identity and storage root.
+                .env_remove("POD_NAMESPACE")
                 .stdin(Stdio::null())
                 .kill_on_drop(true);
             for (id, port) in &function_ports {

@@ -3,7 +3,7 @@
 
 use super::Partition;
 use crate::clock::now_ms;
-use crate::deadletter::kind;
+use crate::deadletter::{DeadEgress, Payload, kind};
 use crate::egress::EgressRecord;
 use crate::invoker::{Delayed, Effects};
 use crate::message::Address;
@@ -47,14 +47,18 @@ impl Partition {
                 }
             };
             if !self.egress.has(&record.egress) {
-                self.dead_letters.record(
-                    kind::UNKNOWN_EGRESS,
-                    format!(
-                        "{source} sent to egress `{}`, which the application does not declare",
-                        record.egress
-                    ),
-                    vec![record.dead_message()],
+                let reason = format!(
+                    "{source} sent to egress `{}`, which the application does not declare",
+                    record.egress
                 );
+                let dead = DeadEgress {
+                    egress: record.egress,
+                    key: "".into(),
+                    epoch: 0,
+                    source: record.source,
+                    value: record.value,
+                };
+                self.dead(kind::UNKNOWN_EGRESS, reason, Payload::Egress(vec![dead]));
                 continue;
             }
             match self.epochs.as_mut() {
@@ -66,9 +70,12 @@ impl Partition {
         }
     }
 
-    fn bad_reply(&self, source: &Address, reason: String) {
-        self.dead_letters
-            .record(kind::BAD_REPLY, format!("reply of {source}: {reason}"), vec![]);
+    fn bad_reply(&mut self, source: &Address, reason: String) {
+        self.dead(
+            kind::BAD_REPLY,
+            format!("reply of {source}: {reason}"),
+            Payload::Nothing,
+        );
     }
 
     pub(super) fn fire_due(&mut self) {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::mailbox::{Batch, Pending};
 use super::{Completion, Partition};
 use crate::clock::now_ms;
-use crate::deadletter::{DeadMessage, kind};
+use crate::deadletter::{Payload, kind};
 use crate::invoker::{Call, Outcome};
 use crate::message::Address;
 use crate::metrics::{FunctionLabels, OutcomeLabels, outcome};
@@ -95,7 +95,7 @@ impl Partition {
             return;
         };
         let function = batch.function;
-        let label = batch.target.typename.to_string();
+        let label = self.metrics.function_label(batch.target.typename.as_str());
         self.metrics
             .invocation_seconds
             .get_or_create(&FunctionLabels {
@@ -154,13 +154,9 @@ impl Partition {
         self.release_slot(function);
     }
 
-    fn dead_letter_batch(&self, batch: &Batch, kind: &'static str, reason: String) {
-        let messages = batch
-            .messages
-            .iter()
-            .map(|p| DeadMessage::from_envelope(&p.env))
-            .collect();
-        self.dead_letters.record(kind, reason, messages);
+    fn dead_letter_batch(&mut self, batch: &Batch, kind: &'static str, reason: String) {
+        let messages = batch.messages.iter().map(|p| p.env.clone()).collect();
+        self.dead(kind, reason, Payload::Messages(messages));
     }
 
     /// The batch is done: its messages (and their ingress admissions) are released and the

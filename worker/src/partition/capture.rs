@@ -36,6 +36,8 @@ pub(crate) struct Capture {
     /// lowest of every part's.
     pub sink_marks: BTreeMap<TypeName, u64>,
     pub seen: SeenKeys,
+    /// Dead letters kept, not yet replayed or dropped.
+    pub dead_letters: Vec<crate::deadletter::Entry>,
     /// Source positions: the next offset or sequence to read per source.
     pub positions: Positions,
 }
@@ -52,6 +54,7 @@ impl Default for Capture {
             egress: Vec::new(),
             sink_marks: BTreeMap::new(),
             seen: SeenKeys::new(DEDUP_WINDOW_MS),
+            dead_letters: Vec::new(),
             positions: Positions::new(),
         }
     }

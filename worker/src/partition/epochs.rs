@@ -110,16 +110,25 @@ impl Epochs {
 
     /// Holds a record produced now until checkpoint `epoch` completes.
     pub fn hold(&mut self, record: EgressRecord) {
+        self.hold_keyed(record, None);
+    }
+
+    /// As [`hold`](Self::hold), keeping `key` when the record has one already (a replayed
+    /// dead letter: receivers that saw the key before drop it).
+    pub fn hold_keyed(&mut self, record: EgressRecord, key: Option<Arc<str>>) {
         self.want();
-        self.seq += 1;
-        let key = format!(
-            "{}/{}/{}/{}/{}",
-            self.application, self.generation, self.epoch, self.me, self.seq
-        );
+        let key = key.unwrap_or_else(|| {
+            self.seq += 1;
+            format!(
+                "{}/{}/{}/{}/{}",
+                self.application, self.generation, self.epoch, self.me, self.seq
+            )
+            .into()
+        });
         self.metrics.egress_pending.inc();
         self.held.push_back(PendingEgress {
             epoch: self.epoch,
-            key: key.into(),
+            key,
             record,
         });
     }
@@ -244,6 +253,16 @@ impl Partition {
         let Some(epochs) = self.epochs.as_mut() else {
             return;
         };
+        // This worker has not snapshotted `n` yet, so `n` cannot be complete: releasing would
+        // let out egress no checkpoint holds. (Only a broken or forged announcement says so.)
+        if n >= epochs.epoch {
+            tracing::error!(
+                checkpoint = n,
+                epoch = epochs.epoch,
+                "ignored the completion of a checkpoint this worker has not taken"
+            );
+            return;
+        }
         // Positions of every snapshot up to `n` are done with; the newest is the one to report.
         let later = epochs.positions_at.split_off(&(n + 1));
         let newest = std::mem::replace(&mut epochs.positions_at, later)
@@ -272,7 +291,7 @@ impl Partition {
 
     /// Copies what a restore needs. Values are `Bytes` and addresses `Arc`s, so this copies
     /// maps, not payloads.
-    fn capture(&self, n: u64) -> Capture {
+    fn capture(&mut self, n: u64) -> Capture {
         let mut messages = Vec::with_capacity(self.metrics.messages_queued.get().max(0) as usize);
         // Per address: the batch in flight first, then what waits behind it.
         for batch in self.in_flight.values() {
@@ -286,8 +305,10 @@ impl Partition {
                 messages.extend(m.queue.iter().map(|p| p.env.clone()));
             }
         }
+        // One step: a record is pending, or a dead letter (taken into the partition's now).
+        let held = self.egress.unconfirmed.snapshot();
+        self.take_sink_dead(held.dead);
         let epochs = self.epochs.as_ref().expect("only called with checkpoints on");
-        let (unconfirmed, sink_marks) = self.egress.unconfirmed.snapshot();
         Capture {
             checkpoint: n,
             state: self.state.clone(),
@@ -299,9 +320,10 @@ impl Partition {
                 .entries()
                 .map(|(due, env, token)| (due, env.clone(), token.map(Arc::from)))
                 .collect(),
-            egress: unconfirmed.into_iter().chain(epochs.held.iter().cloned()).collect(),
-            sink_marks,
+            egress: held.pending.into_iter().chain(epochs.held.iter().cloned()).collect(),
+            sink_marks: held.marks,
             seen: self.seen.clone(),
+            dead_letters: self.dead.entries().cloned().collect(),
             positions: self.positions.clone(),
         }
     }

@@ -20,6 +20,7 @@
 mod apply;
 mod batches;
 mod capture;
+mod deadletters;
 mod dedup;
 mod delayed;
 mod epochs;
@@ -40,7 +41,7 @@ pub(crate) use epochs::Epochs;
 
 use crate::app::AppConfig;
 use crate::clock::now_ms;
-use crate::deadletter::{DeadLetters, DeadMessage, kind};
+use crate::deadletter::{DeadLetters, Payload, kind};
 use crate::egress::EgressHub;
 use crate::inbox::{Admission, InboxReceiver, Input, Positions};
 use crate::invoker::{Invoke, InvokeFailure, Outcome};
@@ -48,6 +49,7 @@ use crate::message::{Address, Envelope};
 use crate::metrics::Metrics;
 use crate::state::{SpecRegistry, StateStore};
 use crate::stop::CancellationToken;
+use deadletters::DeadLetterBox;
 use delayed::DelayedMessages;
 use mailbox::{Batch, Mailbox, Pending, Slots};
 use outbound::Outbound;
@@ -74,6 +76,8 @@ pub(crate) struct Parts {
     pub epochs: Option<Epochs>,
     /// What this generation resumes from.
     pub restored: Capture,
+    /// The generation this partition belongs to (dead-letter ids name it).
+    pub generation: u64,
 }
 
 pub(crate) struct Partition {
@@ -89,7 +93,10 @@ pub(crate) struct Partition {
     state: StateStore,
     delayed: DelayedMessages,
     seen: SeenKeys,
+    /// Dead letters kept (checkpointed) until replayed or dropped.
+    dead: DeadLetterBox,
     egress: EgressHub,
+    /// The log of dead letters (and their metrics).
     dead_letters: Arc<DeadLetters>,
     metrics: Arc<Metrics>,
     invocations: JoinSet<Completion>,
@@ -107,7 +114,9 @@ pub(crate) struct Partition {
 impl Partition {
     pub fn new(p: Parts) -> Partition {
         let slots = p.app.functions.iter().map(|_| Slots::default()).collect();
+        let dead = DeadLetterBox::new(p.outbound.me(), p.generation, p.app.dead_letter_bytes);
         Partition {
+            dead,
             app: p.app,
             outbound: p.outbound,
             invoker: p.invoker,
@@ -143,6 +152,11 @@ impl Partition {
         self.metrics.delayed_pending.set(self.delayed.len() as i64);
         self.seen = r.seen;
         self.positions = r.positions;
+        self.dead.restore(r.dead_letters);
+        self.metrics.dead_letter_bytes.set(self.dead.bytes() as i64);
+        // Records a sink gave up on after the restored checkpoint are pending again in it:
+        // they are retried, not dead letters.
+        self.egress.unconfirmed.clear_dead();
         // Keys of the restored messages are known already (or are added now): no dedup here.
         for env in r.messages.into_iter().chain(r.recorded) {
             if let Some(key) = &env.dedup {
@@ -228,13 +242,23 @@ impl Partition {
                 }
                 self.deliver(env, admission, true);
             }
-            Input::Source { source, next, records } => {
+            Input::Source {
+                source,
+                next,
+                records,
+                refused,
+            } => {
                 self.reading.insert(source.clone());
                 self.positions.insert(source, next);
                 for (env, admission) in records {
                     self.deliver(env, admission, true);
                 }
+                for r in refused {
+                    self.dead(r.kind, r.reason, r.payload);
+                }
             }
+            Input::DeadLetter(r) => self.dead(r.kind, r.reason, r.payload),
+            Input::DeadLetters(op) => self.on_dead_letters(op),
             Input::Trigger(n) => self.on_barrier(n, None),
             Input::Barrier { from, checkpoint } => self.on_barrier(checkpoint, Some(from)),
             Input::Completed(n) => self.on_completed(n),
@@ -257,15 +281,21 @@ impl Partition {
     /// already.
     fn deliver(&mut self, env: Envelope, admission: Option<Admission>, produced_here: bool) {
         if self.app.function_for(&env.target.typename).is_none() {
-            self.dead_letters.record(
-                kind::UNKNOWN_FUNCTION,
-                format!("no function serves type `{}`", env.target.typename),
-                vec![DeadMessage::from_envelope(&env)],
-            );
+            let reason = format!("no function serves type `{}`", env.target.typename);
+            self.dead(kind::UNKNOWN_FUNCTION, reason, Payload::Messages(vec![env]));
             return;
         };
         let owner = self.outbound.owner(&env.target);
         if owner != self.outbound.me() {
+            let size = crate::proto::wire_size(&env);
+            if size > crate::peer::MAX_ENVELOPE_BYTES {
+                let reason = format!(
+                    "the message is {size} bytes encoded; at most {} travel between workers",
+                    crate::peer::MAX_ENVELOPE_BYTES
+                );
+                self.dead(kind::TOO_LARGE, reason, Payload::Messages(vec![env]));
+                return;
+            }
             self.outbound.forward(owner, env, admission);
             return;
         }

@@ -96,6 +96,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         metrics: metrics.clone(),
         epochs: Some(epochs),
         restored: Capture::default(),
+        generation: 7,
     });
     let (inbox, rx) = Inbox::channel();
     let stop = CancellationToken::new();
@@ -462,4 +463,63 @@ async fn messages_for_other_workers_leave_by_the_outbound_switch_and_barriers_fo
     let (call, answer) = h.call("the delivered message's batch").await;
     assert_eq!(values(&call), ["in transit"]);
     answer.send(done(Effects::default())).unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_kept_in_snapshots_and_replayed_exactly_once() {
+    let mut h = start(app(10, 64), 0, 1);
+    h.ingest(msg("a", "doomed"));
+    let (_, answer) = h.call("the batch that fails").await;
+    answer
+        .send(Err(InvokeFailure {
+            kind: "http_status",
+            reason: "400".into(),
+            attempts: 1,
+        }))
+        .unwrap();
+    h.idle().await;
+    let kept = h.inbox.dead_letters().await.unwrap();
+    assert_eq!(kept.len(), 1);
+    let id = kept[0].id.to_string();
+    assert_eq!(id, "0-7-1", "{{worker}}-{{generation}}-{{sequence}}");
+    h.inbox.trigger(1).unwrap();
+    let capture = next(&mut h.captures, "the capture with the dead letter").await;
+    assert_eq!(capture.dead_letters, kept, "dead letters are part of the snapshot");
+    // Replay: out of the dead letters and into the mailbox in one step.
+    assert_eq!(h.inbox.settle_dead_letter(&id, false).await.unwrap(), Ok(()));
+    h.inbox.trigger(2).unwrap();
+    let capture = next(&mut h.captures, "the capture after the replay").await;
+    assert!(capture.dead_letters.is_empty());
+    assert_eq!(capture.messages.len(), 1, "the replayed message, in flight or queued");
+    let (again, answer) = h.call("the replayed batch").await;
+    assert_eq!(values(&again), ["doomed"]);
+    answer.send(done(Effects::default())).unwrap();
+    assert!(
+        h.inbox.settle_dead_letter(&id, false).await.unwrap().is_err(),
+        "a dead letter replays once"
+    );
+    nothing(&h.inbox, &mut h.calls, "a second replay").await;
+}
+
+#[tokio::test]
+async fn records_without_messages_are_kept_but_not_replayable_and_can_be_dropped() {
+    let h = start(app(10, 64), 0, 1);
+    h.inbox
+        .dead_letter(crate::inbox::Refused {
+            kind: "bad_record",
+            reason: "kafka record t/0@5: the record has no key".into(),
+            payload: crate::deadletter::Payload::Record {
+                target: "t/f/?".into(),
+                typename: "t/m".into(),
+                value: Bytes::from_static(b"{}"),
+            },
+        })
+        .unwrap();
+    let kept = h.inbox.dead_letters().await.unwrap();
+    let id = kept[0].id.to_string();
+    let refused = h.inbox.settle_dead_letter(&id, false).await.unwrap().unwrap_err();
+    assert!(refused.contains("holds no message"), "{refused}");
+    assert_eq!(h.inbox.dead_letters().await.unwrap().len(), 1, "still kept");
+    assert_eq!(h.inbox.settle_dead_letter(&id, true).await.unwrap(), Ok(()));
+    assert!(h.inbox.dead_letters().await.unwrap().is_empty());
 }

@@ -9,7 +9,6 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 use crate::inbox::Admission;
 use crate::message::Envelope;
@@ -17,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::proto::peer::{self as proto, Frame, frame, peer_client::PeerClient, reply};
 use crate::proto::{common, to_wire};
 use crate::stop::CancellationToken;
+use crate::tls::peer::{self as tls, PeerTls};
 
 /// What goes down the channel to a peer, in order. Only the partition's outbound switch
 /// sends these (it owns the senders), so a barrier follows exactly the messages its snapshot
@@ -51,6 +51,9 @@ fn push(
 
 /// Most envelopes in one batch frame.
 const MAX_BATCH: usize = 512;
+/// A batch is closed once its envelopes reach this size: with the largest envelope the
+/// partition forwards ([`super::MAX_ENVELOPE_BYTES`]), a frame stays below [`super::MAX_FRAME_BYTES`].
+const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Frames queued for the stream beyond what HTTP/2 flow control lets through; when full, the
 /// link stops taking envelopes and its peer's slowness shows up at this worker's ingress.
 const STREAM_BUFFER: usize = 8;
@@ -71,6 +74,8 @@ pub struct Link {
     pub addr: String,
     pub hello: proto::Hello,
     pub outbound: mpsc::UnboundedReceiver<Outgoing>,
+    /// Mutual TLS to the peer (`None`: plain text).
+    pub tls: Option<Arc<PeerTls>>,
     pub metrics: Arc<Metrics>,
     /// The generation's end.
     pub stop: CancellationToken,
@@ -116,11 +121,11 @@ impl Link {
         next_seq: &mut u64,
         backoff: &mut Duration,
     ) -> StreamEnd {
-        let endpoint = match Endpoint::from_shared(format!("http://{}", self.addr)) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
-            Err(e) => return StreamEnd::Broken(format!("bad peer address: {e}")),
+        let endpoint = match tls::endpoint(&self.addr, Duration::from_secs(2)) {
+            Ok(e) => e,
+            Err(e) => return StreamEnd::Broken(e),
         };
-        let channel = match endpoint.connect().await {
+        let channel = match tls::connect(self.tls.as_deref(), endpoint, self.to).await {
             Ok(c) => c,
             Err(e) => return StreamEnd::Broken(format!("connect: {e}")),
         };
@@ -131,10 +136,13 @@ impl Link {
         tx.send(hello)
             .await
             .expect("the receiver is alive until the stream is dropped");
-        let mut replies = match PeerClient::new(channel).exchange(ReceiverStream::new(rx)).await {
+        let mut client = PeerClient::new(channel)
+            .max_encoding_message_size(super::MAX_FRAME_BYTES)
+            .max_decoding_message_size(super::MAX_FRAME_BYTES);
+        let mut replies = match client.exchange(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                if status.code() == Code::FailedPrecondition {
+                if matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied) {
                     self.metrics.peer_refused.inc();
                     tracing::error!(peer = self.to, addr = %self.addr, reason = status.message(), "peer refused the handshake");
                 }
@@ -174,10 +182,21 @@ impl Link {
                     }
                     let mut envelopes = Vec::with_capacity(n);
                     let mut admissions = Vec::new();
+                    let mut bytes = 0;
                     for o in buf.drain(..) {
                         match o {
                             Outgoing::Message { env, admission } => {
-                                envelopes.push(to_wire(&env));
+                                let wire = to_wire(&env);
+                                // Batches stay well below the frame limit, whatever the sizes.
+                                let size = wire.encoded_len();
+                                if !envelopes.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                                    let envelopes = std::mem::take(&mut envelopes);
+                                    let admissions = std::mem::take(&mut admissions);
+                                    push(unacked, next_seq, envelopes, admissions, 0);
+                                    bytes = 0;
+                                }
+                                bytes += size;
+                                envelopes.push(wire);
                                 admissions.extend(admission);
                             }
                             // A barrier ends its batch, so it follows exactly what preceded it.

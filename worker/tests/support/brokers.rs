@@ -110,11 +110,24 @@ impl Kafka {
     }
 
     fn tansu() -> Kafka {
+        Self::tansu_advertising(None)
+    }
+
+    /// A tansu broker that tells clients to reach it at `127.0.0.1:{advertised}` (a proxy in
+    /// front of it) instead of where it listens.
+    pub fn tansu_advertising(advertised: Option<u16>) -> Kafka {
         let exe = super::python_venv().join("bin/tansu");
         let port = super::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = advertised.map_or(url.clone(), |p| format!("tcp://127.0.0.1:{p}"));
         let mut child = Command::new(&exe)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised_url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

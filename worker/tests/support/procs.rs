@@ -78,6 +78,38 @@ impl Procs {
         }
     }
 
+    /// Asks every worker to stop (SIGTERM, all at once, as Kubernetes does when an application
+    /// stops) and waits until they exited; true when every one exited cleanly within `timeout`.
+    pub fn term_all(&mut self, timeout: Duration) -> bool {
+        for c in self.children.iter().flatten() {
+            let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut clean = true;
+        for slot in self.children.iter_mut() {
+            let Some(mut c) = slot.take() else { continue };
+            let status = loop {
+                if let Some(s) = c.try_wait().unwrap() {
+                    break Some(s);
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            clean &= status.is_some_and(|s| s.success());
+        }
+        clean
+    }
+
+    /// What worker `i` logged (all its runs).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("worker-{i}.log"))).unwrap_or_default()
+    }
+
     /// `kill -9` worker `i`, start it again, and wait until every worker runs a generation
     /// after `generation`: the new generation and how long that took.
     pub async fn kill_and_restart(&mut self, i: usize, generation: u64) -> (u64, Duration) {

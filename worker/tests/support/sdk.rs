@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use spindle_spec::TypeName;
 use spindle_worker::{Address, Value, Worker};
 
-use super::brokers::Tansu;
+use super::brokers::Kafka;
 use super::*;
 
 /// Exit status of the build scripts for "cannot be built here" (BSD's EX_TEMPFAIL).
@@ -240,7 +240,7 @@ pub fn long(v: i64) -> Value {
 /// cancelled (in the same call and by a later one); a value that expires 2 s after it was
 /// written (present, then absent, waited for without a fixed sleep); and records for the SDK's
 /// Kafka egress builder, read back from the broker.
-pub async fn compat_scenario(ns: &str, function: &SdkProcess, tansu: &Tansu, seen: SeenType) {
+pub async fn compat_scenario(ns: &str, function: &SdkProcess, tansu: &Kafka, seen: SeenType) {
     let dir = TempDir::new(&format!("{ns}-sdk"));
     tansu.create_topic("relayed", 2).await;
     let worker = start_worker(&compat_app(ns, function.port, &tansu.addr), dir.path()).await;

@@ -11,6 +11,8 @@ use prost::Message as _;
 use spindle_spec::TypeName;
 
 use super::DecodeError;
+use crate::app::AppIdentity;
+use crate::deadletter::{DeadEgress, Entry, Payload};
 use crate::egress::{EgressRecord, PendingEgress};
 use crate::keygroup::Layout;
 use crate::message::{Address, Value};
@@ -20,7 +22,7 @@ use crate::proto::from_wire;
 use crate::state::{Expiration, StateSpec};
 
 /// Decodes `parts` (all parts of one checkpoint of `application`) into what `layout` owns.
-pub(crate) fn decode(application: &str, parts: &[Bytes], layout: Layout) -> Result<Capture, DecodeError> {
+pub(crate) fn decode(application: &AppIdentity, parts: &[Bytes], layout: Layout) -> Result<Capture, DecodeError> {
     let mut out = Capture::default();
     let mut seen = Vec::new();
     for bytes in parts {
@@ -37,6 +39,17 @@ pub(crate) fn decode(application: &str, parts: &[Bytes], layout: Layout) -> Resu
         seen.extend(seen_keys(part.seen, layout).map_err(bad)?);
         positions(&mut out, part.positions);
         sink_marks(&mut out, part.sink_marks).map_err(bad)?;
+        let mine = part.worker % layout.workers.max(1) == layout.worker;
+        for d in part.dead_letters {
+            let entry = dead_letter(d).map_err(bad)?;
+            let keep = match entry.owner() {
+                Some(owner) => layout.owns(owner),
+                None => mine,
+            };
+            if keep {
+                out.dead_letters.push(entry);
+            }
+        }
         if part.worker % layout.workers.max(1) == layout.worker {
             egress(&mut out, part.egress).map_err(bad)?;
         }
@@ -49,13 +62,25 @@ pub(crate) fn decode(application: &str, parts: &[Bytes], layout: Layout) -> Resu
     Ok(out)
 }
 
-fn check(application: &str, part: &proto::Part, layout: Layout) -> Result<(), DecodeError> {
-    if part.application != application {
+fn check(application: &AppIdentity, part: &proto::Part, layout: Layout) -> Result<(), DecodeError> {
+    let writer = AppIdentity {
+        namespace: Some(part.namespace.clone()).filter(|n| !n.is_empty()),
+        name: part.application.clone(),
+        uid: Some(part.uid.clone()).filter(|u| !u.is_empty()),
+    };
+    if writer.name != application.name || writer.namespace != application.namespace {
         return Err(DecodeError::OtherApplication {
             checkpoint: part.checkpoint,
-            found: part.application.clone(),
+            found: writer.to_string(),
             expected: application.to_string(),
         });
+    }
+    // Same name and namespace, another UID: the application was deleted and created again,
+    // and `retentionPolicy: Retain` promises that it resumes. Said, not refused.
+    if let (Some(was), Some(now)) = (&writer.uid, &application.uid)
+        && was != now
+    {
+        tracing::info!(checkpoint = part.checkpoint, written_by = %was, now = %now, "restoring a checkpoint of an earlier StatefulApplication of the same name and namespace");
     }
     if part.key_groups != layout.key_groups {
         return Err(DecodeError::KeyGroups {
@@ -161,6 +186,45 @@ fn sink_marks(out: &mut Capture, entries: Vec<proto::SinkMark>) -> Result<(), St
         *e = (*e).min(m.mark);
     }
     Ok(())
+}
+
+fn dead_letter(d: proto::DeadLetter) -> Result<Entry, String> {
+    let payload = if !d.messages.is_empty() {
+        Payload::Messages(d.messages.iter().map(from_wire).collect::<Result<_, _>>()?)
+    } else if !d.egress.is_empty() {
+        let records = d
+            .egress
+            .into_iter()
+            .map(|e| {
+                Ok(DeadEgress {
+                    egress: TypeName::parse(&e.egress).map_err(|err| format!("dead letter egress: {err}"))?,
+                    key: e.key.into(),
+                    epoch: e.epoch,
+                    source: Address::new(
+                        TypeName::parse(&e.source_type).map_err(|err| format!("dead letter source: {err}"))?,
+                        e.source_id,
+                    ),
+                    value: Value::new(e.typename, e.value),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Payload::Egress(records)
+    } else if let Some(r) = d.record {
+        Payload::Record {
+            target: r.target,
+            typename: r.typename,
+            value: r.value,
+        }
+    } else {
+        Payload::Nothing
+    };
+    Ok(Entry {
+        id: d.id.into(),
+        at_ms: d.at_ms,
+        kind: d.kind,
+        reason: d.reason,
+        payload,
+    })
 }
 
 fn egress(out: &mut Capture, entries: Vec<proto::EgressOut>) -> Result<(), String> {

@@ -11,6 +11,7 @@ use prost::Message as _;
 
 pub(crate) use decode::decode;
 
+use crate::deadletter::{Entry, Payload};
 use crate::partition::Capture;
 use crate::proto::checkpoint as proto;
 use crate::proto::to_wire;
@@ -20,6 +21,9 @@ use crate::state::{Expiration, StateSpec};
 #[derive(Debug, Clone)]
 pub(crate) struct PartMeta {
     pub application: String,
+    /// `None` outside Kubernetes.
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
     pub generation: u64,
     pub worker: u32,
     pub workers: u32,
@@ -30,7 +34,9 @@ pub(crate) struct PartMeta {
 pub enum DecodeError {
     #[error("part is not a valid checkpoint part: {0}")]
     Malformed(#[from] prost::DecodeError),
-    #[error("part of checkpoint {checkpoint} belongs to application `{found}`, not `{expected}`")]
+    #[error(
+        "part of checkpoint {checkpoint} belongs to application {found}, not to this application ({expected}): refusing to restore another application's state"
+    )]
     OtherApplication {
         checkpoint: u64,
         found: String,
@@ -54,6 +60,46 @@ fn spec_to_wire(s: &StateSpec) -> proto::Spec {
         expire_mode,
         ttl_ms: ttl,
     }
+}
+
+fn dead_letter_to_wire(e: &Entry) -> proto::DeadLetter {
+    let mut d = proto::DeadLetter {
+        id: e.id.to_string(),
+        at_ms: e.at_ms,
+        kind: e.kind.clone(),
+        reason: e.reason.clone(),
+        ..Default::default()
+    };
+    match &e.payload {
+        Payload::Messages(m) => d.messages = m.iter().map(to_wire).collect(),
+        Payload::Egress(records) => {
+            d.egress = records
+                .iter()
+                .map(|r| proto::EgressOut {
+                    egress: r.egress.to_string(),
+                    source_type: r.source.typename.to_string(),
+                    source_id: r.source.id.to_string(),
+                    typename: r.value.typename.to_string(),
+                    value: r.value.bytes.clone(),
+                    key: r.key.to_string(),
+                    epoch: r.epoch,
+                })
+                .collect()
+        }
+        Payload::Record {
+            target,
+            typename,
+            value,
+        } => {
+            d.record = Some(proto::RefusedRecord {
+                target: target.clone(),
+                typename: typename.clone(),
+                value: value.clone(),
+            })
+        }
+        Payload::Nothing => {}
+    }
+    d
 }
 
 /// The part of `capture` as written to storage.
@@ -105,6 +151,7 @@ pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
                 next: *next,
             })
             .collect(),
+        dead_letters: capture.dead_letters.iter().map(dead_letter_to_wire).collect(),
         sink_marks: capture
             .sink_marks
             .iter()
@@ -113,6 +160,8 @@ pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
                 mark: *mark,
             })
             .collect(),
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
     };
     // The state and the egress records, the bulk of a part, are appended directly;
     // entries of a repeated field may come in any position.

@@ -2,6 +2,7 @@ use bytes::Bytes;
 use spindle_spec::TypeName;
 
 use super::*;
+use crate::app::AppIdentity;
 use crate::egress::{EgressRecord, PendingEgress};
 use crate::keygroup::Layout;
 use crate::message::{Address, Envelope, Value};
@@ -22,6 +23,8 @@ fn env(to: &str, v: &str) -> Envelope {
 fn meta(worker: u32, workers: u32) -> PartMeta {
     PartMeta {
         application: "app".into(),
+        namespace: None,
+        uid: None,
         generation: 1,
         worker,
         workers,
@@ -77,7 +80,7 @@ fn a_part_round_trips_and_rescales_by_address() {
     other.positions.insert("kafka/k/t/0".into(), 12);
     other.positions.insert("nats/n".into(), 5);
     let merged = decode(
-        "app",
+        &AppIdentity::named("app"),
         &[encode(&snap, &meta(0, 2)), encode(&other, &meta(1, 2))],
         layout(0, 1, 16),
     )
@@ -94,7 +97,7 @@ fn a_part_round_trips_and_rescales_by_address() {
     let mut egress = 0;
     for w in 0..3 {
         let layout = layout(w, 3, 16);
-        let r = decode("app", std::slice::from_ref(&bytes), layout).unwrap();
+        let r = decode(&AppIdentity::named("app"), std::slice::from_ref(&bytes), layout).unwrap();
         assert_eq!(r.checkpoint, 7);
         assert_eq!(r.specs.specs(&TypeName::parse("t/f").unwrap()).len(), 1);
         for (a, _) in r.state.iter() {
@@ -133,12 +136,65 @@ fn a_part_round_trips_and_rescales_by_address() {
 fn parts_of_another_application_or_layout_are_refused() {
     let bytes = encode(&Capture::default(), &meta(0, 1));
     assert!(matches!(
-        decode("other", std::slice::from_ref(&bytes), layout(0, 1, 16)),
+        decode(
+            &AppIdentity::named("other"),
+            std::slice::from_ref(&bytes),
+            layout(0, 1, 16)
+        ),
         Err(DecodeError::OtherApplication { .. })
     ));
     assert!(matches!(
-        decode("app", std::slice::from_ref(&bytes), layout(0, 1, 8)),
+        decode(
+            &AppIdentity::named("app"),
+            std::slice::from_ref(&bytes),
+            layout(0, 1, 8)
+        ),
         Err(DecodeError::KeyGroups { .. })
     ));
-    assert!(decode("app", &[Bytes::from_static(b"\xff\xff")], layout(0, 1, 8)).is_err());
+    assert!(
+        decode(
+            &AppIdentity::named("app"),
+            &[Bytes::from_static(b"\xff\xff")],
+            layout(0, 1, 8)
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn a_part_of_the_same_name_in_another_namespace_is_refused() {
+    let in_ns = |ns: Option<&str>, uid: Option<&str>| AppIdentity {
+        namespace: ns.map(str::to_string),
+        name: "app".into(),
+        uid: uid.map(str::to_string),
+    };
+    let written = PartMeta {
+        namespace: Some("team-a".into()),
+        uid: Some("uid-1".into()),
+        ..meta(0, 1)
+    };
+    let bytes = encode(&Capture::default(), &written);
+    let one = std::slice::from_ref(&bytes);
+    let err = decode(&in_ns(Some("team-b"), None), one, layout(0, 1, 16)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "part of checkpoint 0 belongs to application `app` in namespace `team-a`, not to this application (`app` in namespace `team-b`): refusing to restore another application's state"
+    );
+    assert!(
+        decode(&in_ns(None, None), one, layout(0, 1, 16)).is_err(),
+        "a local run's identity differs"
+    );
+    // The same name and namespace resume, whatever the UID (retentionPolicy: Retain).
+    assert!(decode(&in_ns(Some("team-a"), Some("uid-1")), one, layout(0, 1, 16)).is_ok());
+    assert!(decode(&in_ns(Some("team-a"), Some("uid-2")), one, layout(0, 1, 16)).is_ok());
+    // A part written outside a namespace is not restored inside one.
+    let local = encode(&Capture::default(), &meta(0, 1));
+    assert!(
+        decode(
+            &in_ns(Some("team-a"), None),
+            std::slice::from_ref(&local),
+            layout(0, 1, 16)
+        )
+        .is_err()
+    );
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::checkpoint::coordinator::{Member, MemberFuture};
 use crate::peer::Cluster;
@@ -15,6 +15,7 @@ use crate::proto::control::{
     coordination_client::CoordinationClient,
 };
 use crate::stop::{CancellationToken, pause};
+use crate::tls::peer::{self as tls, PeerTls};
 
 /// Control clients to the other workers of this application.
 pub(crate) struct ControlClients {
@@ -25,7 +26,7 @@ pub(crate) struct ControlClients {
 }
 
 impl ControlClients {
-    pub fn new(cluster: &Cluster, application: &str) -> ControlClients {
+    pub fn new(cluster: &Cluster, application: &str, tls: Option<&PeerTls>) -> ControlClients {
         let clients = cluster
             .peers
             .iter()
@@ -34,11 +35,8 @@ impl ControlClients {
                 if i as u32 == cluster.index {
                     return None;
                 }
-                let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-                let channel = endpoint
-                    .connect_timeout(Duration::from_secs(1))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let endpoint = tls::endpoint(addr, Duration::from_secs(1)).ok()?;
+                let channel = tls::connect_lazy(tls, endpoint, i as u32).ok()?;
                 Some(CoordinationClient::new(channel))
             })
             .collect();

@@ -84,6 +84,8 @@ struct InProgress {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub application: String,
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
     pub workers: u32,
     pub key_groups: u32,
     /// `None`: checkpoints off (rollbacks still happen, to an empty state).
@@ -338,6 +340,8 @@ impl Core {
         let bytes = p.parts.values().map(|i| i.size).sum();
         vec![Command::WriteManifest(Manifest {
             application: self.settings.application.clone(),
+            namespace: self.settings.namespace.clone(),
+            uid: self.settings.uid.clone(),
             checkpoint,
             generation,
             workers: self.settings.workers,

@@ -111,6 +111,8 @@ async fn a_rollback_waits_for_the_manifest_write_in_flight() {
     let coordinator = Coordinator {
         settings: Settings {
             application: "app".into(),
+            namespace: None,
+            uid: None,
             workers: 1,
             key_groups: 8,
             interval: Some(Duration::from_secs(3600)),
@@ -136,6 +138,7 @@ async fn a_rollback_waits_for_the_manifest_write_in_flight() {
     let (inbox, mut inputs) = Inbox::channel();
     current_tx.send_replace(Some(Entry {
         generation: g1,
+        restored: 0,
         inbox,
         stop: shutdown.child_token(),
     }));

@@ -9,6 +9,8 @@ use crate::checkpoint::manifest::{Manifest, PartInfo};
 fn settings(workers: u32, interval: Option<u64>, min_pause: Option<u64>) -> Settings {
     Settings {
         application: "app".into(),
+        namespace: None,
+        uid: None,
         workers,
         key_groups: 8,
         interval: interval.map(Duration::from_millis),
@@ -39,6 +41,8 @@ fn manifest(generation: u64, checkpoint: u64, workers: u32, duration_ms: u64) ->
     let parts: Vec<PartInfo> = (0..workers).map(|w| part(w, checkpoint)).collect();
     Command::WriteManifest(Manifest {
         application: "app".into(),
+        namespace: None,
+        uid: None,
         checkpoint,
         generation,
         workers,

@@ -13,6 +13,8 @@ async fn checkpoint(s: &CheckpointStore, n: u64, payloads: &[&[u8]]) -> Manifest
     }
     let m = Manifest {
         application: "app".into(),
+        namespace: None,
+        uid: None,
         checkpoint: n,
         generation: 1,
         workers: payloads.len() as u32,
@@ -110,4 +112,23 @@ fn urls_are_checked() {
         CheckpointStore::open("gs://b/p", base, "a"),
         Err(StoreError::BadUrl { .. })
     ));
+}
+
+#[tokio::test]
+async fn same_named_applications_in_two_namespaces_have_disjoint_roots() {
+    let dir = std::env::temp_dir().join(format!("spindle-store-ns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = dir.to_str().unwrap();
+    let a = CheckpointStore::open(url, Path::new("/"), "team-a/app").unwrap();
+    let b = CheckpointStore::open(url, Path::new("/"), "team-b/app").unwrap();
+    checkpoint(&a, 1, &[b"from a"]).await;
+    assert!(a.latest_valid().await.unwrap().is_some());
+    assert!(b.latest_valid().await.unwrap().is_none(), "b sees nothing of a");
+    assert_eq!(b.delete_all().await.unwrap(), 0, "b's cleanup deletes nothing of a");
+    assert!(a.latest_valid().await.unwrap().is_some());
+    assert!(dir.join("team-a/app/checkpoints").is_dir(), "{}", a.describe());
+    let key = a.part_key(1, 1, 0);
+    assert_eq!(key, "team-a/app/checkpoints/00000000000000000001/part-g1-w0.bin");
+    assert_eq!(a.put_part(1, 1, 0, Bytes::from_static(b"x")).await.unwrap().key, key);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

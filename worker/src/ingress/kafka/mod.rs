@@ -91,7 +91,7 @@ impl KafkaSource {
     /// Learns the partitions, starts a reader for each one this worker owns, and waits for them
     /// (they stop with the generation).
     pub async fn run(self) {
-        let Some(client) = connect(&self.ctx, &self.spec.brokers, &self.name).await else {
+        let Some(client) = connect(&self.ctx, &self.spec, &self.name).await else {
             return;
         };
         let Some(topics) = self.partitions(&client).await else {
@@ -169,15 +169,18 @@ impl KafkaSource {
     }
 }
 
-/// A client for `brokers`, retrying until it connects or the generation stops.
-pub(crate) async fn connect(ctx: &SourceContext, brokers: &[String], what: &str) -> Option<Client> {
+/// A client for the ingress's brokers, retrying until it connects or the generation stops.
+pub(crate) async fn connect(ctx: &SourceContext, spec: &KafkaIngress, what: &str) -> Option<Client> {
+    let brokers = &spec.brokers;
     let mut noted = Instant::now() - Duration::from_secs(60);
     loop {
-        let built = tokio::time::timeout(REQUEST_TIMEOUT, client_builder(brokers).build()).await;
-        let problem = match built {
-            Ok(Ok(c)) => return Some(c),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
+        let problem = match client_builder(brokers, spec.tls.as_ref(), spec.sasl.as_ref(), &ctx.app.base_dir) {
+            Err(e) => e,
+            Ok(builder) => match tokio::time::timeout(REQUEST_TIMEOUT, builder.build()).await {
+                Ok(Ok(c)) => return Some(c),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
+            },
         };
         ctx.metrics
             .connector_errors

@@ -11,7 +11,7 @@ use spindle_spec::{KafkaIngress, StartupPosition, parse_utc_millis};
 
 use super::{REQUEST_TIMEOUT, connect, group};
 use crate::ingress::route::{Route, TARGET_HEADER};
-use crate::ingress::sources::SourceContext;
+use crate::ingress::sources::{SourceContext, Taken};
 use crate::metrics::KindLabels;
 
 /// How long a fetch waits at the end of the partition for records to arrive.
@@ -31,7 +31,7 @@ pub struct PartitionReader {
 impl PartitionReader {
     pub async fn run(self) {
         let what = format!("kafka {}/{}", self.topic, self.partition);
-        let Some(client) = connect(&self.ctx, &self.spec.brokers, &what).await else {
+        let Some(client) = connect(&self.ctx, &self.spec, &what).await else {
             return;
         };
         let Some(pc) = self
@@ -71,6 +71,20 @@ impl PartitionReader {
                     failing = None;
                     records
                 }
+                Ok(Err(rskafka::client::error::Error::ServerError {
+                    protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
+                    ..
+                })) => {
+                    // The position is gone (retention deleted it) or ahead of the partition.
+                    let Some(moved) = self.out_of_range(&pc, next).await else {
+                        return;
+                    };
+                    next = moved;
+                    if !self.ctx.deliver(&self.key, Vec::new(), next).await {
+                        return;
+                    }
+                    continue;
+                }
                 failure => {
                     let reason = match failure {
                         Ok(Err(e)) => e.to_string(),
@@ -102,11 +116,13 @@ impl PartitionReader {
                 let target = rec.headers.get(TARGET_HEADER).map(Vec::as_slice);
                 let value = rec.value.as_deref().map(Bytes::copy_from_slice);
                 match self.route.envelopes(&app, rec.key.as_deref(), value, target) {
-                    Ok(envs) => batch.push((envs, reached)),
+                    Ok(envs) => batch.push((Taken::Messages(envs), reached)),
                     Err(refusal) => {
                         let at = format!("kafka record {}/{}@{}", self.topic, self.partition, r.offset);
-                        self.ctx
-                            .refuse(&self.route, &at, refusal, rec.key.as_deref(), rec.value.as_deref());
+                        let dead =
+                            self.ctx
+                                .refusal(&self.route, &at, refusal, rec.key.as_deref(), rec.value.as_deref());
+                        batch.push((dead, reached));
                     }
                 }
             }
@@ -173,6 +189,39 @@ impl PartitionReader {
         })
     }
 
+    /// Where to go on from a position the partition no longer has: the earliest record when
+    /// retention deleted it (data loss: logged with the offsets skipped, counted), the end when
+    /// it is past the end (the partition was recreated). `None` once the generation stops.
+    async fn out_of_range(&self, pc: &PartitionClient, next: i64) -> Option<i64> {
+        let earliest = self
+            .retry("kafka_offsets", || async {
+                pc.get_offset(OffsetAt::Earliest).await.map_err(|e| e.to_string())
+            })
+            .await?;
+        let end = self
+            .retry("kafka_offsets", || async {
+                pc.fetch_records(earliest, 1..1024, 10)
+                    .await
+                    .map(|(_, hw)| hw)
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        let (moved, lost) = clamp(next, earliest, end);
+        if lost > 0 {
+            self.ctx.metrics.source_records_lost.inc_by(lost as u64);
+            tracing::error!(
+                source = %self.key,
+                skipped_from = next,
+                skipped_to = moved - 1,
+                lost,
+                "DATA LOSS: the checkpoint's position was deleted by the topic's retention; reading on from the earliest record"
+            );
+        } else {
+            tracing::warn!(source = %self.key, position = next, end, "the position is past the partition's end (was it recreated?); reading on from the end");
+        }
+        Some(moved)
+    }
+
     /// Retries `f` (each attempt within the request timeout) every 500 ms until it succeeds;
     /// `None` once the generation stops, even in the middle of an attempt.
     async fn retry<T, F, Fut>(&self, kind: &'static str, mut f: F) -> Option<T>
@@ -209,5 +258,29 @@ impl PartitionReader {
             tracing::warn!(source = %self.key, kind, reason, "Kafka partition reader: retrying");
             *since = Some(now);
         }
+    }
+}
+
+/// Where a reader at `next` goes on when the partition holds `earliest..end`, and how many
+/// records it skipped (deleted before they were read).
+fn clamp(next: i64, earliest: i64, end: i64) -> (i64, i64) {
+    if next < earliest {
+        (earliest, earliest - next)
+    } else if next > end {
+        (end, 0)
+    } else {
+        (next, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp;
+
+    #[test]
+    fn a_deleted_position_moves_to_the_earliest_and_counts_what_was_skipped() {
+        assert_eq!(clamp(100, 150, 200), (150, 50));
+        assert_eq!(clamp(300, 150, 200), (200, 0), "past the end: the end, nothing lost");
+        assert_eq!(clamp(160, 150, 200), (160, 0));
     }
 }

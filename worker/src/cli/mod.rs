@@ -1,5 +1,7 @@
 //! The `spindle` command line.
 
+mod dead_letters;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,9 @@ pub enum Command {
     /// An application's checkpoint data in its storage.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// The dead letters an application keeps: list, replay, drop.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLettersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +58,10 @@ pub enum CheckpointsCommand {
         /// The application's name (`metadata.name`).
         #[arg(long, env = "SPINDLE_APPLICATION")]
         application: String,
+        /// The application's namespace: its data is under `<storage>/<namespace>/<name>`
+        /// (without one, `<storage>/<name>`, the layout of local runs).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: Option<String>,
     },
 }
 
@@ -132,6 +141,13 @@ pub struct WorkerArgs {
     /// (keep it below the pod's terminationGracePeriodSeconds). A second signal stops at once.
     #[arg(long, env = "SPINDLE_STOP_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
+    /// Directory with `ca.crt`, `tls.crt` and `tls.key` (a mounted TLS Secret): mutual TLS
+    /// on the peer port. Without it the peer port is plain text and unauthenticated.
+    #[arg(long, env = "SPINDLE_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// The StatefulApplication's UID, recorded in every checkpoint.
+    #[arg(long, env = "SPINDLE_APPLICATION_UID")]
+    pub application_uid: Option<String>,
 }
 
 fn parse_function_port(s: &str) -> Result<(usize, u16), String> {
@@ -201,7 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 pod_name: a.pod_name,
                 statefulset: a.statefulset,
                 service: a.peer_service,
-                namespace: a.namespace,
+                namespace: a.namespace.clone(),
                 peer_port: a.peer_port,
                 workers: spec.spec.workers.max(1),
             })?;
@@ -218,12 +234,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 function_ports: a.function_port,
                 echo_egress: a.echo_egress,
                 stop_timeout: a.stop_timeout,
+                tls_dir: a.tls_dir,
+                namespace: a.namespace,
+                application_uid: a.application_uid,
             })
             .await
         }
-        Command::Checkpoints(CheckpointsCommand::Delete { storage, application }) => {
-            let store =
-                crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &application)?;
+        Command::DeadLetters(cmd) => dead_letters::run(cmd).await,
+        Command::Checkpoints(CheckpointsCommand::Delete {
+            storage,
+            application,
+            namespace,
+        }) => {
+            let root = crate::app::AppIdentity {
+                namespace,
+                name: application,
+                uid: None,
+            }
+            .storage_root();
+            let store = crate::checkpoint::store::CheckpointStore::open(&storage, &std::env::current_dir()?, &root)?;
             let deleted = store.delete_all().await?;
             println!("{}: deleted {deleted} objects", store.describe());
             Ok(())
