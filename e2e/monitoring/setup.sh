@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -nt package-lock.json ]; then
   exit 0
 fi
-command -v npm >/dev/null || { echo "npm is not installed" >&2; exit 75; }
+command -v npm >/dev/null || { echo "npm is not installed (it installs @prometheus-io/lezer-promql)" >&2; exit 75; }
 npm ci --no-audit --no-fund --loglevel=error || { echo "npm ci failed (registry unreachable?)" >&2; exit 75; }

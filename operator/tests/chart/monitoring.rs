@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::{find, helm, root, run, template};
+use super::{find, helm, root, template};
 
 /// Metrics that come from the kubelet (cAdvisor), not from Spindle: the per-worker CPU and
 /// memory panels.
@@ -95,22 +95,38 @@ struct CheckedObject {
     error: Option<String>,
 }
 
-/// e2e/monitoring/check.mjs on `exprs` and `objects`.
-fn check(exprs: &[String], objects: &[serde_json::Value]) -> Checked {
+/// e2e/monitoring/check.mjs on `exprs` and `objects`; `None` (after one `skip:` line) when
+/// node or the npm packages cannot be had here.
+fn check(exprs: &[String], objects: &[serde_json::Value]) -> Option<Checked> {
     let dir = root().join("e2e/monitoring");
     let started = std::time::Instant::now();
-    run(Command::new("bash").arg(dir.join("setup.sh")));
+    let setup = Command::new("bash").arg(dir.join("setup.sh")).output().unwrap();
+    if setup.status.code() == Some(75) {
+        eprintln!(
+            "skip: dashboard/alert query check not run: {}",
+            String::from_utf8_lossy(&setup.stderr).trim()
+        );
+        return None;
+    }
+    assert!(
+        setup.status.success(),
+        "e2e/monitoring/setup.sh: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
     eprintln!(
         "e2e/monitoring: npm packages ready in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let mut child = Command::new("node")
+    let Ok(mut child) = Command::new("node")
         .arg(dir.join("check.mjs"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("node");
+    else {
+        eprintln!("skip: dashboard/alert query check not run: node is not installed");
+        return None;
+    };
     let input = serde_json::json!({"exprs": exprs, "objects": objects});
     child
         .stdin
@@ -124,7 +140,7 @@ fn check(exprs: &[String], objects: &[serde_json::Value]) -> Checked {
         "check.mjs: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("check.mjs prints JSON")
+    Some(serde_json::from_slice(&out.stdout).expect("check.mjs prints JSON"))
 }
 
 /// Grafana's variables replaced by what Prometheus accepts in their places.
@@ -213,7 +229,9 @@ fn dashboard_and_alerts_query_only_exported_metrics() {
         })
         .map(to_json)
         .collect();
-    let checked = check(&queries, &monitors);
+    let Some(checked) = check(&queries, &monitors) else {
+        return;
+    };
 
     let mut problems = Vec::new();
     let mut used = BTreeSet::new();
@@ -299,7 +317,9 @@ fn the_check_catches_unknown_metrics_and_bad_queries() {
         "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "x"},
         "spec": {"selector": {}, "podMetricsEndpoints": [{"port": "admin", "interval": 15}]}
     });
-    let checked = check(&queries, &[bad_monitor]);
+    let Some(checked) = check(&queries, &[bad_monitor]) else {
+        return;
+    };
     assert!(!exported.contains(&checked.exprs[0].metrics[0]));
     assert!(!exported.contains(&checked.exprs[1].metrics[0]));
     assert!(exported.contains("spindle_rollbacks_total"));
