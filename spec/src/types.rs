@@ -70,6 +70,13 @@ pub struct StatefulApplicationSpec {
     /// Coordinated checkpoints for exactly-once state and messaging.
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// A worker that does not answer the coordinator's heartbeats for this long (it is
+    /// stopped, paused or cut off, not only dead) is treated as failed: the others roll back
+    /// to the last checkpoint and wait for it, or its replacement, to come back; the old
+    /// process, when it wakes up, belongs to a generation that is over. Shorter detects sooner;
+    /// too short turns a slow moment into a rollback.
+    #[serde(default = "default_failure_timeout")]
+    pub failure_timeout: HumanDuration,
     /// Dead letters: what could not be delivered, kept (in checkpoints) with the reason until
     /// replayed or dropped (`spindle dead-letters`).
     #[serde(default)]
@@ -103,6 +110,10 @@ impl Default for DeadLettersSpec {
 
 fn default_dead_letter_bytes() -> u64 {
     64 << 20
+}
+
+fn default_failure_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
 }
 
 fn default_workers() -> u32 {

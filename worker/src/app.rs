@@ -67,6 +67,8 @@ pub struct AppConfig {
     pub max_buffered_messages: usize,
     /// Most bytes of dead letters a worker keeps.
     pub dead_letter_bytes: usize,
+    /// A worker silent this long is treated as failed.
+    pub failure_timeout: Duration,
     pub key_groups: u32,
     pub checkpoint: CheckpointConfig,
     /// Bearer tokens the admin endpoints that expose data require (`spec.admin.auth`).
@@ -252,6 +254,7 @@ impl AppConfig {
             sources,
             max_buffered_messages: spec.max_buffered_messages as usize,
             dead_letter_bytes: spec.dead_letters.max_bytes as usize,
+            failure_timeout: spec.failure_timeout.as_duration(),
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
                 interval: Some(spec.checkpoint.interval.as_duration()).filter(|d| !d.is_zero()),

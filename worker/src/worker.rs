@@ -28,6 +28,7 @@ use crate::checkpoint::store::CheckpointStore;
 use crate::deadletter::DeadLetters;
 use crate::egress::{EgressHub, SinkContext};
 use crate::generation::Context;
+use crate::health::{Health, supervised};
 use crate::ingress::http::HttpIngress;
 use crate::invoker::HttpInvoker;
 use crate::message::{Address, Value};
@@ -121,11 +122,13 @@ impl Worker {
         );
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let health = Arc::new(Health::new(app.failure_timeout));
         let sink_ctx = SinkContext {
             metrics: metrics.clone(),
             unconfirmed: Default::default(),
             dead_letters: dead_letters.clone(),
             echo: options.echo_egress,
+            health: health.clone(),
         };
         // Not a child of `shutdown`: sinks stop only after every producer has.
         let sinks_stop = CancellationToken::new();
@@ -186,6 +189,7 @@ impl Worker {
                         .map_err(|e| WorkerError::Config(format!("functions: TLS: {e}")))?,
                 ),
                 ingress_admission: ingress_admission.clone(),
+                health: health.clone(),
                 peer_tls: peer_tls.clone(),
             },
             shutdown.clone(),
@@ -231,17 +235,17 @@ impl Worker {
                     Some(tls) => {
                         let incoming =
                             crate::tls::peer::incoming(listener, tls, metrics.peer_refused.clone(), stop.clone());
-                        tasks.spawn(async move {
+                        tasks.spawn(supervised(health.clone(), "peer server", stop.clone(), async move {
                             if let Err(e) = router
                                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                                 .await
                             {
                                 tracing::error!(error = %e, "peer server failed");
                             }
-                        });
+                        }));
                     }
                     None => {
-                        tasks.spawn(async move {
+                        tasks.spawn(supervised(health.clone(), "peer server", stop.clone(), async move {
                             let incoming = TcpListenerStream::new(listener);
                             if let Err(e) = router
                                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
@@ -249,7 +253,7 @@ impl Worker {
                             {
                                 tracing::error!(error = %e, "peer server failed");
                             }
-                        });
+                        }));
                     }
                 }
                 if mtls {
@@ -282,6 +286,8 @@ impl Worker {
                     key_groups: app.key_groups,
                     interval: app.checkpoint.interval.filter(|_| store.is_some()),
                     min_pause: app.checkpoint.min_pause,
+                    failure_timeout: app.failure_timeout,
+                    me,
                 },
                 events: coordinator_rx,
                 tx: coordinator_tx,
@@ -294,7 +300,12 @@ impl Worker {
                 data_loss: data_loss.clone(),
                 shutdown: shutdown.clone(),
             };
-            tasks.spawn(coordinator.run());
+            tasks.spawn(supervised(
+                health.clone(),
+                "coordinator",
+                shutdown.clone(),
+                coordinator.run(),
+            ));
         } else {
             let me = Announcement {
                 incarnation: process.incarnation,
@@ -336,7 +347,14 @@ impl Worker {
                 };
                 let max = app.http_ingress.as_ref().map_or(1024, |h| h.max_connections);
                 let listener = crate::ingress::capped::Capped::new(listener, max);
-                serve(&mut tasks, listener, ingress.routes(), shutdown.clone());
+                serve(
+                    &mut tasks,
+                    &health,
+                    "HTTP ingress",
+                    listener,
+                    ingress.routes(),
+                    shutdown.clone(),
+                );
                 tracing::info!(%addr, "HTTP ingress listening");
                 Some(addr)
             }
@@ -351,9 +369,17 @@ impl Worker {
             ready: process.ready.clone(),
             current: process.current.clone(),
             data_loss,
+            health: health.clone(),
             auth: admin_auth,
         };
-        serve(&mut tasks, listeners.admin, admin.routes(), shutdown.clone());
+        serve(
+            &mut tasks,
+            &health,
+            "admin server",
+            listeners.admin,
+            admin.routes(),
+            shutdown.clone(),
+        );
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
         Ok(Worker {
             ingress_addr,
@@ -397,6 +423,13 @@ impl Worker {
             .read_state(addr)
             .await
             .map_err(|_| WorkerError::ShuttingDown)
+    }
+
+    /// Waits until a task this worker cannot work without fails; its cause. The process
+    /// should then exit non-zero so that it is restarted (`spindle worker` and `spindle run`
+    /// do).
+    pub async fn failed(&self) -> String {
+        self.process.health.wait_failed().await
     }
 
     /// Generation and checkpoints as this worker knows them.
@@ -461,17 +494,23 @@ impl Worker {
     }
 }
 
-fn serve<L>(tasks: &mut JoinSet<()>, listener: L, routes: axum::Router, shutdown: CancellationToken)
-where
+fn serve<L>(
+    tasks: &mut JoinSet<()>,
+    health: &Arc<Health>,
+    what: &'static str,
+    listener: L,
+    routes: axum::Router,
+    shutdown: CancellationToken,
+) where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    tasks.spawn(async move {
+    tasks.spawn(supervised(health.clone(), what, shutdown.clone(), async move {
         if let Err(e) = axum::serve(listener, routes)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
         {
             tracing::error!(error = %e, "HTTP server failed");
         }
-    });
+    }));
 }

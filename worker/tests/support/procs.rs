@@ -78,6 +78,15 @@ impl Procs {
         }
     }
 
+    /// Sends `signal` to worker `i` (SIGSTOP freezes it: a hung process that holds its
+    /// sockets open but answers nothing; SIGCONT wakes it).
+    pub fn signal(&self, i: usize, signal: rustix::process::Signal) {
+        if let Some(c) = &self.children[i] {
+            let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
     /// Asks every worker to stop (SIGTERM, all at once, as Kubernetes does when an application
     /// stops) and waits until they exited; true when every one exited cleanly within `timeout`.
     pub fn term_all(&mut self, timeout: Duration) -> bool {
