@@ -1,8 +1,9 @@
-//! Faults that are not deaths: a worker process frozen with SIGSTOP keeps its sockets open but
+//! Faults that are not deaths. A worker process frozen with SIGSTOP keeps its sockets open but
 //! answers nothing — what a hung process, a stuck disk or a long GC pause looks like to its
-//! peers. The coordinator must notice within `failureTimeout` and roll back, the frozen worker
-//! must join the new generation when it wakes (SIGCONT), and no input may be lost or applied
-//! twice. Three `spindle worker` processes, the example functions (Rust SDK), checkpoints to
+//! peers; a worker cut off by a network partition (every link to and from it goes through a
+//! proxy that stops passing bytes) is alive but unreachable. Either way the coordinator must
+//! notice within `failureTimeout` and roll back, the worker must join the new generation when
+//! it wakes (SIGCONT) or the partition heals, and no input may be lost or applied twice. Three `spindle worker` processes, the example functions (Rust SDK), checkpoints to
 //! a local directory; the totals egress (a JSON-lines file) is read without deduplication, so
 //! the test proves exactly-once output, not at-least-once.
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use support::procs::{Procs, state, status, wait_running};
+use support::proxy::Proxy;
 use support::*;
 use tokio::net::TcpListener;
 
@@ -40,8 +42,65 @@ async fn wait_generation(admin: std::net::SocketAddr, after: u64, timeout: Durat
     }
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGSTOP, then SIGCONT.
+    Freeze,
+    /// Every link to and from the worker stops passing bytes, then passes them again.
+    Partition,
+}
+
+/// The proxies of every link: `links[i][j]` carries what worker `i` sends worker `j`.
+struct Links(Vec<Vec<Option<Proxy>>>);
+
+impl Links {
+    async fn start(procs: &mut Procs) -> Links {
+        let mut links = Vec::new();
+        let mut lists = Vec::new();
+        for i in 0..WORKERS {
+            let (mut row, mut list) = (Vec::new(), Vec::new());
+            for j in 0..WORKERS {
+                if i == j {
+                    row.push(None);
+                    list.push(procs.peers[j].clone());
+                } else {
+                    let proxy = Proxy::start(procs.peers[j].parse().unwrap()).await;
+                    list.push(proxy.addr.to_string());
+                    row.push(Some(proxy));
+                }
+            }
+            links.push(row);
+            lists.push(list);
+        }
+        procs.peer_lists = Some(lists);
+        Links(links)
+    }
+
+    /// Partitions (or heals) worker `w` from all the others.
+    fn isolate(&self, w: usize, cut_off: bool) {
+        for (i, row) in self.0.iter().enumerate() {
+            for (j, proxy) in row.iter().enumerate() {
+                if let Some(p) = proxy
+                    && (i == w || j == w)
+                {
+                    if cut_off { p.partition() } else { p.heal() }
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_worker_is_detected_rolled_back_and_rejoins_without_loss_or_duplicates() {
+    scenario(Fault::Freeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_worker_is_detected_rolled_back_and_rejoins_without_loss_or_duplicates() {
+    scenario(Fault::Partition).await;
+}
+
+async fn scenario(fault: Fault) {
     init_logs();
     let dir = TempDir::new("hangs");
     let (fn_addr, _stop_functions) = {
@@ -83,6 +142,8 @@ spec:
     let app = dir.path().join("app.yaml");
     std::fs::write(&app, yaml).unwrap();
     let mut procs = Procs::new(dir.path(), app, WORKERS, Vec::new());
+    // Every link goes through a proxy, so a partition can be made and healed.
+    let links = Links::start(&mut procs).await;
     procs.spawn_all();
     let admin = procs.admin.clone();
     let ingress = procs.ingress.clone();
@@ -125,8 +186,9 @@ spec:
         });
     }
 
-    // Freeze a worker (not the coordinator: a frozen coordinator is its pod's liveness probe's
-    // to find, see docs/reliability.md), twice, at a third and two thirds of the load.
+    // Freeze or isolate a worker (not the coordinator: a frozen coordinator is its pod's
+    // liveness probe's to find, see docs/reliability.md), twice, at a third and two thirds of
+    // the load. The callers' ingress is not behind the proxies: they keep reaching every worker.
     let mut table = Vec::new();
     for (round, victim) in [(1u64, 1usize), (2, 2)] {
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -136,13 +198,19 @@ spec:
         }
         let rollbacks_before = procs.log(0).matches(&format!("worker {victim} did not answer")).count();
         let frozen = Instant::now();
-        procs.signal(victim, Signal::STOP);
+        match fault {
+            Fault::Freeze => procs.signal(victim, Signal::STOP),
+            Fault::Partition => links.isolate(victim, true),
+        }
         let next_generation = wait_generation(admin[0], generation, Duration::from_secs(60)).await;
         let detected = frozen.elapsed();
         // Frozen a while longer than it took to notice, as a long pause would be.
         tokio::time::sleep(FAILURE_TIMEOUT * 2).await;
         let woken = Instant::now();
-        procs.signal(victim, Signal::CONT);
+        match fault {
+            Fault::Freeze => procs.signal(victim, Signal::CONT),
+            Fault::Partition => links.isolate(victim, false),
+        }
         generation = wait_running(&admin, generation, Duration::from_secs(120)).await;
         let recovered = woken.elapsed();
         assert!(generation >= next_generation);
@@ -152,7 +220,7 @@ spec:
             "the coordinator's log names the silent worker {victim} as the rollback's cause"
         );
         eprintln!(
-            "hangs: SIGSTOP worker {victim} at {} acknowledged: rollback after {:.0} ms (failureTimeout {FAILURE_TIMEOUT:?}); SIGCONT -> generation {generation} running on all after {:.0} ms",
+            "hangs: {fault:?} worker {victim} at {} acknowledged: rollback after {:.0} ms (failureTimeout {FAILURE_TIMEOUT:?}); woken/healed -> generation {generation} running on all after {:.0} ms",
             done.load(Ordering::Relaxed),
             detected.as_secs_f64() * 1000.0,
             recovered.as_secs_f64() * 1000.0
@@ -207,7 +275,7 @@ spec:
     }
     for (victim, detected, recovered) in &table {
         eprintln!(
-            "hangs: | SIGSTOP worker {victim} | detected {:.0} ms | rejoined {:.0} ms after SIGCONT | lost 0 | duplicated 0 |",
+            "hangs: | {fault:?} worker {victim} | detected {:.0} ms | rejoined {:.0} ms after SIGCONT/heal | lost 0 | duplicated 0 |",
             detected.as_secs_f64() * 1000.0,
             recovered.as_secs_f64() * 1000.0
         );
