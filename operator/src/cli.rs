@@ -1,13 +1,14 @@
 //! The operator's command line; every flag can also be set by an environment variable
 //! (the Helm chart sets those).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use spindle_spec::HumanDuration;
 
-use crate::builders::{OperatorConfig, WorkerResources};
+use crate::builders::{NetworkConfig, OperatorConfig, WorkerResources};
 use crate::worker_admin::DEFAULT_URL_TEMPLATE;
 
 #[derive(Debug, Parser)]
@@ -81,10 +82,63 @@ pub struct WorkerArgs {
     /// `{port}` are replaced (change it to run the operator outside the cluster).
     #[arg(long, env = "SPINDLE_WORKER_ADMIN_URL", default_value = DEFAULT_URL_TEMPLATE)]
     pub worker_admin_url: String,
+    /// Resources of function containers whose spec names none (empty: not set).
+    #[arg(long, env = "SPINDLE_FUNCTION_CPU_REQUEST", default_value = "50m")]
+    pub function_cpu_request: String,
+    #[arg(long, env = "SPINDLE_FUNCTION_CPU_LIMIT", default_value = "")]
+    pub function_cpu_limit: String,
+    #[arg(long, env = "SPINDLE_FUNCTION_MEMORY_REQUEST", default_value = "64Mi")]
+    pub function_memory_request: String,
+    #[arg(long, env = "SPINDLE_FUNCTION_MEMORY_LIMIT", default_value = "512Mi")]
+    pub function_memory_limit: String,
+    /// Mutual TLS between workers: a CA and per-worker certificates per application, in a
+    /// Secret the operator owns, mounted at /etc/spindle/tls.
+    #[arg(long, env = "SPINDLE_PEER_TLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub peer_tls: bool,
+    /// The operator's own pod labels (`k=v,k=v`): the NetworkPolicies let these pods, in the
+    /// operator's namespace, reach the workers' admin port.
+    #[arg(long, env = "SPINDLE_OPERATOR_POD_LABELS", default_value = "", value_parser = parse_labels)]
+    pub operator_pod_labels: Labels,
+    /// Namespaces (by labels, `k=v,…`) whose pods may scrape the workers' admin port
+    /// (`/metrics`); with --monitoring-pod-labels, only those pods there.
+    #[arg(long, env = "SPINDLE_MONITORING_NAMESPACE_LABELS", value_parser = parse_labels)]
+    pub monitoring_namespace_labels: Option<Labels>,
+    /// Pods (by labels) that may scrape the workers' admin port.
+    #[arg(long, env = "SPINDLE_MONITORING_POD_LABELS", value_parser = parse_labels)]
+    pub monitoring_pod_labels: Option<Labels>,
+    /// Watch only these namespaces (comma-separated; the chart's namespaced mode, with Roles
+    /// there instead of a ClusterRole). Empty: every namespace.
+    #[arg(long, env = "SPINDLE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+}
+
+/// Labels as `k=v,k=v`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(pub BTreeMap<String, String>);
+
+fn parse_labels(s: &str) -> Result<Labels, String> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not a label `key=value`"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(Labels(out))
 }
 
 impl WorkerArgs {
-    pub fn operator_config(&self) -> OperatorConfig {
+    /// `namespace`: the operator's own (its pods reach the workers' admin port from there).
+    pub fn operator_config(&self, namespace: &str) -> OperatorConfig {
+        let set = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
+        let monitoring =
+            (self.monitoring_namespace_labels.is_some() || self.monitoring_pod_labels.is_some()).then(|| {
+                spindle_spec::NetworkPeer {
+                    namespace_selector: self.monitoring_namespace_labels.clone().map(|l| l.0),
+                    pod_selector: self.monitoring_pod_labels.clone().map(|l| l.0),
+                    cidr: None,
+                }
+            });
         OperatorConfig {
             worker_image: self.worker_image.clone(),
             image_pull_policy: self.image_pull_policy.clone(),
@@ -94,6 +148,18 @@ impl WorkerArgs {
                 cpu_request: self.worker_cpu_request.clone(),
                 memory_request: self.worker_memory_request.clone(),
                 memory_limit: self.worker_memory_limit.clone(),
+            },
+            function_resources: spindle_spec::ResourceSpec {
+                cpu_request: set(&self.function_cpu_request),
+                cpu_limit: set(&self.function_cpu_limit),
+                memory_request: set(&self.function_memory_request),
+                memory_limit: set(&self.function_memory_limit),
+            },
+            peer_tls: self.peer_tls,
+            network: NetworkConfig {
+                operator_namespace: Some(namespace.to_string()),
+                operator_pod_labels: self.operator_pod_labels.0.clone(),
+                monitoring,
             },
         }
     }

@@ -72,12 +72,26 @@ pub fn custom_resource_definition() -> Value {
                 "served": true,
                 "storage": true,
                 "schema": {"openAPIV3Schema": open_api},
-                "subresources": {"status": {}},
+                // `kubectl scale sapp A --replicas N` and HorizontalPodAutoscalers change
+                // `spec.workers` (the operator carries the change out as a rescale), and read
+                // the workers running and their pods' selector from the status.
+                "subresources": {
+                    "status": {},
+                    "scale": {
+                        "specReplicasPath": ".spec.workers",
+                        "statusReplicasPath": ".status.replicas",
+                        "labelSelectorPath": ".status.selector"
+                    }
+                },
                 "additionalPrinterColumns": [
                     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
                     {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
                     {"name": "Workers", "type": "string", "description": "ready/desired", "jsonPath": ".status.workerSummary"},
                     {"name": "Checkpoint", "type": "integer", "description": "the last completed checkpoint", "jsonPath": ".status.lastCheckpoint"},
+                    {"name": "Checkpointed", "type": "date", "description": "when the operator first saw the last completed checkpoint", "jsonPath": ".status.lastCheckpointTime"},
+                    {"name": "Rollbacks", "type": "integer", "description": "rollbacks to the last checkpoint (a worker failed or restarted)", "jsonPath": ".status.rollbacks"},
+                    {"name": "Failures", "type": "integer", "description": "checkpoints that failed", "jsonPath": ".status.checkpointsFailed", "priority": 1},
+                    {"name": "Degraded", "type": "string", "description": "the Degraded condition's reason", "jsonPath": ".status.conditions[?(@.type==\"Degraded\")].reason", "priority": 1},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
                 ]
             }]
@@ -267,7 +281,33 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["Ready", "Reason", "Workers", "Checkpoint", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Ready",
+                "Reason",
+                "Workers",
+                "Checkpoint",
+                "Checkpointed",
+                "Rollbacks",
+                "Failures",
+                "Degraded",
+                "Age"
+            ]
+        );
+        let scale = &version["subresources"]["scale"];
+        assert_eq!(scale["specReplicasPath"], ".spec.workers");
+        // The paths name fields the schema has, of the types Kubernetes wants.
+        let schema = &version["schema"]["openAPIV3Schema"];
+        assert_eq!(schema["properties"]["spec"]["properties"]["workers"]["type"], "integer");
+        assert_eq!(
+            schema["properties"]["status"]["properties"]["replicas"]["type"],
+            "integer"
+        );
+        assert_eq!(
+            schema["properties"]["status"]["properties"]["selector"]["type"],
+            "string"
+        );
         let schema = &version["schema"]["openAPIV3Schema"];
         let policy = &schema["properties"]["spec"]["properties"]["checkpoint"]["properties"]["retentionPolicy"];
         assert_eq!(policy["enum"], json!(["Retain", "Delete"]));
@@ -280,6 +320,12 @@ mod tests {
             "readyWorkers",
             "workerSummary",
             "lastCheckpoint",
+            "lastCheckpointTime",
+            "rollbacks",
+            "checkpointsFailed",
+            "dataLoss",
+            "replicas",
+            "selector",
             "rescale",
         ] {
             assert!(status.get(field).is_some(), "status.{field}");

@@ -14,6 +14,8 @@ pub enum Error {
     Config(String),
     #[error("lost the leader lease `{0}` to another replica")]
     LostLease(String),
+    #[error("peer TLS: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -34,6 +36,7 @@ impl Error {
             Error::Listen { .. } => "listen",
             Error::Config(_) => "config",
             Error::LostLease(_) => "lost_lease",
+            Error::Tls(_) => "tls",
         }
     }
 }

@@ -10,9 +10,11 @@ pub mod crd;
 mod error;
 pub mod leader;
 pub mod metrics;
+pub mod pod_security;
 pub mod resource;
 mod run;
 pub mod server;
+pub mod tls;
 pub mod worker_admin;
 
 pub use error::Error;

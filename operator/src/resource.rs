@@ -108,6 +108,14 @@ pub struct ApplicationStatus {
     /// Workers the spec asks for.
     #[serde(default)]
     pub workers: u32,
+    /// Workers the running configuration is for: `spec.workers` once a change of the count
+    /// has gone through (the scale subresource's current replicas, for `kubectl scale` and a
+    /// HorizontalPodAutoscaler).
+    #[serde(default)]
+    pub replicas: u32,
+    /// The label selector of the worker pods (the scale subresource's selector).
+    #[serde(default)]
+    pub selector: String,
     /// Worker pods that are ready.
     #[serde(default)]
     pub ready_workers: u32,
@@ -117,10 +125,54 @@ pub struct ApplicationStatus {
     /// The newest checkpoint the workers have completed, as their coordinator reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<u64>,
+    /// When the operator first saw `lastCheckpoint` (RFC 3339; it asks worker 0 every 30 s
+    /// or sooner, so this is late by up to that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_time: Option<String>,
+    /// Rollbacks the workers' coordinator reported, summed over its restarts.
+    #[serde(default)]
+    pub rollbacks: u64,
+    /// Checkpoints that failed, as the coordinator reported them, summed over its restarts.
+    #[serde(default)]
+    pub checkpoints_failed: u64,
+    /// The last restore that fell back past damaged checkpoints (data loss), as the
+    /// coordinator reports it; the application is `Degraded` (`CheckpointDataLoss`) until
+    /// the annotation `spindle.dev/data-loss-acknowledged` carries its `atMs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss: Option<DataLoss>,
+    /// The coordinator's counters when last read, to tell new rollbacks and failures from
+    /// ones already counted (they restart at 0 with a new coordinator process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorSample>,
     /// A change of the worker count under way: the workers stop after a checkpoint and start
     /// again at the new count, restoring it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescale: Option<Rescale>,
+}
+
+/// A fallback past damaged checkpoints: checkpoints `lostFrom..=lostTo` could not be
+/// restored, `restored` was instead; what they held is lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataLoss {
+    /// First checkpoint lost.
+    pub lost_from: u64,
+    /// Last checkpoint lost.
+    pub lost_to: u64,
+    /// The checkpoint restored instead.
+    pub restored: u64,
+    /// When the coordinator fell back (milliseconds since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// Worker 0's counters as last read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinatorSample {
+    /// Which process (a new one starts its counters at 0).
+    pub incarnation: u64,
+    pub rollbacks: u64,
+    pub checkpoints_failed: u64,
 }
 
 /// Progress of a change of `spec.workers`.

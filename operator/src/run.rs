@@ -59,7 +59,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let ctx = Arc::new(Context::new(
         client,
         metrics.clone(),
-        args.workers.operator_config(),
+        args.workers.operator_config(&args.leader.lease_namespace),
         workers,
         Some(identity),
     ));
@@ -101,7 +101,8 @@ async fn lead(
     metrics.leader.set(1);
     // Dropping the sender (or sending true) stops the controller.
     let (controller_tx, controller_rx) = watch::channel(false);
-    let controller = tokio::spawn(controller::run(ctx, stopped(controller_rx)));
+    let namespaces = args.workers.watch_namespaces.clone();
+    let controller = tokio::spawn(async move { controller::run(ctx, &namespaces, controller_rx).await });
     let mut renewed = Instant::now();
     let outcome = loop {
         tokio::select! {

@@ -14,16 +14,30 @@ use spindle_spec::StatefulApplication;
 
 use crate::Error;
 use crate::builders::{ADMIN_PORT, peer_service_name, statefulset_name};
+use crate::resource::DataLoss;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The part of a worker's `/status` the operator reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The part of a worker's `/status` the operator reads. Fields a worker may not report yet
+/// (an older worker image) are optional: missing means "no news".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerStatus {
     pub generation: u64,
     /// 0: none yet.
     pub completed_checkpoint: u64,
+    /// The worker process (its counters start at 0 in a new one).
+    #[serde(default)]
+    pub incarnation: Option<u64>,
+    /// Rollbacks this coordinator started.
+    #[serde(default)]
+    pub rollbacks: Option<u64>,
+    /// Checkpoints this coordinator failed.
+    #[serde(default)]
+    pub checkpoints_failed: Option<u64>,
+    /// Its last fallback past damaged checkpoints, if any.
+    #[serde(default)]
+    pub data_loss: Option<DataLoss>,
 }
 
 #[derive(Clone)]

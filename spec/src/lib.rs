@@ -3,6 +3,7 @@
 
 pub mod connectors;
 mod duration;
+pub mod kubernetes;
 mod load;
 pub mod module_yaml;
 pub mod reference;
@@ -15,6 +16,7 @@ mod validate_connectors;
 
 pub use connectors::*;
 pub use duration::{DurationError, HumanDuration};
+pub use kubernetes::{KubernetesSpec, NetworkPeer, NetworkPolicySpec, ResourceSpec};
 pub use load::{LoadError, from_yaml_str, load_file, module_name};
 pub use schedule::{CatchUp, Plan, ScheduleIngress};
 pub use security::*;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HumanDuration;
 use crate::connectors::{KafkaEgress, KafkaIngress, NatsEgress, NatsIngress};
+use crate::kubernetes::{KubernetesSpec, ResourceSpec};
 use crate::schedule::ScheduleIngress;
 use crate::security::{AdminSpec, ClientTls, HttpAuth};
 
@@ -84,6 +85,9 @@ pub struct StatefulApplicationSpec {
     /// The admin endpoints: who may read application data through them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSpec>,
+    /// Settings only the operator reads (ignored by `spindle run`).
+    #[serde(default, skip_serializing_if = "KubernetesSpec::is_default")]
+    pub kubernetes: KubernetesSpec,
 }
 
 /// How dead letters are kept.
@@ -167,6 +171,10 @@ pub struct FunctionSpec {
     /// Without them, `https://` endpoints are verified against the public web roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
+    /// Resources of the function's container (Kubernetes, with `image`); unset fields take
+    /// the operator's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceSpec>,
 }
 
 fn default_max_reply_bytes() -> u64 {

@@ -43,7 +43,7 @@ impl fmt::Display for ValidationErrors {
 }
 
 #[derive(Default)]
-pub(crate) struct Errors(Vec<FieldError>);
+pub(crate) struct Errors(pub(crate) Vec<FieldError>);
 
 impl Errors {
     pub(crate) fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
@@ -118,6 +118,7 @@ impl StatefulApplication {
         {
             e.add("spec.checkpoint.credentialsSecret", reason);
         }
+        crate::kubernetes::validate_kubernetes(&spec.kubernetes, &mut e);
         if e.0.is_empty() {
             Ok(())
         } else {
@@ -149,6 +150,9 @@ impl StatefulApplication {
             if let Some(tls) = &f.tls {
                 check_https(&f.endpoint, &at("tls"), e);
                 check_client_tls(tls, &at("tls"), e);
+            }
+            if let Some(r) = &f.resources {
+                crate::kubernetes::validate_resources(r, &at("resources"), e);
             }
             if f.max_batch_size == 0 {
                 e.add(at("maxBatchSize"), "must be at least 1");

@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, PodSecurityContext, PodSpec, PodTemplateSpec, SecretEnvSource, SecurityContext,
-};
+use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec, SecretEnvSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use spindle_spec::StatefulApplication;
 
+use super::security::{restricted_container_context, restricted_pod_context, tmp_mount, tmp_volume};
+use super::workers::{env, env_field};
 use super::{OperatorConfig, checkpoint_storage, credentials_secret, labels};
 
 const COMPONENT: &str = "checkpoint-cleanup";
@@ -22,7 +22,10 @@ pub fn cleanup_job_name(app: &StatefulApplication) -> String {
     format!("{}-delete-checkpoints", app.metadata.name)
 }
 
-pub fn cleanup_job(app: &StatefulApplication, config: &OperatorConfig) -> Job {
+/// `spindle checkpoints delete` for exactly this application: the storage URL and name as
+/// the workers have them, and the namespace from `POD_NAMESPACE` as theirs, so it computes
+/// the same root (`<storage>/<namespace>/<name>`) and touches no other application's data.
+pub fn cleanup_job(app: &StatefulApplication, config: &OperatorConfig, uid: &str) -> Job {
     let storage = checkpoint_storage(app, config);
     let container = Container {
         name: "delete-checkpoints".into(),
@@ -45,11 +48,12 @@ pub fn cleanup_job(app: &StatefulApplication, config: &OperatorConfig) -> Job {
                 ..EnvFromSource::default()
             }]
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            ..SecurityContext::default()
-        }),
+        env: Some(vec![
+            env_field("POD_NAMESPACE", "metadata.namespace"),
+            env("SPINDLE_APPLICATION_UID", uid),
+        ]) as Option<Vec<EnvVar>>,
+        security_context: Some(restricted_container_context()),
+        volume_mounts: Some(vec![tmp_mount()]),
         ..Container::default()
     };
     let labels: BTreeMap<String, String> = labels(app, COMPONENT);
@@ -72,10 +76,10 @@ pub fn cleanup_job(app: &StatefulApplication, config: &OperatorConfig) -> Job {
                 spec: Some(PodSpec {
                     containers: vec![container],
                     restart_policy: Some("Never".into()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod_context()),
+                    volumes: Some(vec![tmp_volume()]),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
                     ..PodSpec::default()
                 }),
             },

@@ -1,21 +1,15 @@
-//! Connector credentials in the worker pods: every credential the spec references (a NATS
-//! token or nkey seed) names an environment variable and, for Kubernetes, the Secret key to
-//! fill it from. The value never appears in the ConfigMap or the spec — only these references.
+//! Credentials in the worker pods: every credential the spec references (NATS tokens and nkey
+//! seeds, Kafka SASL passwords, ingress and admin bearer tokens: `StatefulApplication::secrets`)
+//! names an environment variable and, for Kubernetes, the Secret key to fill it from. The value
+//! never appears in the ConfigMap or the spec — only these references.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
-use spindle_spec::{SecretValue, StatefulApplication};
-
-/// Every credential of the application's connectors.
-fn credentials(app: &StatefulApplication) -> impl Iterator<Item = &SecretValue> {
-    let ingress = app.spec.ingresses.iter().filter_map(|i| i.nats.as_ref()?.auth.as_ref());
-    let egress = app.spec.egresses.iter().filter_map(|e| e.nats.as_ref()?.auth.as_ref());
-    ingress.chain(egress).flat_map(|a| a.secrets())
-}
+use spindle_spec::StatefulApplication;
 
 /// `env` entries of the worker container: one per referenced Secret key, deduplicated by name.
 pub fn credential_env(app: &StatefulApplication) -> Vec<EnvVar> {
     let mut out: Vec<EnvVar> = Vec::new();
-    for s in credentials(app) {
+    for (_, s) in app.secrets() {
         let Some(r) = &s.secret_key_ref else { continue };
         if out.iter().any(|e| e.name == s.env) {
             continue;
@@ -47,7 +41,18 @@ metadata: {name: conn, namespace: apps}
 spec:
   functions:
     - {typename: example/*, endpoint: "http://f:8000/"}
+  admin:
+    auth: {tokens: {env: ADMIN_TOKENS, secretKeyRef: {name: admin, key: tokens}}}
   ingresses:
+    - name: web
+      http:
+        port: 8090
+        auth: {tokens: {env: INGRESS_TOKENS, secretKeyRef: {name: ingress, key: tokens}}}
+    - name: orders
+      kafka:
+        brokers: ["kafka:9092"]
+        sasl: {mechanism: SCRAM-SHA-512, username: spindle, password: {env: KAFKA_PASSWORD, secretKeyRef: {name: kafka, key: password}}}
+        topics: [{topic: orders, valueType: example/Add, targets: [example/counter]}]
     - name: in
       nats:
         servers: ["nats://nats:4222"]
@@ -68,7 +73,7 @@ spec:
     fn credentials_come_from_secrets_never_from_the_config_map() {
         let app = spindle_spec::from_yaml_str(APP, "t").unwrap();
         let owner = owner_reference(&app, "0b5e8a3c-1111-2222-3333-444455556666");
-        let sts = worker_statefulset(&app, &OperatorConfig::default(), &owner);
+        let sts = worker_statefulset(&app, &OperatorConfig::default(), &owner, None);
         let env = sts.spec.unwrap().template.spec.unwrap().containers[0]
             .env
             .clone()
@@ -83,9 +88,13 @@ spec:
         assert_eq!(
             from_secrets,
             [
-                ("NATS_TOKEN".to_string(), "nats-auth".to_string(), "token".to_string()),
-                ("OTHER_SEED".to_string(), "other".to_string(), "seed".to_string())
+                ("INGRESS_TOKENS", "ingress", "tokens"),
+                ("KAFKA_PASSWORD", "kafka", "password"),
+                ("NATS_TOKEN", "nats-auth", "token"),
+                ("OTHER_SEED", "other", "seed"),
+                ("ADMIN_TOKENS", "admin", "tokens"),
             ]
+            .map(|(e, n, k)| (e.to_string(), n.to_string(), k.to_string()))
         );
         // The ConfigMap holds the references (variable and Secret names), nothing else.
         let yaml = &config_map(&app, &OperatorConfig::default(), &owner).data.unwrap()["app.yaml"];

@@ -1,19 +1,23 @@
 //! A Deployment and a Service per function entry that names an image.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort,
     ServiceSpec, TCPSocketAction,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use spindle_spec::{FunctionSpec, StatefulApplication};
+use spindle_spec::{FunctionSpec, ResourceSpec, StatefulApplication};
 
-use super::{meta, selector};
+use super::security::{restricted_container_context, restricted_pod_context, tmp_mount, tmp_volume};
+use super::{OperatorConfig, meta, selector};
 
 const DEFAULT_PORT: u16 = 8000;
 
-fn component(index: usize) -> String {
+pub(crate) fn component(index: usize) -> String {
     format!("function-{index}")
 }
 
@@ -26,8 +30,38 @@ fn port(f: &FunctionSpec) -> i32 {
     i32::from(f.port.unwrap_or(DEFAULT_PORT))
 }
 
+/// The function's resources: its own, field by field, else the operator's defaults.
+fn resources(f: &FunctionSpec, defaults: &ResourceSpec) -> ResourceRequirements {
+    let own = f.resources.clone().unwrap_or_default();
+    let pick = |pairs: [(&str, &Option<String>, &Option<String>); 2]| -> Option<BTreeMap<String, Quantity>> {
+        let map: BTreeMap<String, Quantity> = pairs
+            .into_iter()
+            .filter_map(|(name, own, default)| Some((name.to_string(), Quantity(own.clone().or(default.clone())?))))
+            .collect();
+        (!map.is_empty()).then_some(map)
+    };
+    ResourceRequirements {
+        requests: pick([
+            ("cpu", &own.cpu_request, &defaults.cpu_request),
+            ("memory", &own.memory_request, &defaults.memory_request),
+        ]),
+        limits: pick([
+            ("cpu", &own.cpu_limit, &defaults.cpu_limit),
+            ("memory", &own.memory_limit, &defaults.memory_limit),
+        ]),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// `None` when the entry has no image (it is served from elsewhere: its endpoint as written).
-pub fn function_deployment(app: &StatefulApplication, index: usize, owner: &OwnerReference) -> Option<Deployment> {
+/// The container runs as the restricted profile wants, with a read-only root filesystem and
+/// a writable `/tmp`; it gets no ServiceAccount token.
+pub fn function_deployment(
+    app: &StatefulApplication,
+    index: usize,
+    config: &OperatorConfig,
+    owner: &OwnerReference,
+) -> Option<Deployment> {
     let f = &app.spec.functions[index];
     let image = f.image.clone()?;
     let component = component(index);
@@ -69,12 +103,15 @@ pub fn function_deployment(app: &StatefulApplication, index: usize, owner: &Owne
                         }]),
                         readiness_probe: Some(probe.clone()),
                         liveness_probe: Some(probe),
+                        resources: Some(resources(f, &config.function_resources)),
+                        security_context: Some(restricted_container_context()),
+                        volume_mounts: Some(vec![tmp_mount()]),
                         ..Container::default()
                     }],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        ..PodSecurityContext::default()
-                    }),
+                    volumes: Some(vec![tmp_volume()]),
+                    security_context: Some(restricted_pod_context()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
                     ..PodSpec::default()
                 }),
             },

@@ -9,11 +9,18 @@
 //! - Service `A-ingress`: the HTTP ingress, when the application has one.
 //! - StatefulSet `A-worker` (`spec.workers` pods) and PodDisruptionBudget `A-worker`.
 //! - Per function entry with an `image`: Deployment and Service `A-fn-<i>`.
+//! - Secret `A-tls`: the application's CA and the workers' certificates (peer TLS on).
+//! - NetworkPolicies `A-workers` and `A-functions` (`spec.kubernetes.networkPolicy.enabled`).
 //! - On deletion with `retentionPolicy: Delete`: Job `A-delete-checkpoints`.
+//!
+//! Every pod passes the Pod Security Standards' "restricted" profile (`security`).
 
 mod cleanup;
 mod credentials;
 mod functions;
+mod network;
+mod security;
+mod tls;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -23,9 +30,13 @@ use spindle_spec::StatefulApplication;
 
 pub use cleanup::{cleanup_job, cleanup_job_name};
 pub use functions::{function_deployment, function_service, function_service_name};
+pub use network::{function_network_policy, functions_policy_name, worker_network_policy, workers_policy_name};
+pub use security::{USER_ID, restricted_container_context, restricted_pod_context};
+pub use tls::{TLS_DIR, TLS_HASH_ANNOTATION, tls_identity, tls_secret, tls_secret_name};
 pub use workers::{
-    CONFIG_HASH_ANNOTATION, WORKERS_ANNOTATION, config_map, config_map_name, ingress_service, ingress_service_name,
-    peer_service, peer_service_name, pod_disruption_budget, statefulset_name, worker_selector, worker_statefulset,
+    CONFIG_HASH_ANNOTATION, WORKERS_ANNOTATION, config_map, config_map_name, grace_period, ingress_service,
+    ingress_service_name, peer_service, peer_service_name, pod_disruption_budget, selector_string, statefulset_name,
+    worker_selector, worker_statefulset,
 };
 
 /// Ports of a worker pod.
@@ -48,6 +59,22 @@ pub struct OperatorConfig {
     pub default_credentials_secret: Option<String>,
     /// Resources of a worker container.
     pub worker_resources: WorkerResources,
+    /// Resources of function containers whose spec names none (field by field).
+    pub function_resources: spindle_spec::ResourceSpec,
+    /// Mutual TLS between workers: a CA and certificates per application (`crate::tls`).
+    pub peer_tls: bool,
+    /// Who besides an application's own pods may reach them (its NetworkPolicies).
+    pub network: NetworkConfig,
+}
+
+/// The sources the NetworkPolicies let reach a worker's admin port.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkConfig {
+    /// The operator's namespace and pod labels: it reads worker 0's `/status`.
+    pub operator_namespace: Option<String>,
+    pub operator_pod_labels: BTreeMap<String, String>,
+    /// Prometheus (or whatever scrapes `/metrics`).
+    pub monitoring: Option<spindle_spec::NetworkPeer>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +96,14 @@ impl Default for OperatorConfig {
                 memory_request: "128Mi".into(),
                 memory_limit: "1Gi".into(),
             },
+            function_resources: spindle_spec::ResourceSpec {
+                cpu_request: Some("50m".into()),
+                cpu_limit: None,
+                memory_request: Some("64Mi".into()),
+                memory_limit: Some("512Mi".into()),
+            },
+            peer_tls: true,
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -107,6 +142,20 @@ pub fn checkpoint_storage(app: &StatefulApplication, config: &OperatorConfig) ->
         Some(url) => Storage::Shared(url.to_string()),
         None => Storage::PodLocal(format!("file://{DATA_DIR}/checkpoints")),
     }
+}
+
+/// Where the workers of `app` keep their checkpoints: the storage URL and, below it, the
+/// namespace and the application's name. The workers compute it (from the ConfigMap's
+/// `storage`, `POD_NAMESPACE` and `metadata.name`), and so does `spindle checkpoints delete`
+/// in the cleanup Job; this is the same rule, for events and tests.
+pub fn checkpoint_root(app: &StatefulApplication, config: &OperatorConfig) -> String {
+    let url = checkpoint_storage(app, config);
+    format!(
+        "{}/{}/{}",
+        url.url().trim_end_matches('/'),
+        app.metadata.namespace.as_deref().unwrap_or("default"),
+        app.metadata.name
+    )
 }
 
 /// The Secret whose keys become the workers' environment, if any.

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretEnvSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretEnvSource, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -15,6 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use spindle_spec::StatefulApplication;
 
 use super::functions::resolved_endpoint;
+use super::security::{restricted_container_context, restricted_pod_context, tmp_mount, tmp_volume};
+use super::tls::{TLS_DIR, TLS_HASH_ANNOTATION, tls_mount, tls_volume};
 use super::{
     ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, OperatorConfig, PEER_PORT, checkpoint_storage, credentials_secret,
     fnv1a, meta, selector,
@@ -42,6 +44,26 @@ pub fn worker_selector(app: &StatefulApplication) -> BTreeMap<String, String> {
     selector(app, COMPONENT)
 }
 
+/// The worker pods' selector as a label-selector string (`status.selector`, which
+/// `kubectl scale` and a HorizontalPodAutoscaler read through the scale subresource).
+pub fn selector_string(app: &StatefulApplication) -> String {
+    worker_selector(app)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Seconds a worker pod gets to stop (`terminationGracePeriodSeconds`): room for its clean
+/// stop — input stops, a final checkpoint, exit — which the worker bounds by
+/// `SPINDLE_STOP_TIMEOUT`, 5 s less. `max(30 s, 10 s + 3 × checkpoint interval)`: a
+/// checkpoint already under way when the signal comes, then the final one, and slack.
+pub fn grace_period(app: &StatefulApplication) -> i64 {
+    let interval = app.spec.checkpoint.interval.as_duration();
+    let interval_secs = interval.as_secs() + u64::from(interval.subsec_nanos() > 0);
+    30.max(10 + 3 * interval_secs as i64)
+}
+
 pub fn statefulset_name(app: &StatefulApplication) -> String {
     format!("{}-worker", app.metadata.name)
 }
@@ -50,7 +72,7 @@ pub fn peer_service_name(app: &StatefulApplication) -> String {
     format!("{}-workers", app.metadata.name)
 }
 
-fn ingress_port(app: &StatefulApplication) -> Option<i32> {
+pub(crate) fn ingress_port(app: &StatefulApplication) -> Option<i32> {
     app.spec
         .ingresses
         .iter()
@@ -84,6 +106,11 @@ fn worker_config(app: &StatefulApplication, config: &OperatorConfig) -> String {
     };
     resolved.spec.checkpoint.storage = Some(checkpoint_storage(app, config).url().to_string());
     resolved.spec.checkpoint.credentials_secret = None;
+    // The operator's business, not the workers': changing it must not restart them.
+    resolved.spec.kubernetes = Default::default();
+    for f in &mut resolved.spec.functions {
+        f.resources = None;
+    }
     serde_yaml::to_string(&resolved).expect("the spec serializes")
 }
 
@@ -137,7 +164,7 @@ pub fn ingress_service(app: &StatefulApplication, owner: &OwnerReference) -> Opt
     })
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -145,7 +172,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn env_field(name: &str, path: &str) -> EnvVar {
+pub(crate) fn env_field(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -187,8 +214,14 @@ fn http_probe(path: &str, period: i32) -> Probe {
 }
 
 /// The workers: `spindle worker /etc/spindle/app.yaml`, finding their index and peers from the
-/// pod name and the headless Service (see the worker's `peer::discovery`).
-pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, owner: &OwnerReference) -> StatefulSet {
+/// pod name and the headless Service (see the worker's `peer::discovery`). `tls_hash`: the
+/// hash of the certificates in the TLS Secret (`tls_secret`), when peer TLS is on.
+pub fn worker_statefulset(
+    app: &StatefulApplication,
+    config: &OperatorConfig,
+    owner: &OwnerReference,
+    tls_hash: Option<&str>,
+) -> StatefulSet {
     let mut ports = vec![
         ContainerPort {
             name: Some("admin".into()),
@@ -208,6 +241,41 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
             ..ContainerPort::default()
         });
     }
+    let grace = grace_period(app);
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        },
+        tmp_mount(),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(app),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "data".into(),
+            empty_dir: Some(Default::default()),
+            ..Volume::default()
+        },
+        tmp_volume(),
+    ];
+    if tls_hash.is_some() {
+        mounts.push(tls_mount());
+        volumes.push(tls_volume(app));
+    }
     let container = Container {
         name: "worker".into(),
         image: Some(config.worker_image.clone()),
@@ -223,7 +291,11 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
                     env("SPINDLE_PEER_PORT", PEER_PORT.to_string()),
                     env("SPINDLE_ADMIN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
                     env("SPINDLE_DATA_DIR", DATA_DIR),
+                    // Recorded in checkpoints: a worker restores only its own application's.
+                    env("SPINDLE_APPLICATION_UID", owner.uid.clone()),
+                    env("SPINDLE_STOP_TIMEOUT", format!("{}s", grace - 5)),
                 ],
+                tls_hash.map(|_| env("SPINDLE_TLS_DIR", TLS_DIR)).into_iter().collect(),
                 super::credentials::credential_env(app),
             ]
             .concat(),
@@ -241,47 +313,19 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
         ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "data".into(),
-                mount_path: DATA_DIR.into(),
-                ..VolumeMount::default()
-            },
-        ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            ..SecurityContext::default()
-        }),
+        volume_mounts: Some(mounts),
+        security_context: Some(restricted_container_context()),
         ..Container::default()
     };
     let pod = PodSpec {
         containers: vec![container],
-        volumes: Some(vec![
-            Volume {
-                name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_map_name(app),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "data".into(),
-                empty_dir: Some(Default::default()),
-                ..Volume::default()
-            },
-        ]),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            ..PodSecurityContext::default()
-        }),
+        volumes: Some(volumes),
+        security_context: Some(restricted_pod_context()),
+        termination_grace_period_seconds: Some(grace),
+        // Workers never call the Kubernetes API.
+        automount_service_account_token: Some(false),
+        // Peers come from the headless Service's DNS names, not from Docker-link variables.
+        enable_service_links: Some(false),
         ..PodSpec::default()
     };
     let mut metadata = meta(app, statefulset_name(app), COMPONENT, owner);
@@ -289,8 +333,11 @@ pub fn worker_statefulset(app: &StatefulApplication, config: &OperatorConfig, ow
         WORKERS_ANNOTATION.to_string(),
         app.spec.workers.to_string(),
     )]));
-    let template_annotations =
+    let mut template_annotations =
         BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), fnv1a(&worker_config(app, config)))]);
+    if let Some(hash) = tls_hash {
+        template_annotations.insert(TLS_HASH_ANNOTATION.to_string(), hash.to_string());
+    }
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
@@ -15,6 +16,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use spindle_spec::StatefulApplication as Spec;
 
+use super::coordinator::{self, DATA_LOSS_ACK_ANNOTATION, Observation};
 use super::rescale::{Running, Step, next_step};
 use super::rescaling::{self, Observed, Outcome};
 use super::ssa::{self, Existing};
@@ -46,6 +48,7 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
         Some(r) if r.ready > 0 => Some(ctx.workers.status(&spec).await),
         _ => None,
     };
+    let observed = coordinator::observe(&previous, worker_status.as_ref().and_then(|s| s.as_ref().ok()));
     let completed = worker_status
         .as_ref()
         .and_then(|s| s.as_ref().ok())
@@ -54,43 +57,89 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
         desired,
         running,
         completed,
-        worker_error: worker_status.and_then(Result::err).map(|e| e.to_string()),
+        worker_error: worker_status
+            .as_ref()
+            .and_then(|s| s.as_ref().err())
+            .map(|e| e.to_string()),
         previous: previous.rescale.as_ref(),
     };
     let rescale = rescaling::carried(seen.previous, running, desired, completed);
     let checkpoints_on = !spec.spec.checkpoint.interval.0.is_zero();
     let step = next_step(desired, running, checkpoints_on, rescale.as_ref().zip(completed));
 
+    let now = Timestamp::now();
     let current = Current::load(&ctx.client, &spec, ctx.first_apply(uid)).await?;
     let functions = apply_independent(&spec, ctx, &owner, uid, &current).await?;
+    // Certificates for every worker that runs or is about to, before the pods that mount them.
+    let tls_hash = if ctx.config.peer_tls {
+        let workers = desired.max(running.map_or(0, |r| r.layout));
+        let rolled_out = Rollout::observe(desired, existing.as_ref(), &[]).workers_updated;
+        Some(super::certificates::ensure(app, &spec, ctx, &owner, workers, rolled_out, now).await?)
+    } else {
+        None
+    };
     let applied = match step {
-        Step::Steady | Step::Start => Some(apply_workers(&spec, ctx, &owner, existing.as_ref(), &current, app).await?),
+        Step::Steady | Step::Start => Some(
+            apply_workers(
+                &spec,
+                ctx,
+                &owner,
+                existing.as_ref(),
+                &current,
+                app,
+                tls_hash.as_deref(),
+            )
+            .await?,
+        ),
         _ => None,
     };
-    let now = Timestamp::now();
     let Outcome {
         rescale,
         statefulset,
         progress,
         blocked,
     } = rescaling::take(&step, &seen, rescale, app, &spec, ctx, now).await?;
+    let layout = match step {
+        Step::Steady | Step::Start => desired,
+        _ => running.map_or(desired, |r| r.layout),
+    };
     let sts = statefulset.or(applied).or(existing);
 
     let rollout = Rollout::observe(desired, sts.as_ref(), &functions);
-    let conditions = status::conditions(&rollout, progress.clone(), blocked);
+    let acknowledged = app
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DATA_LOSS_ACK_ANNOTATION));
+    let data_loss = coordinator::unacknowledged_loss(observed.data_loss.as_ref(), acknowledged.map(String::as_str));
+    let conditions = status::conditions(&rollout, progress.clone(), blocked, data_loss);
     announce(app, ctx, &previous, &conditions, generation_changed).await;
+    announce_coordinator(app, ctx, &observed).await;
     if generation_changed && let Storage::PodLocal(_) = builders::checkpoint_storage(&spec, &ctx.config) {
         let note = "checkpoints go to each pod's own data directory and do not survive it: set spec.checkpoint.storage (s3://…) or the operator's default storage".to_string();
         ctx.event(app, EventType::Warning, "PodLocalCheckpoints", "Apply", note)
             .await;
     }
+    let last_checkpoint = completed.filter(|c| *c > 0).or(previous.last_checkpoint);
+    let last_checkpoint_time = match (last_checkpoint, previous.last_checkpoint) {
+        (Some(n), Some(p)) if n == p => previous.last_checkpoint_time.clone(),
+        (Some(_), _) => Some(now.to_string()),
+        (None, _) => None,
+    };
     let new_status = ApplicationStatus {
         observed_generation: app.metadata.generation,
         conditions: status::merge(&previous.conditions, &conditions, app.metadata.generation, now),
         workers: desired,
+        replicas: layout,
+        selector: builders::selector_string(&spec),
         ready_workers: rollout.ready,
         worker_summary: format!("{}/{}", rollout.ready, desired),
-        last_checkpoint: completed.filter(|c| *c > 0).or(previous.last_checkpoint),
+        last_checkpoint,
+        last_checkpoint_time,
+        rollbacks: observed.rollbacks,
+        checkpoints_failed: observed.checkpoints_failed,
+        data_loss: observed.data_loss,
+        coordinator: observed.sample,
         rescale,
     };
     status::write(&api, app, new_status).await?;
@@ -115,6 +164,7 @@ struct Current {
     services: Existing<Service>,
     config_maps: Existing<ConfigMap>,
     budgets: Existing<PodDisruptionBudget>,
+    policies: Existing<NetworkPolicy>,
     /// Apply even what looks unchanged (the first time in this process).
     full: bool,
 }
@@ -135,6 +185,7 @@ impl Current {
             services: Existing::load(client, namespace, &selector).await?,
             config_maps: Existing::load(client, namespace, &selector).await?,
             budgets: Existing::load(client, namespace, &selector).await?,
+            policies: Existing::load(client, namespace, &selector).await?,
             full,
         })
     }
@@ -168,7 +219,7 @@ async fn apply_independent(
         Ok(())
     };
     for i in 0..spec.spec.functions.len() {
-        if let Some(d) = builders::function_deployment(spec, i, owner) {
+        if let Some(d) = builders::function_deployment(spec, i, &ctx.config, owner) {
             deployments.push(ssa::apply(client, &d, current.deployments.0.get(&name_of(&d)), current.full).await?);
         }
         if let Some(s) = builders::function_service(spec, i, owner) {
@@ -181,9 +232,19 @@ async fn apply_independent(
     service(builders::peer_service(spec, owner)).await?;
     let pdb = builders::pod_disruption_budget(spec, owner);
     ssa::apply(client, &pdb, current.budgets.0.get(&name_of(&pdb)), current.full).await?;
+    let mut policies = BTreeSet::new();
+    let wanted = [
+        builders::worker_network_policy(spec, &ctx.config.network, owner),
+        builders::function_network_policy(spec, owner),
+    ];
+    for p in wanted.into_iter().flatten() {
+        ssa::apply(client, &p, current.policies.0.get(&name_of(&p)), current.full).await?;
+        policies.insert(name_of(&p));
+    }
     let keep: BTreeSet<String> = deployments.iter().map(name_of).collect();
     let mut pruned = ssa::prune(client, namespace, &current.deployments, uid, &keep).await?;
     pruned.extend(ssa::prune(client, namespace, &current.services, uid, &services).await?);
+    pruned.extend(ssa::prune(client, namespace, &current.policies, uid, &policies).await?);
     if !pruned.is_empty() {
         tracing::info!(app = %spec.metadata.name, ?pruned, "deleted objects the spec no longer needs");
     }
@@ -198,10 +259,11 @@ async fn apply_workers(
     existing: Option<&StatefulSet>,
     current: &Current,
     app: &StatefulApplication,
+    tls_hash: Option<&str>,
 ) -> Result<StatefulSet, Error> {
     let cm = builders::config_map(spec, &ctx.config, owner);
     ssa::apply(&ctx.client, &cm, current.config_maps.0.get(&name_of(&cm)), current.full).await?;
-    let sts = builders::worker_statefulset(spec, &ctx.config, owner);
+    let sts = builders::worker_statefulset(spec, &ctx.config, owner, tls_hash);
     let hash = |s: &StatefulSet| {
         s.spec
             .as_ref()?
@@ -213,14 +275,53 @@ async fn apply_workers(
             .get(CONFIG_HASH_ANNOTATION)
             .cloned()
     };
+    let annotation = |s: &StatefulSet, key: &str| {
+        s.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(key)
+            .cloned()
+    };
     if let Some(old) = existing.and_then(hash)
         && Some(old) != hash(&sts)
     {
         let note = "the workers' configuration changed: restarting them (the application rolls back to its last checkpoint and replays)".to_string();
         ctx.event(app, EventType::Normal, "RestartingWorkers", "Apply", note)
             .await;
+    } else if let Some(old) = existing.and_then(|e| annotation(e, builders::TLS_HASH_ANNOTATION))
+        && Some(old) != annotation(&sts, builders::TLS_HASH_ANNOTATION)
+    {
+        let note = "the workers' certificates changed: restarting them to load the new ones (the application rolls back to its last checkpoint and replays)".to_string();
+        ctx.event(app, EventType::Normal, "RestartingWorkers", "Certificates", note)
+            .await;
     }
     ssa::apply(&ctx.client, &sts, existing, current.full).await
+}
+
+/// Events for what worker 0 reports that is new: rollbacks, failed checkpoints, a data-loss
+/// fallback.
+async fn announce_coordinator(app: &StatefulApplication, ctx: &Context, o: &Observation) {
+    // Repeats of an event become one event with a count (kube's recorder keeps the first
+    // note), so the notes carry no numbers: status.rollbacks and checkpointsFailed do.
+    if o.new_rollbacks > 0 {
+        let note = "rollback: a worker failed or restarted; every worker restored the last completed checkpoint and replays from it (status.rollbacks counts them)".to_string();
+        ctx.event(app, EventType::Warning, "Rollback", "Observe", note).await;
+    }
+    if o.new_failures > 0 {
+        let note = "a checkpoint failed: a part or the manifest was not written in time; see the workers' logs and the storage (status.checkpointsFailed counts them)".to_string();
+        ctx.event(app, EventType::Warning, "CheckpointFailed", "Observe", note)
+            .await;
+    }
+    if o.new_data_loss
+        && let Some(message) = coordinator::unacknowledged_loss(o.data_loss.as_ref(), None)
+    {
+        ctx.event(app, EventType::Warning, "CheckpointDataLoss", "Observe", message)
+            .await;
+    }
 }
 
 /// Events for flips of Ready and Degraded, and for a newly applied generation.
@@ -247,7 +348,8 @@ async fn announce(
         ctx.event(app, EventType::Normal, "Ready", "Apply", now.ready.message.clone())
             .await;
     }
-    if now.degraded.status && was(DEGRADED) != Some(true) {
+    // A data-loss report has its own event (announce_coordinator), once per report.
+    if now.degraded.status && was(DEGRADED) != Some(true) && now.degraded.reason != "CheckpointDataLoss" {
         ctx.event(
             app,
             EventType::Warning,

@@ -55,6 +55,8 @@ pub async fn cleanup(app: &StatefulApplication, ctx: &Context) -> Result<Cleanup
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let job_name = builders::cleanup_job_name(&spec);
     let storage = builders::checkpoint_storage(&spec, &ctx.config);
+    // The application's own root below the storage URL: all the job deletes.
+    let url = builders::checkpoint_root(&spec, &ctx.config);
     match (spec.spec.checkpoint.retention_policy, &storage) {
         (RetentionPolicy::Retain, _) | (RetentionPolicy::Delete, Storage::PodLocal(_)) => {
             // A deletion job of an earlier `Delete` that failed: the user chose to keep the data.
@@ -62,9 +64,10 @@ pub async fn cleanup(app: &StatefulApplication, ctx: &Context) -> Result<Cleanup
                 jobs.delete(&job_name, &DeleteParams::background()).await?;
             }
             let note = match storage {
-                Storage::Shared(url) => format!(
-                    "checkpoint data under {url} for `{}` is kept (retentionPolicy: Retain)",
-                    spec.metadata.name
+                Storage::Shared(_) => format!(
+                    "checkpoint data of `{}` under {} is kept (retentionPolicy: Retain)",
+                    spec.metadata.name,
+                    builders::checkpoint_root(&spec, &ctx.config)
                 ),
                 Storage::PodLocal(_) => "checkpoints were pod-local: they went with the pods".into(),
             };
@@ -76,9 +79,10 @@ pub async fn cleanup(app: &StatefulApplication, ctx: &Context) -> Result<Cleanup
                 .inc();
             Ok(Cleanup::Done)
         }
-        (RetentionPolicy::Delete, Storage::Shared(url)) => match jobs.get_opt(&job_name).await? {
+        (RetentionPolicy::Delete, Storage::Shared(_)) => match jobs.get_opt(&job_name).await? {
             None => {
-                jobs.create(&post_params(), &builders::cleanup_job(&spec, &ctx.config))
+                let uid = app.metadata.uid.as_deref().unwrap_or_default();
+                jobs.create(&post_params(), &builders::cleanup_job(&spec, &ctx.config, uid))
                     .await?;
                 ctx.event(
                     app,

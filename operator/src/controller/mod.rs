@@ -2,7 +2,9 @@
 //! each application by a finalizer step dispatching to [`apply`] or [`cleanup`].
 
 pub mod apply;
+pub mod certificates;
 pub mod cleanup;
+pub mod coordinator;
 pub mod rescale;
 pub mod rescaling;
 pub mod ssa;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Patch;
 use kube::runtime::controller::{Action, Controller};
@@ -91,20 +94,45 @@ pub fn error_policy(app: Arc<StatefulApplication>, error: &Error, _ctx: Arc<Cont
     }
 }
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the controller until `stop` says true: over every namespace, or — the chart's
+/// namespaced mode, where its Roles grant access only there — one controller per namespace
+/// in `namespaces`.
+pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: tokio::sync::watch::Receiver<bool>) {
+    if namespaces.is_empty() {
+        return run_in(ctx, None, stop).await;
+    }
+    let controllers = namespaces
+        .iter()
+        .map(|ns| run_in(ctx.clone(), Some(ns.as_str()), stop.clone()));
+    futures::future::join_all(controllers).await;
+}
+
+async fn run_in(ctx: Arc<Context>, namespace: Option<&str>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let client = ctx.client.clone();
     // Only the objects the operator made; the label is on every one of them.
     let owned = || watcher::Config::default().labels("app.kubernetes.io/managed-by=spindle-operator");
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
     Controller::new(
-        Api::<StatefulApplication>::all(client.clone()),
+        api::<StatefulApplication>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns(Api::<StatefulSet>::all(client.clone()), owned())
-    .owns(Api::<Deployment>::all(client.clone()), owned())
-    .owns(Api::<Service>::all(client.clone()), owned())
-    .owns(Api::<ConfigMap>::all(client.clone()), owned())
-    .owns(Api::<PodDisruptionBudget>::all(client), owned())
+    .owns(api::<StatefulSet>(&client, namespace), owned())
+    .owns(api::<Deployment>(&client, namespace), owned())
+    .owns(api::<Service>(&client, namespace), owned())
+    .owns(api::<ConfigMap>(&client, namespace), owned())
+    .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
+    .owns(api::<NetworkPolicy>(&client, namespace), owned())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {

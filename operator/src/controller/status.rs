@@ -109,8 +109,14 @@ impl Rollout {
 }
 
 /// Conditions of an application whose spec was applied. `step` names a rescale step under
-/// way (it makes the application Progressing), `blocked` a reason it cannot go on.
-pub fn conditions(rollout: &Rollout, step: Option<(&'static str, String)>, blocked: Option<String>) -> Conditions {
+/// way (it makes the application Progressing), `blocked` a reason it cannot go on,
+/// `data_loss` an unacknowledged fallback past damaged checkpoints.
+pub fn conditions(
+    rollout: &Rollout,
+    step: Option<(&'static str, String)>,
+    blocked: Option<String>,
+    data_loss: Option<String>,
+) -> Conditions {
     let ready = if let Some((_, message)) = &step {
         Observed::no("Rescaling", message.clone())
     } else if rollout.complete() {
@@ -142,6 +148,8 @@ pub fn conditions(rollout: &Rollout, step: Option<(&'static str, String)>, block
     };
     let degraded = if let Some(message) = blocked {
         Observed::yes("RescaleBlocked", message)
+    } else if let Some(message) = data_loss {
+        Observed::yes("CheckpointDataLoss", message)
     } else if !rollout.functions_failed.is_empty() {
         Observed::yes(
             "FunctionDeploymentFailed",
@@ -224,7 +232,14 @@ pub async fn write(
         .ok_or(Error::MissingField("metadata.name"))?;
     let mut value = serde_json::to_value(&status).expect("a status serializes");
     // A merge patch keeps fields it does not name: absent ones must be named, as null.
-    for key in ["observedGeneration", "lastCheckpoint", "rescale"] {
+    for key in [
+        "observedGeneration",
+        "lastCheckpoint",
+        "lastCheckpointTime",
+        "rescale",
+        "dataLoss",
+        "coordinator",
+    ] {
         value
             .as_object_mut()
             .expect("an object")

@@ -87,9 +87,36 @@ pub fn table(admin: &Kubectl, name: &str) -> (Vec<String>, Vec<String>) {
     (header, row)
 }
 
-/// `kubectl apply -f examples/greeter/k8s.yaml`: everything applied by the operator.
+/// `kubectl apply -f examples/greeter/k8s.yaml`: everything applied by the operator, into a
+/// namespace whose Pod Security admission enforces the "restricted" profile, so every pod the
+/// controller-manager creates from the operator's objects is checked by the API server.
 pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
     admin.ok(&["create", "namespace", NS]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        NS,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    ]);
+    // The admission is on: a pod without the restricted settings is refused.
+    let refused = admin
+        .run(&["run", "plain-pod", "-n", NS, "--image=busybox", "--restart=Never"])
+        .expect_err("a pod without securityContext must be refused in a restricted namespace");
+    assert!(
+        refused.contains("violates PodSecurity") && refused.contains("restricted"),
+        "{refused}"
+    );
+    ok(format!(
+        "namespace {NS} enforces Pod Security `restricted` (a plain pod is refused: `{}`)",
+        refused
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(160)
+            .collect::<String>()
+    ));
     let example = repo_root().join("examples/greeter/k8s.yaml");
     admin.ok(&["apply", "-n", NS, "-f", example.to_str().unwrap()]);
     let mut spec = spindle_spec::load_file(&example).expect("the example loads");
@@ -117,7 +144,7 @@ pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
         ("service", name(&builders::peer_service(&spec, &owner).metadata)),
         (
             "statefulset",
-            name(&builders::worker_statefulset(&spec, &config, &owner).metadata),
+            name(&builders::worker_statefulset(&spec, &config, &owner, None).metadata),
         ),
         (
             "poddisruptionbudget",
@@ -127,8 +154,19 @@ pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
     if let Some(s) = builders::ingress_service(&spec, &owner) {
         objects.push(("service", name(&s.metadata)));
     }
+    objects.push(("secret", builders::tls_secret_name(&spec)));
+    let network = builders::NetworkConfig::default();
+    for p in [
+        builders::worker_network_policy(&spec, &network, &owner),
+        builders::function_network_policy(&spec, &owner),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        objects.push(("networkpolicy", name(&p.metadata)));
+    }
     for i in 0..spec.spec.functions.len() {
-        if let Some(d) = builders::function_deployment(&spec, i, &owner) {
+        if let Some(d) = builders::function_deployment(&spec, i, &config, &owner) {
             objects.push(("deployment", name(&d.metadata)));
         }
         if let Some(s) = builders::function_service(&spec, i, &owner) {
@@ -181,7 +219,16 @@ pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
     let (header, row) = table(admin, "greeter");
     assert_eq!(
         header,
-        ["NAME", "READY", "REASON", "WORKERS", "CHECKPOINT", "AGE"],
+        [
+            "NAME",
+            "READY",
+            "REASON",
+            "WORKERS",
+            "CHECKPOINT",
+            "CHECKPOINTED",
+            "ROLLBACKS",
+            "AGE"
+        ],
         "printer columns"
     );
     assert_eq!(
@@ -207,8 +254,54 @@ pub fn greeter_applied(admin: &Kubectl, leader: &str) -> App {
     };
     let pods = wait_for("the worker pods", WAIT, || worker_pods(admin, &app, 2));
     ok(format!(
-        "kube-controller-manager created the worker pods of the StatefulSet (Pending: no scheduler, no kubelet): {}",
+        "kube-controller-manager created the worker pods of the StatefulSet (Pending: no scheduler, no kubelet), admitted by Pod Security `restricted`: {}",
         pods.join(", ")
+    ));
+    let functions = wait_for("the function pod", WAIT, || {
+        let pods = all_pods(admin, "app.kubernetes.io/component=function-0");
+        if pods.is_empty() {
+            Err("no function pod".to_string())
+        } else {
+            Ok(pods)
+        }
+    });
+    // What admission let through is what the operator built: the security settings are on
+    // the pods as stored.
+    let pod = admin.must_get(&["pod", &pods[0], "-n", NS]).unwrap();
+    assert_eq!(
+        pod["spec"]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    let tls = pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .cloned()
+        .expect("the TLS mount");
+    assert_eq!(tls["subPathExpr"], "$(POD_NAME)");
+    ok(format!(
+        "the function Deployment's pod {} is admitted too; the worker pods carry seccomp RuntimeDefault, no ServiceAccount token, the TLS Secret's own directory at /etc/spindle/tls (subPathExpr $(POD_NAME))",
+        functions.join(", ")
+    ));
+    let policy = admin
+        .must_get(&["networkpolicy", &builders::workers_policy_name(&app.spec), "-n", NS])
+        .unwrap();
+    let ports: Vec<String> = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ports"][0]["port"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(ports, ["peer", "admin", "ingress"], "{policy}");
+    assert_eq!(
+        policy["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        crate::OPERATOR_NS
+    );
+    ok(format!(
+        "NetworkPolicy {} accepted by the API server: peer port from the application's workers, admin port from the operator's namespace, ingress port open",
+        builders::workers_policy_name(&app.spec)
     ));
     app
 }

@@ -26,8 +26,8 @@ pub fn operator_identity(admin: &Kubectl, plane: &ControlPlane, dir: &Path) -> P
     assert_eq!(whoami.trim(), format!("system:serviceaccount:{OPERATOR_NS}:{RELEASE}"));
     // What the operator does, by resource (controller/*.rs, leader.rs, context.rs): watch
     // applications cluster-wide, finalizer and status patches, server-side apply (patch) of
-    // what it owns, prunes, the rescale patch, the cleanup's foreground delete and Job, events,
-    // and the Lease in its own namespace.
+    // what it owns (NetworkPolicies, the TLS Secret it reads back by name), prunes, the rescale
+    // patch, the cleanup's foreground delete and Job, events, and the Lease in its own namespace.
     let grants: &[(&str, &[&str], Option<&str>)] = &[
         ("statefulapplications.spindle.dev", &["list", "watch", "patch"], None),
         ("statefulapplications.spindle.dev/status", &["patch"], None),
@@ -49,6 +49,12 @@ pub fn operator_identity(admin: &Kubectl, plane: &ControlPlane, dir: &Path) -> P
             &["list", "watch", "create", "patch"],
             None,
         ),
+        (
+            "networkpolicies.networking.k8s.io",
+            &["list", "watch", "create", "patch", "delete"],
+            None,
+        ),
+        ("secrets", &["get", "create", "patch"], None),
         ("jobs.batch", &["get", "create", "delete"], None),
         ("events.events.k8s.io", &["create", "patch"], None),
         (
@@ -85,7 +91,8 @@ pub fn operator_identity(admin: &Kubectl, plane: &ControlPlane, dir: &Path) -> P
     // And the check can say no: what the chart does not grant.
     for (verb, resource, ns) in [
         ("delete", "statefulapplications.spindle.dev", None),
-        ("get", "secrets", None),
+        ("list", "secrets", None),
+        ("watch", "secrets", None),
         ("update", "leases.coordination.k8s.io", Some(NS)),
     ] {
         assert!(
@@ -94,7 +101,7 @@ pub fn operator_identity(admin: &Kubectl, plane: &ControlPlane, dir: &Path) -> P
         );
     }
     ok(format!(
-        "operator identity: a TokenRequest token of ServiceAccount {OPERATOR_NS}/{RELEASE} (kubectl auth whoami: {}); kubectl auth can-i says yes to all {checked} verbs the operator uses and no to delete statefulapplications, get secrets, update leases outside {OPERATOR_NS}",
+        "operator identity: a TokenRequest token of ServiceAccount {OPERATOR_NS}/{RELEASE} (kubectl auth whoami: {}); kubectl auth can-i says yes to all {checked} verbs the operator uses and no to delete statefulapplications, list or watch secrets, update leases outside {OPERATOR_NS}",
         whoami.trim()
     ));
     kubeconfig

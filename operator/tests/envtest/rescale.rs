@@ -8,18 +8,42 @@ use crate::app::{App, condition, event, has_condition, ready_status, sapp, sts, 
 use crate::control_plane::{Kubectl, wait_for};
 use crate::{NS, WAIT, ok};
 
-/// `spec.workers` 2 → 3, as far as it goes without running workers.
+/// `kubectl scale sapp greeter --replicas 3` (the scale subresource sets `spec.workers`
+/// 2 → 3), as far as it goes without running workers.
 pub fn rescale(admin: &Kubectl, app: &App) {
-    admin.ok(&[
-        "patch",
-        "sapp",
-        "greeter",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"workers":3}}"#,
-    ]);
+    let scale_path = format!("/apis/spindle.dev/v1alpha1/namespaces/{NS}/statefulapplications/greeter/scale");
+    let scale: Value = serde_json::from_str(&admin.ok(&["get", "--raw", &scale_path])).expect("a Scale");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(
+        (scale["spec"]["replicas"].as_i64(), scale["status"]["replicas"].as_i64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(scale["status"]["selector"], app.worker_selector.as_str(), "{scale}");
+    ok(format!(
+        "the scale subresource: spec.replicas 2, status.replicas 2, status.selector `{}` (what an HPA reads)",
+        scale["status"]["selector"].as_str().unwrap_or("")
+    ));
+    // Above keyGroups, the CRD's rule refuses it, through the scale subresource too.
+    let refused = admin
+        .run(&["scale", "sapp", "greeter", "-n", NS, "--replicas", "1000"])
+        .expect_err("more workers than key groups");
+    assert!(
+        refused.contains("workers must be at least 1 and at most keyGroups"),
+        "{refused}"
+    );
+    admin.ok(&["scale", "sapp", "greeter", "-n", NS, "--replicas", "3"]);
+    let workers = admin.ok(&["get", "sapp", "greeter", "-n", NS, "-o", "jsonpath={.spec.workers}"]);
+    assert_eq!(workers.trim(), "3", "kubectl scale set spec.workers");
+    ok(format!(
+        "kubectl scale sapp greeter --replicas 3: spec.workers = 3 (--replicas 1000 refused: `{}`)",
+        refused
+            .lines()
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(140)
+            .collect::<String>()
+    ));
     // Ready workers: the operator waits for worker 0 to report a fresh checkpoint, and keeps
     // the two workers running meanwhile.
     let status = wait_for("the rescale to wait for a checkpoint", WAIT, || {
@@ -41,7 +65,7 @@ pub fn rescale(admin: &Kubectl, app: &App) {
         "the two workers keep running while the operator waits"
     );
     ok(format!(
-        "spec.workers 2 -> 3 with ready workers: status.rescale {} , Progressing=True (WaitingForCheckpoint: `{}`), event RescaleStarted (`{note}`); StatefulSet still 2 replicas for 2 workers",
+        "spec.workers 2 -> 3 with ready workers (the existing rescale path): status.rescale {} , Progressing=True (WaitingForCheckpoint: `{}`), event RescaleStarted (`{note}`); StatefulSet still 2 replicas for 2 workers",
         status["status"]["rescale"],
         condition(&status, "Progressing").unwrap()["message"]
             .as_str()

@@ -6,8 +6,8 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -58,22 +58,30 @@ pub fn app_from(yaml: &str) -> StatefulApplication {
     serde_yaml::from_str(yaml).expect("a StatefulApplication")
 }
 
-/// Worker 0's admin endpoint: `/status` with a checkpoint number the test sets.
+/// Worker 0's admin endpoint: `/status` with a checkpoint number the test sets, and any
+/// other fields the test adds (`set_fields`), as the worker reports them.
 pub struct FakeWorker {
     pub completed: Arc<AtomicU64>,
+    pub fields: Arc<Mutex<serde_json::Map<String, serde_json::Value>>>,
     pub url: String,
 }
 
 impl FakeWorker {
     pub async fn start() -> FakeWorker {
         let completed = Arc::new(AtomicU64::new(0));
-        let c = completed.clone();
+        let fields = Arc::new(Mutex::new(serde_json::Map::new()));
+        let (c, f) = (completed.clone(), fields.clone());
         let routes = axum::Router::new().route(
             "/status",
             axum::routing::get(move || {
-                let c = c.clone();
+                let (c, f) = (c.clone(), f.clone());
                 async move {
-                    axum::Json(json!({"generation": 1, "completedCheckpoint": c.load(Ordering::SeqCst), "idle": true}))
+                    let mut status =
+                        json!({"generation": 1, "completedCheckpoint": c.load(Ordering::SeqCst), "idle": true});
+                    for (k, v) in f.lock().unwrap().iter() {
+                        status[k] = v.clone();
+                    }
+                    axum::Json(status)
                 }
             }),
         );
@@ -81,11 +89,19 @@ impl FakeWorker {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
         eprintln!("started: a stand-in for worker 0's admin endpoint at {url}/status");
-        FakeWorker { completed, url }
+        FakeWorker { completed, fields, url }
     }
 
     pub fn set_completed(&self, n: u64) {
         self.completed.store(n, Ordering::SeqCst);
+    }
+
+    /// Sets fields of `/status` (e.g. `rollbacks`, `incarnation`, `dataLoss`).
+    pub fn set_fields(&self, fields: serde_json::Value) {
+        let mut f = self.fields.lock().unwrap();
+        for (k, v) in fields.as_object().expect("an object") {
+            f.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -139,6 +155,18 @@ impl World {
 
     pub async fn get(&self) -> StatefulApplication {
         self.apps().get("greeter").await.expect("the application")
+    }
+
+    /// The application `name` in `namespace`, created and reconciled once.
+    pub async fn create_in(&self, namespace: &str, yaml: &str) -> StatefulApplication {
+        let mut app = app_from(yaml);
+        app.metadata.namespace = Some(namespace.into());
+        let api: Api<StatefulApplication> = Api::namespaced(self.client.clone(), namespace);
+        let created = api.create(&PostParams::default(), &app).await.expect("created");
+        controller::reconcile(Arc::new(created), self.ctx.clone())
+            .await
+            .expect("reconciled");
+        api.get(app.metadata.name.as_deref().unwrap()).await.unwrap()
     }
 
     /// One reconciliation of the application as it is stored now (what the controller does
