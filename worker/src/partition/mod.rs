@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-pub(crate) use capture::Capture;
+pub(crate) use capture::{Capture, Compaction};
 pub(crate) use dedup::SeenKeys;
 pub(crate) use epochs::Epochs;
 
@@ -78,6 +78,11 @@ pub(crate) struct Parts {
     pub restored: Capture,
     /// The generation this partition belongs to (dead-letter ids name it).
     pub generation: u64,
+    /// Key groups to capture whole at the next snapshot (checkpoints on).
+    pub compaction: Compaction,
+    /// How often one key group's expired values are swept (so every group is swept about
+    /// once a minute).
+    pub sweep_every: Duration,
 }
 
 pub(crate) struct Partition {
@@ -109,12 +114,17 @@ pub(crate) struct Partition {
     positions: Positions,
     /// Sources this worker reads in this generation: only their positions are committed back.
     reading: HashSet<Arc<str>>,
+    compaction: Compaction,
+    sweep_every: Duration,
+    /// The next key group the sweep looks at.
+    sweep_from: u32,
 }
 
 impl Partition {
     pub fn new(p: Parts) -> Partition {
         let slots = p.app.functions.iter().map(|_| Slots::default()).collect();
         let dead = DeadLetterBox::new(p.outbound.me(), p.generation, p.app.dead_letter_bytes);
+        let key_groups = p.app.key_groups;
         Partition {
             dead,
             app: p.app,
@@ -124,7 +134,7 @@ impl Partition {
             in_flight: HashMap::new(),
             slots,
             specs: SpecRegistry::default(),
-            state: StateStore::default(),
+            state: StateStore::new(key_groups),
             delayed: DelayedMessages::default(),
             seen: SeenKeys::new(DEDUP_WINDOW_MS),
             egress: p.egress,
@@ -135,6 +145,9 @@ impl Partition {
             restored: Some(p.restored),
             positions: Positions::new(),
             reading: HashSet::new(),
+            compaction: p.compaction,
+            sweep_every: p.sweep_every,
+            sweep_from: 0,
         }
     }
 
@@ -145,6 +158,9 @@ impl Partition {
             return;
         };
         self.state = r.state;
+        if self.epochs.is_some() {
+            self.state.track_changes();
+        }
         self.specs = r.specs;
         for (due, env, token) in r.delayed {
             self.delayed.schedule(due, env, token.as_deref());
@@ -194,6 +210,8 @@ impl Partition {
     pub async fn run(mut self, mut inputs: InboxReceiver, stop: CancellationToken) {
         self.resume();
         let mut buf = Vec::with_capacity(256);
+        let mut sweep = tokio::time::interval(self.sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = self.delayed.next_due().map(|due| {
                 let wait = due.saturating_sub(now_ms());
@@ -217,6 +235,7 @@ impl Partition {
                 _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {
                     self.fire_due();
                 }
+                _ = sweep.tick() => self.sweep_step(),
                 _ = stop.cancelled() => break,
             }
         }
@@ -267,11 +286,22 @@ impl Partition {
                     .specs
                     .specs(&addr.typename)
                     .iter()
-                    .filter_map(|s| Some((s.name.to_string(), self.state.get(&addr, &s.name)?.clone())))
+                    .filter_map(|s| Some((s.name.to_string(), self.state.get(&addr, &s.name)?)))
                     .collect();
                 let _ = reply.send(values);
             }
         }
+    }
+
+    /// Drops the expired values of the next key group that has any (so values of addresses
+    /// nobody invokes again do not stay for ever); the next checkpoint writes the change.
+    fn sweep_step(&mut self) {
+        let Some(kg) = self.state.next_expiring(self.sweep_from) else {
+            return;
+        };
+        self.sweep_from = kg + 1;
+        let swept = self.state.sweep(kg, now_ms());
+        self.metrics.state_expired.inc_by(swept as u64);
     }
 
     /// Queues a message for its target and starts a batch if the address is idle; a message

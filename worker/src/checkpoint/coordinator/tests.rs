@@ -24,6 +24,7 @@ fn part(worker: u32, checkpoint: u64) -> PartInfo {
         key: format!("app/checkpoints/{checkpoint}/part-w{worker}"),
         size: 10 + u64::from(worker),
         crc32: worker,
+        ..PartInfo::default()
     }
 }
 
@@ -51,6 +52,7 @@ fn manifest(generation: u64, checkpoint: u64, workers: u32, duration_ms: u64) ->
         parts,
         created_at_ms: 0,
         duration_ms,
+        ..Manifest::default()
     })
 }
 
