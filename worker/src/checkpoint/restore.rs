@@ -10,7 +10,7 @@
 //! coordinator answers by falling back to an older checkpoint. Format 1: every part is read
 //! whole and decoded as before.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -216,6 +216,7 @@ async fn rests(
 }
 
 /// A run of adjacent sections of one object, read in pieces.
+#[derive(Debug, PartialEq, Eq)]
 struct Piece {
     object: usize,
     range: Range<u64>,
@@ -223,33 +224,58 @@ struct Piece {
     spans: Vec<(usize, Range<usize>)>,
 }
 
-async fn incremental(
-    store: &CheckpointStore,
-    manifest: &Manifest,
-    app: &AppIdentity,
-    layout: Layout,
-) -> Result<Restored, RestoreError> {
-    let n = manifest.checkpoint;
-    let owned = range_of(layout.worker, layout.workers, layout.key_groups);
-    // Objects the owned groups need, and the parts (their rest sections).
-    let mut wanted: BTreeMap<usize, ()> = BTreeMap::new();
-    for kg in owned.clone() {
+/// What a worker reads of a format-2 checkpoint for the key groups it owns.
+#[derive(Debug)]
+struct Plan {
+    /// Per owned key group its chain, which the worker's next parts extend.
+    chains: BTreeMap<u32, Vec<Link>>,
+    /// The sections to apply, in order (object, section): objects oldest first, so every
+    /// group's chain is applied oldest first.
+    sections: Vec<(usize, Section)>,
+    /// The ranged reads that fetch them, in the same order, each at most `piece` bytes.
+    pieces: Vec<Piece>,
+}
+
+/// The objects (indices into `manifest.objects`) the key groups in `owned` need, checked
+/// against the manifest's own lists.
+fn needed_objects(manifest: &Manifest, owned: Range<u32>) -> Result<BTreeSet<usize>, RestoreError> {
+    let invalid = |reason: String| RestoreError::Invalid {
+        checkpoint: manifest.checkpoint,
+        reason,
+    };
+    if manifest.groups.len() != manifest.key_groups as usize {
+        return Err(invalid(format!(
+            "the manifest lists chains of {} key groups, it has {}",
+            manifest.groups.len(),
+            manifest.key_groups
+        )));
+    }
+    let mut wanted = BTreeSet::new();
+    for kg in owned {
         for &o in &manifest.groups[kg as usize] {
-            wanted.insert(o as usize, ());
+            if o as usize >= manifest.objects.len() {
+                return Err(invalid(format!(
+                    "key group {kg}'s chain names object {o} of {}",
+                    manifest.objects.len()
+                )));
+            }
+            wanted.insert(o as usize);
         }
     }
-    let needed = wanted
-        .keys()
-        .map(|&o| &manifest.objects[o])
-        .chain(&manifest.parts)
-        .fold(HashMap::new(), |mut m, p| {
-            m.entry(p.key.as_str()).or_insert(p);
-            m
-        });
-    let indexes = indexes(store, n, needed.values().copied()).await?;
-    let mut read: u64 = needed.values().map(|p| p.index.map_or(0, |l| l.length)).sum();
-    let mut capture = rests(store, manifest, app, layout, &indexes, &mut read).await?;
+    Ok(wanted)
+}
 
+/// Pure: which sections of which objects the key groups in `owned` need (from the objects'
+/// `indexes`) and the reads of at most `piece` bytes that fetch them — adjacent sections of
+/// one object share reads. Nothing of a group outside `owned` is read.
+fn plan(
+    manifest: &Manifest,
+    indexes: &HashMap<String, PartIndex>,
+    owned: Range<u32>,
+    piece: u64,
+) -> Result<Plan, RestoreError> {
+    let n = manifest.checkpoint;
+    needed_objects(manifest, owned.clone())?;
     // Per owned group its chain as links; per object the sections to apply from it.
     let mut chains: BTreeMap<u32, Vec<Link>> = BTreeMap::new();
     let mut by_object: BTreeMap<usize, Vec<Section>> = BTreeMap::new();
@@ -257,11 +283,15 @@ async fn incremental(
     for kg in owned {
         for &o in &manifest.groups[kg as usize] {
             let object = &manifest.objects[o as usize];
-            let section = indexes[&object.key]
+            let index = indexes.get(&object.key).ok_or_else(|| RestoreError::Invalid {
+                checkpoint: n,
+                reason: format!("no index of `{}` was read", object.key),
+            })?;
+            let section = index
                 .groups
                 .iter()
                 .find(|s| s.key_group == kg)
-                .cloned()
+                .copied()
                 .ok_or_else(|| RestoreError::Damaged {
                     checkpoint: n,
                     reason: format!(
@@ -304,7 +334,7 @@ async fn incremental(
                 // Extend the last piece when this section continues it in the same object.
                 let extend = pieces
                     .last()
-                    .is_some_and(|p| p.object == o && p.range.end == at && p.range.end - p.range.start < PIECE);
+                    .is_some_and(|p| p.object == o && p.range.end == at && p.range.end - p.range.start < piece);
                 if !extend {
                     pieces.push(Piece {
                         object: o,
@@ -313,7 +343,7 @@ async fn incremental(
                     });
                 }
                 let p = pieces.last_mut().expect("pushed");
-                let room = PIECE - (p.range.end - p.range.start);
+                let room = piece - (p.range.end - p.range.start);
                 let take = room.min(end - at);
                 let from = (p.range.end - p.range.start) as usize;
                 p.spans.push((i, from..from + take as usize));
@@ -322,6 +352,39 @@ async fn incremental(
             }
         }
     }
+    Ok(Plan {
+        chains,
+        sections,
+        pieces,
+    })
+}
+
+async fn incremental(
+    store: &CheckpointStore,
+    manifest: &Manifest,
+    app: &AppIdentity,
+    layout: Layout,
+) -> Result<Restored, RestoreError> {
+    let n = manifest.checkpoint;
+    let owned = range_of(layout.worker, layout.workers, layout.key_groups);
+    // Objects the owned groups need, and the parts (their rest sections).
+    let wanted = needed_objects(manifest, owned.clone())?;
+    let needed = wanted
+        .iter()
+        .map(|&o| &manifest.objects[o])
+        .chain(&manifest.parts)
+        .fold(HashMap::new(), |mut m, p| {
+            m.entry(p.key.as_str()).or_insert(p);
+            m
+        });
+    let indexes = indexes(store, n, needed.values().copied()).await?;
+    let mut read: u64 = needed.values().map(|p| p.index.map_or(0, |l| l.length)).sum();
+    let mut capture = rests(store, manifest, app, layout, &indexes, &mut read).await?;
+    let Plan {
+        chains,
+        sections,
+        pieces,
+    } = plan(manifest, &indexes, owned, PIECE)?;
     let mut typenames = TypeNames::new();
     let mut open: Option<(usize, GroupDecoder)> = None;
     let state = &mut capture.state;
@@ -381,4 +444,134 @@ fn finish(n: u64, object: &PartInfo, s: &Section, d: GroupDecoder) -> Result<(),
 /// The checkpoint number in a part's key (`…/checkpoints/<n>/part-…`).
 fn checkpoint_of(key: &str) -> u64 {
     key.rsplit('/').nth(1).and_then(|d| d.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(checkpoint: u64, worker: u32) -> String {
+        format!("app/checkpoints/{checkpoint:020}/part-g1-w{worker}.bin")
+    }
+
+    fn object(checkpoint: u64, worker: u32, size: u64) -> PartInfo {
+        PartInfo {
+            worker,
+            key: key(checkpoint, worker),
+            size,
+            ..PartInfo::default()
+        }
+    }
+
+    fn section(kg: u32, offset: u64, length: u64) -> Section {
+        Section {
+            key_group: kg,
+            base: false,
+            offset,
+            length,
+            crc32: 0,
+            addresses: 1,
+        }
+    }
+
+    fn index(groups: Vec<Section>) -> PartIndex {
+        PartIndex {
+            groups,
+            ..PartIndex::default()
+        }
+    }
+
+    /// Four key groups over two workers, chains across three checkpoints; the objects are
+    /// listed out of checkpoint order on purpose.
+    fn fixture() -> (Manifest, HashMap<String, PartIndex>) {
+        let manifest = Manifest {
+            checkpoint: 3,
+            key_groups: 4,
+            format: 2,
+            objects: vec![object(3, 0, 50), object(1, 0, 150), object(2, 1, 2600)],
+            groups: vec![vec![1, 0], vec![1], vec![2], vec![2, 0]],
+            ..Manifest::default()
+        };
+        let indexes = HashMap::from([
+            (key(1, 0), index(vec![section(0, 0, 100), section(1, 100, 50)])),
+            (key(3, 0), index(vec![section(0, 0, 30), section(3, 30, 20)])),
+            (key(2, 1), index(vec![section(2, 0, 2500), section(3, 2500, 10)])),
+        ]);
+        (manifest, indexes)
+    }
+
+    /// Each read as (checkpoint of its object, byte range).
+    fn read(p: &Plan) -> Vec<(String, Range<u64>)> {
+        let objects = fixture().0.objects;
+        p.pieces
+            .iter()
+            .map(|x| (checkpoint_of(&objects[x.object].key).to_string(), x.range.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_worker_reads_only_the_sections_of_its_key_groups_oldest_first() {
+        let (m, idx) = fixture();
+        let first = plan(&m, &idx, 0..2, 1000).unwrap();
+        // Groups 0 and 1: checkpoint 1's two adjacent sections in one read, then checkpoint
+        // 3's section of group 0; nothing of checkpoint 2 (groups 2 and 3).
+        assert_eq!(read(&first), [("1".to_string(), 0..150), ("3".to_string(), 0..30)]);
+        assert_eq!(first.pieces[0].spans, [(0, 0..100), (1, 100..150)]);
+        let keys: Vec<u32> = first.sections.iter().map(|(_, s)| s.key_group).collect();
+        assert_eq!(keys, [0, 1, 0], "group 0's chain in order: checkpoint 1, then 3");
+        assert_eq!(first.chains.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(first.chains[&0].len(), 2);
+        assert_eq!(first.chains[&0][1].object.key, key(3, 0));
+
+        let second = plan(&m, &idx, 2..4, 1000).unwrap();
+        // Group 2's 2500 bytes in reads of at most 1000; group 3's first section continues the
+        // last read; then its newer section in checkpoint 3.
+        assert_eq!(
+            read(&second),
+            [
+                ("2".to_string(), 0..1000),
+                ("2".to_string(), 1000..2000),
+                ("2".to_string(), 2000..2510),
+                ("3".to_string(), 30..50)
+            ]
+        );
+        // Spans are positions in the piece's bytes: the last 500 of group 2, then group 3.
+        assert_eq!(second.pieces[2].spans, [(0, 0..500), (1, 500..510)]);
+        let bytes: u64 = second.pieces.iter().map(|p| p.range.end - p.range.start).sum();
+        assert_eq!(bytes, 2500 + 10 + 20, "exactly the owned sections");
+        assert!(second.pieces.iter().all(|p| p.range.end - p.range.start <= 1000));
+    }
+
+    #[test]
+    fn a_manifest_and_indexes_that_disagree_are_refused() {
+        let (m, mut idx) = fixture();
+        idx.insert(key(1, 0), index(vec![section(0, 0, 100)]));
+        let err = plan(&m, &idx, 0..2, 1000).unwrap_err();
+        assert!(
+            err.is_damage() && err.to_string().contains("holds key group 1"),
+            "{err}"
+        );
+
+        let (m, mut idx) = fixture();
+        idx.insert(key(3, 0), index(vec![section(0, 0, 60)]));
+        let err = plan(&m, &idx, 0..2, 1000).unwrap_err();
+        assert!(err.is_damage() && err.to_string().contains("past its end"), "{err}");
+
+        let (mut m, idx) = fixture();
+        m.groups[1] = vec![7];
+        let err = plan(&m, &idx, 0..2, 1000).unwrap_err();
+        assert!(
+            !err.is_damage() && err.to_string().contains("names object 7 of 3"),
+            "{err}"
+        );
+        assert!(
+            plan(&m, &idx, 2..4, 1000).is_ok(),
+            "another worker's groups are not looked at"
+        );
+
+        let (mut m, idx) = fixture();
+        m.groups.pop();
+        let err = plan(&m, &idx, 0..2, 1000).unwrap_err();
+        assert!(err.to_string().contains("chains of 3 key groups, it has 4"), "{err}");
+    }
 }
