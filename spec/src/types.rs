@@ -69,6 +69,13 @@ pub struct StatefulApplicationSpec {
     /// Coordinated checkpoints for exactly-once state and messaging.
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// A worker that does not answer the coordinator's heartbeats for this long (it is
+    /// stopped, paused or cut off, not only dead) is treated as failed: the others roll back
+    /// to the last checkpoint and wait for it, or its replacement, to come back; the old
+    /// process, when it wakes up, belongs to a generation that is over. Shorter detects sooner;
+    /// too short turns a slow moment into a rollback.
+    #[serde(default = "default_failure_timeout")]
+    pub failure_timeout: HumanDuration,
     /// Dead letters: what could not be delivered, kept (in checkpoints) with the reason until
     /// replayed or dropped (`spindle dead-letters`).
     #[serde(default)]
@@ -99,6 +106,10 @@ impl Default for DeadLettersSpec {
 
 fn default_dead_letter_bytes() -> u64 {
     64 << 20
+}
+
+fn default_failure_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
 }
 
 fn default_workers() -> u32 {
@@ -147,10 +158,18 @@ pub struct FunctionSpec {
     /// malformed reply) are dead letters at once either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout: Option<HumanDuration>,
+    /// Largest reply accepted from the function (bytes); a larger one makes the batch a dead
+    /// letter (`too_large`) instead of filling the worker's memory.
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: u64,
     /// TLS settings for an `https://` endpoint: an extra CA bundle, a client certificate.
     /// Without them, `https://` endpoints are verified against the public web roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
+}
+
+fn default_max_reply_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_max_batch() -> u32 {
@@ -211,6 +230,10 @@ pub struct HttpIngress {
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u32,
+    /// Most connections open at once; past it, new connections wait to be accepted (each
+    /// request holds its body in memory while it waits for admission).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
     /// Bearer-token authentication of every request; none when absent. A request without a
     /// token is answered `401`, one with a token not accepted `403`, both with
     /// `WWW-Authenticate` and a sentence naming the reason.
@@ -223,6 +246,9 @@ fn default_ingress_port() -> u16 {
 }
 fn default_max_body() -> u32 {
     1 << 20
+}
+fn default_max_connections() -> u32 {
+    1024
 }
 
 /// An egress: exactly one of the sink kinds (`http`, `file`, `kafka`, `nats`) is set.

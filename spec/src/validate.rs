@@ -84,6 +84,9 @@ impl StatefulApplication {
                 ),
             );
         }
+        if spec.failure_timeout.0 < std::time::Duration::from_millis(100) {
+            e.add("spec.failureTimeout".to_string(), "must be at least 100ms");
+        }
         if spec.max_buffered_messages == 0 {
             e.add("spec.maxBufferedMessages", "must be at least 1");
         }

@@ -35,6 +35,8 @@ pub(crate) struct Admin {
     pub current: Current,
     /// On the coordinator: the last fallback past damaged checkpoints.
     pub data_loss: DataLossReport,
+    /// What `/healthz` answers.
+    pub health: Arc<crate::health::Health>,
     /// The bearer tokens `/state` and `/dead-letters` need (`spec.admin.auth`); `None`: open.
     pub auth: Option<Arc<Tokens>>,
 }
@@ -50,7 +52,7 @@ impl Admin {
 impl Admin {
     pub fn routes(self) -> Routes {
         Routes::new()
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .route("/status", get(status))
@@ -62,7 +64,19 @@ impl Admin {
     }
 }
 
+/// 200 while the process is worth keeping; 503 (a liveness probe restarts it) once a task it
+/// needs failed or it has been fenced for long.
+async fn healthz(State(a): State<Admin>) -> Response {
+    match a.health.check() {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response(),
+    }
+}
+
 async fn readyz(State(a): State<Admin>) -> Response {
+    if let Err(why) = a.health.check() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response();
+    }
     if a.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {

@@ -67,6 +67,8 @@ pub struct AppConfig {
     pub max_buffered_messages: usize,
     /// Most bytes of dead letters a worker keeps.
     pub dead_letter_bytes: usize,
+    /// A worker silent this long is treated as failed.
+    pub failure_timeout: Duration,
     pub key_groups: u32,
     pub checkpoint: CheckpointConfig,
     /// Bearer tokens the admin endpoints that expose data require (`spec.admin.auth`).
@@ -111,6 +113,8 @@ pub struct FunctionEntry {
     pub max_in_flight: usize,
     /// `None`: retried for as long as it takes.
     pub call_timeout: Option<Duration>,
+    /// Largest reply accepted; a larger one makes the batch a dead letter.
+    pub max_reply_bytes: usize,
     /// TLS settings of an `https://` endpoint.
     pub tls: Option<ClientTls>,
 }
@@ -162,6 +166,7 @@ pub enum SourceKind {
 pub struct HttpIngressConfig {
     pub port: u16,
     pub max_body_bytes: usize,
+    pub max_connections: usize,
     /// Bearer tokens every request needs, and the field path of the setting.
     pub auth: Option<(String, HttpAuth)>,
 }
@@ -184,6 +189,7 @@ impl AppConfig {
                 max_batch_size: f.max_batch_size as usize,
                 max_in_flight: f.max_in_flight as usize,
                 call_timeout: f.call_timeout.map(HumanDuration::as_duration),
+                max_reply_bytes: f.max_reply_bytes as usize,
                 tls: f.tls.clone(),
             })
             .collect();
@@ -220,6 +226,7 @@ impl AppConfig {
             .map(|(i, h)| HttpIngressConfig {
                 port: h.port,
                 max_body_bytes: h.max_body_bytes as usize,
+                max_connections: h.max_connections as usize,
                 auth: h.auth.clone().map(|a| (format!("spec.ingresses[{i}].http.auth"), a)),
             });
         let sources = spec
@@ -247,6 +254,7 @@ impl AppConfig {
             sources,
             max_buffered_messages: spec.max_buffered_messages as usize,
             dead_letter_bytes: spec.dead_letters.max_bytes as usize,
+            failure_timeout: spec.failure_timeout.as_duration(),
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
                 interval: Some(spec.checkpoint.interval.as_duration()).filter(|d| !d.is_zero()),
@@ -317,9 +325,23 @@ impl AppConfig {
 
 impl FunctionEntry {
     /// The URL to invoke type `t` at.
+    /// The endpoint for type `t`: `{function.name}` replaced by its name, percent-encoded
+    /// (a name is put into the URL's path, never into its host, query or fragment).
     pub fn endpoint_for(&self, t: &TypeName) -> String {
-        self.endpoint.replace("{function.name}", t.name())
+        self.endpoint.replace("{function.name}", &percent_encode(t.name()))
     }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -369,6 +391,14 @@ spec:
         app.namespace = Some("shop".into());
         assert_eq!(app.identity().storage_root(), "shop/t");
         assert_eq!(app.identity().to_string(), "`t` in namespace `shop`");
+    }
+
+    #[test]
+    fn function_names_are_percent_encoded_into_the_path() {
+        let mut app = app();
+        app.functions[0].endpoint = "http://f:8000/fn/{function.name}".into();
+        let t = TypeName::parse("ex/a?b#c%d").unwrap();
+        assert_eq!(app.functions[0].endpoint_for(&t), "http://f:8000/fn/a%3Fb%23c%25d");
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub mod kind {
     /// A Kafka record or JetStream message that cannot become a message (no key, a value
     /// that does not decode); its source keeps flowing.
     pub const BAD_RECORD: &str = "bad_record";
+    /// A message or reply larger than what may travel (between workers, from a function).
+    pub const TOO_LARGE: &str = "too_large";
 }
 
 /// What a dead letter holds.

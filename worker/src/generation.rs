@@ -18,6 +18,7 @@ use crate::checkpoint::store::CheckpointStore;
 use crate::checkpoint::uploader::Uploader;
 use crate::deadletter::DeadLetters;
 use crate::egress::EgressHub;
+use crate::health::supervised;
 use crate::inbox::{Entry, Inbox};
 use crate::ingress::sources::SourceContext;
 use crate::ingress::{offset_committer, start_sources};
@@ -47,6 +48,8 @@ pub(crate) struct Context {
     pub ingress_admission: Arc<Semaphore>,
     /// Mutual TLS on the links to the peers (`None`: plain text).
     pub peer_tls: Option<Arc<PeerTls>>,
+    /// A task that panics or ends early makes the worker unhealthy.
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Every key group's expired values are swept about this often.
@@ -100,7 +103,7 @@ impl Generation {
                 metrics: ctx.metrics.clone(),
                 stop: stop.clone(),
             };
-            tasks.spawn(link.run());
+            tasks.spawn(supervised(ctx.health.clone(), "peer link", stop.clone(), link.run()));
         }
         let (inbox, inbox_rx) = Inbox::channel();
         let sources = SourceContext {
@@ -143,10 +146,20 @@ impl Generation {
                 chains,
                 compaction: compaction.clone(),
             };
-            tasks.spawn(uploader.run(captures_rx, stop.clone()));
+            tasks.spawn(supervised(
+                ctx.health.clone(),
+                "checkpoint uploader",
+                stop.clone(),
+                uploader.run(captures_rx, stop.clone()),
+            ));
             let wants = app.checkpoint.min_pause.map(|_| {
                 let (tx, rx) = watch::channel(0);
-                tasks.spawn(group_commit::run(ctx.coordinator.clone(), number, rx, stop.clone()));
+                tasks.spawn(supervised(
+                    ctx.health.clone(),
+                    "group commit",
+                    stop.clone(),
+                    group_commit::run(ctx.coordinator.clone(), number, rx, stop.clone()),
+                ));
                 tx
             });
             let epochs = Epochs::new(
@@ -179,7 +192,12 @@ impl Generation {
             compaction,
             sweep_every,
         });
-        tasks.spawn(partition.run(inbox_rx, stop.clone()));
+        tasks.spawn(supervised(
+            ctx.health.clone(),
+            "partition",
+            stop.clone(),
+            partition.run(inbox_rx, stop.clone()),
+        ));
         start_sources(&sources, &positions, &mut tasks);
         Generation {
             number,

@@ -22,6 +22,7 @@ pub(crate) mod clock;
 pub(crate) mod deadletter;
 pub mod egress;
 pub(crate) mod generation;
+pub(crate) mod health;
 pub(crate) mod inbox;
 pub mod ingress;
 pub(crate) mod invoker;

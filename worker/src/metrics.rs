@@ -37,6 +37,11 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
+/// Most function types with a label of their own.
+pub const FUNCTION_LABELS: usize = 256;
+/// The label of the types past [`FUNCTION_LABELS`].
+pub const OTHER_FUNCTIONS: &str = "_other";
+
 /// Outcomes of an invocation batch.
 pub mod outcome {
     pub const OK: &str = "ok";
@@ -46,6 +51,8 @@ pub mod outcome {
 
 pub struct Metrics {
     pub registry: Registry,
+    /// Function types that have their own label (see [`Metrics::function_label`]).
+    function_labels: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Records accepted by ingresses.
     pub ingress_accepted: Counter,
     /// Records refused by ingresses, by reason.
@@ -197,6 +204,7 @@ impl Metrics {
             restore_seconds: seconds(),
             recovery_seconds: seconds(),
             registry: Registry::default(),
+            function_labels: Default::default(),
         };
         let r = &mut registry;
         r.register(
@@ -447,6 +455,21 @@ impl Metrics {
     }
 
     /// Nothing accepted is still being processed, queued, delayed or waiting for an egress.
+    /// The `function` label for type `t`. A `ns/*` entry serves any type a caller names, so
+    /// the label set is bounded: the first [`FUNCTION_LABELS`] types get their own, the rest
+    /// share `_other`.
+    pub fn function_label(&self, t: &str) -> String {
+        let mut known = self.function_labels.lock().expect("function label lock");
+        if known.contains(t) {
+            return t.to_string();
+        }
+        if known.len() < FUNCTION_LABELS {
+            known.insert(t.to_string());
+            return t.to_string();
+        }
+        OTHER_FUNCTIONS.to_string()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.ingress_in_process.get() == 0
             && self.messages_queued.get() == 0

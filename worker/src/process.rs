@@ -34,6 +34,8 @@ pub(crate) struct Process {
     pub accepting: watch::Sender<bool>,
     /// The final checkpoint of a stopping worker, once the coordinator says it may exit.
     pub exit: watch::Sender<Option<u64>>,
+    /// What `/healthz` answers.
+    pub health: Arc<crate::health::Health>,
     shutdown: CancellationToken,
 }
 
@@ -41,6 +43,7 @@ impl Process {
     pub fn new(ctx: Context, shutdown: CancellationToken) -> Process {
         let incarnation = crate::clock::now_ms() ^ (u64::from(std::process::id()) << 44);
         let (current_tx, current) = Current::new(shutdown.clone());
+        let health = ctx.health.clone();
         Process {
             ctx,
             incarnation,
@@ -51,6 +54,7 @@ impl Process {
             ready: Arc::new(AtomicBool::new(false)),
             accepting: watch::channel(true).0,
             exit: watch::channel(None).0,
+            health,
             shutdown,
         }
     }
@@ -181,6 +185,11 @@ impl Member for Local {
     fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()> {
         self.0.completed(generation, checkpoint);
         Box::pin(async {})
+    }
+
+    fn ping(&self, generation: u64, _timeout: std::time::Duration) -> MemberFuture<Result<(), String>> {
+        self.0.health.heard(generation, self.0.progress.borrow().generation);
+        Box::pin(async { Ok(()) })
     }
 
     fn exit(&self, _generation: u64, checkpoint: u64) -> MemberFuture<()> {

@@ -52,6 +52,23 @@ pub fn to_wire(env: &Envelope) -> common::Envelope {
     }
 }
 
+/// An upper bound of the envelope's encoded size, without encoding it (checked for every
+/// message forwarded to a peer).
+pub fn wire_size(env: &Envelope) -> usize {
+    // Seven fields, each at most a tag and a 10-byte length before its bytes.
+    let caller = env
+        .caller
+        .as_ref()
+        .map_or(0, |c| c.typename.as_str().len() + c.id.len());
+    7 * 11
+        + env.target.typename.as_str().len()
+        + env.target.id.len()
+        + caller
+        + env.value.typename.len()
+        + env.value.bytes.len()
+        + env.dedup.as_deref().map_or(0, str::len)
+}
+
 /// The envelope, or why it is malformed (named for the caller's error message).
 pub fn from_wire(e: &common::Envelope) -> Result<Envelope, String> {
     let target = TypeName::parse(&e.target_type).map_err(|err| format!("envelope target: {err}"))?;
@@ -61,6 +78,7 @@ pub fn from_wire(e: &common::Envelope) -> Result<Envelope, String> {
         let t = TypeName::parse(&e.caller_type).map_err(|err| format!("envelope caller: {err}"))?;
         Some(Address::new(t, e.caller_id.as_str()))
     };
+    crate::message::check_id(&e.target_id).map_err(|err| format!("envelope target: {err}"))?;
     Ok(Envelope {
         target: Address::new(target, e.target_id.as_str()),
         caller,

@@ -92,7 +92,15 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         file = %Path::new(&o.app_file).display(),
         "serving until SIGTERM"
     );
-    crate::stop::os_signal().await;
+    tokio::select! {
+        _ = crate::stop::os_signal() => {}
+        why = worker.failed() => {
+            // Exit non-zero: the StatefulSet (or `spindle run`) restarts the process, and the
+            // application rolls back and resumes without the task that died.
+            worker.shutdown().await;
+            anyhow::bail!("a task of this worker failed: {why}");
+        }
+    }
     tracing::info!(timeout = ?o.stop_timeout, "stopping (a second signal stops at once)");
     crate::stop::unless_signalled_again(worker.stop(o.stop_timeout)).await;
     Ok(())

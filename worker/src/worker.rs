@@ -28,6 +28,7 @@ use crate::checkpoint::store::CheckpointStore;
 use crate::deadletter::DeadLetters;
 use crate::egress::{EgressHub, SinkContext};
 use crate::generation::Context;
+use crate::health::{Health, supervised};
 use crate::ingress::http::HttpIngress;
 use crate::invoker::HttpInvoker;
 use crate::message::{Address, Value};
@@ -121,11 +122,13 @@ impl Worker {
         );
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let health = Arc::new(Health::new(app.failure_timeout));
         let sink_ctx = SinkContext {
             metrics: metrics.clone(),
             unconfirmed: Default::default(),
             dead_letters: dead_letters.clone(),
             echo: options.echo_egress,
+            health: health.clone(),
         };
         // Not a child of `shutdown`: sinks stop only after every producer has.
         let sinks_stop = CancellationToken::new();
@@ -186,6 +189,7 @@ impl Worker {
                         .map_err(|e| WorkerError::Config(format!("functions: TLS: {e}")))?,
                 ),
                 ingress_admission: ingress_admission.clone(),
+                health: health.clone(),
                 peer_tls: peer_tls.clone(),
             },
             shutdown.clone(),
@@ -220,24 +224,28 @@ impl Worker {
                 };
                 let stop = shutdown.clone();
                 let router = tonic::transport::Server::builder()
-                    .add_service(PeerServer::new(peers))
+                    .add_service(
+                        PeerServer::new(peers)
+                            .max_decoding_message_size(crate::peer::MAX_FRAME_BYTES)
+                            .max_encoding_message_size(crate::peer::MAX_FRAME_BYTES),
+                    )
                     .add_service(CoordinationServer::new(control));
                 let mtls = peer_tls.is_some();
                 match &peer_tls {
                     Some(tls) => {
                         let incoming =
                             crate::tls::peer::incoming(listener, tls, metrics.peer_refused.clone(), stop.clone());
-                        tasks.spawn(async move {
+                        tasks.spawn(supervised(health.clone(), "peer server", stop.clone(), async move {
                             if let Err(e) = router
                                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                                 .await
                             {
                                 tracing::error!(error = %e, "peer server failed");
                             }
-                        });
+                        }));
                     }
                     None => {
-                        tasks.spawn(async move {
+                        tasks.spawn(supervised(health.clone(), "peer server", stop.clone(), async move {
                             let incoming = TcpListenerStream::new(listener);
                             if let Err(e) = router
                                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
@@ -245,7 +253,7 @@ impl Worker {
                             {
                                 tracing::error!(error = %e, "peer server failed");
                             }
-                        });
+                        }));
                     }
                 }
                 if mtls {
@@ -278,6 +286,8 @@ impl Worker {
                     key_groups: app.key_groups,
                     interval: app.checkpoint.interval.filter(|_| store.is_some()),
                     min_pause: app.checkpoint.min_pause,
+                    failure_timeout: app.failure_timeout,
+                    me,
                 },
                 events: coordinator_rx,
                 tx: coordinator_tx,
@@ -290,7 +300,12 @@ impl Worker {
                 data_loss: data_loss.clone(),
                 shutdown: shutdown.clone(),
             };
-            tasks.spawn(coordinator.run());
+            tasks.spawn(supervised(
+                health.clone(),
+                "coordinator",
+                shutdown.clone(),
+                coordinator.run(),
+            ));
         } else {
             let me = Announcement {
                 incarnation: process.incarnation,
@@ -330,7 +345,16 @@ impl Worker {
                     accepting: process.accepting.subscribe(),
                     auth: ingress_auth,
                 };
-                serve(&mut tasks, listener, ingress.routes(), shutdown.clone());
+                let max = app.http_ingress.as_ref().map_or(1024, |h| h.max_connections);
+                let listener = crate::ingress::capped::Capped::new(listener, max);
+                serve(
+                    &mut tasks,
+                    &health,
+                    "HTTP ingress",
+                    listener,
+                    ingress.routes(),
+                    shutdown.clone(),
+                );
                 tracing::info!(%addr, "HTTP ingress listening");
                 Some(addr)
             }
@@ -345,9 +369,17 @@ impl Worker {
             ready: process.ready.clone(),
             current: process.current.clone(),
             data_loss,
+            health: health.clone(),
             auth: admin_auth,
         };
-        serve(&mut tasks, listeners.admin, admin.routes(), shutdown.clone());
+        serve(
+            &mut tasks,
+            &health,
+            "admin server",
+            listeners.admin,
+            admin.routes(),
+            shutdown.clone(),
+        );
         tracing::info!(%admin_addr, app = %app.name, "worker started (admin: /healthz /readyz /metrics /status)");
         Ok(Worker {
             ingress_addr,
@@ -391,6 +423,13 @@ impl Worker {
             .read_state(addr)
             .await
             .map_err(|_| WorkerError::ShuttingDown)
+    }
+
+    /// Waits until a task this worker cannot work without fails; its cause. The process
+    /// should then exit non-zero so that it is restarted (`spindle worker` and `spindle run`
+    /// do).
+    pub async fn failed(&self) -> String {
+        self.process.health.wait_failed().await
     }
 
     /// Generation and checkpoints as this worker knows them.
@@ -455,13 +494,23 @@ impl Worker {
     }
 }
 
-fn serve(tasks: &mut JoinSet<()>, listener: TcpListener, routes: axum::Router, shutdown: CancellationToken) {
-    tasks.spawn(async move {
+fn serve<L>(
+    tasks: &mut JoinSet<()>,
+    health: &Arc<Health>,
+    what: &'static str,
+    listener: L,
+    routes: axum::Router,
+    shutdown: CancellationToken,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tasks.spawn(supervised(health.clone(), what, shutdown.clone(), async move {
         if let Err(e) = axum::serve(listener, routes)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
         {
             tracing::error!(error = %e, "HTTP server failed");
         }
-    });
+    }));
 }

@@ -220,39 +220,6 @@ async fn a_slow_worker_back_pressures_the_ingress_of_another_without_loss() {
     }
 }
 
-/// A TCP proxy whose connections the test can cut at will.
-struct CuttableProxy {
-    addr: std::net::SocketAddr,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl CuttableProxy {
-    async fn start(target: std::net::SocketAddr) -> CuttableProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let c = conns.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        CuttableProxy { addr, conns }
-    }
-
-    /// Drops every open connection (both sockets close mid-stream).
-    fn cut(&self) -> usize {
-        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
-        conns.iter().for_each(|c| c.abort());
-        conns.len()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
     let (addr, _stop) = function::serve(
@@ -266,7 +233,7 @@ async fn broken_peer_streams_are_reopened_and_lose_or_repeat_nothing() {
     let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (a0, a1) = (l0.local_addr().unwrap().to_string(), l1.local_addr().unwrap());
     // Worker 0 reaches worker 1 only through the proxy; worker 1 reaches worker 0 directly.
-    let proxy = CuttableProxy::start(a1).await;
+    let proxy = support::proxy::Proxy::start(a1).await;
     let mut workers = Vec::new();
     for (i, (listener, peers)) in [
         (l0, vec![a0.clone(), proxy.addr.to_string()]),

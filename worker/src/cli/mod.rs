@@ -175,6 +175,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if args.get(1).is_some_and(|a| a == local::orphans::SUBCOMMAND) {
+        // A child of `spindle run` becoming its program (never returns on success).
+        let error = match local::orphans::parse(&args[2..]) {
+            Ok((parent, program)) => local::orphans::exec(parent, program),
+            Err(e) => e,
+        };
+        eprintln!("spindle: {error}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse_from(args);
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -71,6 +71,8 @@ pub struct SinkContext {
     pub dead_letters: Arc<DeadLetters>,
     /// Also print every record to stdout (local runs).
     pub echo: bool,
+    /// A sink that panics makes the worker unhealthy.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl SinkContext {
@@ -146,7 +148,12 @@ impl EgressHub {
             match &e.sink {
                 EgressSink::File { path } => {
                     let sink = file::FileSink::open(path, e.typename.clone(), ctx.clone())?;
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
                 EgressSink::Http {
                     url,
@@ -159,15 +166,30 @@ impl EgressHub {
                             std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("egress {name}: TLS: {e}"))
                         })?;
                     let sink = http::HttpSink::new(url, *timeout, *max_in_flight, client, name, ctx.clone())?;
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
                 EgressSink::Kafka(spec) => {
                     let sink = kafka::KafkaSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
                 EgressSink::Nats(spec) => {
                     let sink = nats::NatsSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
-                    tasks.spawn(sink.run(rx, stop.clone()));
+                    tasks.spawn(crate::health::supervised(
+                        ctx.health.clone(),
+                        "egress sink",
+                        stop.clone(),
+                        sink.run(rx, stop.clone()),
+                    ));
                 }
             }
             sinks.insert(e.typename.clone(), tx);

@@ -49,6 +49,19 @@ impl NatsSink {
     }
 
     async fn send(&mut self, pending: Vec<EgressRecord>) {
+        // A header value NATS cannot carry would make the client panic: such a record can
+        // never be published, which makes it a dead letter, not a crash of the sink.
+        let (pending, unsendable): (Vec<_>, Vec<_>) = pending.into_iter().partition(|r| {
+            header_safe(&r.value.typename)
+                && header_safe(&r.source.to_string())
+                && r.key.as_deref().is_none_or(header_safe)
+        });
+        if !unsendable.is_empty() {
+            self.done(
+                unsendable,
+                Err("a header of the record (typename, source or key) holds a control character".into()),
+            );
+        }
         let (timeout, ctx, name) = (
             self.spec.timeout.map(spindle_spec::HumanDuration::as_duration),
             self.ctx.clone(),
@@ -130,4 +143,9 @@ impl Attempt for NatsSink {
             Some(e) => Err(e),
         }
     }
+}
+
+/// A NATS header value: no control characters (CR and LF among them).
+fn header_safe(v: &str) -> bool {
+    !v.chars().any(char::is_control)
 }

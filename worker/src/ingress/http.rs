@@ -31,7 +31,7 @@ use crate::app::AppConfig;
 use crate::auth::Tokens;
 use crate::checkpoint::Progress;
 use crate::inbox::{Admission, Current};
-use crate::message::{Address, Envelope, Value};
+use crate::message::{Address, Envelope, Value, check_id};
 use crate::metrics::{KindLabels, Metrics};
 
 /// Content-type prefix that carries a message's typename.
@@ -174,6 +174,7 @@ async fn accept(
             format!("bad target function type: {e}"),
         )
     })?;
+    check_id(&id).map_err(|e| reject(StatusCode::BAD_REQUEST, "bad_id", format!("bad function id: {e}")))?;
     if ingress.app.function_for(&target_type).is_none() {
         return Err(reject(
             StatusCode::NOT_FOUND,

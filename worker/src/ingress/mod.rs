@@ -1,6 +1,7 @@
 //! Ingresses: where outside records enter the application — HTTP requests, and sources with
 //! positions in checkpoints (Kafka partitions, a NATS JetStream stream).
 
+pub(crate) mod capped;
 pub mod http;
 pub mod kafka;
 pub mod nats;

@@ -9,7 +9,7 @@ use spindle_spec::{TypeName, ValueFormat};
 
 use crate::app::AppConfig;
 use crate::deadletter::{DeadMessage, kind};
-use crate::message::{Address, Envelope, Value};
+use crate::message::{Address, Envelope, Value, check_id};
 
 /// Header naming the function type a record goes to, instead of the configured targets.
 pub const TARGET_HEADER: &str = "spindle-target";
@@ -60,6 +60,7 @@ impl Route {
         if id.is_empty() {
             return Err(bad("the record key is empty: the key is the function id".into()));
         }
+        check_id(id).map_err(|e| bad(format!("the record key is not a function id: {e}")))?;
         let value = value.ok_or_else(|| bad("the record has no value".into()))?;
         check_value(&self.value_type, self.format, &value).map_err(bad)?;
         let targets = match target {

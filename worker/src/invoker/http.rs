@@ -79,11 +79,12 @@ impl Invoke for HttpInvoker {
         };
         let body = Bytes::from(wire::to_function(&call).encode_to_vec());
         let timeout = self.app.functions[call.function].call_timeout;
+        let max_reply = self.app.functions[call.function].max_reply_bytes;
         let retries = self
             .metrics
             .invocation_retries
             .get_or_create(&FunctionLabels {
-                function: call.target.typename.to_string(),
+                function: self.metrics.function_label(call.target.typename.as_str()),
             })
             .clone();
         let client = self.clients[call.function].clone();
@@ -94,15 +95,16 @@ impl Invoke for HttpInvoker {
             loop {
                 attempts += 1;
                 let limit = backoff.remaining(ATTEMPT_TIMEOUT);
-                let err = match tokio::time::timeout(limit, attempt(&client, &uri, &target, body.clone())).await {
-                    Ok(Ok(reply)) => return Ok(reply),
-                    Ok(Err(e)) => e,
-                    Err(_) => AttemptError {
-                        retryable: true,
-                        kind: "timeout",
-                        reason: format!("no answer within {limit:?}"),
-                    },
-                };
+                let err =
+                    match tokio::time::timeout(limit, attempt(&client, &uri, &target, body.clone(), max_reply)).await {
+                        Ok(Ok(reply)) => return Ok(reply),
+                        Ok(Err(e)) => e,
+                        Err(_) => AttemptError {
+                            retryable: true,
+                            kind: "timeout",
+                            reason: format!("no answer within {limit:?}"),
+                        },
+                    };
                 let wait = if err.retryable { backoff.next_wait() } else { None };
                 let Some(wait) = wait else {
                     let reason = match (err.retryable, timeout) {
@@ -136,7 +138,13 @@ impl Invoke for HttpInvoker {
 /// tried again (within the callTimeout, if one is set).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn attempt(client: &HttpClient, uri: &Uri, target: &Address, body: Bytes) -> Result<Outcome, AttemptError> {
+async fn attempt(
+    client: &HttpClient,
+    uri: &Uri,
+    target: &Address,
+    body: Bytes,
+    max_reply: usize,
+) -> Result<Outcome, AttemptError> {
     let req = Request::post(uri.clone())
         .header(header::CONTENT_TYPE, spindle_protocol::CONTENT_TYPE)
         .body(Full::new(body))
@@ -169,11 +177,27 @@ async fn attempt(client: &HttpClient, uri: &Uri, target: &Address, body: Bytes) 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let body = resp.into_body().collect().await.map_err(|e| AttemptError {
-        retryable: true,
-        kind: "network",
-        reason: format!("reading the reply from {uri}: {}", error_chain(&e)),
-    })?;
+    // Bounded: a reply is held whole in memory (and its effects in every snapshot).
+    let body = match http_body_util::Limited::new(resp.into_body(), max_reply)
+        .collect()
+        .await
+    {
+        Ok(b) => b,
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(AttemptError {
+                retryable: false,
+                kind: "too_large",
+                reason: format!("{uri} replied with more than the function's maxReplyBytes ({max_reply} bytes)"),
+            });
+        }
+        Err(e) => {
+            return Err(AttemptError {
+                retryable: true,
+                kind: "network",
+                reason: format!("reading the reply from {uri}: {}", error_chain(e.as_ref())),
+            });
+        }
+    };
     if content_type.split(';').next().map(str::trim) != Some(spindle_protocol::CONTENT_TYPE) {
         return Err(AttemptError {
             retryable: false,

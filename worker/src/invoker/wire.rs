@@ -20,6 +20,7 @@ use crate::state::{Expiration, Mutation, StateSpec};
 /// An address from the wire; `None` when the namespace or type is missing or malformed.
 pub(crate) fn address_from_wire(a: &reqreply::Address) -> Option<Address> {
     let typename = TypeName::new(&a.namespace, &a.r#type).ok()?;
+    crate::message::check_id(&a.id).ok()?;
     Some(Address::new(typename, a.id.as_str()))
 }
 

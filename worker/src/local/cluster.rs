@@ -81,8 +81,10 @@ pub async fn run(
         let function_ports = function_ports.to_vec();
         let stop_timeout = opts.stop_timeout;
         let command = std::sync::Arc::new(move || {
-            let mut cmd = Command::new(&exe);
-            cmd.arg("worker")
+            let (guard, line) = super::orphans::guarded(&exe, std::process::id(), exe.as_os_str());
+            let mut cmd = Command::new(guard);
+            cmd.args(line)
+                .arg("worker")
                 .arg(&app_file)
                 .args(["--index", &i.to_string(), "--peers", &all_peers.join(",")])
                 .args([

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod input;
+pub mod orphans;
 mod process;
 
 use std::net::SocketAddr;
@@ -134,7 +135,10 @@ async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
         eprintln!("spindle: sent {n} records from {}", input.display());
     }
     if opts.exit_when_idle {
-        worker.wait_idle(opts.idle_timeout).await?;
+        tokio::select! {
+            idle = worker.wait_idle(opts.idle_timeout) => idle?,
+            why = worker.failed() => anyhow::bail!("a task of the worker failed: {why}"),
+        }
         let m = &worker.metrics;
         let dead = worker.dead_letters.recent().len();
         eprintln!(
@@ -145,7 +149,10 @@ async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("spindle: press Ctrl-C to stop");
-    crate::stop::os_signal().await;
+    tokio::select! {
+        _ = crate::stop::os_signal() => {}
+        why = worker.failed() => anyhow::bail!("a task of the worker failed: {why}"),
+    }
     eprintln!("spindle: stopping");
     Ok(())
 }

@@ -24,8 +24,11 @@ impl FunctionProcess {
             None => base_dir.to_path_buf(),
         };
         let (program, args) = local.command.split_first().context("empty local.command")?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
+        let exe = std::env::current_exe().context("locating the spindle binary")?;
+        let (guard, line) = super::orphans::guarded(&exe, std::process::id(), program.as_ref());
+        let mut cmd = Command::new(guard);
+        cmd.args(line)
+            .args(args)
             .current_dir(&dir)
             .envs(&local.env)
             .env("PORT", port.to_string())

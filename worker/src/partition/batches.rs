@@ -95,7 +95,7 @@ impl Partition {
             return;
         };
         let function = batch.function;
-        let label = batch.target.typename.to_string();
+        let label = self.metrics.function_label(batch.target.typename.as_str());
         self.metrics
             .invocation_seconds
             .get_or_create(&FunctionLabels {

@@ -317,6 +317,15 @@ impl Partition {
         };
         let owner = self.outbound.owner(&env.target);
         if owner != self.outbound.me() {
+            let size = crate::proto::wire_size(&env);
+            if size > crate::peer::MAX_ENVELOPE_BYTES {
+                let reason = format!(
+                    "the message is {size} bytes encoded; at most {} travel between workers",
+                    crate::peer::MAX_ENVELOPE_BYTES
+                );
+                self.dead(kind::TOO_LARGE, reason, Payload::Messages(vec![env]));
+                return;
+            }
             self.outbound.forward(owner, env, admission);
             return;
         }

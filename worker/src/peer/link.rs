@@ -51,6 +51,9 @@ fn push(
 
 /// Most envelopes in one batch frame.
 const MAX_BATCH: usize = 512;
+/// A batch is closed once its envelopes reach this size: with the largest envelope the
+/// partition forwards ([`super::MAX_ENVELOPE_BYTES`]), a frame stays below [`super::MAX_FRAME_BYTES`].
+const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Frames queued for the stream beyond what HTTP/2 flow control lets through; when full, the
 /// link stops taking envelopes and its peer's slowness shows up at this worker's ingress.
 const STREAM_BUFFER: usize = 8;
@@ -133,7 +136,10 @@ impl Link {
         tx.send(hello)
             .await
             .expect("the receiver is alive until the stream is dropped");
-        let mut replies = match PeerClient::new(channel).exchange(ReceiverStream::new(rx)).await {
+        let mut client = PeerClient::new(channel)
+            .max_encoding_message_size(super::MAX_FRAME_BYTES)
+            .max_decoding_message_size(super::MAX_FRAME_BYTES);
+        let mut replies = match client.exchange(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 if matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied) {
@@ -176,10 +182,21 @@ impl Link {
                     }
                     let mut envelopes = Vec::with_capacity(n);
                     let mut admissions = Vec::new();
+                    let mut bytes = 0;
                     for o in buf.drain(..) {
                         match o {
                             Outgoing::Message { env, admission } => {
-                                envelopes.push(to_wire(&env));
+                                let wire = to_wire(&env);
+                                // Batches stay well below the frame limit, whatever the sizes.
+                                let size = wire.encoded_len();
+                                if !envelopes.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                                    let envelopes = std::mem::take(&mut envelopes);
+                                    let admissions = std::mem::take(&mut admissions);
+                                    push(unacked, next_seq, envelopes, admissions, 0);
+                                    bytes = 0;
+                                }
+                                bytes += size;
+                                envelopes.push(wire);
                                 admissions.extend(admission);
                             }
                             // A barrier ends its batch, so it follows exactly what preceded it.

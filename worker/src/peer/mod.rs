@@ -23,6 +23,13 @@ pub(crate) mod service;
 
 pub(crate) use service::PeerService;
 
+/// Largest message the partition hands to a peer (its encoded envelope): a larger one is a
+/// dead letter, with the reason, instead of a frame no peer would take.
+pub const MAX_ENVELOPE_BYTES: usize = 8 << 20;
+/// Largest gRPC message either side of a peer link (or control call) takes, set explicitly
+/// on both: a batch of up to [`MAX_ENVELOPE_BYTES`] plus a batch's worth more fits.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
 /// Where this worker stands among its peers.
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {

@@ -145,6 +145,7 @@ pub enum ControlKind {
     Restore,
     Completed,
     Exit,
+    Ping,
 }
 
 impl ControlKind {
@@ -157,6 +158,7 @@ impl ControlKind {
             ControlKind::Completed => "Completed",
             ControlKind::Leave => "Leave",
             ControlKind::Exit => "Exit",
+            ControlKind::Ping => "Ping",
         }
     }
 }
@@ -168,7 +170,7 @@ pub fn authorize(kind: ControlKind, from: u32, me: u32) -> Result<(), Refusal> {
         ControlKind::Join | ControlKind::Part | ControlKind::Want | ControlKind::Leave if me != 0 => {
             Err(Refusal::ToCoordinatorOnly { what })
         }
-        ControlKind::Restore | ControlKind::Completed | ControlKind::Exit if from != 0 => {
+        ControlKind::Restore | ControlKind::Completed | ControlKind::Exit | ControlKind::Ping if from != 0 => {
             Err(Refusal::NotCoordinator { what, from })
         }
         _ => Ok(()),

@@ -122,6 +122,7 @@ pub mod brokers;
 pub mod function;
 pub mod moto;
 pub mod procs;
+pub mod proxy;
 pub mod sdk;
 
 /// An application with one function type namespace `t/*` at `endpoint`, an HTTP ingress and a

@@ -14,6 +14,8 @@ pub struct Procs {
     pub ingress: Vec<SocketAddr>,
     pub admin: Vec<SocketAddr>,
     pub env: Vec<(String, String)>,
+    /// The peer addresses worker `i` dials, when not `peers` (e.g. proxies of the links).
+    pub peer_lists: Option<Vec<Vec<String>>>,
     children: Vec<Option<Child>>,
 }
 
@@ -28,6 +30,7 @@ impl Procs {
             ingress: (0..n).map(|_| addr()).collect(),
             admin: (0..n).map(|_| addr()).collect(),
             env,
+            peer_lists: None,
             children: (0..n).map(|_| None).collect(),
         }
     }
@@ -41,7 +44,7 @@ impl Procs {
         let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
             .arg("worker")
             .arg(&self.app)
-            .args(["--index", &i.to_string(), "--peers", &self.peers.join(",")])
+            .args(["--index", &i.to_string(), "--peers", &self.peer_list(i)])
             .args([
                 "--ingress-addr",
                 &self.ingress[i].to_string(),
@@ -64,6 +67,13 @@ impl Procs {
         self.children[i] = Some(child);
     }
 
+    fn peer_list(&self, i: usize) -> String {
+        match &self.peer_lists {
+            Some(lists) => lists[i].join(","),
+            None => self.peers.join(","),
+        }
+    }
+
     pub fn spawn_all(&mut self) {
         for i in 0..self.children.len() {
             self.spawn(i);
@@ -75,6 +85,15 @@ impl Procs {
             let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` to worker `i` (SIGSTOP freezes it: a hung process that holds its
+    /// sockets open but answers nothing; SIGCONT wakes it).
+    pub fn signal(&self, i: usize, signal: rustix::process::Signal) {
+        if let Some(c) = &self.children[i] {
+            let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, signal);
         }
     }
 

@@ -25,6 +25,11 @@ pub(crate) fn restore(generation: u64, checkpoint: u64) -> Result<(), NumberErro
     counter("checkpoint", checkpoint, true)
 }
 
+/// `Ping{generation}`: 0 before the first generation runs.
+pub(crate) fn ping(generation: u64) -> Result<(), NumberError> {
+    counter("generation", generation, true)
+}
+
 /// `Completed{checkpoint}` of the running generation, where `completed` is the newest known:
 /// true when it is news. An older or repeated one is not an error (announcements race), just
 /// nothing to do: completion never goes backwards.
@@ -75,6 +80,10 @@ mod tests {
             })
         );
         assert!(completed(2, 0, 0).is_err());
+
+        // A ping may come before the first generation runs.
+        assert_eq!(ping(0), Ok(()));
+        assert!(ping(u64::MAX).is_err());
 
         assert_eq!(reported(1, 1), Ok(()));
         assert!(reported(1, 0).is_err());

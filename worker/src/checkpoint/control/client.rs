@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 use crate::checkpoint::coordinator::{Member, MemberFuture, RestoreFailure};
 use crate::peer::Cluster;
 use crate::proto::control::{
-    Completed, ControlReply, ControlRequest, Exit, Join, Restore, control_request,
+    Completed, ControlReply, ControlRequest, Exit, Join, Ping, Restore, control_request,
     coordination_client::CoordinationClient,
 };
 use crate::stop::{CancellationToken, pause};
@@ -96,6 +96,18 @@ impl Member for RemoteMember {
         Box::pin(async move {
             let kind = control_request::Kind::Completed(Completed { generation, checkpoint });
             let _ = clients.call(worker, kind, Duration::from_secs(2)).await;
+        })
+    }
+
+    fn ping(&self, generation: u64, timeout: Duration) -> MemberFuture<Result<(), String>> {
+        let (clients, worker) = (self.clients.clone(), self.worker);
+        Box::pin(async move {
+            let kind = control_request::Kind::Ping(Ping { generation });
+            clients
+                .call(worker, kind, timeout)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string())
         })
     }
 

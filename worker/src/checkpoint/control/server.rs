@@ -80,6 +80,7 @@ fn kind_of(k: &control_request::Kind) -> ControlKind {
         control_request::Kind::Completed(_) => ControlKind::Completed,
         control_request::Kind::Leave(_) => ControlKind::Leave,
         control_request::Kind::Exit(_) => ControlKind::Exit,
+        control_request::Kind::Ping(_) => ControlKind::Ping,
     }
 }
 
@@ -187,6 +188,10 @@ impl Coordination for ControlService {
                 })?
             }
             control_request::Kind::Leave(_) => self.to_coordinator(Event::Leaving { worker: from })?,
+            control_request::Kind::Ping(p) => {
+                checks::ping(p.generation).map_err(bad)?;
+                let _ = self.local.ping(p.generation, std::time::Duration::ZERO).await;
+            }
             control_request::Kind::Exit(e) => {
                 checks::restore(e.generation, e.checkpoint).map_err(bad)?;
                 self.local.exit(e.generation, e.checkpoint).await

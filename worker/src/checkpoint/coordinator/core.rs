@@ -92,6 +92,11 @@ pub(crate) struct Settings {
     pub interval: Option<Duration>,
     /// Group commit: the pause after a checkpoint ends before a wanted one starts.
     pub min_pause: Option<Duration>,
+    /// A worker not heard from for this long (heartbeats, reports) while the application runs
+    /// is treated as failed: the others roll back without waiting for it to die.
+    pub failure_timeout: Duration,
+    /// This worker's index (it hears itself without a network).
+    pub me: u32,
 }
 
 pub(crate) struct Core {
@@ -111,6 +116,8 @@ pub(crate) struct Core {
     /// Stopping workers, with the first checkpoint that can be their last: one started after
     /// they stopped their input.
     leaving: BTreeMap<u32, u64>,
+    /// When each worker was last heard from (a heartbeat answered, a report received).
+    heard: Vec<Instant>,
 }
 
 /// Retention runs after every this many completed checkpoints.
@@ -132,6 +139,7 @@ impl Core {
             last_end: now,
             in_progress: None,
             leaving: BTreeMap::new(),
+            heard: vec![now; workers],
         };
         let commands = core.rollback("start", now);
         (core, commands)
@@ -160,7 +168,12 @@ impl Core {
     }
 
     pub fn on(&mut self, event: Event, now: Instant) -> Vec<Command> {
+        if let Some(w) = event.sender() {
+            self.hear(w, now);
+        }
         match event {
+            Event::Heard { .. } => Vec::new(),
+            Event::Watch => self.on_watch(now),
             Event::Join { worker, incarnation } => self.on_join(worker, incarnation, now),
             Event::Chosen {
                 generation,
@@ -212,6 +225,33 @@ impl Core {
         }
     }
 
+    fn hear(&mut self, worker: u32, now: Instant) {
+        if let Some(t) = self.heard.get_mut(worker as usize) {
+            *t = now;
+        }
+    }
+
+    /// A worker silent for `failure_timeout` while the application runs has failed, even if
+    /// its process lives (stopped, paused, cut off): roll back without it. Its restore then
+    /// waits for it (or its replacement); when an old process wakes up, its generation is
+    /// over, and nothing it does counts.
+    fn on_watch(&mut self, now: Instant) -> Vec<Command> {
+        if self.phase != Phase::Running {
+            return Vec::new();
+        }
+        let limit = self.settings.failure_timeout;
+        let silent = self
+            .heard
+            .iter()
+            .enumerate()
+            .find(|(w, t)| *w as u32 != self.settings.me && now.duration_since(**t) > limit);
+        let Some((worker, t)) = silent else {
+            return Vec::new();
+        };
+        let why = format!("worker {worker} did not answer for {:?}", now.duration_since(*t));
+        self.rollback(&why, now)
+    }
+
     fn on_join(&mut self, worker: u32, incarnation: u64, now: Instant) -> Vec<Command> {
         let Some(known) = self.incarnations.get(worker as usize).copied() else {
             return Vec::new();
@@ -232,6 +272,10 @@ impl Core {
 
     fn rollback(&mut self, why: &str, now: Instant) -> Vec<Command> {
         self.rollback_started = now;
+        // Silence is counted from here on: restores may take a while.
+        for t in &mut self.heard {
+            *t = now;
+        }
         self.phase = Phase::Choosing;
         self.in_progress = None;
         self.wanted = 0;
@@ -282,6 +326,9 @@ impl Core {
             return Vec::new();
         }
         self.phase = Phase::Running;
+        for t in &mut self.heard {
+            *t = now;
+        }
         vec![Command::Running {
             generation,
             checkpoint: self.restored_from,

@@ -88,6 +88,9 @@ impl Member for FakeMember {
     fn exit(&self, _: u64, _: u64) -> MemberFuture<()> {
         Box::pin(async {})
     }
+    fn ping(&self, _: u64, _: Duration) -> MemberFuture<std::result::Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
@@ -121,6 +124,8 @@ async fn a_rollback_waits_for_the_manifest_write_in_flight() {
             key_groups: 8,
             interval: Some(Duration::from_secs(3600)),
             min_pause: None,
+            failure_timeout: Duration::from_secs(3600),
+            me: 0,
         },
         events,
         tx: tx.clone(),

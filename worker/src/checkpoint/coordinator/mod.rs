@@ -12,6 +12,7 @@ mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use super::manifest::PartInfo;
 
@@ -37,6 +38,10 @@ pub(crate) enum Event {
     Want { generation: u64, checkpoint: u64 },
     /// The checkpoint interval passed.
     Tick,
+    /// Time to look for workers that went silent (every quarter of `failureTimeout`).
+    Watch,
+    /// A worker answered a heartbeat.
+    Heard { worker: u32 },
     /// Group commit's pause after the last checkpoint passed (see `Core::eager_start`).
     Eager,
     /// The rollback's generation and checkpoint (the newest intact one, 0: none), and the
@@ -80,6 +85,20 @@ impl std::fmt::Display for RestoreFailure {
     }
 }
 
+impl Event {
+    /// The worker this event shows alive, if any.
+    fn sender(&self) -> Option<u32> {
+        match self {
+            Event::Join { worker, .. }
+            | Event::Part { worker, .. }
+            | Event::Leaving { worker }
+            | Event::Restored { worker, .. }
+            | Event::Heard { worker } => Some(*worker),
+            _ => None,
+        }
+    }
+}
+
 pub(crate) type MemberFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A worker as the coordinator commands it: this process's own, or another over the control
@@ -93,4 +112,7 @@ pub(crate) trait Member: Send + Sync {
     fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;
     /// A stopping worker may exit: `checkpoint` holds nothing of it left to send.
     fn exit(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;
+    /// A heartbeat: answers once the worker has heard it (it learns the coordinator's
+    /// generation: a worker far behind it is fenced, and says so at `/healthz`).
+    fn ping(&self, generation: u64, timeout: Duration) -> MemberFuture<Result<(), String>>;
 }

@@ -76,11 +76,19 @@ impl Coordinator {
         let period = self.settings.interval.unwrap_or(Duration::from_secs(3600));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Heartbeats, and the look for silent workers, four times per failure timeout.
+        let beat = (self.settings.failure_timeout / 4).max(Duration::from_millis(25));
+        let mut watch = tokio::time::interval(beat);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let eager = core.eager_start();
             let event = tokio::select! {
                 Some(ev) = self.events.recv() => ev,
                 _ = ticker.tick() => Event::Tick,
+                _ = watch.tick() => {
+                    self.heartbeat(core.generation(), &mut chores);
+                    Event::Watch
+                }
                 _ = tokio::time::sleep_until(eager.unwrap_or_else(Instant::now).into()), if eager.is_some() => Event::Eager,
                 Some(_) = restores.join_next(), if !restores.is_empty() => continue,
                 Some(_) = chores.join_next(), if !chores.is_empty() => continue,
@@ -88,6 +96,24 @@ impl Coordinator {
             };
             let commands = core.on(event, Instant::now());
             self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
+        }
+    }
+
+    /// Pings every other worker; an answer is an `Event::Heard`. A ping that gets no answer
+    /// within half the failure timeout is simply not heard.
+    fn heartbeat(&self, generation: u64, chores: &mut JoinSet<()>) {
+        let timeout = self.settings.failure_timeout / 2;
+        for (w, member) in self.members.iter().enumerate() {
+            let worker = w as u32;
+            if worker == self.me {
+                continue;
+            }
+            let (member, tx) = (member.clone(), self.tx.clone());
+            chores.spawn(async move {
+                if member.ping(generation, timeout).await.is_ok() {
+                    let _ = tx.send(Event::Heard { worker });
+                }
+            });
         }
     }
 

@@ -15,6 +15,8 @@ fn settings(workers: u32, interval: Option<u64>, min_pause: Option<u64>) -> Sett
         key_groups: 8,
         interval: interval.map(Duration::from_millis),
         min_pause: min_pause.map(Duration::from_millis),
+        failure_timeout: Duration::from_secs(2),
+        me: 0,
     }
 }
 
@@ -711,5 +713,43 @@ fn damage_found_by_a_restoring_worker_rolls_back_once_more() {
             vec![],
         ),
     ];
+    run(settings(2, Some(1000), None), steps);
+}
+
+#[test]
+fn a_worker_that_stops_answering_is_treated_as_failed() {
+    let mut steps = started_and_one_checkpoint();
+    steps.extend([
+        // Heartbeats: worker 1 answers until t = 1100, then goes silent (stopped, cut off).
+        (1100, Event::Heard { worker: 1 }, vec![]),
+        (2000, Event::Watch, vec![]),
+        (3100, Event::Watch, vec![]),
+        (3101, Event::Watch, rollback("worker 1 did not answer for 2.001s")),
+        // While the rollback restores, silence does not roll back again: its restore waits.
+        (
+            3200,
+            Event::Chosen {
+                generation: 8,
+                checkpoint: 1,
+                highest: 1,
+            },
+            restores(2, 8, 1),
+        ),
+        (3300, restored(0, 8, 100), vec![]),
+        (9000, Event::Watch, vec![]),
+        // It wakes up and restores: running again, and its silence counts from now.
+        (
+            9001,
+            restored(1, 8, 101),
+            vec![Command::Running {
+                generation: 8,
+                checkpoint: 1,
+                took: ms(9001 - 3101),
+            }],
+        ),
+        (10_000, Event::Watch, vec![]),
+        (10_500, Event::Heard { worker: 1 }, vec![]),
+        (12_000, Event::Watch, vec![]),
+    ]);
     run(settings(2, Some(1000), None), steps);
 }
