@@ -116,6 +116,57 @@ pub struct KafkaEgress {
     /// Authenticate with SASL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl: Option<KafkaSasl>,
+    /// What a reader of the topic gets, as in StateFun's Kafka egress: `{type: at-least-once}`
+    /// (the default) or `{type: exactly-once, transactionTimeout: 1m}` (Kafka transactions:
+    /// a `read_committed` consumer sees every record once). docs/connectors.md says what each
+    /// gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_semantic: Option<DeliverySemantic>,
+}
+
+impl KafkaEgress {
+    /// True when records are written in Kafka transactions.
+    pub fn exactly_once(&self) -> bool {
+        self.delivery_semantic
+            .as_ref()
+            .is_some_and(|d| d.kind == DeliveryKind::ExactlyOnce)
+    }
+
+    /// The transaction timeout given to the broker (exactly-once): 1 minute unless set.
+    pub fn transaction_timeout(&self) -> std::time::Duration {
+        self.delivery_semantic
+            .as_ref()
+            .and_then(|d| d.transaction_timeout)
+            .map_or(std::time::Duration::from_secs(60), HumanDuration::as_duration)
+    }
+}
+
+/// A Kafka egress's delivery guarantee (StateFun's `deliverySemantic`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliverySemantic {
+    /// `at-least-once`: records are produced plainly; after a crash a reader may see a record
+    /// twice, with the same `idempotency-key` header. `exactly-once`: records are produced in
+    /// Kafka transactions per worker; a `read_committed` consumer sees each exactly once.
+    /// `none` (StateFun's fire-and-forget) is accepted and behaves as `at-least-once`: Spindle
+    /// never releases a record before its checkpoint.
+    #[serde(rename = "type")]
+    pub kind: DeliveryKind,
+    /// `exactly-once` only: the transaction timeout asked of the broker (at most its
+    /// `transaction.max.timeout.ms`, 15 minutes by default); a transaction left open by a
+    /// worker that died is aborted after it, if no restarted worker fenced it first. Default
+    /// 1 minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_timeout: Option<HumanDuration>,
+}
+
+/// The delivery semantics of a Kafka egress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryKind {
+    None,
+    AtLeastOnce,
+    ExactlyOnce,
 }
 
 /// A NATS JetStream ingress: messages of a stream become messages to functions. One worker

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crate::connectors::{
-    KafkaEgress, KafkaIngress, NatsAuth, NatsEgress, NatsIngress, StartupPosition, parse_utc_millis,
+    DeliveryKind, KafkaEgress, KafkaIngress, NatsAuth, NatsEgress, NatsIngress, StartupPosition, parse_utc_millis,
 };
 use crate::security::{ClientTls, KafkaSasl};
 use crate::security::{check_client_tls, check_sasl};
@@ -110,6 +110,19 @@ pub(crate) fn check_kafka_egress(k: &KafkaEgress, at: &str, e: &mut Errors) {
     }
     if k.timeout.is_some_and(|t| t.0.is_zero()) {
         e.add(format!("{at}.timeout"), "must be longer than zero");
+    }
+    if let Some(d) = &k.delivery_semantic
+        && let Some(t) = d.transaction_timeout
+    {
+        let at = format!("{at}.deliverySemantic.transactionTimeout");
+        if d.kind != DeliveryKind::ExactlyOnce {
+            e.add(at, "applies to `type: exactly-once` only");
+        } else if t.0 < std::time::Duration::from_secs(1) {
+            e.add(
+                at,
+                "must be at least 1s (Kafka counts it in milliseconds, and a transaction lasts a checkpoint)",
+            );
+        }
     }
     check_kafka_security(k.tls.as_ref(), k.sasl.as_ref(), at, e);
 }

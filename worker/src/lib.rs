@@ -21,6 +21,8 @@ pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod deadletter;
 pub mod egress;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub(crate) mod generation;
 pub(crate) mod health;
 pub(crate) mod inbox;

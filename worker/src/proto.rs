@@ -76,6 +76,8 @@ pub fn from_wire(e: &common::Envelope) -> Result<Envelope, String> {
         None
     } else {
         let t = TypeName::parse(&e.caller_type).map_err(|err| format!("envelope caller: {err}"))?;
+        // A reply goes to the caller: its id must be one a target may have.
+        crate::message::check_id(&e.caller_id).map_err(|err| format!("envelope caller: {err}"))?;
         Some(Address::new(t, e.caller_id.as_str()))
     };
     crate::message::check_id(&e.target_id).map_err(|err| format!("envelope target: {err}"))?;
@@ -103,6 +105,64 @@ mod tests {
                 dedup,
             };
             assert_eq!(from_wire(&to_wire(&env)).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn any_peer_frame_decodes_to_valid_envelopes_or_an_error_never_a_panic() {
+        use prost::Message as _;
+        let t = TypeName::parse("t/f").unwrap();
+        let env = Envelope {
+            target: Address::new(t.clone(), "x"),
+            caller: Some(Address::new(t, "c")),
+            value: Value::new("t/V", Bytes::from_static(b"v")),
+            dedup: Some("k".into()),
+        };
+        let frame = |kind| peer::Frame { kind: Some(kind) }.encode_to_vec();
+        let valid = [
+            frame(peer::frame::Kind::Batch(peer::Batch {
+                seq: 3,
+                envelopes: vec![to_wire(&env), to_wire(&env)],
+                barrier: 2,
+            })),
+            frame(peer::frame::Kind::Hello(peer::Hello {
+                application: "app".into(),
+                from_worker: 1,
+                to_worker: 0,
+                workers: 2,
+                key_groups: 16,
+                generation: 4,
+            })),
+        ];
+        let mut rng = crate::fuzz::Rng::new(0x5eed_0002);
+        for case in 0..crate::fuzz::CASES {
+            let bytes = match case % 3 {
+                0 => rng.bytes(300),
+                n => rng.mutate(&valid[n - 1]),
+            };
+            let Ok(peer::Frame {
+                kind: Some(peer::frame::Kind::Batch(batch)),
+            }) = peer::Frame::decode(bytes.as_slice())
+            else {
+                continue;
+            };
+            let mut wire: Vec<common::Envelope> = batch.envelopes;
+            // Awkward strings where the decoder trusts nothing.
+            let mut odd = to_wire(&env);
+            (odd.target_type, odd.target_id, odd.caller_type, odd.caller_id) =
+                (rng.text(), rng.text(), rng.text(), rng.text());
+            wire.push(odd);
+            for e in &wire {
+                if let Ok(env) = from_wire(e) {
+                    for a in std::iter::once(&env.target).chain(env.caller.as_ref()) {
+                        assert!(
+                            crate::message::check_id(&a.id).is_ok(),
+                            "case {case}: accepted id {:?}",
+                            a.id
+                        );
+                    }
+                }
+            }
         }
     }
 }

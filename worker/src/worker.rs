@@ -128,6 +128,8 @@ impl Worker {
             unconfirmed: Default::default(),
             dead_letters: dead_letters.clone(),
             echo: options.echo_egress,
+            worker: options.cluster.index,
+            workers: options.cluster.workers(),
             health: health.clone(),
         };
         // Not a child of `shutdown`: sinks stop only after every producer has.

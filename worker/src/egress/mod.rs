@@ -71,6 +71,9 @@ pub struct SinkContext {
     pub dead_letters: Arc<DeadLetters>,
     /// Also print every record to stdout (local runs).
     pub echo: bool,
+    /// This worker's index and the worker count (Kafka transactional ids are per worker).
+    pub worker: u32,
+    pub workers: u32,
     /// A sink that panics makes the worker unhealthy.
     pub health: Arc<crate::health::Health>,
 }
@@ -174,7 +177,7 @@ impl EgressHub {
                     ));
                 }
                 EgressSink::Kafka(spec) => {
-                    let sink = kafka::KafkaSink::new(spec.clone(), name, app.base_dir.clone(), ctx.clone());
+                    let sink = kafka::KafkaSink::new(spec.clone(), name, app, ctx.clone());
                     tasks.spawn(crate::health::supervised(
                         ctx.health.clone(),
                         "egress sink",
@@ -224,6 +227,7 @@ impl EgressHub {
     /// released again (see [`SinkItem::Resume`]).
     pub fn resume(&self, egress: &TypeName, mark: u64) {
         if let Some(tx) = self.sinks.get(egress) {
+            self.unconfirmed.resume_from(egress, mark);
             let _ = tx.send(SinkItem::Resume { mark });
         }
     }

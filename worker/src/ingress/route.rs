@@ -175,4 +175,41 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn any_record_becomes_valid_messages_or_a_refusal_never_a_panic() {
+        let app = app();
+        let routes = [
+            Route::new("t/Add", &["t/counter".into()], ValueFormat::Json),
+            Route::new("io.statefun.types/long", &["t/counter".into()], ValueFormat::Raw),
+            Route::new("t/Text", &["t/a".into(), "t/b".into()], ValueFormat::Utf8),
+        ];
+        let mut rng = crate::fuzz::Rng::new(0x5eed_0005);
+        for case in 0..crate::fuzz::CASES {
+            let route = &routes[case % routes.len()];
+            let field = |rng: &mut crate::fuzz::Rng| match rng.below(4) {
+                0 => None,
+                1 => Some(rng.bytes(40)),
+                2 => Some(rng.mutate(b"{\"n\":1}")),
+                _ => Some(rng.text().into_bytes()),
+            };
+            let (id, value, target) = (field(&mut rng), field(&mut rng), field(&mut rng));
+            match route.envelopes(&app, id.as_deref(), value.clone().map(Bytes::from), target.as_deref()) {
+                Ok(envs) => {
+                    for e in envs {
+                        assert!(
+                            crate::message::check_id(&e.target.id).is_ok(),
+                            "case {case}: id {:?}",
+                            e.target.id
+                        );
+                    }
+                }
+                Err(refusal) => {
+                    assert!(!refusal.reason.is_empty(), "case {case}");
+                    // A refused record is kept as a dead letter: that must not panic either.
+                    let _ = dead_message(route, id.as_deref(), value.as_deref());
+                }
+            }
+        }
+    }
 }

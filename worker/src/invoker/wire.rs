@@ -341,4 +341,80 @@ mod tests {
         assert_eq!(specs[0].expiration, Expiration::AfterInvoke(Duration::from_secs(1)));
         assert!(from_function(&addr("a"), FromFunction { response: None }).is_err());
     }
+
+    /// A reply with one of each effect, addressed with the given strings.
+    fn reply(namespace: &str, ty: &str, id: &str, egress: &str) -> FromFunction {
+        let to = reqreply::Address {
+            namespace: namespace.into(),
+            r#type: ty.into(),
+            id: id.into(),
+        };
+        FromFunction {
+            response: Some(from_function::Response::InvocationResult(InvocationResponse {
+                state_mutations: vec![PersistedValueMutation {
+                    mutation_type: MutationType::Modify as i32,
+                    state_name: id.into(),
+                    state_value: Some(typed("t/v", b"1")),
+                }],
+                outgoing_messages: vec![Invocation {
+                    target: Some(to.clone()),
+                    argument: Some(typed("t/v", b"2")),
+                }],
+                delayed_invocations: vec![DelayedInvocation {
+                    is_cancellation_request: false,
+                    cancellation_token: id.into(),
+                    delay_in_ms: -5,
+                    target: Some(to),
+                    argument: Some(typed("t/v", b"3")),
+                }],
+                outgoing_egresses: vec![EgressMessage {
+                    egress_namespace: egress.into(),
+                    egress_type: egress.into(),
+                    argument: Some(typed("t/v", b"4")),
+                }],
+            })),
+        }
+    }
+
+    /// What must hold of any outcome: every message it accepted has a valid target.
+    fn check_outcome(outcome: Result<Outcome, String>, case: usize) {
+        if let Ok(Outcome::Effects(e)) = outcome {
+            let targets = e
+                .messages
+                .iter()
+                .flatten()
+                .map(|m| &m.target)
+                .chain(e.delayed.iter().flatten().filter_map(|d| match d {
+                    Delayed::Send { env, .. } => Some(&env.target),
+                    Delayed::Cancel { .. } => None,
+                }));
+            for t in targets {
+                assert!(
+                    crate::message::check_id(&t.id).is_ok(),
+                    "case {case}: accepted id {:?}",
+                    t.id
+                );
+                assert!(TypeName::parse(t.typename.as_str()).is_ok(), "case {case}: {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn any_bytes_and_any_strings_from_a_function_give_effects_or_an_error_never_a_panic() {
+        use prost::Message as _;
+        let mut rng = crate::fuzz::Rng::new(0x5eed_0001);
+        let valid = reply("t", "f", "x", "e").encode_to_vec();
+        for case in 0..crate::fuzz::CASES {
+            let bytes = if case % 2 == 0 {
+                rng.mutate(&valid)
+            } else {
+                rng.bytes(300)
+            };
+            if let Ok(r) = FromFunction::decode(bytes.as_slice()) {
+                check_outcome(from_function(&addr("a"), r), case);
+            }
+            let (ns, ty, id, eg) = (rng.text(), rng.text(), rng.text(), rng.text());
+            check_outcome(from_function(&addr("a"), reply(&ns, &ty, &id, &eg)), case);
+        }
+    }
 }

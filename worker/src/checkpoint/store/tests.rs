@@ -238,3 +238,44 @@ async fn same_named_applications_in_two_namespaces_have_disjoint_roots() {
     assert_eq!(a.put_part(1, 1, 0, Bytes::from_static(b"x")).await.unwrap().key, key);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The files under `dir` whose name is `name`.
+fn find(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find(&p, name));
+        } else if p.file_name().is_some_and(|n| n == name) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_change_to_a_part_object_is_refused_as_corrupt() {
+    let dir = temp("mutations");
+    let s = CheckpointStore::open(dir.to_str().unwrap(), Path::new("/"), "app").unwrap();
+    let payload: Vec<u8> = (0..200u8).collect();
+    let info = s.put_part(5, 1, 0, Bytes::from(payload.clone())).await.unwrap();
+    let files = find(&dir, "part-g1-w0.bin");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let object = std::fs::read(&files[0]).unwrap();
+    assert_eq!(
+        &check_part(&info.key, Bytes::from(object.clone()), &info).unwrap()[..],
+        &payload[..]
+    );
+    let mut rng = crate::fuzz::Rng::new(0x5eed_0004);
+    for case in 0..crate::fuzz::CASES {
+        let changed = rng.mutate(&object);
+        if changed == object {
+            continue;
+        }
+        match check_part(&info.key, Bytes::from(changed), &info) {
+            Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, info.key),
+            other => panic!("case {case}: a changed part object was not refused: {other:?}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

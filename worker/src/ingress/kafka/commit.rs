@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use spindle_spec::KafkaIngress;
 use tokio::sync::mpsc;
@@ -14,6 +15,10 @@ use super::{REQUEST_TIMEOUT, parse_position_key};
 use crate::inbox::Positions;
 use crate::metrics::{KindLabels, Metrics};
 use crate::stop::CancellationToken;
+
+/// Fresh coordinator look-ups before a commit meeting `coordinator_moving` counts as failed
+/// (waits of 0.2, 0.4, 0.8, 1.6, 3.2 s).
+const COORDINATOR_RETRIES: u32 = 5;
 
 /// Topic → `(partition, next offset)` of one ingress.
 type ByTopic<'a> = BTreeMap<&'a str, Vec<(i32, i64)>>;
@@ -55,18 +60,33 @@ pub async fn run(
                 continue;
             };
             let group_id = spec.consumer_group_id.clone().unwrap_or_else(|| application.clone());
-            let result = async {
-                let conn = match conns.remove(ingress) {
-                    Some(c) => c,
-                    None => group::coordinator(&spec.brokers, &group_id, REQUEST_TIMEOUT).await?,
-                };
-                let mut conn = conn;
-                for (topic, offsets) in &topics {
-                    conn.commit(&group_id, topic, offsets).await?;
+            let mut retries = 0;
+            let result = loop {
+                let attempt = async {
+                    let conn = match conns.remove(ingress) {
+                        Some(c) => c,
+                        None => group::coordinator(&spec.brokers, &group_id, REQUEST_TIMEOUT).await?,
+                    };
+                    let mut conn = conn;
+                    for (topic, offsets) in &topics {
+                        conn.commit(&group_id, topic, offsets).await?;
+                    }
+                    Ok::<_, group::GroupError>(conn)
                 }
-                Ok::<_, group::GroupError>(conn)
-            }
-            .await;
+                .await;
+                match attempt {
+                    // A coordinator on its way (a new group's first commit): look it up again
+                    // shortly, a few times, before this commit counts as failed.
+                    Err(e) if e.coordinator_moving() && retries < COORDINATOR_RETRIES => {
+                        retries += 1;
+                        tracing::debug!(ingress, group = %group_id, error = %e, retries, "group coordinator not ready; looking it up again");
+                        if !crate::stop::pause(&stop, Duration::from_millis(100 << retries)).await {
+                            return;
+                        }
+                    }
+                    other => break other,
+                }
+            };
             match result {
                 Ok(conn) => {
                     metrics.offset_commits.inc();

@@ -29,6 +29,15 @@ pub enum GroupError {
     Broker { what: &'static str, code: i16 },
 }
 
+impl GroupError {
+    /// The group's coordinator is loading, not there yet or moved (`COORDINATOR_LOAD_IN_PROGRESS`
+    /// 14, `COORDINATOR_NOT_AVAILABLE` 15, `NOT_COORDINATOR` 16): worth a fresh look-up soon.
+    /// A new group meets 15 and then 16 while Kafka creates and loads `__consumer_offsets`.
+    pub fn coordinator_moving(&self) -> bool {
+        matches!(self, GroupError::Broker { code: 14..=16, .. })
+    }
+}
+
 /// One connection to a broker, with one request in flight at a time.
 pub struct Conn {
     stream: TcpStream,

@@ -63,13 +63,13 @@ impl PartitionReader {
         loop {
             let stop = self.ctx.stop.clone();
             let fetched = tokio::select! {
-                r = tokio::time::timeout(REQUEST_TIMEOUT, pc.fetch_records(next, 1..max_bytes, FETCH_WAIT_MS)) => r,
+                r = tokio::time::timeout(REQUEST_TIMEOUT, pc.fetch(next, 1..max_bytes, FETCH_WAIT_MS)) => r,
                 _ = stop.cancelled() => return,
             };
-            let records = match fetched {
-                Ok(Ok((records, _high_watermark))) => {
+            let (records, after_batches, stable) = match fetched {
+                Ok(Ok(f)) => {
                     failing = None;
-                    records
+                    (f.records, f.next_offset, f.last_stable_offset)
                 }
                 Ok(Err(rskafka::client::error::Error::ServerError {
                     protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
@@ -126,8 +126,19 @@ impl PartitionReader {
                     }
                 }
             }
+            // Transaction markers and aborted records (which the client drops) move the
+            // position on too, or a partition ending in a marker would be fetched forever.
+            let reached = reached.max(after_batches);
             tracing::trace!(source = %self.key, next, reached, messages = batch.len(), "fetched");
             if reached == next {
+                if stable > next {
+                    // Records are there but no whole batch came back (one larger than
+                    // `fetchMaxBytes`?): say so, and do not spin.
+                    self.failed("kafka_fetch", &mut failing, &format!("a fetch at offset {next} returned no complete record batch (the partition's stable end is {stable}); is fetchMaxBytes smaller than a batch?"));
+                    if !self.ctx.pause(Duration::from_millis(200)).await {
+                        return;
+                    }
+                }
                 continue;
             }
             next = reached;
