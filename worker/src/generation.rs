@@ -4,11 +4,13 @@
 //! generation's memory survives it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::app::AppConfig;
+use crate::checkpoint::chains::Chains;
 use crate::checkpoint::codec::PartMeta;
 use crate::checkpoint::group_commit;
 use crate::checkpoint::link::CoordinatorLink;
@@ -23,7 +25,7 @@ use crate::ingress::{offset_committer, start_sources};
 use crate::invoker::Invoke;
 use crate::metrics::Metrics;
 use crate::partition::outbound::Outbound;
-use crate::partition::{self, Capture, Epochs, Partition};
+use crate::partition::{self, Capture, Compaction, Epochs, Partition};
 use crate::peer::Cluster;
 use crate::peer::link::Link;
 use crate::proto::peer::Hello;
@@ -53,6 +55,9 @@ pub(crate) struct Context {
     pub health: Arc<crate::health::Health>,
 }
 
+/// Every key group's expired values are swept about this often.
+const SWEEP_PASS: Duration = Duration::from_secs(60);
+
 pub(crate) struct Generation {
     pub number: u64,
     restored: u64,
@@ -64,12 +69,14 @@ pub(crate) struct Generation {
 }
 
 impl Generation {
-    /// Starts generation `number` from `restored`; it ends when `parent` fires or `stop` is
-    /// called. Its sources read only while `accepting`.
+    /// Starts generation `number` from `restored` (whose key groups' state sits in `chains`
+    /// of sections); it ends when `parent` fires or `stop` is called. Its sources read only
+    /// while `accepting`.
     pub fn start(
         ctx: &Context,
         number: u64,
         restored: Capture,
+        chains: Chains,
         parent: &CancellationToken,
         accepting: bool,
     ) -> Generation {
@@ -111,6 +118,19 @@ impl Generation {
             workers: layout.workers,
             stop: input.clone(),
         };
+        // Key groups with state but no sections yet (restored from a format-1 checkpoint) are
+        // written whole by the first snapshot.
+        let compaction: Compaction = Arc::new(std::sync::Mutex::new(
+            restored
+                .state
+                .groups_with_state()
+                .filter(|&kg| chains.chain(kg).is_empty())
+                .collect(),
+        ));
+        let owned = crate::keygroup::range_of(layout.worker, layout.workers, app.key_groups)
+            .len()
+            .max(1);
+        let sweep_every = (SWEEP_PASS / owned as u32).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let epochs = ctx.store.as_ref().map(|store| {
             let (captures, captures_rx) = mpsc::unbounded_channel();
             let uploader = Uploader {
@@ -126,6 +146,8 @@ impl Generation {
                 },
                 coordinator: ctx.coordinator.clone(),
                 metrics: ctx.metrics.clone(),
+                chains,
+                compaction: compaction.clone(),
             };
             tasks.spawn(supervised(
                 ctx.health.clone(),
@@ -171,6 +193,8 @@ impl Generation {
             restored,
             generation: number,
             replies: ctx.replies.clone(),
+            compaction,
+            sweep_every,
         });
         tasks.spawn(supervised(
             ctx.health.clone(),

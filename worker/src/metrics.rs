@@ -106,6 +106,15 @@ pub struct Metrics {
     pub checkpoint_part_bytes: Gauge,
     /// Size of the last completed checkpoint, all parts (coordinator).
     pub checkpoint_bytes: Gauge,
+    /// Payload bytes of this worker's parts, all of them; of which key-group deltas (what
+    /// changed) and bases (key groups rewritten whole by compaction).
+    pub checkpoint_written_bytes: Counter,
+    pub checkpoint_delta_bytes: Counter,
+    pub checkpoint_base_bytes: Counter,
+    /// Part bytes read by this worker's restores.
+    pub restore_read_bytes: Counter,
+    /// State values dropped by the sweep after they expired.
+    pub state_expired: Counter,
     pub last_checkpoint: Gauge,
     pub generation: Gauge,
     /// Rollbacks started (coordinator).
@@ -177,6 +186,11 @@ impl Metrics {
             part_upload_failures: Counter::default(),
             checkpoint_part_bytes: Gauge::default(),
             checkpoint_bytes: Gauge::default(),
+            checkpoint_written_bytes: Counter::default(),
+            checkpoint_delta_bytes: Counter::default(),
+            checkpoint_base_bytes: Counter::default(),
+            restore_read_bytes: Counter::default(),
+            state_expired: Counter::default(),
             last_checkpoint: Gauge::default(),
             generation: Gauge::default(),
             rollbacks: Counter::default(),
@@ -349,6 +363,31 @@ impl Metrics {
             "checkpoint_bytes",
             "Size of the last completed checkpoint",
             m.checkpoint_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_written_bytes",
+            "Payload bytes of this worker's parts",
+            m.checkpoint_written_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_delta_bytes",
+            "Bytes of key-group deltas (state that changed) in this worker's parts",
+            m.checkpoint_delta_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_base_bytes",
+            "Bytes of key groups rewritten whole (compaction) in this worker's parts",
+            m.checkpoint_base_bytes.clone(),
+        );
+        r.register(
+            "restore_read_bytes",
+            "Part bytes read by this worker's restores",
+            m.restore_read_bytes.clone(),
+        );
+        r.register(
+            "state_expired",
+            "State values dropped by the sweep after they expired",
+            m.state_expired.clone(),
         );
         r.register(
             "last_checkpoint",

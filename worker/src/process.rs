@@ -6,27 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::{Mutex, watch};
 
 use crate::checkpoint::Progress;
-use crate::checkpoint::codec::{self, DecodeError};
-use crate::checkpoint::coordinator::{Member, MemberFuture};
-use crate::checkpoint::store::StoreError;
+use crate::checkpoint::coordinator::{Member, MemberFuture, RestoreFailure};
+use crate::checkpoint::restore::{self, Restored};
 use crate::generation::{Context, Generation};
 use crate::inbox::{Current, Entry};
-use crate::partition::Capture;
 use crate::stop::CancellationToken;
 
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("reading checkpoint {checkpoint}: {source}")]
-    Store { checkpoint: u64, source: StoreError },
-    #[error("decoding checkpoint {checkpoint}: {source}")]
-    Decode { checkpoint: u64, source: DecodeError },
-    #[error("checkpoint {0} was requested, but checkpoints are off")]
-    NoStore(u64),
-}
+pub use crate::checkpoint::restore::RestoreError;
 
 pub(crate) struct Process {
     ctx: Context,
@@ -84,16 +73,18 @@ impl Process {
         if let Some(old) = running.take() {
             old.stop().await;
         }
-        let restored = self.load(checkpoint).await?;
-        let counts = (
-            restored.state.addresses(),
-            restored.messages.len(),
-            restored.egress.len(),
-        );
+        let Restored {
+            capture,
+            chains,
+            bytes_read,
+        } = self.load(checkpoint).await?;
+        let counts = (capture.state.addresses(), capture.messages.len(), capture.egress.len());
+        self.ctx.metrics.restore_read_bytes.inc_by(bytes_read);
         let new = Generation::start(
             &self.ctx,
             generation,
-            restored,
+            capture,
+            chains,
             &self.shutdown,
             *self.accepting.borrow(),
         );
@@ -118,27 +109,21 @@ impl Process {
             addresses = counts.0,
             messages = counts.1,
             egress = counts.2,
+            bytes_read,
             ms = started.elapsed().as_millis() as u64,
             "restored"
         );
         Ok(())
     }
 
-    /// The capture this worker resumes from: its share of every part of `checkpoint`.
-    async fn load(&self, checkpoint: u64) -> Result<Capture, RestoreError> {
+    /// What this worker resumes from: its share of `checkpoint` (the key groups it owns).
+    async fn load(&self, checkpoint: u64) -> Result<Restored, RestoreError> {
+        let layout = self.ctx.cluster.layout(self.ctx.app.key_groups);
         if checkpoint == 0 {
-            return Ok(Capture::default());
+            return Ok(Restored::empty(layout.key_groups));
         }
         let store = self.ctx.store.as_ref().ok_or(RestoreError::NoStore(checkpoint))?;
-        let err = |source| RestoreError::Store { checkpoint, source };
-        let manifest = store.manifest(checkpoint).await.map_err(err)?;
-        let mut parts: Vec<Bytes> = Vec::with_capacity(manifest.parts.len());
-        for part in &manifest.parts {
-            parts.push(store.read_part(part).await.map_err(err)?);
-        }
-        let layout = self.ctx.cluster.layout(self.ctx.app.key_groups);
-        codec::decode(&self.ctx.app.identity(), &parts, layout)
-            .map_err(|source| RestoreError::Decode { checkpoint, source })
+        restore::load(store, checkpoint, &self.ctx.app.identity(), layout).await
     }
 
     /// Checkpoint `checkpoint` of `generation` is complete: its egress may leave, and durable
@@ -181,13 +166,19 @@ impl Process {
 pub(crate) struct Local(pub Arc<Process>);
 
 impl Member for Local {
-    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, String>> {
+    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, RestoreFailure>> {
         let p = self.0.clone();
         Box::pin(async move {
             p.restore(generation, checkpoint)
                 .await
                 .map(|()| p.incarnation)
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    if e.is_damage() {
+                        RestoreFailure::Damaged(e.to_string())
+                    } else {
+                        RestoreFailure::Failed(e.to_string())
+                    }
+                })
         })
     }
 

@@ -300,6 +300,7 @@ async fn only_the_applications_workers_reach_the_peer_port_and_only_as_themselve
                 crc32: 0,
                 error: String::new(),
                 clean: true,
+                ..PartWritten::default()
             }),
         )
         .await,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::control::client::ControlClients;
+use super::control::report;
 use super::coordinator::Event;
 use super::manifest::PartInfo;
 use crate::proto::control::{Leave, PartWritten, WantCheckpoint, control_request};
@@ -45,15 +46,20 @@ impl CoordinatorLink {
             CoordinatorLink::Remote(clients) => clients,
         };
         let part = match result {
-            Ok(info) => PartWritten {
-                generation,
-                checkpoint,
-                error: String::new(),
-                key: info.key,
-                size: info.size,
-                crc32: info.crc32,
-                clean,
-            },
+            Ok(info) => {
+                let mut part = PartWritten {
+                    generation,
+                    checkpoint,
+                    error: String::new(),
+                    key: info.key.clone(),
+                    size: info.size,
+                    crc32: info.crc32,
+                    clean,
+                    ..PartWritten::default()
+                };
+                report::to_wire(&info, &mut part);
+                part
+            }
             Err(error) => PartWritten {
                 generation,
                 checkpoint,

@@ -7,22 +7,37 @@
 //! <root>/checkpoints/<n:020>/MANIFEST.json            written last, by conditional create
 //! ```
 //!
+//! A part's header names its format (`SPNDLPT1`: a whole `Part`; `SPNDLPT2`: sections and an
+//! index, see `codec`). Parts of format 2 stay as long as a retained checkpoint's manifest
+//! references them, whichever checkpoint wrote them.
+//!
 //! Every call is bounded in time: an unavailable store fails a checkpoint within seconds
-//! instead of holding it for minutes.
+//! instead of holding it for minutes. Large objects move in pieces ([`Transfer`]): multipart
+//! uploads and ranged reads, each request with its own timeout (from a minimum transfer rate)
+//! and its own retries, so a part of any size can be written and read.
 
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig};
-use tokio_stream::StreamExt;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
-pub use super::manifest::{Manifest, PartInfo};
+use super::codec::EncodedPart;
+pub use super::manifest::{Manifest, PartInfo, SectionLoc};
 
-const MAGIC: &[u8; 8] = b"SPNDLPT1";
-const HEADER: usize = 8 + 4 + 8;
+mod transfer;
+pub use transfer::Transfer;
+
+const MAGIC_V1: &[u8; 8] = b"SPNDLPT1";
+const MAGIC_V2: &[u8; 8] = b"SPNDLPT2";
+/// Header bytes before a part's payload: magic, CRC-32 and length of the payload.
+pub const HEADER: u64 = 8 + 4 + 8;
 const MANIFEST: &str = "MANIFEST.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +55,13 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+impl StoreError {
+    /// The stored bytes are lost or changed (not a passing outage).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. } | StoreError::Corrupt { .. })
+    }
+}
+
 fn classify(e: object_store::Error, key: &str) -> StoreError {
     match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound { key: key.to_string() },
@@ -50,22 +72,29 @@ fn classify(e: object_store::Error, key: &str) -> StoreError {
     }
 }
 
-/// The newest intact checkpoint.
+/// The newest checkpoint whose manifest and objects are there.
 #[derive(Debug)]
 pub struct Latest {
     pub manifest: Manifest,
-    pub parts: Vec<(PartInfo, Bytes)>,
-    /// Newer checkpoints skipped because a part or the manifest is damaged.
+    /// Newer checkpoints skipped because the manifest or an object is damaged or missing.
     pub damaged: Vec<u64>,
 }
 
 #[derive(Clone)]
 pub struct CheckpointStore {
+    /// Small requests (manifests, the generation, listings): the short timeout.
     store: Arc<dyn ObjectStore>,
+    /// Parts: requests of up to `transfer.piece` bytes, with a timeout for that size.
+    bulk: Arc<dyn ObjectStore>,
+    transfer: Transfer,
     root: ObjectPath,
     describe: String,
     /// Local filesystem: the directory objects live under, for making them durable.
     local: Option<Arc<Path>>,
+    /// Local filesystem: objects made durable already (a manifest only syncs new ones).
+    synced: Arc<Mutex<HashSet<String>>>,
+    /// Payload bytes read from parts, for the restore's figures.
+    read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for CheckpointStore {
@@ -82,7 +111,8 @@ impl CheckpointStore {
         Self::open_with_env(url, base_dir, application, std::env::vars())
     }
 
-    /// As [`open`](Self::open), with the `AWS_*` settings taken from `env`.
+    /// As [`open`](Self::open), with the `AWS_*` and `SPINDLE_STORAGE_*` settings taken from
+    /// `env`.
     pub fn open_with_env(
         url: &str,
         base_dir: &Path,
@@ -93,6 +123,8 @@ impl CheckpointStore {
             url: url.to_string(),
             reason,
         };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let transfer = Transfer::from_env(&env).map_err(&bad)?;
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -101,40 +133,50 @@ impl CheckpointStore {
             // TLS to S3 goes through rustls with the ring provider; installing it is
             // idempotent (an error just means it is installed already).
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let options = ClientOptions::new()
-                .with_timeout(Duration::from_secs(5))
-                .with_connect_timeout(Duration::from_secs(2));
-            let retry = RetryConfig {
-                max_retries: 2,
-                retry_timeout: Duration::from_secs(8),
-                ..RetryConfig::default()
-            };
-            let mut builder = object_store::aws::AmazonS3Builder::new();
-            let mut allow_http = false;
-            for (k, v) in env {
-                if k == "AWS_ALLOW_HTTP" {
-                    // Plain-HTTP endpoints: tests, an in-cluster MinIO.
-                    allow_http = v.eq_ignore_ascii_case("true");
-                } else if k.starts_with("AWS_")
-                    && let Ok(key) = k.to_ascii_lowercase().parse::<object_store::aws::AmazonS3ConfigKey>()
-                {
-                    builder = builder.with_config(key, v);
+            let s3 = |timeout: Duration, retry: RetryConfig| {
+                let options = ClientOptions::new()
+                    .with_timeout(timeout)
+                    .with_connect_timeout(Duration::from_secs(2));
+                let mut builder = object_store::aws::AmazonS3Builder::new();
+                let mut allow_http = false;
+                for (k, v) in &env {
+                    if k == "AWS_ALLOW_HTTP" {
+                        // Plain-HTTP endpoints: tests, an in-cluster MinIO.
+                        allow_http = v.eq_ignore_ascii_case("true");
+                    } else if k.starts_with("AWS_")
+                        && let Ok(key) = k.to_ascii_lowercase().parse::<object_store::aws::AmazonS3ConfigKey>()
+                    {
+                        builder = builder.with_config(key, v);
+                    }
                 }
-            }
-            let s3 = builder
-                .with_bucket_name(bucket)
-                .with_client_options(options)
-                .with_allow_http(allow_http)
-                .with_retry(retry)
-                .build()
-                .map_err(|e| bad(e.to_string()))?;
+                builder
+                    .with_bucket_name(bucket)
+                    .with_client_options(options)
+                    .with_allow_http(allow_http)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))
+            };
+            let small = s3(
+                Duration::from_secs(5),
+                RetryConfig {
+                    max_retries: 2,
+                    retry_timeout: Duration::from_secs(8),
+                    ..RetryConfig::default()
+                },
+            )?;
+            let bulk = s3(transfer.request_timeout(), transfer.retry())?;
             // `application` may be `<namespace>/<name>`: one path segment each.
             let root = ObjectPath::from_iter(prefix.split('/').chain(application.split('/')));
             return Ok(CheckpointStore {
-                store: Arc::new(s3),
+                store: Arc::new(small),
+                bulk: Arc::new(bulk),
+                transfer,
                 describe: format!("s3://{bucket}/{root}"),
                 root,
                 local: None,
+                synced: Arc::default(),
+                read: Arc::default(),
             });
         }
         let dir = match url.strip_prefix("file://") {
@@ -147,14 +189,20 @@ impl CheckpointStore {
         // at once (see `sync`).
         // Automatic cleanup removes a checkpoint's directory with its last file: otherwise
         // every checkpoint ever taken leaves an empty directory that each listing walks.
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| bad(e.to_string()))?
-            .with_automatic_cleanup(true);
+        let fs: Arc<dyn ObjectStore> = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| bad(e.to_string()))?
+                .with_automatic_cleanup(true),
+        );
         Ok(CheckpointStore {
-            store: Arc::new(fs),
+            bulk: fs.clone(),
+            store: fs,
+            transfer,
             describe: format!("{}/{application}", dir.display()),
             root: ObjectPath::from(application),
             local: Some(dir.into()),
+            synced: Arc::default(),
+            read: Arc::default(),
         })
     }
 
@@ -162,15 +210,24 @@ impl CheckpointStore {
     #[cfg(test)]
     pub(crate) fn over(store: Arc<dyn ObjectStore>, application: &str) -> CheckpointStore {
         CheckpointStore {
+            bulk: store.clone(),
             store,
+            transfer: Transfer::default(),
             root: ObjectPath::from(application),
             describe: format!("test/{application}"),
             local: None,
+            synced: Arc::default(),
+            read: Arc::default(),
         }
     }
 
     pub fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    /// Part payload bytes read through this store (and its clones) so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 
     fn dir(&self, checkpoint: u64) -> ObjectPath {
@@ -184,6 +241,22 @@ impl CheckpointStore {
             .to_string()
     }
 
+    /// True when `key` names a part object of this application (what a worker's report may
+    /// reference).
+    pub fn is_part_key(&self, key: &str) -> bool {
+        let path = ObjectPath::from(key);
+        let prefix = self.root.clone().join("checkpoints");
+        let Some(mut parts) = path.prefix_match(&prefix) else {
+            return false;
+        };
+        let dir = parts.next().is_some_and(|d| d.as_ref().parse::<u64>().is_ok());
+        let file = parts
+            .next()
+            .is_some_and(|f| f.as_ref().starts_with("part-g") && f.as_ref().ends_with(".bin"));
+        dir && file && parts.next().is_none() && path.as_ref() == key
+    }
+
+    /// Writes a format-1 part with `payload` (a whole `Part`).
     pub async fn put_part(
         &self,
         checkpoint: u64,
@@ -191,28 +264,83 @@ impl CheckpointStore {
         worker: u32,
         payload: Bytes,
     ) -> Result<PartInfo, StoreError> {
-        let path = self.dir(checkpoint).join(format!("part-g{generation}-w{worker}.bin"));
-        let crc32 = crc32fast::hash(&payload);
-        let mut buf = BytesMut::with_capacity(HEADER + payload.len());
-        buf.put_slice(MAGIC);
-        buf.put_u32_le(crc32);
-        buf.put_u64_le(payload.len() as u64);
-        buf.put_slice(&payload);
-        let key = path.to_string();
-        self.store
-            .put(&path, buf.freeze().into())
-            .await
-            .map_err(|e| classify(e, &key))?;
+        let key = self.part_key(checkpoint, generation, worker);
+        let crc32 = self.put_object(&key, MAGIC_V1, payload.clone()).await?;
         Ok(PartInfo {
             worker,
             key,
             size: payload.len() as u64,
             crc32,
+            index: None,
+            chains: None,
         })
     }
 
+    /// Writes a format-2 part.
+    pub(crate) async fn put_encoded(
+        &self,
+        checkpoint: u64,
+        generation: u64,
+        worker: u32,
+        part: &EncodedPart,
+    ) -> Result<PartInfo, StoreError> {
+        let key = self.part_key(checkpoint, generation, worker);
+        let crc32 = self.put_object(&key, MAGIC_V2, part.payload.clone()).await?;
+        Ok(PartInfo {
+            worker,
+            key,
+            size: part.payload.len() as u64,
+            crc32,
+            index: Some(part.index),
+            chains: None,
+        })
+    }
+
+    /// Header and payload as one object; in pieces when it is large and the store remote.
+    /// Returns the payload's CRC-32.
+    async fn put_object(&self, key: &str, magic: &[u8; 8], payload: Bytes) -> Result<u32, StoreError> {
+        let path = ObjectPath::from(key);
+        let crc32 = crc32fast::hash(&payload);
+        let mut header = BytesMut::with_capacity(HEADER as usize);
+        header.put_slice(magic);
+        header.put_u32_le(crc32);
+        header.put_u64_le(payload.len() as u64);
+        let header = header.freeze();
+        let piece = self.transfer.piece;
+        if self.local.is_some() || payload.len() + (HEADER as usize) <= piece {
+            let body: PutPayload = [header, payload].into_iter().collect();
+            self.bulk.put(&path, body).await.map_err(|e| classify(e, key))?;
+            return Ok(crc32);
+        }
+        let mut upload = self.bulk.put_multipart(&path).await.map_err(|e| classify(e, key))?;
+        // Pieces of `piece` bytes (S3 wants at least 5 MiB but for the last), the header in
+        // the first; each one its own request, retried on its own.
+        let first = piece - HEADER as usize;
+        let mut pieces = vec![[header, payload.slice(..first)].into_iter().collect::<PutPayload>()];
+        let mut at = first;
+        while at < payload.len() {
+            let end = (at + piece).min(payload.len());
+            pieces.push(payload.slice(at..end).into());
+            at = end;
+        }
+        let uploads: Vec<_> = pieces.into_iter().map(|p| upload.put_part(p)).collect();
+        let sent = futures::stream::iter(uploads)
+            .buffer_unordered(self.transfer.concurrency)
+            .try_collect::<Vec<()>>()
+            .await;
+        let done = match sent {
+            Ok(_) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            let _ = upload.abort().await;
+            return Err(classify(e, key));
+        }
+        Ok(crc32)
+    }
+
     /// Writes the manifest, which completes the checkpoint. On a local filesystem the
-    /// checkpoint is made durable first — its parts, the manifest and their directories —
+    /// checkpoint is made durable first — its objects, the manifest and their directories —
     /// because completion acknowledges durable records and releases egress: it must survive a
     /// power loss, not only a process crash.
     pub async fn put_manifest(&self, m: &Manifest) -> Result<(), StoreError> {
@@ -226,10 +354,32 @@ impl CheckpointStore {
             .put_opts(&path, Bytes::from(json).into(), opts)
             .await
             .map_err(|e| classify(e, path.as_ref()))?;
+        if self.local.is_none() {
+            return Ok(());
+        }
+        // Objects of earlier checkpoints were made durable with their manifests; parts of a
+        // checkpoint that failed, now referenced, were not.
+        let referenced: Vec<String> = m.referenced().iter().map(|p| p.key.clone()).collect();
+        let new: Vec<String> = {
+            let synced = self.synced.lock().expect("synced set lock");
+            referenced.iter().filter(|k| !synced.contains(*k)).cloned().collect()
+        };
         let checkpoints = self.root.clone().join("checkpoints");
-        let mut durable: Vec<ObjectPath> = m.parts.iter().map(|p| ObjectPath::from(p.key.as_str())).collect();
+        let mut durable: Vec<ObjectPath> = new.iter().map(|k| ObjectPath::from(k.as_str())).collect();
+        let dirs: BTreeSet<ObjectPath> = new
+            .iter()
+            .filter_map(|k| {
+                let p = ObjectPath::from(k.as_str());
+                let parts: Vec<_> = p.parts().collect();
+                (parts.len() > 1).then(|| ObjectPath::from_iter(parts[..parts.len() - 1].iter().cloned()))
+            })
+            .collect();
+        durable.extend(dirs);
         durable.extend([path, self.dir(m.checkpoint), checkpoints, self.root.clone()]);
-        self.sync(durable).await
+        self.sync(durable).await?;
+        // Only what the newest manifest references can be referenced again.
+        *self.synced.lock().expect("synced set lock") = referenced.into_iter().collect();
+        Ok(())
     }
 
     /// Local filesystem only: fsyncs these files and directories, all at once — concurrent
@@ -243,24 +393,30 @@ impl CheckpointStore {
         };
         let paths: Vec<std::path::PathBuf> = keys.iter().map(|k| dir.join(k.as_ref())).collect();
         let result = tokio::task::spawn_blocking(move || {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = paths
-                    .iter()
-                    .map(|p| {
-                        s.spawn(move || {
-                            std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| match e.kind() {
-                                // Another worker's part is not where this one looks: their
-                                // storage is not shared, and a restore could never read it.
-                                std::io::ErrorKind::NotFound => format!(
-                                    "{} does not exist: every worker of an application must use the same checkpoint storage",
-                                    p.display()
-                                ),
-                                _ => format!("fsync {}: {e}", p.display()),
+            // At most 32 threads at a time (a first manifest after a restart syncs every
+            // object it references).
+            paths.chunks(32).try_for_each(|chunk| {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = chunk
+                        .iter()
+                        .map(|p| {
+                            s.spawn(move || {
+                                std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| match e.kind() {
+                                    // Another worker's part is not where this one looks: their
+                                    // storage is not shared, and a restore could never read it.
+                                    std::io::ErrorKind::NotFound => format!(
+                                        "{} does not exist: every worker of an application must use the same checkpoint storage",
+                                        p.display()
+                                    ),
+                                    _ => format!("fsync {}: {e}", p.display()),
+                                })
                             })
                         })
-                    })
-                    .collect();
-                handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err("fsync thread panicked".into())))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .try_for_each(|h| h.join().unwrap_or_else(|_| Err("fsync thread panicked".into())))
+                })
             })
         })
         .await
@@ -296,10 +452,36 @@ impl CheckpointStore {
         let path = self.dir(checkpoint).join(MANIFEST);
         let key = path.to_string();
         let bytes = self.get(&path).await?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            key,
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            key: key.clone(),
             reason: format!("not a manifest: {e}"),
-        })
+        })?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: key.clone(),
+            reason,
+        };
+        if m.checkpoint != checkpoint {
+            return Err(corrupt(format!("it names checkpoint {}", m.checkpoint)));
+        }
+        if m.format == 2 {
+            if m.groups.len() != m.key_groups as usize {
+                return Err(corrupt(format!(
+                    "{} key-group chains for {} key groups",
+                    m.groups.len(),
+                    m.key_groups
+                )));
+            }
+            if m.groups.iter().flatten().any(|&i| i as usize >= m.objects.len()) {
+                return Err(corrupt("a key-group chain names an object it does not list".into()));
+            }
+        }
+        if let Some(p) = m.referenced().into_iter().find(|p| !self.is_part_key(&p.key)) {
+            return Err(corrupt(format!(
+                "it references `{}`, not a part of this application",
+                p.key
+            )));
+        }
+        Ok(m)
     }
 
     async fn get(&self, path: &ObjectPath) -> Result<Bytes, StoreError> {
@@ -308,26 +490,155 @@ impl CheckpointStore {
         result.bytes().await.map_err(|e| classify(e, &key))
     }
 
-    /// The payload of a part, checked against its header and the manifest.
-    pub async fn read_part(&self, part: &PartInfo) -> Result<Bytes, StoreError> {
-        let bytes = self.get(&ObjectPath::from(part.key.as_str())).await?;
-        check_part(&part.key, bytes, part)
+    /// Bytes `range` of a part object (its header included in the offsets), in one request.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let want = range.end - range.start;
+        let path = ObjectPath::from(key);
+        let bytes = match self.bulk.get_range(&path, range.clone()).await {
+            Ok(b) => b,
+            Err(e) => {
+                // An object shorter than the range (or gone) is damage; anything else is the
+                // storage failing for now.
+                return Err(match self.bulk.head(&path).await {
+                    Err(object_store::Error::NotFound { .. }) => StoreError::NotFound { key: key.to_string() },
+                    Ok(meta) if meta.size < range.end => StoreError::Corrupt {
+                        key: key.to_string(),
+                        reason: format!("{} bytes long, bytes {range:?} were asked for", meta.size),
+                    },
+                    _ => classify(e, key),
+                });
+            }
+        };
+        if bytes.len() as u64 != want {
+            return Err(StoreError::Corrupt {
+                key: key.to_string(),
+                reason: format!("{} bytes where {want} were asked for (range {range:?})", bytes.len()),
+            });
+        }
+        self.read.fetch_add(want, Ordering::Relaxed);
+        Ok(bytes)
     }
 
-    /// The newest checkpoint whose manifest and parts are intact, with the payloads; damaged
-    /// ones are skipped with a warning naming them, and listed.
-    pub async fn latest_valid(&self) -> Result<Option<Latest>, StoreError> {
+    /// Payload bytes `range` of `part`, in one request (the caller checks the checksum).
+    pub(crate) async fn read_range(&self, part: &PartInfo, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.get_range(&part.key, HEADER + range.start..HEADER + range.end)
+            .await
+    }
+
+    /// Section `loc` of `part` in pieces of at most `transfer.piece` bytes, in order, up to
+    /// `transfer.concurrency` requests at a time. The caller checks the checksum.
+    pub fn stream_section(
+        &self,
+        part: &PartInfo,
+        loc: SectionLoc,
+    ) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+        let piece = self.transfer.piece as u64;
+        let start = HEADER + loc.offset;
+        let end = start + loc.length;
+        let ranges: Vec<Range<u64>> = (start..end)
+            .step_by(piece as usize)
+            .map(|s| s..(s + piece).min(end))
+            .collect();
+        let (store, key) = (self.clone(), part.key.clone());
+        futures::stream::iter(ranges)
+            .map(move |r| {
+                let (store, key) = (store.clone(), key.clone());
+                async move { store.get_range(&key, r).await }
+            })
+            .buffered(self.transfer.concurrency)
+    }
+
+    /// Section `loc` of `part`, whole and checked against its checksum (an index, a rest).
+    pub async fn read_section(&self, part: &PartInfo, loc: SectionLoc) -> Result<Bytes, StoreError> {
+        if loc.offset.saturating_add(loc.length) > part.size {
+            return Err(StoreError::Corrupt {
+                key: part.key.clone(),
+                reason: format!(
+                    "a section at {}+{} past the payload's {} bytes",
+                    loc.offset, loc.length, part.size
+                ),
+            });
+        }
+        let pieces: Vec<Bytes> = self.stream_section(part, loc).try_collect().await?;
+        let bytes = concat(pieces);
+        let actual = crc32fast::hash(&bytes);
+        if actual != loc.crc32 {
+            return Err(StoreError::Corrupt {
+                key: part.key.clone(),
+                reason: format!(
+                    "section at {}: checksum {actual:08x}, the index says {:08x}",
+                    loc.offset, loc.crc32
+                ),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The payload of a part, checked against its header and the manifest, read in pieces.
+    pub async fn read_part(&self, part: &PartInfo) -> Result<Bytes, StoreError> {
+        let whole = SectionLoc {
+            offset: 0,
+            length: part.size,
+            crc32: part.crc32,
+        };
+        let head = self.get_range(&part.key, 0..HEADER).await?;
+        let pieces: Vec<Bytes> = if part.size == 0 {
+            Vec::new()
+        } else {
+            self.stream_section(part, whole).try_collect().await?
+        };
+        let mut bytes = BytesMut::with_capacity((HEADER + part.size) as usize);
+        bytes.put_slice(&head);
+        for p in pieces {
+            bytes.put_slice(&p);
+        }
+        // Nothing past the payload either: the object is exactly header + payload.
+        if self
+            .bulk
+            .head(&ObjectPath::from(part.key.as_str()))
+            .await
+            .map(|m| m.size)
+            .ok()
+            != Some(HEADER + part.size)
+        {
+            return Err(StoreError::Corrupt {
+                key: part.key.clone(),
+                reason: format!("not {} bytes long", HEADER + part.size),
+            });
+        }
+        check_part(&part.key, bytes.freeze(), part)
+    }
+
+    /// The object exists with the size the manifest says (no bytes read).
+    async fn present(&self, part: &PartInfo) -> Result<(), StoreError> {
+        let meta = self
+            .store
+            .head(&ObjectPath::from(part.key.as_str()))
+            .await
+            .map_err(|e| classify(e, &part.key))?;
+        if meta.size != HEADER + part.size {
+            return Err(StoreError::Corrupt {
+                key: part.key.clone(),
+                reason: format!("{} bytes, the manifest says {}", meta.size, HEADER + part.size),
+            });
+        }
+        Ok(())
+    }
+
+    /// The newest checkpoint whose manifest reads and whose objects are all there with their
+    /// sizes — checked from the manifest and the objects' metadata, without reading their
+    /// bytes (each worker checks the bytes it reads). `skip`: checkpoints a restore found
+    /// damaged. Damaged ones are skipped with a warning naming them, and listed.
+    pub async fn latest_valid(&self, skip: &BTreeSet<u64>) -> Result<Option<Latest>, StoreError> {
         let mut damaged = Vec::new();
         for n in self.completed().await?.into_iter().rev() {
-            match self.read_all(n).await {
-                Ok((manifest, parts)) => {
-                    return Ok(Some(Latest {
-                        manifest,
-                        parts,
-                        damaged,
-                    }));
-                }
-                Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound { .. })) => {
+            if skip.contains(&n) {
+                damaged.push(n);
+                continue;
+            }
+            match self.check(n).await {
+                Ok(manifest) => return Ok(Some(Latest { manifest, damaged })),
+                Err(e) if e.is_damage() => {
                     tracing::warn!(checkpoint = n, error = %e, "checkpoint is damaged; falling back to the previous one");
                     damaged.push(n);
                 }
@@ -337,35 +648,67 @@ impl CheckpointStore {
         Ok(None)
     }
 
-    async fn read_all(&self, n: u64) -> Result<(Manifest, Vec<(PartInfo, Bytes)>), StoreError> {
+    async fn check(&self, n: u64) -> Result<Manifest, StoreError> {
         let m = self.manifest(n).await?;
-        let mut parts = Vec::with_capacity(m.parts.len());
-        for p in &m.parts {
-            parts.push((p.clone(), self.read_part(p).await?));
-        }
-        Ok((m, parts))
+        let referenced: Vec<PartInfo> = m.referenced().into_iter().cloned().collect();
+        let store = self.clone();
+        futures::stream::iter(referenced)
+            .map(move |p| {
+                let store = store.clone();
+                async move { store.present(&p).await }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(m)
     }
 
-    /// Keeps the newest `keep` completed checkpoints; deletes older ones and incomplete ones
-    /// older than the oldest kept. Returns how many checkpoints were deleted.
+    /// Keeps the newest `keep` completed checkpoints and every object they reference; deletes
+    /// the manifests of older ones, then every object of an older checkpoint than the newest
+    /// that none of the kept ones references (parts of failed attempts among them). Returns
+    /// how many checkpoints lost their manifest.
     pub async fn retain(&self, keep: usize) -> Result<usize, StoreError> {
         let objects = self.objects().await?;
         let completed = with_manifest(&objects);
-        if completed.len() <= keep {
+        let keep = keep.max(1);
+        if completed.is_empty() {
             return Ok(0);
         }
-        let oldest_kept = completed[completed.len() - keep.max(1)];
-        let mut deleted = std::collections::BTreeSet::new();
-        for (n, path) in objects {
-            if n < oldest_kept {
-                match self.store.delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(classify(e, path.as_ref())),
+        let newest = *completed.last().expect("not empty");
+        let kept: Vec<u64> = completed.iter().rev().take(keep).copied().collect();
+        let oldest_kept = *kept.last().expect("keep >= 1");
+        let mut referenced: HashSet<String> = HashSet::new();
+        for &n in &kept {
+            match self.manifest(n).await {
+                Ok(m) => referenced.extend(m.referenced().into_iter().map(|p| p.key.clone())),
+                // A damaged manifest restores nothing: what it references does not count.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::warn!(checkpoint = n, error = %e, "retention: a kept checkpoint's manifest is damaged")
                 }
-                deleted.insert(n);
+                Err(e) => return Err(e),
             }
         }
-        Ok(deleted.len())
+        let delete = |path: ObjectPath| async move {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(classify(e, path.as_ref())),
+            }
+        };
+        // Manifests first: a manifest never outlives the objects it references.
+        let mut dropped = BTreeSet::new();
+        for (n, path) in &objects {
+            if *n < oldest_kept && path.filename() == Some(MANIFEST) {
+                delete(path.clone()).await?;
+                dropped.insert(*n);
+            }
+        }
+        for (n, path) in objects {
+            let garbage = n < newest && path.filename() != Some(MANIFEST) && !referenced.contains(path.as_ref());
+            if garbage {
+                delete(path).await?;
+            }
+        }
+        Ok(dropped.len())
     }
 
     pub async fn read_generation(&self) -> Result<u64, StoreError> {
@@ -394,6 +737,17 @@ impl CheckpointStore {
     }
 }
 
+fn concat(pieces: Vec<Bytes>) -> Bytes {
+    if pieces.len() == 1 {
+        return pieces.into_iter().next().expect("one");
+    }
+    let mut b = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for p in pieces {
+        b.put_slice(&p);
+    }
+    b.freeze()
+}
+
 /// The checkpoints among `objects` that have a manifest, ascending.
 fn with_manifest(objects: &[(u64, ObjectPath)]) -> Vec<u64> {
     let mut ids: Vec<u64> = objects
@@ -412,12 +766,13 @@ fn check_part(key: &str, bytes: Bytes, expected: &PartInfo) -> Result<Bytes, Sto
         key: key.to_string(),
         reason,
     };
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+    let magic = if expected.index.is_some() { MAGIC_V2 } else { MAGIC_V1 };
+    if bytes.len() < HEADER as usize || &bytes[..8] != magic {
         return Err(corrupt(format!("no part header ({} bytes)", bytes.len())));
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let payload = bytes.slice(HEADER..);
+    let payload = bytes.slice(HEADER as usize..);
     if payload.len() as u64 != len || len != expected.size {
         return Err(corrupt(format!(
             "{} payload bytes, the header says {len} and the manifest {}",

@@ -11,9 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::app::AppIdentity;
-use crate::checkpoint::codec;
+use crate::checkpoint::restore;
 use crate::checkpoint::store::CheckpointStore;
-use crate::keygroup::Layout;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DeadLettersCommand {
@@ -132,17 +131,12 @@ async fn call(method: Method, url: &str) -> anyhow::Result<(StatusCode, Bytes)> 
 /// Every dead letter of the newest intact checkpoint.
 async fn from_storage(storage: &str, application: &AppIdentity) -> anyhow::Result<Vec<serde_json::Value>> {
     let store = CheckpointStore::open(storage, &std::env::current_dir()?, &application.storage_root())?;
-    let Some(latest) = store.latest_valid().await? else {
+    let Some(latest) = store.latest_valid(&Default::default()).await? else {
         bail!("{}: no complete checkpoint", store.describe());
     };
-    let parts: Vec<Bytes> = latest.parts.into_iter().map(|(_, b)| b).collect();
-    // One worker owning every key group: every part's dead letters.
-    let all = Layout {
-        worker: 0,
-        workers: 1,
-        key_groups: latest.manifest.key_groups,
-    };
-    let capture = codec::decode(application, &parts, all)
+    // Every part's dead letters, without reading the state.
+    let capture = restore::load_rest(&store, &latest.manifest, application)
+        .await
         .with_context(|| format!("checkpoint {}", latest.manifest.checkpoint))?;
     eprintln!(
         "{}: checkpoint {} ({} dead letters)",

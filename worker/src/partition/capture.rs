@@ -2,23 +2,35 @@
 //! checkpoint. The partition takes one at each barrier (`epochs`); the checkpoint codec writes
 //! it as a part and reads parts back into one (keeping what the reader owns), which the next
 //! generation's partition resumes from.
+//!
+//! State goes one of two ways: a snapshot holds what *changed* since the previous snapshot
+//! (`changes`: per key group the changed addresses, or a whole group the uploader asked for,
+//! see [`Compaction`]); a restore yields the whole state this worker owns (`state`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use spindle_spec::TypeName;
 
 use crate::egress::PendingEgress;
 use crate::inbox::Positions;
 use crate::message::Envelope;
-use crate::state::{SpecRegistry, StateStore};
+use crate::state::{SpecRegistry, StateChanges, StateStore};
 
 use super::{DEDUP_WINDOW_MS, SeenKeys};
+
+/// The key groups the partition captures whole at its next snapshot: set by the uploader
+/// after each part (compaction), taken by the partition at the snapshot. A lock rather than a
+/// channel because only the latest plan matters and the partition takes it once.
+pub(crate) type Compaction = Arc<Mutex<Vec<u32>>>;
 
 #[derive(Debug)]
 pub(crate) struct Capture {
     pub checkpoint: u64,
+    /// Restored: the state of every address this worker owns. Empty in a snapshot.
     pub state: StateStore,
+    /// Snapshot: what changed since the previous snapshot.
+    pub changes: StateChanges,
     pub specs: SpecRegistry,
     /// Not fully processed at the snapshot, per address in processing order: the batch in
     /// flight (re-invoked after a restore), then the mailbox.
@@ -42,11 +54,13 @@ pub(crate) struct Capture {
     pub positions: Positions,
 }
 
-impl Default for Capture {
-    fn default() -> Self {
+impl Capture {
+    /// An empty capture of an application with `key_groups` key groups.
+    pub fn new(key_groups: u32) -> Capture {
         Capture {
             checkpoint: 0,
-            state: StateStore::default(),
+            state: StateStore::new(key_groups),
+            changes: StateChanges::default(),
             specs: SpecRegistry::default(),
             messages: Vec::new(),
             recorded: Vec::new(),

@@ -15,10 +15,12 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use super::{Capture, Partition};
+use crate::clock::now_ms;
 use crate::egress::{EgressRecord, PendingEgress};
 use crate::inbox::Positions;
 use crate::message::Envelope;
 use crate::metrics::Metrics;
+use crate::state::StateStore;
 
 pub(crate) struct Epochs {
     application: Arc<str>,
@@ -290,9 +292,18 @@ impl Partition {
         }
     }
 
-    /// Copies what a restore needs. Values are `Bytes` and addresses `Arc`s, so this copies
-    /// maps, not payloads.
+    /// Copies what a restore needs: the state that changed since the last snapshot (and the
+    /// key groups compaction asked for whole, swept first), messages, delayed messages, egress.
+    /// Cells, values and addresses are shared (`Arc`s, `Bytes`), so this copies lists, not
+    /// payloads — O(what changed), not O(state).
     fn capture(&mut self, n: u64) -> Capture {
+        let whole = std::mem::take(&mut *self.compaction.lock().expect("compaction plan lock"));
+        let now = now_ms();
+        for &kg in &whole {
+            let swept = self.state.sweep(kg, now);
+            self.metrics.state_expired.inc_by(swept as u64);
+        }
+        let changes = self.state.capture(&whole);
         let mut messages = Vec::with_capacity(self.metrics.messages_queued.get().max(0) as usize);
         // Per address: the batch in flight first, then what waits behind it.
         for batch in self.in_flight.values() {
@@ -312,7 +323,8 @@ impl Partition {
         let epochs = self.epochs.as_ref().expect("only called with checkpoints on");
         Capture {
             checkpoint: n,
-            state: self.state.clone(),
+            state: StateStore::new(self.state.key_groups()),
+            changes,
             specs: self.specs.clone(),
             messages,
             recorded: Vec::new(),

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-pub(crate) use capture::Capture;
+pub(crate) use capture::{Capture, Compaction};
 pub(crate) use dedup::{Seen, SeenKeys};
 pub(crate) use epochs::Epochs;
 
@@ -82,6 +82,11 @@ pub(crate) struct Parts {
     pub generation: u64,
     /// The HTTP requests of this process waiting for replies.
     pub replies: Arc<Replies>,
+    /// Key groups to capture whole at the next snapshot (checkpoints on).
+    pub compaction: Compaction,
+    /// How often one key group's expired values are swept (so every group is swept about
+    /// once a minute).
+    pub sweep_every: Duration,
 }
 
 pub(crate) struct Partition {
@@ -115,12 +120,17 @@ pub(crate) struct Partition {
     reading: HashSet<Arc<str>>,
     /// Where released replies go.
     replies: Arc<Replies>,
+    compaction: Compaction,
+    sweep_every: Duration,
+    /// The next key group the sweep looks at.
+    sweep_from: u32,
 }
 
 impl Partition {
     pub fn new(p: Parts) -> Partition {
         let slots = p.app.functions.iter().map(|_| Slots::default()).collect();
         let dead = DeadLetterBox::new(p.outbound.me(), p.generation, p.app.dead_letter_bytes);
+        let key_groups = p.app.key_groups;
         Partition {
             dead,
             app: p.app,
@@ -130,7 +140,7 @@ impl Partition {
             in_flight: HashMap::new(),
             slots,
             specs: SpecRegistry::default(),
-            state: StateStore::default(),
+            state: StateStore::new(key_groups),
             delayed: DelayedMessages::default(),
             seen: SeenKeys::new(DEDUP_WINDOW_MS),
             egress: p.egress,
@@ -142,6 +152,9 @@ impl Partition {
             positions: Positions::new(),
             reading: HashSet::new(),
             replies: p.replies,
+            compaction: p.compaction,
+            sweep_every: p.sweep_every,
+            sweep_from: 0,
         }
     }
 
@@ -152,6 +165,9 @@ impl Partition {
             return;
         };
         self.state = r.state;
+        if self.epochs.is_some() {
+            self.state.track_changes();
+        }
         self.specs = r.specs;
         for (due, env, token) in r.delayed {
             self.delayed.schedule(due, env, token.as_deref());
@@ -208,6 +224,8 @@ impl Partition {
     pub async fn run(mut self, mut inputs: InboxReceiver, stop: CancellationToken) {
         self.resume();
         let mut buf = Vec::with_capacity(256);
+        let mut sweep = tokio::time::interval(self.sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = self.delayed.next_due().map(|due| {
                 let wait = due.saturating_sub(now_ms());
@@ -231,6 +249,7 @@ impl Partition {
                 _ = tokio::time::sleep_until(timer.unwrap_or_else(tokio::time::Instant::now)), if timer.is_some() => {
                     self.fire_due();
                 }
+                _ = sweep.tick() => self.sweep_step(),
                 _ = stop.cancelled() => break,
             }
         }
@@ -281,11 +300,22 @@ impl Partition {
                     .specs
                     .specs(&addr.typename)
                     .iter()
-                    .filter_map(|s| Some((s.name.to_string(), self.state.get(&addr, &s.name)?.clone())))
+                    .filter_map(|s| Some((s.name.to_string(), self.state.get(&addr, &s.name)?)))
                     .collect();
                 let _ = reply.send(values);
             }
         }
+    }
+
+    /// Drops the expired values of the next key group that has any (so values of addresses
+    /// nobody invokes again do not stay for ever); the next checkpoint writes the change.
+    fn sweep_step(&mut self) {
+        let Some(kg) = self.state.next_expiring(self.sweep_from) else {
+            return;
+        };
+        self.sweep_from = kg + 1;
+        let swept = self.state.sweep(kg, now_ms());
+        self.metrics.state_expired.inc_by(swept as u64);
     }
 
     /// Queues a message for its target and starts a batch if the address is idle; a message

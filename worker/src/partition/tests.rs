@@ -10,7 +10,7 @@ use spindle_spec::TypeName;
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbound::{LinkQueue, Outbound};
-use super::{Capture, Epochs, Partition, Parts};
+use super::{Capture, Compaction, Epochs, Partition, Parts};
 use crate::app::AppConfig;
 use crate::deadletter::DeadLetters;
 use crate::egress::{EgressHub, EgressRecord, SinkItem};
@@ -57,6 +57,8 @@ struct Harness {
     dead_letters: Arc<DeadLetters>,
     metrics: Arc<Metrics>,
     replies: Arc<crate::reply::Replies>,
+    /// What the uploader would ask the next snapshot to capture whole.
+    compaction: Compaction,
     stop: CancellationToken,
 }
 
@@ -87,6 +89,8 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
     let (egress_hub, egress) = EgressHub::to_channel(TypeName::parse("e/out").unwrap(), metrics.clone());
     let (captures_tx, captures) = mpsc::unbounded_channel();
     let epochs = Epochs::new("app".into(), 7, me, workers, 0, captures_tx, None, metrics.clone());
+    let app_key_groups = app.key_groups;
+    let compaction = Compaction::default();
     let dead_letters = Arc::new(DeadLetters::open(None, metrics.clone()).unwrap());
     let replies = crate::reply::Replies::new(me, 1);
     let partition = Partition::new(Parts {
@@ -97,9 +101,11 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         dead_letters: dead_letters.clone(),
         metrics: metrics.clone(),
         epochs: Some(epochs),
-        restored: Capture::default(),
+        restored: Capture::new(app_key_groups),
         generation: 7,
         replies: replies.clone(),
+        compaction: compaction.clone(),
+        sweep_every: Duration::from_millis(20),
     });
     let (inbox, rx) = Inbox::channel();
     let stop = CancellationToken::new();
@@ -113,6 +119,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         dead_letters,
         metrics,
         replies,
+        compaction,
         stop,
     }
 }
@@ -349,11 +356,15 @@ async fn a_snapshot_holds_the_batch_in_flight_then_the_mailbox() {
     let (_, answer) = h.call("the queued message's batch").await;
     answer.send(done(Effects::default())).unwrap();
     h.idle().await;
-    assert_eq!(capture.state.addresses(), 0, "the capture does not see later writes");
+    assert!(
+        capture.changes.groups.is_empty(),
+        "the capture does not see later writes"
+    );
     h.inbox.trigger(2).unwrap();
     let capture = next(&mut h.captures, "the capture of checkpoint 2").await;
     assert!(capture.messages.is_empty());
-    assert_eq!(capture.state.addresses(), 1);
+    let changed: usize = capture.changes.groups.iter().map(|g| g.entries.len()).sum();
+    assert_eq!(changed, 1, "the next capture holds the write");
 }
 
 #[tokio::test]
@@ -612,4 +623,75 @@ async fn replies_to_another_worker_leave_by_its_link_and_bad_ones_are_dead_lette
         1,
         "a malformed reply address is a dead letter"
     );
+}
+
+#[tokio::test]
+async fn expired_state_is_swept_without_an_invocation_and_whole_groups_are_captured_on_request() {
+    let mut h = start(app(10, 64), 0, 1);
+    let spec = |name: &str, expiration| StateSpec {
+        name: name.into(),
+        typename: "t/n".into(),
+        expiration,
+    };
+    for id in ["a", "b"] {
+        h.ingest(msg(id, "x"));
+        let (_, answer) = h.call("the first attempt").await;
+        answer
+            .send(Ok(Outcome::Incomplete(vec![
+                spec("ttl", Expiration::AfterWrite(Duration::from_millis(50))),
+                spec("kept", Expiration::Never),
+            ])))
+            .unwrap();
+        let (_, answer) = h.call("the batch again").await;
+        let mut mutations = vec![Mutation {
+            name: "ttl".into(),
+            value: Some(Value::new("t/n", Bytes::from_static(b"1"))),
+        }];
+        if id == "b" {
+            mutations.push(Mutation {
+                name: "kept".into(),
+                value: Some(Value::new("t/n", Bytes::from_static(b"2"))),
+            });
+        }
+        answer
+            .send(done(Effects {
+                mutations,
+                ..Effects::default()
+            }))
+            .unwrap();
+    }
+    h.idle().await;
+    h.inbox.trigger(1).unwrap();
+    let first = next(&mut h.captures, "the first capture").await;
+    assert_eq!(first.changes.groups.iter().map(|g| g.entries.len()).sum::<usize>(), 2);
+    // Nobody invokes them again: the sweep drops the expired values (the timer runs every
+    // 20 ms here), and the next capture says so.
+    wait_until("the sweep", || h.metrics.state_expired.get() == 2).await;
+    h.inbox.trigger(2).unwrap();
+    let second = next(&mut h.captures, "the capture after the sweep").await;
+    let entries: Vec<_> = second.changes.groups.iter().flat_map(|g| &g.entries).collect();
+    assert_eq!(entries.len(), 2);
+    for (a, cells) in entries {
+        match &*a.id {
+            "a" => assert!(cells.is_none(), "a had only the expired value: deleted"),
+            _ => assert_eq!(cells.as_ref().unwrap().len(), 1, "b keeps its other value"),
+        }
+    }
+    // The uploader asks for b's key group whole: the next capture holds all of it.
+    let kg = crate::keygroup::key_group(&addr("b"), 8);
+    *h.compaction.lock().unwrap() = vec![kg];
+    h.inbox.trigger(3).unwrap();
+    let third = next(&mut h.captures, "the capture with a whole group").await;
+    assert_eq!(third.changes.groups.len(), 1);
+    assert!(third.changes.groups[0].whole);
+    assert_eq!(third.changes.groups[0].key_group, kg);
+    assert!(h.compaction.lock().unwrap().is_empty(), "the plan is taken once");
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -23,7 +23,7 @@ use crate::state::{Expiration, StateSpec};
 
 /// Decodes `parts` (all parts of one checkpoint of `application`) into what `layout` owns.
 pub(crate) fn decode(application: &AppIdentity, parts: &[Bytes], layout: Layout) -> Result<Capture, DecodeError> {
-    let mut out = Capture::default();
+    let mut out = Capture::new(layout.key_groups);
     let mut seen = Vec::new();
     for bytes in parts {
         let part = proto::Part::decode(bytes.as_ref())?;

@@ -1,16 +1,18 @@
-//! Encodes the bulk of a part — its `state` entries (`repeated AddressState state = 7`) and
-//! its egress records (`repeated EgressOut egress = 12`) — straight from memory, without
-//! building prost structs, which cost a `String` per text field of every entry on every
-//! checkpoint (under load, a checkpoint holds every egress record of its epoch). The bytes are
-//! exactly what prost would write for the same entries (fields in tag order, defaults
-//! omitted), so parts decode with the generated `proto::Part`.
+//! Encodes the bulk of a part straight from memory, without building prost structs (which
+//! cost a `String` per text field of every entry on every checkpoint): a key group's state as
+//! a `GroupState` section, and egress records as `Part.egress` entries (under load, a
+//! checkpoint holds every egress record of its epoch). The bytes are exactly what prost would
+//! write for the same entries (fields in tag order, defaults omitted), so they decode with
+//! the generated types.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::egress::PendingEgress;
-use crate::state::StateStore;
+use crate::state::{CellRef, GroupChanges};
 
-const PART_STATE: u32 = 7;
+const GROUP_KEY_GROUP: u32 = 1;
+const GROUP_BASE: u32 = 2;
+const GROUP_STATE: u32 = 3;
 const PART_EGRESS: u32 = 12;
 
 fn str_len(tag: u32, n: usize) -> usize {
@@ -29,57 +31,62 @@ fn put_bytes(buf: &mut Vec<u8>, tag: u32, b: &[u8]) {
     }
 }
 
-fn cell_len(name: &str, typename: &str, value: &[u8], expires: u64) -> usize {
-    str_len(1, name.len())
-        + str_len(2, typename.len())
-        + str_len(3, value.len())
-        + if expires == 0 {
-            0
-        } else {
-            key_len(4) + encoded_len_varint(expires)
-        }
+fn varint_len(tag: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(v)
+    }
 }
 
-/// Appends every address's state as `Part.state` entries.
-pub fn append_state(state: &StateStore, buf: &mut Vec<u8>) {
+fn put_varint(buf: &mut Vec<u8>, tag: u32, v: u64) {
+    if v != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(v, buf);
+    }
+}
+
+fn cell_len(c: &CellRef<'_>) -> usize {
+    str_len(1, c.name.len())
+        + str_len(2, c.typename.len())
+        + str_len(3, c.bytes.len())
+        + varint_len(4, c.expires_at_ms.unwrap_or(0))
+}
+
+/// Appends one key group's changes as a `GroupState` message: every address with its cells
+/// (none: deleted).
+pub fn append_group(group: &GroupChanges, buf: &mut Vec<u8>) {
+    put_varint(buf, GROUP_KEY_GROUP, u64::from(group.key_group));
+    put_varint(buf, GROUP_BASE, u64::from(group.whole));
     // One buffer for every address's cells: they are walked twice (lengths, then bytes).
-    let mut cells: Vec<(&str, &str, &[u8], u64)> = Vec::new();
-    for (addr, each) in state.iter() {
+    let mut cells: Vec<CellRef<'_>> = Vec::new();
+    for (addr, each) in &group.entries {
         cells.clear();
-        cells.extend(each.map(|(name, v, exp)| (name, &*v.typename, &v.bytes[..], exp.unwrap_or(0))));
+        if let Some(each) = each {
+            cells.extend(each.iter());
+        }
         let typename = addr.typename.as_str();
         let body: usize = str_len(1, typename.len())
             + str_len(2, addr.id.len())
             + cells
                 .iter()
                 .map(|c| {
-                    let n = cell_len(c.0, c.1, c.2, c.3);
+                    let n = cell_len(c);
                     key_len(3) + encoded_len_varint(n as u64) + n
                 })
                 .sum::<usize>();
-        encode_key(PART_STATE, WireType::LengthDelimited, buf);
+        encode_key(GROUP_STATE, WireType::LengthDelimited, buf);
         encode_varint(body as u64, buf);
         put_bytes(buf, 1, typename.as_bytes());
         put_bytes(buf, 2, addr.id.as_bytes());
-        for &(name, ty, value, expires) in &cells {
+        for c in &cells {
             encode_key(3, WireType::LengthDelimited, buf);
-            encode_varint(cell_len(name, ty, value, expires) as u64, buf);
-            put_bytes(buf, 1, name.as_bytes());
-            put_bytes(buf, 2, ty.as_bytes());
-            put_bytes(buf, 3, value);
-            if expires != 0 {
-                encode_key(4, WireType::Varint, buf);
-                encode_varint(expires, buf);
-            }
+            encode_varint(cell_len(c) as u64, buf);
+            put_bytes(buf, 1, c.name.as_bytes());
+            put_bytes(buf, 2, c.typename.as_bytes());
+            put_bytes(buf, 3, c.bytes);
+            put_varint(buf, 4, c.expires_at_ms.unwrap_or(0));
         }
-    }
-}
-
-fn varint_len(tag: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        key_len(tag) + encoded_len_varint(v)
     }
 }
 
@@ -101,10 +108,7 @@ pub fn append_egress(egress: &[PendingEgress], buf: &mut Vec<u8>) {
         for (tag, bytes) in fields {
             put_bytes(buf, tag, bytes);
         }
-        if p.epoch != 0 {
-            encode_key(7, WireType::Varint, buf);
-            encode_varint(p.epoch, buf);
-        }
+        put_varint(buf, 7, p.epoch);
     }
 }
 
@@ -117,10 +121,12 @@ mod tests {
     use super::*;
     use crate::message::{Address, Value};
     use crate::proto::checkpoint as proto;
+    use crate::state::StateStore;
 
     #[test]
-    fn decodes_as_what_prost_would_have_written() {
-        let mut state = StateStore::default();
+    fn a_group_decodes_as_what_prost_would_have_written() {
+        let mut state = StateStore::new(1);
+        state.track_changes();
         let t = TypeName::parse("ns/fn").unwrap();
         for i in 0..50u64 {
             let a = Address::new(t.clone(), format!("id-{i}"));
@@ -139,30 +145,36 @@ mod tests {
                 );
             }
         }
+        let mut whole = state.capture(&[0]);
+        let group = whole.groups.remove(0);
         let mut direct = Vec::new();
-        append_state(&state, &mut direct);
-        let expected: Vec<proto::AddressState> = state
+        append_group(&group, &mut direct);
+        let expected: Vec<proto::AddressState> = group
+            .entries
             .iter()
             .map(|(a, cells)| proto::AddressState {
                 typename: a.typename.to_string(),
                 id: a.id.to_string(),
                 cells: cells
-                    .map(|(name, v, exp)| proto::Cell {
-                        name: name.into(),
-                        typename: v.typename.to_string(),
-                        value: v.bytes.clone(),
-                        expires_at_ms: exp.unwrap_or(0),
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .map(|c| proto::Cell {
+                        name: c.name.into(),
+                        typename: c.typename.into(),
+                        value: Bytes::copy_from_slice(c.bytes),
+                        expires_at_ms: c.expires_at_ms.unwrap_or(0),
                     })
                     .collect(),
             })
             .collect();
-        let via_prost = proto::Part {
+        let via_prost = proto::GroupState {
+            key_group: 0,
+            base: true,
             state: expected.clone(),
-            ..Default::default()
         }
         .encode_to_vec();
         assert_eq!(direct, via_prost, "byte for byte");
-        assert_eq!(proto::Part::decode(&direct[..]).unwrap().state, expected);
+        assert_eq!(proto::GroupState::decode(&direct[..]).unwrap().state, expected);
     }
 
     #[test]

@@ -1,16 +1,25 @@
-//! The checkpoint part format (`proto/checkpoint.proto`): a partition's [`Capture`] encoded as
-//! one worker's part, and the parts of a checkpoint decoded back into the capture one worker
-//! resumes from — the entries of the key groups it owns under the current layout (rescaling).
-//! Pure: no I/O.
+//! The checkpoint part format (`proto/checkpoint.proto`), pure: no I/O.
+//!
+//! - Format 2 (written now, [`encode`]): a partition's [`Capture`] as one worker's part — one
+//!   `GroupState` section per key group it changed (or captured whole), then the rest of the
+//!   capture (messages, delayed messages, egress, keys seen, positions, marks, dead letters,
+//!   specs: a `Part` without state), then a `PartIndex` saying where each section is, with
+//!   its CRC-32. Key-group sections are read back as they stream in ([`GroupDecoder`]).
+//! - Format 1 (every part written before incremental checkpoints, and the rest section of
+//!   format 2): a `Part`, [`decode`]d into the capture one worker owns under the current
+//!   layout (rescaling), section by section.
 
 mod decode;
 mod direct;
+mod group;
 
 use bytes::Bytes;
 use prost::Message as _;
 
 pub(crate) use decode::decode;
+pub(crate) use group::{GroupDecoder, SectionError, TypeNames};
 
+use super::manifest::SectionLoc;
 use crate::deadletter::{Entry, Payload};
 use crate::partition::Capture;
 use crate::proto::checkpoint as proto;
@@ -46,6 +55,19 @@ pub enum DecodeError {
     KeyGroups { checkpoint: u64, found: u32, expected: u32 },
     #[error("part of checkpoint {checkpoint}: {reason}")]
     Entry { checkpoint: u64, reason: String },
+}
+
+/// A part, encoded: its payload and where its sections are.
+#[derive(Debug)]
+pub(crate) struct EncodedPart {
+    pub payload: Bytes,
+    /// The `PartIndex`.
+    pub index: SectionLoc,
+    /// The key-group sections (offsets in the payload).
+    pub groups: Vec<proto::Section>,
+    /// Bytes of delta sections (what changed) and of base sections (whole groups).
+    pub delta_bytes: u64,
+    pub base_bytes: u64,
 }
 
 fn spec_to_wire(s: &StateSpec) -> proto::Spec {
@@ -102,8 +124,8 @@ fn dead_letter_to_wire(e: &Entry) -> proto::DeadLetter {
     d
 }
 
-/// The part of `capture` as written to storage.
-pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
+/// Everything of `capture` but its state, as a `Part`.
+fn append_rest(capture: &Capture, meta: &PartMeta, buf: &mut Vec<u8>) {
     let specs = capture
         .specs
         .iter()
@@ -166,13 +188,74 @@ pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> Bytes {
         namespace: meta.namespace.clone().unwrap_or_default(),
         uid: meta.uid.clone().unwrap_or_default(),
     };
-    // The state and the egress records, the bulk of a part, are appended directly;
-    // entries of a repeated field may come in any position.
-    let mut buf = Vec::with_capacity(part.encoded_len() + capture.state.addresses() * 96 + capture.egress.len() * 128);
-    part.encode(&mut buf).expect("a Vec grows as needed");
-    direct::append_state(&capture.state, &mut buf);
-    direct::append_egress(&capture.egress, &mut buf);
-    Bytes::from(buf)
+    buf.reserve(part.encoded_len() + capture.egress.len() * 128);
+    part.encode(buf).expect("a Vec grows as needed");
+    // The egress records are appended directly; entries of a repeated field may come in any
+    // position.
+    direct::append_egress(&capture.egress, buf);
+}
+
+fn section_at(buf: &[u8], start: usize) -> SectionLoc {
+    SectionLoc {
+        offset: start as u64,
+        length: (buf.len() - start) as u64,
+        crc32: crc32fast::hash(&buf[start..]),
+    }
+}
+
+/// The part of `capture` as written to storage (format 2).
+pub(crate) fn encode(capture: &Capture, meta: &PartMeta) -> EncodedPart {
+    let entries: usize = capture.changes.groups.iter().map(|g| g.entries.len()).sum();
+    let mut buf = Vec::with_capacity(entries * 112 + 4096);
+    let mut groups = Vec::with_capacity(capture.changes.groups.len());
+    let (mut delta_bytes, mut base_bytes) = (0, 0);
+    for g in &capture.changes.groups {
+        let start = buf.len();
+        direct::append_group(g, &mut buf);
+        let at = section_at(&buf, start);
+        if g.whole {
+            base_bytes += at.length;
+        } else {
+            delta_bytes += at.length;
+        }
+        groups.push(proto::Section {
+            key_group: g.key_group,
+            base: g.whole,
+            offset: at.offset,
+            length: at.length,
+            crc32: at.crc32,
+            addresses: g.entries.len() as u64,
+        });
+    }
+    let start = buf.len();
+    append_rest(capture, meta, &mut buf);
+    let rest = section_at(&buf, start);
+    let index = proto::PartIndex {
+        checkpoint: capture.checkpoint,
+        worker: meta.worker,
+        groups: groups.clone(),
+        rest: Some(proto::Section {
+            offset: rest.offset,
+            length: rest.length,
+            crc32: rest.crc32,
+            ..Default::default()
+        }),
+    };
+    let start = buf.len();
+    index.encode(&mut buf).expect("a Vec grows as needed");
+    let index = section_at(&buf, start);
+    EncodedPart {
+        payload: Bytes::from(buf),
+        index,
+        groups,
+        delta_bytes,
+        base_bytes,
+    }
+}
+
+/// Decodes a part's index (its bytes read and checked by the caller).
+pub(crate) fn decode_index(bytes: &[u8]) -> Result<proto::PartIndex, DecodeError> {
+    Ok(proto::PartIndex::decode(bytes)?)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::checkpoint::coordinator::{Member, MemberFuture};
+use crate::checkpoint::coordinator::{Member, MemberFuture, RestoreFailure};
 use crate::peer::Cluster;
 use crate::proto::control::{
     Completed, ControlReply, ControlRequest, Exit, Join, Ping, Restore, control_request,
@@ -73,14 +73,20 @@ pub(crate) struct RemoteMember {
 }
 
 impl Member for RemoteMember {
-    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, String>> {
+    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, RestoreFailure>> {
         let (clients, worker) = (self.clients.clone(), self.worker);
         Box::pin(async move {
             let kind = control_request::Kind::Restore(Restore { generation, checkpoint });
             match clients.call(worker, kind, Duration::from_secs(120)).await {
                 Ok(r) if r.generation == generation => Ok(r.incarnation),
-                Ok(r) => Err(format!("answered for generation {}", r.generation)),
-                Err(status) => Err(status.to_string()),
+                Ok(r) => Err(RestoreFailure::Failed(format!(
+                    "answered for generation {}",
+                    r.generation
+                ))),
+                Err(status) if status.code() == tonic::Code::DataLoss => {
+                    Err(RestoreFailure::Damaged(status.message().to_string()))
+                }
+                Err(status) => Err(RestoreFailure::Failed(status.to_string())),
             }
         })
     }

@@ -3,4 +3,5 @@
 
 pub(crate) mod checks;
 pub(crate) mod client;
+pub(crate) mod report;
 pub(crate) mod server;

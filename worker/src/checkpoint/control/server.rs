@@ -11,10 +11,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use super::checks;
+use super::{checks, report};
 use crate::checkpoint::Progress;
-use crate::checkpoint::coordinator::{Event, Member};
-use crate::checkpoint::manifest::PartInfo;
+use crate::checkpoint::coordinator::{Event, Member, RestoreFailure};
 use crate::checkpoint::store::CheckpointStore;
 use crate::keygroup::Layout;
 use crate::metrics::Metrics;
@@ -148,12 +147,8 @@ impl Coordination for ControlService {
                         let expected = store.part_key(p.checkpoint, p.generation, from);
                         checks::part_key(&p.key, &expected, from).map_err(bad)?;
                     }
-                    Ok(PartInfo {
-                        worker: from,
-                        key: p.key,
-                        size: p.size,
-                        crc32: p.crc32,
-                    })
+                    Ok(report::from_wire(&p, from, self.layout.key_groups, self.store.as_ref())
+                        .map_err(|e| self.refuse(from, e))?)
                 } else {
                     Err(p.error)
                 };
@@ -167,10 +162,14 @@ impl Coordination for ControlService {
             }
             control_request::Kind::Restore(r) => {
                 checks::restore(r.generation, r.checkpoint).map_err(bad)?;
-                self.local
-                    .restore(r.generation, r.checkpoint)
-                    .await
-                    .map_err(|e| Status::unavailable(format!("restoring checkpoint {}: {e}", r.checkpoint)))?;
+                self.local.restore(r.generation, r.checkpoint).await.map_err(|e| {
+                    let message = format!("restoring checkpoint {}: {e}", r.checkpoint);
+                    match e {
+                        // The coordinator falls back to an older checkpoint.
+                        RestoreFailure::Damaged(_) => Status::data_loss(message),
+                        RestoreFailure::Failed(_) => Status::unavailable(message),
+                    }
+                })?;
             }
             control_request::Kind::Completed(c) => {
                 let now = *self.progress.borrow();

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use super::Event;
-use crate::checkpoint::manifest::{Manifest, PartInfo};
+use crate::checkpoint::manifest::{self, Manifest, PartInfo};
 
 /// What the coordinator asks its task to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +213,15 @@ impl Core {
                 checkpoint,
                 result,
             } => self.on_manifest(generation, checkpoint, result, now),
+            Event::Damaged { generation, checkpoint } => {
+                let restoring = matches!(self.phase, Phase::Restoring { .. });
+                if restoring && generation == self.generation && checkpoint == self.restored_from {
+                    // The task remembers it, so the next lookup skips it.
+                    self.rollback(&format!("checkpoint {checkpoint} is damaged"), now)
+                } else {
+                    Vec::new()
+                }
+            }
         }
     }
 
@@ -383,8 +392,14 @@ impl Core {
         if p.parts.len() < self.settings.workers as usize || p.writing {
             return Vec::new();
         }
+        let parts: Vec<PartInfo> = p.parts.values().cloned().collect();
+        let (format, objects, groups) = match manifest::assemble(self.settings.key_groups, &parts) {
+            Ok(assembled) => assembled,
+            Err(reason) => return self.fail(reason, now),
+        };
+        let p = self.in_progress.as_mut().expect("checked above");
         p.writing = true;
-        let bytes = p.parts.values().map(|i| i.size).sum();
+        let bytes = parts.iter().map(|i| i.size).sum();
         vec![Command::WriteManifest(Manifest {
             application: self.settings.application.clone(),
             namespace: self.settings.namespace.clone(),
@@ -393,11 +408,15 @@ impl Core {
             generation,
             workers: self.settings.workers,
             key_groups: self.settings.key_groups,
-            parts: p.parts.values().cloned().collect(),
+            // Only the parts' own fields: the chains are in `objects` and `groups`.
+            parts: parts.into_iter().map(|p| PartInfo { chains: None, ..p }).collect(),
             // Filled in by the task, which has a wall clock.
             created_at_ms: 0,
             duration_ms: now.duration_since(p.started).as_millis() as u64,
             bytes,
+            format,
+            objects,
+            groups,
         })]
     }
 

@@ -73,7 +73,11 @@ struct FakeMember {
 }
 
 impl Member for FakeMember {
-    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<std::result::Result<u64, String>> {
+    fn restore(
+        &self,
+        generation: u64,
+        checkpoint: u64,
+    ) -> MemberFuture<std::result::Result<u64, super::RestoreFailure>> {
         let _ = self.restores.send((generation, checkpoint));
         let incarnation = *self.incarnation.lock().unwrap();
         Box::pin(async move { Ok(incarnation) })

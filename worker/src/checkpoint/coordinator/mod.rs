@@ -63,6 +63,26 @@ pub(crate) enum Event {
         checkpoint: u64,
         result: Result<u64, String>,
     },
+    /// A worker restoring `checkpoint` in `generation` found its stored bytes damaged: the
+    /// rollback must restore an older one.
+    Damaged { generation: u64, checkpoint: u64 },
+}
+
+/// Why a worker did not restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RestoreFailure {
+    /// The checkpoint's objects are lost or changed (checksums, sizes): retrying cannot help.
+    Damaged(String),
+    /// Anything else (storage unavailable, the worker busy): retried.
+    Failed(String),
+}
+
+impl std::fmt::Display for RestoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreFailure::Damaged(r) | RestoreFailure::Failed(r) => f.write_str(r),
+        }
+    }
 }
 
 impl Event {
@@ -86,7 +106,7 @@ pub(crate) type MemberFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'stati
 pub(crate) trait Member: Send + Sync {
     /// Restore `checkpoint` (0: start empty) and carry on in `generation`; answers the
     /// worker's incarnation once it has.
-    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, String>>;
+    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, RestoreFailure>>;
     /// `checkpoint` of `generation` is complete. Best effort: a worker that misses it
     /// releases its egress with the next one.
     fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;

@@ -3,6 +3,7 @@
 //! restores (retried until done, abandoned by a newer rollback), triggers at its own
 //! partition, manifest writes, completion announcements and retention.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::core::{Command, Core, Settings};
-use super::{Event, Member};
+use super::{Event, Member, RestoreFailure};
 use crate::checkpoint::manifest::Manifest;
 use crate::checkpoint::store::{CheckpointStore, StoreError};
 use crate::clock::now_ms;
@@ -54,6 +55,10 @@ pub struct DataLoss {
 /// Shared with the admin endpoint.
 pub type DataLossReport = Arc<std::sync::Mutex<Option<DataLoss>>>;
 
+/// Checkpoints found damaged by a worker's restore, shared by the restore calls (which add)
+/// and the lookups (which skip them).
+type Damaged = Arc<std::sync::Mutex<BTreeSet<u64>>>;
+
 impl Coordinator {
     pub async fn run(mut self) {
         let (mut core, commands) = Core::new(self.settings.clone(), Instant::now());
@@ -65,7 +70,9 @@ impl Coordinator {
         // manifest cannot land after the lookup listed the storage (it would complete a
         // checkpoint the new generation did not restore).
         let fence = Arc::new(tokio::sync::Mutex::new(()));
-        self.perform(&core, commands, &mut restores, &mut chores, &fence);
+        // Checkpoints a restore found damaged: the next lookups skip them.
+        let damaged: Damaged = Arc::default();
+        self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
         let period = self.settings.interval.unwrap_or(Duration::from_secs(3600));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -88,7 +95,7 @@ impl Coordinator {
                 _ = self.shutdown.cancelled() => return,
             };
             let commands = core.on(event, Instant::now());
-            self.perform(&core, commands, &mut restores, &mut chores, &fence);
+            self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
         }
     }
 
@@ -117,6 +124,7 @@ impl Coordinator {
         restores: &mut JoinSet<()>,
         chores: &mut JoinSet<()>,
         fence: &Arc<tokio::sync::Mutex<()>>,
+        damaged: &Damaged,
     ) {
         for command in commands {
             match command {
@@ -133,7 +141,7 @@ impl Coordinator {
                         self.metrics.clone(),
                     );
                     let previous = core.generation();
-                    let (fence, data_loss) = (fence.clone(), self.data_loss.clone());
+                    let (fence, data_loss, damaged) = (fence.clone(), self.data_loss.clone(), damaged.clone());
                     chores.spawn(async move {
                         let waited = Instant::now();
                         let _fence = fence.lock().await;
@@ -141,7 +149,8 @@ impl Coordinator {
                             tracing::info!(ms = waited.elapsed().as_millis() as u64, "rollback waited for a manifest write in flight");
                         }
                         loop {
-                            match choose(store.as_ref(), previous, &metrics, &data_loss).await {
+                            let skip = damaged.lock().expect("damaged set lock").clone();
+                            match choose(store.as_ref(), previous, &metrics, &data_loss, &skip).await {
                                 Ok((generation, checkpoint, highest)) => {
                                     tracing::info!(generation, checkpoint, "rollback: restoring");
                                     let _ = tx.send(Event::Chosen {
@@ -166,10 +175,11 @@ impl Coordinator {
                     generation,
                     checkpoint,
                 } => {
-                    let (member, tx, shutdown) = (
+                    let (member, tx, shutdown, damaged) = (
                         self.members[worker as usize].clone(),
                         self.tx.clone(),
                         self.shutdown.clone(),
+                        damaged.clone(),
                     );
                     restores.spawn(async move {
                         loop {
@@ -182,7 +192,15 @@ impl Coordinator {
                                     });
                                     return;
                                 }
-                                Err(e) => tracing::debug!(worker, error = %e, "restore not done yet; retrying"),
+                                Err(RestoreFailure::Damaged(reason)) => {
+                                    tracing::error!(worker, checkpoint, reason, "a worker found the checkpoint it restores damaged; rolling back to an older one");
+                                    damaged.lock().expect("damaged set lock").insert(checkpoint);
+                                    let _ = tx.send(Event::Damaged { generation, checkpoint });
+                                    return;
+                                }
+                                Err(RestoreFailure::Failed(e)) => {
+                                    tracing::debug!(worker, error = %e, "restore not done yet; retrying")
+                                }
                             }
                             if !pause(&shutdown, Duration::from_millis(20)).await {
                                 return;
@@ -316,6 +334,7 @@ async fn choose(
     previous: u64,
     metrics: &Metrics,
     data_loss: &DataLossReport,
+    skip: &BTreeSet<u64>,
 ) -> Result<(u64, u64, u64), StoreError> {
     let Some(store) = store else {
         // Without checkpoints, generations only need to grow within this process's life
@@ -324,7 +343,7 @@ async fn choose(
     };
     let generation = store.read_generation().await?.max(previous) + 1;
     store.write_generation(generation).await?;
-    let latest = store.latest_valid().await?;
+    let latest = store.latest_valid(skip).await?;
     let checkpoint = latest.as_ref().map_or(0, |l| l.manifest.checkpoint);
     let highest = latest
         .as_ref()

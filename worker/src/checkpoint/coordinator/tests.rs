@@ -26,6 +26,7 @@ fn part(worker: u32, checkpoint: u64) -> PartInfo {
         key: format!("app/checkpoints/{checkpoint}/part-w{worker}"),
         size: 10 + u64::from(worker),
         crc32: worker,
+        ..PartInfo::default()
     }
 }
 
@@ -53,6 +54,7 @@ fn manifest(generation: u64, checkpoint: u64, workers: u32, duration_ms: u64) ->
         parts,
         created_at_ms: 0,
         duration_ms,
+        ..Manifest::default()
     })
 }
 
@@ -655,6 +657,63 @@ fn a_stopping_worker_that_restarts_is_not_stopping_any_more() {
         None,
         "no checkpoint is hurried for a worker that restarted"
     );
+}
+
+/// A worker that finds the checkpoint it restores damaged (a checksum where it read its key
+/// groups) makes the coordinator roll back again — the task then skips that checkpoint; a
+/// report of another checkpoint or generation, or one after the restore, changes nothing.
+#[test]
+fn damage_found_by_a_restoring_worker_rolls_back_once_more() {
+    let steps = vec![
+        (
+            1,
+            Event::Chosen {
+                generation: 3,
+                checkpoint: 40,
+                highest: 40,
+            },
+            restores(2, 3, 40),
+        ),
+        (
+            2,
+            Event::Damaged {
+                generation: 3,
+                checkpoint: 39,
+            },
+            vec![],
+        ),
+        (
+            3,
+            Event::Damaged {
+                generation: 2,
+                checkpoint: 40,
+            },
+            vec![],
+        ),
+        (
+            4,
+            Event::Damaged {
+                generation: 3,
+                checkpoint: 40,
+            },
+            vec![
+                Command::RollbackStarted {
+                    why: "checkpoint 40 is damaged".into(),
+                },
+                Command::CancelRestores,
+                Command::Choose,
+            ],
+        ),
+        (
+            5,
+            Event::Damaged {
+                generation: 3,
+                checkpoint: 40,
+            },
+            vec![],
+        ),
+    ];
+    run(settings(2, Some(1000), None), steps);
 }
 
 #[test]

@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
 fn temp(name: &str) -> std::path::PathBuf {
@@ -6,24 +8,29 @@ fn temp(name: &str) -> std::path::PathBuf {
     dir
 }
 
+fn none() -> BTreeSet<u64> {
+    BTreeSet::new()
+}
+
+fn manifest(n: u64, parts: Vec<PartInfo>) -> Manifest {
+    Manifest {
+        application: "app".into(),
+        checkpoint: n,
+        generation: 1,
+        workers: parts.len() as u32,
+        key_groups: 8,
+        bytes: parts.iter().map(|p| p.size).sum(),
+        parts,
+        ..Manifest::default()
+    }
+}
+
 async fn checkpoint(s: &CheckpointStore, n: u64, payloads: &[&[u8]]) -> Manifest {
     let mut parts = Vec::new();
     for (w, p) in payloads.iter().enumerate() {
         parts.push(s.put_part(n, 1, w as u32, Bytes::copy_from_slice(p)).await.unwrap());
     }
-    let m = Manifest {
-        application: "app".into(),
-        namespace: None,
-        uid: None,
-        checkpoint: n,
-        generation: 1,
-        workers: payloads.len() as u32,
-        key_groups: 8,
-        bytes: parts.iter().map(|p| p.size).sum(),
-        parts,
-        created_at_ms: 0,
-        duration_ms: 0,
-    };
+    let m = manifest(n, parts);
     s.put_manifest(&m).await.unwrap();
     m
 }
@@ -43,11 +50,24 @@ async fn parts_and_manifests_round_trip_and_a_manifest_is_never_overwritten() {
     assert_eq!(s.read_generation().await.unwrap(), 0);
     s.write_generation(7).await.unwrap();
     assert_eq!(s.read_generation().await.unwrap(), 7);
+    // A section of a part, checked where it is read.
+    let loc = SectionLoc {
+        offset: 1,
+        length: 2,
+        crc32: crc32fast::hash(b"ne"),
+    };
+    assert_eq!(&s.read_section(&m.parts[1], loc).await.unwrap()[..], b"ne");
+    let wrong = SectionLoc { crc32: 1, ..loc };
+    assert!(matches!(
+        s.read_section(&m.parts[1], wrong).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(s.bytes_read() > 0);
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
-async fn damaged_parts_are_detected_and_the_previous_checkpoint_is_used() {
+async fn lost_and_cut_objects_are_found_from_metadata_and_changed_bytes_where_they_are_read() {
     let dir = temp("corrupt");
     let s = CheckpointStore::open(dir.to_str().unwrap(), Path::new("/"), "app").unwrap();
     checkpoint(&s, 1, &[b"first", b"first"]).await;
@@ -57,47 +77,112 @@ async fn damaged_parts_are_detected_and_the_previous_checkpoint_is_used() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
+    // Same size: the coordinator's check (metadata) passes; the reader finds the damage.
     let err = s.read_part(&m2.parts[1]).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
-    let latest = s.latest_valid().await.unwrap().unwrap();
-    assert_eq!(latest.manifest.checkpoint, 1, "falls back past the damaged checkpoint");
-    assert_eq!(latest.damaged, [2]);
-    assert_eq!(&latest.parts[0].1[..], b"first");
-    // Truncated.
-    std::fs::write(&file, &bytes[..10]).unwrap();
-    assert!(
-        s.read_part(&m2.parts[1])
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("no part header")
-    );
+    assert!(err.is_damage());
+    let latest = s.latest_valid(&none()).await.unwrap().unwrap();
+    assert_eq!(latest.manifest.checkpoint, 2, "no bytes are read to pick it");
+    // Once a restore has reported it, it is skipped.
+    let latest = s.latest_valid(&BTreeSet::from([2])).await.unwrap().unwrap();
+    assert_eq!((latest.manifest.checkpoint, latest.damaged), (1, vec![2]));
+    // Truncated: found from the object's size.
     std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
-    assert!(
-        s.read_part(&m2.parts[1])
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("payload bytes")
-    );
+    let latest = s.latest_valid(&none()).await.unwrap().unwrap();
+    assert_eq!((latest.manifest.checkpoint, latest.damaged), (1, vec![2]));
+    assert!(s.read_part(&m2.parts[1]).await.unwrap_err().is_damage());
+    std::fs::write(&file, &bytes[..10]).unwrap();
+    assert!(s.read_part(&m2.parts[1]).await.unwrap_err().is_damage());
+    // Gone.
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(s.latest_valid(&none()).await.unwrap().unwrap().manifest.checkpoint, 1);
+    assert!(matches!(
+        s.read_part(&m2.parts[1]).await,
+        Err(StoreError::NotFound { .. })
+    ));
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
-async fn retain_keeps_the_newest_and_what_is_newer_than_them() {
+async fn retain_keeps_the_newest_and_every_object_they_reference() {
     let dir = temp("retain");
     let s = CheckpointStore::open(dir.to_str().unwrap(), Path::new("/"), "app").unwrap();
     s.put_part(1, 1, 0, Bytes::from_static(b"stray")).await.unwrap(); // an attempt that failed
-    for n in 2..=5 {
-        checkpoint(&s, n, &[b"p"]).await;
+    let with = |p: PartInfo| PartInfo {
+        index: Some(SectionLoc::default()),
+        ..p
+    };
+    // Checkpoint 2's part holds a base that checkpoints 3, 4 and 5 still reference; 3's part
+    // is referenced by 4 only.
+    let base = with(s.put_part(2, 1, 0, Bytes::from_static(b"base")).await.unwrap());
+    s.put_manifest(&Manifest {
+        format: 2,
+        objects: vec![base.clone()],
+        groups: vec![vec![0]; 8],
+        ..manifest(2, vec![base.clone()])
+    })
+    .await
+    .unwrap();
+    let mut previous = base.clone();
+    for n in 3..=5u64 {
+        let part = with(s.put_part(n, 1, 0, Bytes::from_static(b"delta")).await.unwrap());
+        let objects = if n == 4 {
+            vec![base.clone(), previous.clone(), part.clone()]
+        } else {
+            vec![base.clone(), part.clone()]
+        };
+        let chain: Vec<u32> = (0..objects.len() as u32).collect();
+        s.put_manifest(&Manifest {
+            format: 2,
+            objects,
+            groups: vec![chain; 8],
+            ..manifest(n, vec![part.clone()])
+        })
+        .await
+        .unwrap();
+        previous = part;
     }
     s.put_part(6, 1, 0, Bytes::from_static(b"in progress")).await.unwrap();
-    assert_eq!(s.retain(2).await.unwrap(), 3, "checkpoints 1, 2 and 3 go");
+    assert_eq!(
+        s.retain(2).await.unwrap(),
+        2,
+        "checkpoints 2 and 3 lose their manifests"
+    );
     assert_eq!(s.completed().await.unwrap(), [4, 5]);
-    let left: Vec<u64> = s.objects().await.unwrap().into_iter().map(|(n, _)| n).collect();
-    assert!(left.contains(&6), "a checkpoint in progress is kept: {left:?}");
-    assert!(!left.iter().any(|n| *n < 4), "{left:?}");
+    let left: BTreeSet<String> = s
+        .objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p.to_string())
+        .collect();
+    assert!(
+        left.contains(&base.key),
+        "the base checkpoints 4 and 5 reference stays: {left:?}"
+    );
+    assert!(
+        left.contains(&s.part_key(3, 1, 0)),
+        "3's part stays while 4 references it"
+    );
+    assert!(left.contains(&s.part_key(6, 1, 0)), "a checkpoint in progress is kept");
+    assert!(!left.contains(&s.part_key(1, 1, 0)), "the stray part goes");
+    assert!(s.latest_valid(&none()).await.unwrap().unwrap().damaged.is_empty());
+    // Once 4 is not kept, 3's part goes too; the base stays (5 references it).
+    assert_eq!(s.retain(1).await.unwrap(), 1);
+    let left: BTreeSet<String> = s
+        .objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p.to_string())
+        .collect();
+    assert!(
+        !left.contains(&s.part_key(3, 1, 0)) && !left.contains(&s.part_key(4, 1, 0)),
+        "{left:?}"
+    );
+    assert!(left.contains(&base.key));
+    assert_eq!(s.manifest(5).await.unwrap().referenced().len(), 2);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -112,6 +197,26 @@ fn urls_are_checked() {
         CheckpointStore::open("gs://b/p", base, "a"),
         Err(StoreError::BadUrl { .. })
     ));
+    let env = vec![("SPINDLE_STORAGE_PIECE_BYTES".to_string(), "12".to_string())];
+    let err = CheckpointStore::open_with_env("s3://b/p", base, "a", env).unwrap_err();
+    assert!(err.to_string().contains("SPINDLE_STORAGE_PIECE_BYTES"), "{err}");
+}
+
+#[tokio::test]
+async fn a_manifest_may_reference_only_parts_of_its_application() {
+    let dir = temp("foreign");
+    let s = CheckpointStore::open(dir.to_str().unwrap(), Path::new("/"), "app").unwrap();
+    let mut part = s.put_part(1, 1, 0, Bytes::from_static(b"x")).await.unwrap();
+    part.key = "other/checkpoints/00000000000000000001/part-g1-w0.bin".into();
+    // Written behind the store's back (it would not sync what is not there).
+    let json = serde_json::to_vec(&manifest(1, vec![part])).unwrap();
+    std::fs::write(dir.join("app/checkpoints/00000000000000000001/MANIFEST.json"), json).unwrap();
+    let err = s.manifest(1).await.unwrap_err();
+    assert!(err.to_string().contains("not a part of this application"), "{err}");
+    assert!(s.is_part_key(&s.part_key(3, 2, 1)));
+    assert!(!s.is_part_key("app/checkpoints/x/part-g1-w0.bin"));
+    assert!(!s.is_part_key("app/generation"));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -121,11 +226,12 @@ async fn same_named_applications_in_two_namespaces_have_disjoint_roots() {
     let url = dir.to_str().unwrap();
     let a = CheckpointStore::open(url, Path::new("/"), "team-a/app").unwrap();
     let b = CheckpointStore::open(url, Path::new("/"), "team-b/app").unwrap();
-    checkpoint(&a, 1, &[b"from a"]).await;
-    assert!(a.latest_valid().await.unwrap().is_some());
-    assert!(b.latest_valid().await.unwrap().is_none(), "b sees nothing of a");
+    let part = a.put_part(1, 1, 0, Bytes::from_static(b"from a")).await.unwrap();
+    a.put_manifest(&manifest(1, vec![part])).await.unwrap();
+    assert!(a.latest_valid(&none()).await.unwrap().is_some());
+    assert!(b.latest_valid(&none()).await.unwrap().is_none(), "b sees nothing of a");
     assert_eq!(b.delete_all().await.unwrap(), 0, "b's cleanup deletes nothing of a");
-    assert!(a.latest_valid().await.unwrap().is_some());
+    assert!(a.latest_valid(&none()).await.unwrap().is_some());
     assert!(dir.join("team-a/app/checkpoints").is_dir(), "{}", a.describe());
     let key = a.part_key(1, 1, 0);
     assert_eq!(key, "team-a/app/checkpoints/00000000000000000001/part-g1-w0.bin");
