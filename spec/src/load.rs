@@ -199,4 +199,29 @@ spec:
         let msg = err_lines(&GOOD.replace("typename: example/*", "typename: ex*/a"));
         assert!(msg.contains("spec.functions[0].typename:"), "{msg}");
     }
+
+    #[test]
+    fn a_wildcard_entry_lists_valid_distinct_names_only() {
+        let with = |types: &str| GOOD.replace("      local:\n", &format!("      types: {types}\n      local:\n"));
+        assert!(from_yaml_str(&with("[greeter, person]"), "app.yaml").is_ok());
+        let msg = err_lines(&with("[greeter, 'a/b', greeter, '*']"));
+        assert!(
+            msg.contains("spec.functions[0].types[1]: `a/b` is not a type name in `example`"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.functions[0].types[2]: `greeter` is listed twice"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.functions[0].types[3]: `*` is not a type name"),
+            "{msg}"
+        );
+        let one = with("[greeter]").replace("typename: example/*", "typename: example/greeter");
+        assert!(
+            err_lines(&one).contains("spec.functions[0].types: only a `namespace/*` entry lists its types"),
+            "{}",
+            err_lines(&one)
+        );
+    }
 }

@@ -175,6 +175,12 @@ pub struct FunctionSpec {
     /// the operator's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceSpec>,
+    /// For a `namespace/*` entry: the only type names it serves (`[greeter, person]`).
+    /// Messages to other names in the namespace are refused at the ingress (404) and are dead
+    /// letters when a function sends them, so callers cannot invent types (each one would
+    /// add state, metric series and cache entries). Empty (the default): every name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
 }
 
 fn default_max_reply_bytes() -> u64 {

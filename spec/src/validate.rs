@@ -141,6 +141,30 @@ impl StatefulApplication {
                     "the namespace `spindle.reply` is reserved: its addresses are requests waiting for their reply",
                 );
             }
+            if !f.types.is_empty() {
+                match f.typename.strip_suffix("/*") {
+                    None => e.add(
+                        at("types"),
+                        format!(
+                            "only a `namespace/*` entry lists its types; `{}` is one type",
+                            f.typename
+                        ),
+                    ),
+                    Some(ns) => {
+                        let mut names = HashSet::new();
+                        for (j, name) in f.types.iter().enumerate() {
+                            if name == "*" || name.contains('/') || TypeName::new(ns, name).is_err() {
+                                e.add(
+                                    at(&format!("types[{j}]")),
+                                    format!("`{name}` is not a type name in `{ns}`"),
+                                );
+                            } else if !names.insert(name.as_str()) {
+                                e.add(at(&format!("types[{j}]")), format!("`{name}` is listed twice"));
+                            }
+                        }
+                    }
+                }
+            }
             if !seen.insert(f.typename.as_str()) {
                 e.add(at("typename"), format!("`{}` is declared twice", f.typename));
             }

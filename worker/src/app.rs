@@ -122,7 +122,11 @@ pub struct FunctionEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Serves {
     Type(TypeName),
-    Namespace(String),
+    /// Every type of a namespace, or only the listed names (`types`) when there are any.
+    Namespace {
+        namespace: String,
+        only: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +190,10 @@ impl AppConfig {
             .map(|(id, f)| FunctionEntry {
                 id,
                 serves: match f.typename.strip_suffix("/*") {
-                    Some(ns) => Serves::Namespace(ns.to_string()),
+                    Some(ns) => Serves::Namespace {
+                        namespace: ns.to_string(),
+                        only: f.types.clone(),
+                    },
                     None => Serves::Type(TypeName::parse(&f.typename).expect("validated spec has valid typenames")),
                 },
                 endpoint: f.endpoint.clone(),
@@ -286,7 +293,9 @@ impl AppConfig {
     pub fn function_for(&self, t: &TypeName) -> Option<&FunctionEntry> {
         self.functions.iter().find(|f| match &f.serves {
             Serves::Type(x) => x == t,
-            Serves::Namespace(ns) => ns == t.namespace(),
+            Serves::Namespace { namespace, only } => {
+                namespace == t.namespace() && (only.is_empty() || only.iter().any(|n| n == t.name()))
+            }
         })
     }
 
@@ -389,6 +398,19 @@ spec:
             "https://fns.example:8000/statefun/greeter?v=1"
         );
         assert!(app.function_for(&t("other/greeter")).is_none());
+    }
+
+    #[test]
+    fn a_wildcard_entry_with_types_serves_only_those() {
+        let yaml = "apiVersion: spindle.dev/v1alpha1\nkind: StatefulApplication\nmetadata: {name: t}\nspec:\n  functions:\n    - {typename: ex/*, endpoint: 'http://f/', types: [greeter, person]}\n";
+        let app = AppConfig::resolve(&spindle_spec::from_yaml_str(yaml, "t").unwrap(), Path::new("."));
+        let t = |s| TypeName::parse(s).unwrap();
+        assert!(app.function_for(&t("ex/greeter")).is_some());
+        assert!(app.function_for(&t("ex/person")).is_some());
+        assert!(
+            app.function_for(&t("ex/invented")).is_none(),
+            "a type nobody listed has no function"
+        );
     }
 
     #[test]

@@ -164,6 +164,31 @@ async fn unknown_targets_of_outgoing_messages_and_egresses_become_dead_letters()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_entry_with_types_serves_no_invented_type() {
+    let (addr, _stop) = function::serve(listener().await, Arc::new(echo_to_egress));
+    let dir = TempDir::new("types");
+    let yaml = test_app(&format!("http://{addr}/x"), "").replace(
+        "      callTimeout: 20s\n",
+        "      callTimeout: 20s\n      types: [f, g]\n",
+    );
+    let worker = start_worker(&yaml, dir.path()).await;
+    let ingress = worker.ingress_addr.unwrap();
+    // From a caller: refused at the door.
+    let (status, body) = post(ingress, "/t/invented/1", "application/vnd.t/text", b"x".to_vec()).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no function serves type `t/invented`"), "{body}");
+    // From a function: a dead letter; listed types work.
+    send_text(ingress, "f", "1", "to:t/invented/7:lost").await;
+    send_text(ingress, "f", "2", "to:t/g/8:found").await;
+    worker.wait_idle(IDLE).await.unwrap();
+    let dead = worker.dead_letters.recent();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].reason, "no function serves type `t/invented`");
+    assert_eq!(egress_values(&dir.path().join("out.jsonl")), ["found"]);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingress_refuses_bad_requests_clearly() {
     let (addr, _stop) = function::serve(listener().await, Arc::new(echo_to_egress));
     let dir = TempDir::new("ingress");
