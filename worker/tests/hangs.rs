@@ -18,7 +18,6 @@ use rustix::process::Signal;
 use support::procs::{Procs, state, status, wait_running};
 use support::proxy::Proxy;
 use support::*;
-use tokio::net::TcpListener;
 
 const WORKERS: usize = 3;
 const COUNTERS: u64 = 200;
@@ -106,19 +105,7 @@ async fn a_partitioned_worker_is_detected_rolled_back_and_rejoins_without_loss_o
 async fn scenario(fault: Fault) {
     init_logs();
     let dir = TempDir::new("hangs");
-    let (fn_addr, _stop_functions) = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(spindle_sdk::serve(
-            listener,
-            Arc::new(spindle_example_greeter::functions()),
-            async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            },
-        ));
-        (addr, stop)
-    };
+    let (fn_addr, _stop_functions) = example_functions().await;
     let yaml = format!(
         r#"apiVersion: spindle.dev/v1alpha1
 kind: StatefulApplication

@@ -41,23 +41,6 @@ mod tracker;
 mod utils;
 pub mod validator;
 
-#[cfg(test)]
-mod builder_test;
-#[cfg(test)]
-mod client_test;
-#[cfg(test)]
-mod fields_v1_test;
-#[cfg(test)]
-mod label_selector_test;
-#[cfg(test)]
-mod managed_fields_test;
-#[cfg(test)]
-mod mock_service_test;
-#[cfg(test)]
-mod tracker_test;
-#[cfg(test)]
-mod utils_test;
-
 pub use builder::ClientBuilder;
 pub use error::{Error, Result};
 pub use kube::Client;
