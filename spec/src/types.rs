@@ -369,6 +369,28 @@ pub struct CheckpointSpec {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`. Kubernetes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Take a savepoint — a named checkpoint that retention never deletes — under this name.
+    /// In a cluster the operator asks worker 0 for it once per name and reports it in
+    /// `status.savepoint`; set a new name for the next one. Ignored by `spindle run`
+    /// (use `spindle checkpoints save NAME`). A name is 1-63 characters of `a-z`, `0-9`,
+    /// `.`, `_`, `-`, starting with a letter or digit, and not only digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint_request: Option<String>,
+    /// Start from this savepoint (a name) or checkpoint (a number) instead of the newest
+    /// checkpoint: worker 0 makes it this application's newest checkpoint before the
+    /// application starts — copied when it belongs to another application or storage —
+    /// once per value (a restart resumes from the newest checkpoint as usual; remove the
+    /// field and set it again to restore the same one again). The key-group count must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// With `restoreFrom`: the application whose savepoint or checkpoint it is, `name` or
+    /// `namespace/name` (default: this one). Copying an application: its state, messages,
+    /// dead letters and source positions come along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from_application: Option<String>,
+    /// With `restoreFrom`: the storage URL it is in (default: `storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from_storage: Option<String>,
 }
 
 /// What deleting an application in a cluster does to its checkpoint data.
@@ -397,6 +419,10 @@ impl Default for CheckpointSpec {
             retained: default_retained(),
             retention_policy: RetentionPolicy::default(),
             credentials_secret: None,
+            savepoint_request: None,
+            restore_from: None,
+            restore_from_application: None,
+            restore_from_storage: None,
         }
     }
 }

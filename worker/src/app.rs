@@ -90,6 +90,19 @@ pub struct CheckpointConfig {
     pub storage: Option<String>,
     /// Completed checkpoints kept.
     pub retained: u32,
+    /// `spec.checkpoint.restoreFrom`: what worker 0 makes the newest checkpoint at start.
+    pub restore_from: Option<RestoreFrom>,
+}
+
+/// A savepoint or checkpoint to start from, maybe of another application or storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFrom {
+    /// A savepoint name, or a checkpoint number.
+    pub from: String,
+    /// `name` or `namespace/name`; `None`: this application.
+    pub application: Option<String>,
+    /// `None`: this application's storage.
+    pub storage: Option<String>,
 }
 
 /// The default checkpoint storage: a path relative to the application file's directory.
@@ -274,6 +287,11 @@ impl AppConfig {
                 min_pause: spec.checkpoint.min_pause.map(|d| d.as_duration()),
                 storage: spec.checkpoint.storage.clone(),
                 retained: spec.checkpoint.retained,
+                restore_from: spec.checkpoint.restore_from.clone().map(|from| RestoreFrom {
+                    from,
+                    application: spec.checkpoint.restore_from_application.clone(),
+                    storage: spec.checkpoint.restore_from_storage.clone(),
+                }),
             },
             admin_auth: spec.admin.as_ref().and_then(|a| a.auth.clone()),
             secrets: app.secrets().into_iter().map(|(at, s)| (at, s.clone())).collect(),

@@ -82,6 +82,11 @@ pub(crate) enum Input {
     Completed(u64),
     /// Current state values of an address (inspection and tests).
     ReadState(Address, oneshot::Sender<Vec<(String, Value)>>),
+    /// The state of the addresses a query selects (inspection).
+    ListState(
+        crate::state::query::StateQuery,
+        oneshot::Sender<Vec<crate::state::query::AddressState>>,
+    ),
     /// Something that could not be delivered, found outside the partition (a malformed
     /// envelope from a peer): kept with the partition's dead letters.
     DeadLetter(Refused),
@@ -210,6 +215,16 @@ impl Inbox {
     pub async fn read_state(&self, addr: Address) -> Result<Vec<(String, Value)>, Closed> {
         let (tx, rx) = oneshot::channel();
         self.send(Input::ReadState(addr, tx))?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// The state of the addresses `query` selects, as it stands.
+    pub async fn list_state(
+        &self,
+        query: crate::state::query::StateQuery,
+    ) -> Result<Vec<crate::state::query::AddressState>, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::ListState(query, tx))?;
         rx.await.map_err(|_| Closed)
     }
 }

@@ -158,6 +158,19 @@ impl Worker {
                 let store = CheckpointStore::open(url, &app.base_dir, &app.identity().storage_root())
                     .map_err(|e| WorkerError::Config(format!("checkpoint storage `{url}`: {e}")))?;
                 tracing::info!(storage = %store.describe(), interval = ?app.checkpoint.interval, "checkpoints on");
+                if me == 0 {
+                    // Before the coordinator's first lookup, which then restores it.
+                    crate::checkpoint::copy::apply(
+                        &store,
+                        &app.identity(),
+                        app.key_groups,
+                        app.checkpoint.restore_from.as_ref(),
+                        url,
+                        &app.base_dir,
+                    )
+                    .await
+                    .map_err(|e| WorkerError::Config(e.to_string()))?;
+                }
                 Some(store)
             }
         };
@@ -272,6 +285,15 @@ impl Worker {
                 Some(addr)
             }
         };
+        let savepoints_on_0 = match (&store, app.checkpoint.interval) {
+            (Some(store), Some(interval)) if me == 0 => Some(crate::checkpoint::savepoint::Savepoints {
+                store: store.clone(),
+                coordinator: coordinator_tx.clone(),
+                progress: process.progress.subscribe(),
+                limit: Duration::from_secs(30) + interval * 20,
+            }),
+            _ => None,
+        };
         if me == 0 {
             let members = (0..workers)
                 .map(|w| -> Arc<dyn Member> {
@@ -384,6 +406,7 @@ impl Worker {
             data_loss,
             health: health.clone(),
             auth: admin_auth,
+            savepoints: savepoints_on_0,
         };
         serve(
             &mut tasks,

@@ -304,6 +304,9 @@ impl Partition {
                     .collect();
                 let _ = reply.send(values);
             }
+            Input::ListState(query, reply) => {
+                let _ = reply.send(crate::state::query::select(&self.state, &query, now_ms()));
+            }
         }
     }
 
