@@ -1,0 +1,304 @@
+//! Savepoints, restoreFrom and state from a terminal, through the real `spindle` command
+//! against real workers (two, in this process, connected over loopback gRPC, with the Rust-SDK
+//! counter function): `checkpoints save` on worker 0's admin endpoint, `state get|list|export`
+//! from the running workers and offline from the savepoint in storage (a directory, and moto
+//! S3), `checkpoints list|inspect`, and a new application started with `restoreFrom` the
+//! savepoint of another — with exactly the savepoint's state, although retention deleted every
+//! other checkpoint of that time. And the errors: a taken name, an unknown savepoint, another
+//! key-group count, a damaged part.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spindle_spec::TypeName;
+use spindle_worker::{Address, AppConfig, Listeners, Worker, WorkerOptions};
+use support::moto::Moto;
+use support::*;
+use tokio::net::TcpListener;
+
+const SPINDLE: &str = env!("CARGO_BIN_EXE_spindle");
+const IDLE: Duration = Duration::from_secs(60);
+
+fn spindle(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
+    let out = Command::new(SPINDLE)
+        .args(args)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+async fn functions() -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let functions = Arc::new(spindle_example_greeter::functions());
+    tokio::spawn(spindle_sdk::serve(listener, functions, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    eprintln!("started: example functions (Rust SDK) on {addr}");
+    (format!("http://{addr}/statefun"), stop)
+}
+
+fn app(name: &str, endpoint: &str, storage: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: spindle.dev/v1alpha1
+kind: StatefulApplication
+metadata: {{name: {name}}}
+spec:
+  keyGroups: 16
+  functions:
+    - typename: example/*
+      endpoint: {endpoint}
+  ingresses:
+    - name: web
+      http: {{}}
+  egresses:
+    - typename: example/totals
+      file: {{path: totals.jsonl}}
+  checkpoint:
+    interval: 100ms
+    retained: 1
+    storage: "{storage}"
+{extra}
+"#
+    )
+}
+
+async fn add(ingress: std::net::SocketAddr, key: &str, seq: u64, value: i64) {
+    let body = serde_json::json!({"seq": seq, "value": value}).to_string().into_bytes();
+    let (status, body) = post(
+        ingress,
+        &format!("/example/counter/{key}"),
+        "application/vnd.example/Add",
+        body,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+async fn totals(workers: &[Worker], keys: &[&str]) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let addr = Address::new(TypeName::parse("example/counter").unwrap(), *key);
+        for w in workers {
+            for (name, value) in w.read_state(addr.clone()).await.unwrap() {
+                if name == "total"
+                    && let Some(spindle_protocol::Primitive::Long(n)) =
+                        spindle_protocol::Primitive::decode(&value.typename, &value.bytes)
+                {
+                    out.insert(key.to_string(), n);
+                }
+            }
+        }
+    }
+    out
+}
+
+const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
+
+/// The whole walk-through on one storage (`storage` URL; `env` reaches it).
+async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
+    let (endpoint, _stop) = functions().await;
+    let workers = start_cluster(&app("source", &endpoint, storage, ""), dir, 2).await;
+    let ingress = workers[0].ingress_addr.unwrap();
+    let admins: Vec<String> = workers.iter().map(|w| format!("http://{}", w.admin_addr)).collect();
+    for seq in 0..40u64 {
+        add(ingress, KEYS[(seq % 5) as usize], seq, seq as i64 + 1).await;
+    }
+    wait_cluster_idle(&workers, IDLE).await;
+    let saved = totals(&workers, &KEYS).await;
+    assert_eq!(saved.len(), 5, "{saved:?}");
+
+    // A savepoint of the running application, through worker 0.
+    let (ok, out, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[0]], env);
+    assert!(ok, "{err}");
+    let n: u64 = out
+        .split("checkpoint ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no checkpoint in {out}"));
+    eprintln!("savepoint before-upgrade: checkpoint {n}");
+    let (ok, _, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[0]], env);
+    assert!(!ok && err.contains("savepoint `before-upgrade` exists already"), "{err}");
+    let (ok, _, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[1]], env);
+    assert!(!ok && err.contains("worker 1 does not coordinate checkpoints: ask worker 0"), "{err}");
+
+    // State from the running workers (each owns some key groups: ask both).
+    let all = admins.join(",");
+    let (ok, out, err) = spindle(&["state", "get", "example/counter/k1", "--admin", &all], env);
+    assert!(ok, "{err}");
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["total"]["typename"], "io.statefun.types/long", "{out}");
+    assert_eq!(got["total"]["value"], saved["k1"], "{out}");
+    let (ok, out, err) = spindle(
+        &["state", "list", "example/counter", "--prefix", "k", "--limit", "3", "--admin", &all],
+        env,
+    );
+    assert!(ok, "{err}");
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["k0", "k1", "k2"], "{out}");
+    let (ok, _, err) = spindle(&["state", "get", "example/counter/nobody", "--admin", &all], env);
+    assert!(!ok && err.contains("no state at example/counter/nobody"), "{err}");
+
+    // Later changes, and enough checkpoints that retention (retained: 1) has run past it.
+    add(ingress, "k0", 100, 1000).await;
+    let target = n + 12;
+    wait_until("12 more checkpoints", IDLE, || workers[0].progress().completed >= target).await;
+    wait_cluster_idle(&workers, IDLE).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+
+    // Offline, from storage.
+    let at = ["--storage", storage, "--application", "source"];
+    let (ok, out, err) = spindle(&[&["checkpoints", "list"][..], &at[..]].concat(), env);
+    assert!(ok, "{err}");
+    eprintln!("spindle checkpoints list:\n{out}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert!(rows[0].trim_start().starts_with(&format!("{n} ")) && rows[0].ends_with("before-upgrade"), "{out}");
+    // Retention (every 4 checkpoints, keeping 1) deleted the others of that time.
+    let others: Vec<u64> = rows[1..]
+        .iter()
+        .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!others.is_empty() && others.iter().all(|&o| o > n + 8), "{out}");
+    let (ok, out, err) = spindle(&[&["checkpoints", "inspect", "before-upgrade"][..], &at[..]].concat(), env);
+    assert!(ok, "{err}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["checkpoint"], n);
+    assert_eq!(inspected["savepoints"], serde_json::json!(["before-upgrade"]));
+    assert_eq!(inspected["workers"], 2);
+    assert_eq!(inspected["keyGroups"], 16);
+    assert_eq!(inspected["addressesByType"], serde_json::json!({"example/counter": 5}), "{out}");
+    assert_eq!(inspected["heldEgress"], serde_json::json!([]), "{out}");
+    assert!(inspected["size"].as_u64().unwrap() > 0 && inspected["parts"].as_array().unwrap().len() == 2, "{out}");
+    let (ok, out, err) = spindle(
+        &[&["state", "export", "--type", "example/counter", "--checkpoint", "before-upgrade"][..], &at[..]].concat(),
+        env,
+    );
+    assert!(ok, "{err}");
+    let exported: BTreeMap<String, i64> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_str().unwrap().to_string(), v["state"]["total"]["value"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(exported, saved, "the savepoint holds the state when it was taken");
+    let (ok, _, err) = spindle(&[&["checkpoints", "inspect", "nope"][..], &at[..]].concat(), env);
+    assert!(!ok && err.contains("no savepoint `nope` (savepoints there: before-upgrade)"), "{err}");
+
+    // A new application from the savepoint of `source`: exactly its state.
+    let copy = app(
+        "copy",
+        &endpoint,
+        storage,
+        "    restoreFrom: before-upgrade\n    restoreFromApplication: source",
+    );
+    let copied = start_cluster(&copy, &dir.join("copy"), 2).await;
+    wait_until("the copy restored", IDLE, || copied[0].progress().restored > 0).await;
+    wait_cluster_idle(&copied, IDLE).await;
+    assert_eq!(totals(&copied, &KEYS).await, saved, "restoreFrom: exactly the savepoint's state");
+    add(copied[0].ingress_addr.unwrap(), "k4", 200, 5).await;
+    wait_cluster_idle(&copied, IDLE).await;
+    let restored = copied[0].progress().restored;
+    for w in copied {
+        w.shutdown().await;
+    }
+    // A restart resumes from its own newest checkpoint, not from the savepoint again.
+    let copied = start_cluster(&copy, &dir.join("copy"), 2).await;
+    wait_until("the copy resumed", IDLE, || copied[0].progress().restored > restored).await;
+    wait_cluster_idle(&copied, IDLE).await;
+    assert_eq!(totals(&copied, &["k4"]).await["k4"], saved["k4"] + 5, "restarted, not restored again");
+    for w in copied {
+        w.shutdown().await;
+    }
+
+    // Errors name what is wrong.
+    let from_savepoint = "    restoreFrom: before-upgrade\n    restoreFromApplication: source";
+    let err = refused(&app("e1", &endpoint, storage, "    restoreFrom: nope\n    restoreFromApplication: source"), &dir.join("e1")).await;
+    assert!(err.contains("spec.checkpoint.restoreFrom:") && err.contains("no savepoint `nope` (savepoints there: before-upgrade)"), "{err}");
+    let other_groups = app("e2", &endpoint, storage, from_savepoint).replace("keyGroups: 16", "keyGroups: 32");
+    let err = refused(&other_groups, &dir.join("e2")).await;
+    assert!(err.contains(&format!("checkpoint {n} of")) && err.contains("has 16 key groups, this application 32: the key-group count cannot change"), "{err}");
+    if let Some(root) = storage.strip_prefix('/').map(|_| Path::new(storage)) {
+        // A damaged part of the savepoint: found where it is read, named.
+        let part = inspected["parts"][0]["key"].as_str().unwrap();
+        let file = root.join(part);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        let (ok, _, err) = spindle(&[&["checkpoints", "inspect", "before-upgrade"][..], &at[..]].concat(), env);
+        assert!(!ok && err.contains("is damaged") && err.contains(part), "{err}");
+        let err = refused(&app("e3", &endpoint, storage, from_savepoint), &dir.join("e3")).await;
+        assert!(err.contains("is damaged") && err.contains(part), "{err}");
+    }
+}
+
+/// Starts one worker of `yaml`, which must refuse: the error.
+async fn refused(yaml: &str, dir: &Path) -> String {
+    init_logs();
+    let spec = spindle_spec::from_yaml_str(yaml, "test app").unwrap();
+    let listeners = Listeners {
+        ingress: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        peer: None,
+    };
+    let options = WorkerOptions {
+        data_dir: Some(dir.join("data")),
+        ..WorkerOptions::default()
+    };
+    match Worker::start(AppConfig::resolve(&spec, dir), options, listeners).await {
+        Ok(_) => panic!("started:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoint_restore_from_and_state_on_a_directory() {
+    let dir = TempDir::new("savepoints");
+    let storage = dir.path().join("store").display().to_string();
+    walk_through(dir.path(), &storage, &[]).await;
+}
+
+/// The same on moto S3. The workers in this process read the `AWS_*` variables, so the walk
+/// through runs in a child process of this test binary that has them (the test below).
+#[test]
+fn savepoint_restore_from_and_state_on_s3() {
+    let moto = Moto::start("savepoints");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "s3_walk_through_with_the_aws_variables", "--ignored", "--nocapture"])
+        .envs(moto.env())
+        .env("SPINDLE_TEST_S3_URL", moto.url("apps"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the walk through on moto S3 failed (output above)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by savepoint_restore_from_and_state_on_s3, with its moto's AWS_* variables"]
+async fn s3_walk_through_with_the_aws_variables() {
+    let Ok(url) = std::env::var("SPINDLE_TEST_S3_URL") else {
+        println!("skip: SPINDLE_TEST_S3_URL is not set (savepoint_restore_from_and_state_on_s3 sets it)");
+        return;
+    };
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect();
+    let dir = TempDir::new("savepoints-s3");
+    walk_through(dir.path(), &url, &env).await;
+}
