@@ -302,3 +302,117 @@ async fn s3_walk_through_with_the_aws_variables() {
     let dir = TempDir::new("savepoints-s3");
     walk_through(dir.path(), &url, &env).await;
 }
+
+/// `spindle run` in the background (a local application, its Python StateFun SDK functions
+/// launched from `local.command`), its admin endpoint on `admin`; stdout and stderr in `dir`.
+fn spawn_run(dir: &Path, file: &str, admin: std::net::SocketAddr, input: Option<&str>) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(format!("{file}.log"))).unwrap();
+    let mut cmd = Command::new(SPINDLE);
+    cmd.current_dir(dir)
+        .args(["run", file, "--ingress-addr", "127.0.0.1:0", "--admin-addr", &admin.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    if let Some(i) = input {
+        cmd.args(["--input", i]);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// SIGTERM (a clean stop: a final checkpoint), then waits for the exit.
+fn stop(mut child: std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "spindle run exited with {status}");
+}
+
+async fn wait_status(admin: std::net::SocketAddr, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = tokio::time::Instant::now() + IDLE;
+    loop {
+        let status = match tokio::net::TcpStream::connect(admin).await {
+            Ok(_) => {
+                let (code, body) = get(admin, "/status").await;
+                (code == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+            }
+            Err(_) => None,
+        };
+        if status.as_ref().is_some_and(&cond) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not after {IDLE:?}; last /status: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// On a local application (`spindle run`): a savepoint through its admin endpoint, its state
+/// from the terminal, and a second local application started from that savepoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_application_saves_and_another_starts_from_its_savepoint() {
+    let dir = TempDir::new("savepoints-local");
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        python_local_app("local", "  checkpoint: {interval: 200ms}"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("input.jsonl"),
+        "{\"target\": \"py/counter/zoe\", \"typename\": \"py/Command\", \"value\": {\"op\": \"add\", \"n\": 4}}\n\
+         {\"target\": \"py/counter/zoe\", \"typename\": \"py/Command\", \"value\": {\"op\": \"add\", \"n\": 1}}\n",
+    )
+    .unwrap();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    eprintln!("running: spindle run app.yaml (Python StateFun SDK functions), admin at {admin}");
+    let run = spawn_run(dir.path(), "app.yaml", admin, Some("input.jsonl"));
+    wait_status(admin, "both records processed", |s| {
+        s["ingressAccepted"] == 2 && s["idle"] == true && s["completedCheckpoint"].as_u64() > Some(0)
+    })
+    .await;
+    let url = format!("http://{admin}");
+    let (ok, out, err) = spindle(&["checkpoints", "save", "before", "--admin", &url], &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("savepoint `before`: checkpoint "), "{out}");
+    let (ok, out, err) = spindle(&["state", "get", "py/counter/zoe", "--admin", &url], &[]);
+    assert!(ok, "{err}");
+    let state: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(state["count"], serde_json::json!({"typename": "io.statefun.types/int", "value": 5}), "{out}");
+    let (ok, out, err) = spindle(&["state", "export", "--admin", &url], &[]);
+    assert!(ok, "{err}");
+    let types: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{}/{}", v["typename"].as_str().unwrap(), v["id"].as_str().unwrap())
+        })
+        .collect();
+    // The counter tells py/echo, which keeps its own count.
+    assert_eq!(types, ["py/counter/zoe", "py/echo/zoe"], "{out}");
+    stop(run);
+
+    // Another application, in the same directory (so the same default storage), from it.
+    std::fs::write(
+        dir.path().join("copy.yaml"),
+        python_local_app(
+            "local-copy",
+            "  checkpoint: {interval: 200ms, restoreFrom: before, restoreFromApplication: local}",
+        )
+        .replace("out/py.jsonl", "out/copy.jsonl"),
+    )
+    .unwrap();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let run = spawn_run(dir.path(), "copy.yaml", admin, None);
+    wait_status(admin, "the copy restored", |s| s["restoredCheckpoint"].as_u64() > Some(0)).await;
+    let url = format!("http://{admin}");
+    let (ok, out, err) = spindle(&["state", "get", "py/counter/zoe", "--admin", &url], &[]);
+    assert!(ok, "{err}");
+    let state: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(state["count"]["value"], 5, "the copy has the savepoint's state: {out}");
+    stop(run);
+    let storage = dir.path().join(".spindle/checkpoints").display().to_string();
+    let (ok, out, err) = spindle(
+        &["checkpoints", "inspect", "before", "--storage", &storage, "--application", "local"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["addressesByType"]["py/counter"], 1, "{out}");
+}
