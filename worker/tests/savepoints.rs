@@ -71,9 +71,15 @@ spec:
     retained: 1
     storage: "{storage}"
 {extra}
-"#
+  admin:
+    auth: {{tokensFile: "{tokens}"}}
+"#,
+        tokens = std::env::temp_dir().join("spindle-savepoints-admin-tokens").display()
     )
 }
+
+/// The token the test applications' admin endpoints accept (`spec.admin.auth`).
+const TOKEN: &str = "s3cr3t-admin";
 
 async fn add(ingress: std::net::SocketAddr, key: &str, seq: u64, value: i64) {
     let body = serde_json::json!({"seq": seq, "value": value}).to_string().into_bytes();
@@ -109,6 +115,18 @@ const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
 
 /// The whole walk-through on one storage (`storage` URL; `env` reaches it).
 async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
+    std::fs::write(
+        std::env::temp_dir().join("spindle-savepoints-admin-tokens"),
+        format!("# the tests' admin token\n{TOKEN}\n"),
+    )
+    .unwrap();
+    let no_token = env;
+    let with_token: Vec<(String, String)> = env
+        .iter()
+        .cloned()
+        .chain([("SPINDLE_ADMIN_TOKEN".to_string(), TOKEN.to_string())])
+        .collect();
+    let env = &with_token[..];
     let (endpoint, _stop) = functions().await;
     let workers = start_cluster(&app("source", &endpoint, storage, ""), dir, 2).await;
     let ingress = workers[0].ingress_addr.unwrap();
@@ -119,6 +137,12 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     wait_cluster_idle(&workers, IDLE).await;
     let saved = totals(&workers, &KEYS).await;
     assert_eq!(saved.len(), 5, "{saved:?}");
+
+    // Data and savepoints need a token of spec.admin.auth.
+    let (ok, _, err) = spindle(&["checkpoints", "save", "no-token", "--admin", &admins[0]], no_token);
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = spindle(&["state", "export", "--admin", &admins[0]], no_token);
+    assert!(!ok && err.contains("401"), "{err}");
 
     // A savepoint of the running application, through worker 0.
     let (ok, out, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[0]], env);
@@ -226,6 +250,17 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     wait_cluster_idle(&copied, IDLE).await;
     assert_eq!(totals(&copied, &["k4"]).await["k4"], saved["k4"] + 5, "restarted, not restored again");
     for w in copied {
+        w.shutdown().await;
+    }
+
+    // The source itself, restarted from a checkpoint by number (its savepoint's): no copy,
+    // a new manifest over the same objects; k0's later +1000 is gone.
+    let again = app("source", &endpoint, storage, &format!("    restoreFrom: \"{n}\""));
+    let restarted = start_cluster(&again, dir, 2).await;
+    wait_until("the source restored", IDLE, || restarted[0].progress().restored > n).await;
+    wait_cluster_idle(&restarted, IDLE).await;
+    assert_eq!(totals(&restarted, &KEYS).await, saved, "restoreFrom {n}: its state");
+    for w in restarted {
         w.shutdown().await;
     }
 
