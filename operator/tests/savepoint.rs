@@ -25,8 +25,15 @@ async fn a_savepoint_request_is_carried_out_once_and_reported() {
     w.create(&app).await;
     w.reconcile().await;
     let status = w.get().await.status.unwrap().savepoint.unwrap();
-    assert_eq!((status.name.as_str(), status.phase.as_str()), ("before-v2", "Pending"), "{status:?}");
-    assert!(w.worker.savepoints.lock().unwrap().is_empty(), "no worker was ready to ask");
+    assert_eq!(
+        (status.name.as_str(), status.phase.as_str()),
+        ("before-v2", "Pending"),
+        "{status:?}"
+    );
+    assert!(
+        w.worker.savepoints.lock().unwrap().is_empty(),
+        "no worker was ready to ask"
+    );
 
     w.set_workers(3, 3).await;
     w.set_functions_available().await;
@@ -34,7 +41,11 @@ async fn a_savepoint_request_is_carried_out_once_and_reported() {
     let hash = config_hash(&w).await;
     w.reconcile().await;
     let status = w.get().await.status.unwrap().savepoint.unwrap();
-    assert_eq!((status.phase.as_str(), status.checkpoint), ("Taken", Some(5)), "{status:?}");
+    assert_eq!(
+        (status.phase.as_str(), status.checkpoint),
+        ("Taken", Some(5)),
+        "{status:?}"
+    );
     assert!(status.time.is_some());
     assert!(w.event_reasons().await.contains(&"SavepointTaken".to_string()));
     w.reconcile().await;
@@ -42,9 +53,11 @@ async fn a_savepoint_request_is_carried_out_once_and_reported() {
     assert_eq!(config_hash(&w).await, hash, "a savepoint request restarts no worker");
 
     // Another name, then the first one again: worker 0 refuses a name it has (final).
-    w.edit(|a| a.spec.checkpoint.savepoint_request = Some("nightly-1".into())).await;
+    w.edit(|a| a.spec.checkpoint.savepoint_request = Some("nightly-1".into()))
+        .await;
     w.reconcile().await;
-    w.edit(|a| a.spec.checkpoint.savepoint_request = Some("before-v2".into())).await;
+    w.edit(|a| a.spec.checkpoint.savepoint_request = Some("before-v2".into()))
+        .await;
     w.reconcile().await;
     w.reconcile().await;
     let status = w.get().await.status.unwrap().savepoint.unwrap();

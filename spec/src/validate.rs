@@ -391,7 +391,9 @@ pub fn check_savepoint_name(name: &str) -> Result<(), String> {
         return Err(format!("`{name}` is not a savepoint name: 1-63 characters"));
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        return Err(format!("`{name}` is not a savepoint name: it must start with a-z or 0-9"));
+        return Err(format!(
+            "`{name}` is not a savepoint name: it must start with a-z or 0-9"
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -417,7 +419,10 @@ impl StatefulApplication {
             if let Err(reason) = check_savepoint_name(name) {
                 e.add("spec.checkpoint.savepointRequest", reason);
             } else if off {
-                e.add("spec.checkpoint.savepointRequest", "needs checkpoints, which `interval: 0s` turns off");
+                e.add(
+                    "spec.checkpoint.savepointRequest",
+                    "needs checkpoints, which `interval: 0s` turns off",
+                );
             }
         }
         match &c.restore_from {
@@ -425,13 +430,22 @@ impl StatefulApplication {
                 let number = !from.is_empty() && from.chars().all(|ch| ch.is_ascii_digit());
                 if number {
                     if from.parse::<u64>().map_or(true, |n| n == 0) {
-                        e.add("spec.checkpoint.restoreFrom", format!("`{from}` is not a checkpoint number (1 or more)"));
+                        e.add(
+                            "spec.checkpoint.restoreFrom",
+                            format!("`{from}` is not a checkpoint number (1 or more)"),
+                        );
                     }
                 } else if let Err(reason) = check_savepoint_name(from) {
-                    e.add("spec.checkpoint.restoreFrom", format!("{reason} (nor a checkpoint number)"));
+                    e.add(
+                        "spec.checkpoint.restoreFrom",
+                        format!("{reason} (nor a checkpoint number)"),
+                    );
                 }
                 if off {
-                    e.add("spec.checkpoint.restoreFrom", "needs checkpoints, which `interval: 0s` turns off");
+                    e.add(
+                        "spec.checkpoint.restoreFrom",
+                        "needs checkpoints, which `interval: 0s` turns off",
+                    );
                 }
                 if let Some(app) = &c.restore_from_application {
                     let ok = match app.split_once('/') {
@@ -475,12 +489,24 @@ mod savepoint_tests {
     #[test]
     fn savepoint_fields_are_checked() {
         assert_eq!(errors("{savepointRequest: before-v2, restoreFrom: before-v1}"), "");
-        assert_eq!(errors("{restoreFrom: \"42\", restoreFromApplication: prod/greeter}"), "");
+        assert_eq!(
+            errors("{restoreFrom: \"42\", restoreFromApplication: prod/greeter}"),
+            ""
+        );
         let msg = errors("{savepointRequest: Before, restoreFrom: \"0\"}");
-        assert!(msg.contains("spec.checkpoint.savepointRequest: `Before` is not a savepoint name"), "{msg}");
-        assert!(msg.contains("spec.checkpoint.restoreFrom: `0` is not a checkpoint number"), "{msg}");
+        assert!(
+            msg.contains("spec.checkpoint.savepointRequest: `Before` is not a savepoint name"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.checkpoint.restoreFrom: `0` is not a checkpoint number"),
+            "{msg}"
+        );
         let msg = errors("{restoreFromStorage: \"s3://b/p\"}");
-        assert!(msg.contains("spec.checkpoint.restoreFromStorage: needs `restoreFrom`"), "{msg}");
+        assert!(
+            msg.contains("spec.checkpoint.restoreFromStorage: needs `restoreFrom`"),
+            "{msg}"
+        );
         let msg = errors("{restoreFrom: a/b, interval: 0s}");
         assert!(msg.contains("`/` is not one of"), "{msg}");
         assert!(msg.contains("needs checkpoints"), "{msg}");

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 
 use crate::auth::Tokens;
 use crate::checkpoint::Progress;
-use crate::checkpoint::savepoint::{SavepointError, Savepoints};
 use crate::checkpoint::coordinator::task::DataLossReport;
+use crate::checkpoint::savepoint::{SavepointError, Savepoints};
 use crate::inbox::Current;
 use crate::json::insert_value;
 use crate::message::Address;

@@ -155,9 +155,15 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
         .unwrap_or_else(|| panic!("no checkpoint in {out}"));
     eprintln!("savepoint before-upgrade: checkpoint {n}");
     let (ok, _, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[0]], env);
-    assert!(!ok && err.contains("savepoint `before-upgrade` exists already"), "{err}");
+    assert!(
+        !ok && err.contains("savepoint `before-upgrade` exists already"),
+        "{err}"
+    );
     let (ok, _, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[1]], env);
-    assert!(!ok && err.contains("worker 1 does not coordinate checkpoints: ask worker 0"), "{err}");
+    assert!(
+        !ok && err.contains("worker 1 does not coordinate checkpoints: ask worker 0"),
+        "{err}"
+    );
 
     // State from the running workers (each owns some key groups: ask both).
     let all = admins.join(",");
@@ -167,13 +173,28 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     assert_eq!(got["total"]["typename"], "io.statefun.types/long", "{out}");
     assert_eq!(got["total"]["value"], saved["k1"], "{out}");
     let (ok, out, err) = spindle(
-        &["state", "list", "example/counter", "--prefix", "k", "--limit", "3", "--admin", &all],
+        &[
+            "state",
+            "list",
+            "example/counter",
+            "--prefix",
+            "k",
+            "--limit",
+            "3",
+            "--admin",
+            &all,
+        ],
         env,
     );
     assert!(ok, "{err}");
     let ids: Vec<String> = out
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids, ["k0", "k1", "k2"], "{out}");
     let (ok, _, err) = spindle(&["state", "get", "example/counter/nobody", "--admin", &all], env);
@@ -182,7 +203,10 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     // Later changes, and enough checkpoints that retention (retained: 1) has run past it.
     add(ingress, "k0", 100, 1000).await;
     let target = n + 12;
-    wait_until("12 more checkpoints", IDLE, || workers[0].progress().completed >= target).await;
+    wait_until("12 more checkpoints", IDLE, || {
+        workers[0].progress().completed >= target
+    })
+    .await;
     wait_cluster_idle(&workers, IDLE).await;
     for w in workers {
         w.shutdown().await;
@@ -194,25 +218,49 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     assert!(ok, "{err}");
     eprintln!("spindle checkpoints list:\n{out}");
     let rows: Vec<&str> = out.lines().skip(1).collect();
-    assert!(rows[0].trim_start().starts_with(&format!("{n} ")) && rows[0].ends_with("before-upgrade"), "{out}");
+    assert!(
+        rows[0].trim_start().starts_with(&format!("{n} ")) && rows[0].ends_with("before-upgrade"),
+        "{out}"
+    );
     // Retention (every 4 checkpoints, keeping 1) deleted the others of that time.
     let others: Vec<u64> = rows[1..]
         .iter()
         .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
         .collect();
     assert!(!others.is_empty() && others.iter().all(|&o| o > n + 8), "{out}");
-    let (ok, out, err) = spindle(&[&["checkpoints", "inspect", "before-upgrade"][..], &at[..]].concat(), env);
+    let (ok, out, err) = spindle(
+        &[&["checkpoints", "inspect", "before-upgrade"][..], &at[..]].concat(),
+        env,
+    );
     assert!(ok, "{err}");
     let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(inspected["checkpoint"], n);
     assert_eq!(inspected["savepoints"], serde_json::json!(["before-upgrade"]));
     assert_eq!(inspected["workers"], 2);
     assert_eq!(inspected["keyGroups"], 16);
-    assert_eq!(inspected["addressesByType"], serde_json::json!({"example/counter": 5}), "{out}");
+    assert_eq!(
+        inspected["addressesByType"],
+        serde_json::json!({"example/counter": 5}),
+        "{out}"
+    );
     assert_eq!(inspected["heldEgress"], serde_json::json!([]), "{out}");
-    assert!(inspected["size"].as_u64().unwrap() > 0 && inspected["parts"].as_array().unwrap().len() == 2, "{out}");
+    assert!(
+        inspected["size"].as_u64().unwrap() > 0 && inspected["parts"].as_array().unwrap().len() == 2,
+        "{out}"
+    );
     let (ok, out, err) = spindle(
-        &[&["state", "export", "--type", "example/counter", "--checkpoint", "before-upgrade"][..], &at[..]].concat(),
+        &[
+            &[
+                "state",
+                "export",
+                "--type",
+                "example/counter",
+                "--checkpoint",
+                "before-upgrade",
+            ][..],
+            &at[..],
+        ]
+        .concat(),
         env,
     );
     assert!(ok, "{err}");
@@ -220,12 +268,18 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["id"].as_str().unwrap().to_string(), v["state"]["total"]["value"].as_i64().unwrap())
+            (
+                v["id"].as_str().unwrap().to_string(),
+                v["state"]["total"]["value"].as_i64().unwrap(),
+            )
         })
         .collect();
     assert_eq!(exported, saved, "the savepoint holds the state when it was taken");
     let (ok, _, err) = spindle(&[&["checkpoints", "inspect", "nope"][..], &at[..]].concat(), env);
-    assert!(!ok && err.contains("no savepoint `nope` (savepoints there: before-upgrade)"), "{err}");
+    assert!(
+        !ok && err.contains("no savepoint `nope` (savepoints there: before-upgrade)"),
+        "{err}"
+    );
 
     // A new application from the savepoint of `source`: exactly its state.
     let copy = app(
@@ -237,7 +291,11 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     let copied = start_cluster(&copy, &dir.join("copy"), 2).await;
     wait_until("the copy restored", IDLE, || copied[0].progress().restored > 0).await;
     wait_cluster_idle(&copied, IDLE).await;
-    assert_eq!(totals(&copied, &KEYS).await, saved, "restoreFrom: exactly the savepoint's state");
+    assert_eq!(
+        totals(&copied, &KEYS).await,
+        saved,
+        "restoreFrom: exactly the savepoint's state"
+    );
     add(copied[0].ingress_addr.unwrap(), "k4", 200, 5).await;
     wait_cluster_idle(&copied, IDLE).await;
     let restored = copied[0].progress().restored;
@@ -248,7 +306,11 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     let copied = start_cluster(&copy, &dir.join("copy"), 2).await;
     wait_until("the copy resumed", IDLE, || copied[0].progress().restored > restored).await;
     wait_cluster_idle(&copied, IDLE).await;
-    assert_eq!(totals(&copied, &["k4"]).await["k4"], saved["k4"] + 5, "restarted, not restored again");
+    assert_eq!(
+        totals(&copied, &["k4"]).await["k4"],
+        saved["k4"] + 5,
+        "restarted, not restored again"
+    );
     for w in copied {
         w.shutdown().await;
     }
@@ -266,11 +328,28 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
 
     // Errors name what is wrong.
     let from_savepoint = "    restoreFrom: before-upgrade\n    restoreFromApplication: source";
-    let err = refused(&app("e1", &endpoint, storage, "    restoreFrom: nope\n    restoreFromApplication: source"), &dir.join("e1")).await;
-    assert!(err.contains("spec.checkpoint.restoreFrom:") && err.contains("no savepoint `nope` (savepoints there: before-upgrade)"), "{err}");
+    let err = refused(
+        &app(
+            "e1",
+            &endpoint,
+            storage,
+            "    restoreFrom: nope\n    restoreFromApplication: source",
+        ),
+        &dir.join("e1"),
+    )
+    .await;
+    assert!(
+        err.contains("spec.checkpoint.restoreFrom:")
+            && err.contains("no savepoint `nope` (savepoints there: before-upgrade)"),
+        "{err}"
+    );
     let other_groups = app("e2", &endpoint, storage, from_savepoint).replace("keyGroups: 16", "keyGroups: 32");
     let err = refused(&other_groups, &dir.join("e2")).await;
-    assert!(err.contains(&format!("checkpoint {n} of")) && err.contains("has 16 key groups, this application 32: the key-group count cannot change"), "{err}");
+    assert!(
+        err.contains(&format!("checkpoint {n} of"))
+            && err.contains("has 16 key groups, this application 32: the key-group count cannot change"),
+        "{err}"
+    );
     if let Some(root) = storage.strip_prefix('/').map(|_| Path::new(storage)) {
         // A damaged part of the savepoint: found where it is read, named.
         let part = inspected["parts"][0]["key"].as_str().unwrap();
@@ -279,7 +358,10 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
-        let (ok, _, err) = spindle(&[&["checkpoints", "inspect", "before-upgrade"][..], &at[..]].concat(), env);
+        let (ok, _, err) = spindle(
+            &[&["checkpoints", "inspect", "before-upgrade"][..], &at[..]].concat(),
+            env,
+        );
         assert!(!ok && err.contains("is damaged") && err.contains(part), "{err}");
         let err = refused(&app("e3", &endpoint, storage, from_savepoint), &dir.join("e3")).await;
         assert!(err.contains("is damaged") && err.contains(part), "{err}");
@@ -318,7 +400,12 @@ async fn savepoint_restore_from_and_state_on_a_directory() {
 fn savepoint_restore_from_and_state_on_s3() {
     let moto = Moto::start("savepoints");
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "s3_walk_through_with_the_aws_variables", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "s3_walk_through_with_the_aws_variables",
+            "--ignored",
+            "--nocapture",
+        ])
         .envs(moto.env())
         .env("SPINDLE_TEST_S3_URL", moto.url("apps"))
         .status()
@@ -344,7 +431,14 @@ fn spawn_run(dir: &Path, file: &str, admin: std::net::SocketAddr, input: Option<
     let log = std::fs::File::create(dir.join(format!("{file}.log"))).unwrap();
     let mut cmd = Command::new(SPINDLE);
     cmd.current_dir(dir)
-        .args(["run", file, "--ingress-addr", "127.0.0.1:0", "--admin-addr", &admin.to_string()])
+        .args([
+            "run",
+            file,
+            "--ingress-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            &admin.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(log);
     if let Some(i) = input {
@@ -374,7 +468,10 @@ async fn wait_status(admin: std::net::SocketAddr, what: &str, cond: impl Fn(&ser
         if status.as_ref().is_some_and(&cond) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not after {IDLE:?}; last /status: {status:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not after {IDLE:?}; last /status: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -409,7 +506,11 @@ async fn a_local_application_saves_and_another_starts_from_its_savepoint() {
     let (ok, out, err) = spindle(&["state", "get", "py/counter/zoe", "--admin", &url], &[]);
     assert!(ok, "{err}");
     let state: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(state["count"], serde_json::json!({"typename": "io.statefun.types/int", "value": 5}), "{out}");
+    assert_eq!(
+        state["count"],
+        serde_json::json!({"typename": "io.statefun.types/int", "value": 5}),
+        "{out}"
+    );
     let (ok, out, err) = spindle(&["state", "export", "--admin", &url], &[]);
     assert!(ok, "{err}");
     let types: Vec<String> = out
@@ -435,7 +536,10 @@ async fn a_local_application_saves_and_another_starts_from_its_savepoint() {
     .unwrap();
     let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let run = spawn_run(dir.path(), "copy.yaml", admin, None);
-    wait_status(admin, "the copy restored", |s| s["restoredCheckpoint"].as_u64() > Some(0)).await;
+    wait_status(admin, "the copy restored", |s| {
+        s["restoredCheckpoint"].as_u64() > Some(0)
+    })
+    .await;
     let url = format!("http://{admin}");
     let (ok, out, err) = spindle(&["state", "get", "py/counter/zoe", "--admin", &url], &[]);
     assert!(ok, "{err}");
@@ -444,7 +548,15 @@ async fn a_local_application_saves_and_another_starts_from_its_savepoint() {
     stop(run);
     let storage = dir.path().join(".spindle/checkpoints").display().to_string();
     let (ok, out, err) = spindle(
-        &["checkpoints", "inspect", "before", "--storage", &storage, "--application", "local"],
+        &[
+            "checkpoints",
+            "inspect",
+            "before",
+            "--storage",
+            &storage,
+            "--application",
+            "local",
+        ],
         &[],
     );
     assert!(ok, "{err}");

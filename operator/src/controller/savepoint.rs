@@ -89,7 +89,11 @@ mod tests {
         assert_eq!(next(Some("b"), Some(&taken), true), Step::Take("b".into()));
         let later = outcome("b", Err(SavepointRefusal::Unavailable("down".into())), "t".into());
         assert_eq!(later.phase, PENDING);
-        assert_eq!(next(Some("b"), Some(&later), true), Step::Take("b".into()), "asked again");
+        assert_eq!(
+            next(Some("b"), Some(&later), true),
+            Step::Take("b".into()),
+            "asked again"
+        );
         let refused = outcome("b", Err(SavepointRefusal::Refused("exists".into())), "t".into());
         assert_eq!(next(Some("b"), Some(&refused), true), Step::Done);
     }

@@ -58,6 +58,9 @@ pub fn app_from(yaml: &str) -> StatefulApplication {
     serde_yaml::from_str(yaml).expect("a StatefulApplication")
 }
 
+/// Savepoint names asked for, with the `Authorization` header of each request.
+pub type Asked = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// Worker 0's admin endpoint: `/status` with a checkpoint number the test sets, and any
 /// other fields the test adds (`set_fields`), as the worker reports them.
 pub struct FakeWorker {
@@ -66,7 +69,7 @@ pub struct FakeWorker {
     pub url: String,
     /// `POST /savepoints/{name}` requests, with their `Authorization` header; each answered
     /// with the completed checkpoint, 409 for a name asked before.
-    pub savepoints: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    pub savepoints: Asked,
 }
 
 impl FakeWorker {
@@ -74,7 +77,7 @@ impl FakeWorker {
         let completed = Arc::new(AtomicU64::new(0));
         let fields = Arc::new(Mutex::new(serde_json::Map::new()));
         let (c, f) = (completed.clone(), fields.clone());
-        let savepoints: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let savepoints: Asked = Arc::default();
         let (c2, sp) = (completed.clone(), savepoints.clone());
         let routes = axum::Router::new().route(
             "/savepoints/{name}",
@@ -83,9 +86,7 @@ impl FakeWorker {
                     let (c, sp) = (c2.clone(), sp.clone());
                     async move {
                         use axum::response::IntoResponse;
-                        let auth = headers
-                            .get("authorization")
-                            .map(|v| v.to_str().unwrap().to_string());
+                        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
                         let mut asked = sp.lock().unwrap();
                         let repeated = asked.iter().any(|(n, _)| *n == name);
                         asked.push((name.clone(), auth));

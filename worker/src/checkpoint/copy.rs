@@ -109,7 +109,11 @@ pub async fn apply(
     let src = if local {
         dst.clone()
     } else {
-        CheckpointStore::open(from.storage.as_deref().unwrap_or(own_url), base_dir, &source.storage_root())?
+        CheckpointStore::open(
+            from.storage.as_deref().unwrap_or(own_url),
+            base_dir,
+            &source.storage_root(),
+        )?
     };
     let manifest = src.resolve(&from.from).await?;
     let n = manifest.checkpoint;
@@ -143,21 +147,26 @@ pub async fn apply(
         let rename = |p: &PartInfo| copy_key(dst, &p.key, copy);
         let mut copied = std::collections::HashMap::new();
         for p in manifest.referenced() {
-            let to = dst
-                .copy_part(&src, p, rename(p))
-                .await
-                .map_err(|e| if e.is_damage() { damaged(e.to_string()) } else { CopyError::Store(e) })?;
+            let to = dst.copy_part(&src, p, rename(p)).await.map_err(|e| {
+                if e.is_damage() {
+                    damaged(e.to_string())
+                } else {
+                    CopyError::Store(e)
+                }
+            })?;
             copied.insert(p.key.clone(), to);
         }
         let swap = |p: &PartInfo| copied[&p.key].clone();
         m.parts = manifest.parts.iter().map(swap).collect();
         m.objects = manifest.objects.iter().map(swap).collect();
         // The parts were written by the source application (the restore accepts them so).
-        m.copied_from = Some(manifest.copied_from.clone().unwrap_or(CopiedFrom {
-            application: source.name.clone(),
-            namespace: source.namespace.clone(),
-            checkpoint: n,
-            storage: src.describe(),
+        m.copied_from = Some(manifest.copied_from.clone().unwrap_or_else(|| {
+            Box::new(CopiedFrom {
+                application: source.name.clone(),
+                namespace: source.namespace.clone(),
+                checkpoint: n,
+                storage: src.describe(),
+            })
         }));
         if source == *me {
             m.copied_from = manifest.copied_from.clone();

@@ -89,7 +89,7 @@ pub struct Manifest {
     /// A copy of another application's checkpoint (`restoreFrom`): its parts were written
     /// by that application, and a restore accepts them as such.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copied_from: Option<CopiedFrom>,
+    pub copied_from: Option<Box<CopiedFrom>>,
 }
 
 /// Where a copied checkpoint came from.

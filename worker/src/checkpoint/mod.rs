@@ -18,8 +18,8 @@
 pub(crate) mod chains;
 pub(crate) mod codec;
 pub(crate) mod control;
-pub(crate) mod copy;
 pub(crate) mod coordinator;
+pub(crate) mod copy;
 pub(crate) mod group_commit;
 pub(crate) mod link;
 pub mod manifest;

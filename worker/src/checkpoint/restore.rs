@@ -106,7 +106,7 @@ pub(crate) async fn load(
         });
     }
     // A copy of another application's checkpoint holds that application's parts.
-    let writer = manifest.copied_from.as_ref().map(writer_of);
+    let writer = manifest.copied_from.as_deref().map(writer_of);
     let app = writer.as_ref().unwrap_or(app);
     let mut restored = match manifest.format {
         1 => {
@@ -147,7 +147,7 @@ pub(crate) async fn load_rest(
         workers: 1,
         key_groups: manifest.key_groups,
     };
-    let writer = manifest.copied_from.as_ref().map(writer_of);
+    let writer = manifest.copied_from.as_deref().map(writer_of);
     let app = writer.as_ref().unwrap_or(app);
     if manifest.format == 1 {
         return Ok(whole_parts(store, manifest, app, all).await?.0);

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::Progress;
 use super::coordinator::Event;
 use super::store::{CheckpointStore, Savepoint, StoreError};
-use super::Progress;
 use crate::clock::now_ms;
 
 #[derive(Debug, thiserror::Error)]

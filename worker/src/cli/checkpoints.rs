@@ -29,7 +29,12 @@ pub async fn save(name: &str, admin: &str, token: Option<&str>) -> anyhow::Resul
         bail!("{url}: {status}: {text}");
     }
     let s: Savepoint = serde_json::from_slice(&body).with_context(|| format!("{url}: not a savepoint: {text}"))?;
-    println!("savepoint `{}`: checkpoint {} ({})", s.name, s.checkpoint, time(s.created_at_ms));
+    println!(
+        "savepoint `{}`: checkpoint {} ({})",
+        s.name,
+        s.checkpoint,
+        time(s.created_at_ms)
+    );
     Ok(())
 }
 
@@ -73,10 +78,18 @@ pub async fn list(at: &Storage) -> anyhow::Result<()> {
     }
     for (n, v) in &names {
         if !completed.contains(n) {
-            println!("{n:>8}  missing: savepoints {} name it, its manifest is gone", v.join(","));
+            println!(
+                "{n:>8}  missing: savepoints {} name it, its manifest is gone",
+                v.join(",")
+            );
         }
     }
-    eprintln!("{}: {} checkpoints, {} savepoints", store.describe(), completed.len(), names.values().map(Vec::len).sum::<usize>());
+    eprintln!(
+        "{}: {} checkpoints, {} savepoints",
+        store.describe(),
+        completed.len(),
+        names.values().map(Vec::len).sum::<usize>()
+    );
     Ok(())
 }
 

@@ -36,7 +36,10 @@ impl Storage {
     }
 
     pub fn open(&self) -> anyhow::Result<(CheckpointStore, AppIdentity)> {
-        let url = self.storage.as_deref().context("give --storage (or --admin for a running application)")?;
+        let url = self
+            .storage
+            .as_deref()
+            .context("give --storage (or --admin for a running application)")?;
         let identity = self.identity()?;
         let store = CheckpointStore::open(url, &std::env::current_dir()?, &identity.storage_root())?;
         Ok((store, identity))
@@ -69,6 +72,6 @@ pub async fn load(store: &CheckpointStore, manifest: &Manifest, app: &AppIdentit
     };
     let restored = restore::load(store, manifest.checkpoint, app, all)
         .await
-        .with_context(|| format!("{}", store.describe()))?;
+        .with_context(|| store.describe())?;
     Ok(restored.capture)
 }

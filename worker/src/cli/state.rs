@@ -112,9 +112,7 @@ pub async fn run(cmd: StateCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     // Several workers' lists: one order, one limit.
-    lines.sort_by(|a, b| {
-        (a["typename"].as_str(), a["id"].as_str()).cmp(&(b["typename"].as_str(), b["id"].as_str()))
-    });
+    lines.sort_by(|a, b| (a["typename"].as_str(), a["id"].as_str()).cmp(&(b["typename"].as_str(), b["id"].as_str())));
     if let Some(limit) = query.limit {
         lines.truncate(limit);
     }

@@ -93,23 +93,41 @@ mod tests {
         let other = TypeName::parse("example/other").unwrap();
         let int = |n: i32| Value {
             typename: "io.statefun.types/int".into(),
-            bytes: spindle_protocol::Primitive::Int(n).encode().into(),
+            bytes: spindle_protocol::Primitive::Int(n).encode(),
         };
         for id in ["bob", "alice", "al"] {
             s.restore(Address::new(t.clone(), id), "seen", int(id.len() as i32), None);
         }
         s.restore(Address::new(t.clone(), "alex"), "seen", int(1), Some(5));
-        s.restore(Address::new(other.clone(), "alice"), "seen", int(9), None);
+        s.restore(Address::new(other, "alice"), "seen", int(9), None);
         let q = StateQuery {
-            typename: Some(t.clone()),
+            typename: Some(t),
             prefix: Some("al".into()),
             limit: None,
         };
         let ids: Vec<String> = select(&s, &q, 10).iter().map(|a| a.address.id.to_string()).collect();
         assert_eq!(ids, ["al", "alice"], "alex's only value expired at 5");
-        let all = select(&s, &StateQuery { limit: Some(4), ..StateQuery::default() }, 1);
-        let ids: Vec<String> = all.iter().map(|a| format!("{}/{}", a.address.typename, a.address.id)).collect();
-        assert_eq!(ids, ["example/greeter/al", "example/greeter/alex", "example/greeter/alice", "example/greeter/bob"]);
+        let all = select(
+            &s,
+            &StateQuery {
+                limit: Some(4),
+                ..StateQuery::default()
+            },
+            1,
+        );
+        let ids: Vec<String> = all
+            .iter()
+            .map(|a| format!("{}/{}", a.address.typename, a.address.id))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "example/greeter/al",
+                "example/greeter/alex",
+                "example/greeter/alice",
+                "example/greeter/bob"
+            ]
+        );
         let line = address_json(&all[2]);
         assert_eq!(
             line,

@@ -36,16 +36,28 @@ pub enum ResolveError {
     #[error("{store}: no savepoint `{name}` (savepoints there: {known})")]
     UnknownSavepoint { store: String, name: String, known: String },
     #[error("{store}: no checkpoint {checkpoint} (completed checkpoints there: {known})")]
-    UnknownCheckpoint { store: String, checkpoint: u64, known: String },
+    UnknownCheckpoint {
+        store: String,
+        checkpoint: u64,
+        known: String,
+    },
     #[error("{store}: savepoint `{name}` names checkpoint {checkpoint}, whose manifest is gone")]
-    Dangling { store: String, name: String, checkpoint: u64 },
+    Dangling {
+        store: String,
+        name: String,
+        checkpoint: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 fn list_or_none<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
     let names: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
-    if names.is_empty() { "none".into() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }
 
 impl CheckpointStore {
@@ -105,10 +117,12 @@ impl CheckpointStore {
     pub async fn savepoint(&self, name: &str) -> Result<Option<Savepoint>, StoreError> {
         let path = self.savepoint_path(name);
         match self.get(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                key: path.to_string(),
-                reason: format!("not a savepoint record: {e}"),
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: path.to_string(),
+                    reason: format!("not a savepoint record: {e}"),
+                }),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -148,10 +162,12 @@ impl CheckpointStore {
     pub async fn restored_from(&self) -> Result<Option<RestoredFrom>, StoreError> {
         let path = self.root.clone().join("restored-from");
         match self.get(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                key: path.to_string(),
-                reason: format!("not a restore record: {e}"),
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: path.to_string(),
+                    reason: format!("not a restore record: {e}"),
+                }),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -189,7 +205,11 @@ impl CheckpointStore {
         key: String,
     ) -> Result<super::PartInfo, StoreError> {
         let payload = src.read_part(part).await?;
-        let magic = if part.index.is_some() { super::MAGIC_V2 } else { super::MAGIC_V1 };
+        let magic = if part.index.is_some() {
+            super::MAGIC_V2
+        } else {
+            super::MAGIC_V1
+        };
         let crc32 = self.put_object(&key, magic, payload).await?;
         Ok(super::PartInfo {
             key,

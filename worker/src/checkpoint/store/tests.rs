@@ -318,10 +318,14 @@ async fn a_savepoint_keeps_its_checkpoint_and_every_object_of_its_chains_past_co
         Err(StoreError::Conflict { .. })
     ));
     let rebase = with(s.put_part(3, 1, 0, Bytes::from_static(b"rebase")).await.unwrap());
-    s.put_manifest(&v2(3, vec![rebase.clone()], rebase.clone())).await.unwrap();
+    s.put_manifest(&v2(3, vec![rebase.clone()], rebase.clone()))
+        .await
+        .unwrap();
     for n in 4..=6 {
         let d = with(s.put_part(n, 1, 0, Bytes::from_static(b"d")).await.unwrap());
-        s.put_manifest(&v2(n, vec![rebase.clone(), d.clone()], d)).await.unwrap();
+        s.put_manifest(&v2(n, vec![rebase.clone(), d.clone()], d))
+            .await
+            .unwrap();
     }
     assert_eq!(s.retain(1).await.unwrap(), 4, "1, 3, 4 and 5 lose their manifests");
     assert_eq!(s.completed().await.unwrap(), [2, 6]);
@@ -333,8 +337,14 @@ async fn a_savepoint_keeps_its_checkpoint_and_every_object_of_its_chains_past_co
     assert_eq!(s.resolve("before-upgrade").await.unwrap().checkpoint, 2);
     assert_eq!(s.resolve("6").await.unwrap().checkpoint, 6);
     let unknown = s.resolve("nope").await.unwrap_err().to_string();
-    assert!(unknown.contains("no savepoint `nope` (savepoints there: before-upgrade)"), "{unknown}");
+    assert!(
+        unknown.contains("no savepoint `nope` (savepoints there: before-upgrade)"),
+        "{unknown}"
+    );
     let unknown = s.resolve("4").await.unwrap_err().to_string();
-    assert!(unknown.contains("no checkpoint 4 (completed checkpoints there: 2, 6)"), "{unknown}");
+    assert!(
+        unknown.contains("no checkpoint 4 (completed checkpoints there: 2, 6)"),
+        "{unknown}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
