@@ -356,7 +356,7 @@ pub struct CheckpointSpec {
     /// application file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
-    /// Completed checkpoints to keep; older ones are deleted.
+    /// Completed checkpoints to keep; older ones are deleted, but for savepoints.
     #[serde(default = "default_retained")]
     pub retained: u32,
     /// What happens to this application's checkpoint data when the `StatefulApplication` is
