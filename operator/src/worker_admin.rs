@@ -58,6 +58,8 @@ pub enum SavepointRefusal {
     Refused(String),
     /// It did not answer, or not in time, or could not complete a checkpoint: ask again.
     Unavailable(String),
+    /// The name is taken (maybe by an earlier request of ours that timed out).
+    Exists(String),
 }
 
 #[derive(Clone)]
@@ -112,6 +114,41 @@ impl WorkerAdmin {
 }
 
 impl WorkerAdmin {
+    /// Worker 0's record of savepoint `name`, if it has one.
+    pub async fn savepoint_record(
+        &self,
+        app: &StatefulApplication,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<Option<SavepointRecord>, String> {
+        let url = format!("{}/savepoints/{name}", self.base_url(app));
+        let mut req = http::Request::get(&url);
+        if let Some(t) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Empty::new()).map_err(|e| format!("{url}: {e}"))?;
+        let response = tokio::time::timeout(TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| format!("{url}: no answer within {TIMEOUT:?}"))?
+            .map_err(|e| format!("{url}: {}", with_causes(&e)))?;
+        let status = response.status();
+        let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| format!("{url}: body not read within {TIMEOUT:?}"))?
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        match status.as_u16() {
+            200 => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("{url}: not a savepoint: {e}")),
+            404 => Ok(None),
+            _ => Err(format!(
+                "{url}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )),
+        }
+    }
+
     /// Asks worker 0 for a savepoint named `name` and waits up to `timeout` for it (a
     /// checkpoint started now, then recorded).
     pub async fn savepoint(
@@ -143,6 +180,7 @@ impl WorkerAdmin {
         let text = String::from_utf8_lossy(&body).trim().to_string();
         match status.as_u16() {
             200 => serde_json::from_slice(&body).map_err(|e| unavailable(format!("not a savepoint: {e}: {text}"))),
+            409 if text.contains("exists already") => Err(SavepointRefusal::Exists(format!("{url}: {text}"))),
             400 | 401 | 403 | 404 | 409 => Err(SavepointRefusal::Refused(format!("{url}: HTTP {status}: {text}"))),
             _ => Err(unavailable(format!("HTTP {status}: {text}"))),
         }

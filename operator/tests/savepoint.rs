@@ -1,7 +1,8 @@
 //! `spec.checkpoint.savepointRequest` against the in-memory API and a loopback stand-in for
 //! worker 0's admin endpoint: the operator asks for each name once (with a token from
 //! `spec.admin.auth`'s Secret), reports it in `status.savepoint` with an event, keeps asking
-//! while the workers cannot answer, reports a refusal as final — and restarts no worker.
+//! while the workers cannot answer (and finds a savepoint whose answer came too late), reports
+//! a refusal as final — and restarts no worker.
 
 mod support;
 
@@ -65,6 +66,19 @@ async fn a_savepoint_request_is_carried_out_once_and_reported() {
     assert!(status.message.unwrap().contains("exists already"));
     assert!(w.event_reasons().await.contains(&"SavepointFailed".to_string()));
     assert_eq!(w.worker.savepoints.lock().unwrap().len(), 3);
+
+    // Taken, but the answer came too late (Pending); asked again, worker 0 has it: Taken.
+    w.edit(|a| a.spec.checkpoint.savepoint_request = Some("slow-1".into()))
+        .await;
+    w.reconcile().await;
+    assert_eq!(w.get().await.status.unwrap().savepoint.unwrap().phase, "Pending");
+    w.reconcile().await;
+    let status = w.get().await.status.unwrap().savepoint.unwrap();
+    assert_eq!(
+        (status.phase.as_str(), status.checkpoint),
+        ("Taken", Some(5)),
+        "{status:?}"
+    );
 
     // With admin auth: a token from its Secret.
     let secrets: kube::Api<Secret> = w.api();

@@ -66,7 +66,7 @@ impl Admin {
             .route("/dead-letters/{id}", delete(drop_dead_letter))
             .route("/state", get(list_state))
             .route("/state/{namespace}/{type}/{id}", get(state))
-            .route("/savepoints/{name}", post(savepoint))
+            .route("/savepoints/{name}", post(savepoint).get(savepoint_record))
             .with_state(self)
     }
 }
@@ -257,5 +257,21 @@ async fn savepoint(State(a): State<Admin>, headers: HeaderMap, Path(name): Path<
             };
             (status, format!("{e}\n")).into_response()
         }
+    }
+}
+
+/// A savepoint's record (404: none by that name): how a caller whose request timed out learns
+/// that it was taken after all.
+async fn savepoint_record(State(a): State<Admin>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
+    let Some(savepoints) = &a.savepoints else {
+        return (StatusCode::CONFLICT, "no savepoints here: ask worker 0\n").into_response();
+    };
+    match savepoints.store.savepoint(&name).await {
+        Ok(Some(s)) => Json(json!(s)).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no savepoint `{name}`\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }

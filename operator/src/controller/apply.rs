@@ -326,9 +326,20 @@ async fn take_savepoint(
     };
     let interval = spec.spec.checkpoint.interval.as_duration();
     let timeout = (Duration::from_secs(10) + interval * 10).min(Duration::from_secs(60));
+    use crate::worker_admin::SavepointRefusal;
     let result = match admin_token(spec, ctx, namespace).await {
-        Ok(token) => ctx.workers.savepoint(spec, &name, token.as_deref(), timeout).await,
-        Err(why) => Err(crate::worker_admin::SavepointRefusal::Refused(why)),
+        Ok(token) => match ctx.workers.savepoint(spec, &name, token.as_deref(), timeout).await {
+            // Asked before, and the answer never came (a timeout): it may be ours.
+            Err(SavepointRefusal::Exists(why)) if previous.savepoint.as_ref().is_some_and(|p| p.name == name) => {
+                match ctx.workers.savepoint_record(spec, &name, token.as_deref()).await {
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => Err(SavepointRefusal::Refused(why)),
+                    Err(e) => Err(SavepointRefusal::Unavailable(e)),
+                }
+            }
+            other => other,
+        },
+        Err(why) => Err(SavepointRefusal::Refused(why)),
     };
     let status = savepoint::outcome(&name, result, Timestamp::now().to_string());
     let note = status.message.clone().unwrap_or_default();

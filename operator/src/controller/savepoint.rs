@@ -47,7 +47,7 @@ pub fn outcome(name: &str, result: Result<SavepointRecord, SavepointRefusal>, ti
                 r.checkpoint
             )),
         },
-        Err(SavepointRefusal::Refused(why)) => SavepointStatus {
+        Err(SavepointRefusal::Refused(why) | SavepointRefusal::Exists(why)) => SavepointStatus {
             name: name.to_string(),
             phase: FAILED.into(),
             message: Some(why),

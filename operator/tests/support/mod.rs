@@ -97,11 +97,32 @@ impl FakeWorker {
                             )
                                 .into_response();
                         }
+                        if name.starts_with("slow") {
+                            // Taken, but the answer comes too late for the caller.
+                            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "no answer in time").into_response();
+                        }
                         axum::Json(json!({"name": name, "checkpoint": c.load(Ordering::SeqCst), "createdAtMs": 1}))
                             .into_response()
                     }
                 },
             ),
+        );
+        let sp = savepoints.clone();
+        let c3 = completed.clone();
+        let routes = routes.route(
+            "/savepoints/{name}",
+            axum::routing::get(move |axum::extract::Path(name): axum::extract::Path<String>| {
+                let (sp, c) = (sp.clone(), c3.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    if sp.lock().unwrap().iter().any(|(n, _)| *n == name) {
+                        axum::Json(json!({"name": name, "checkpoint": c.load(Ordering::SeqCst), "createdAtMs": 1}))
+                            .into_response()
+                    } else {
+                        (axum::http::StatusCode::NOT_FOUND, "no savepoint").into_response()
+                    }
+                }
+            }),
         );
         let routes = routes.route(
             "/status",
