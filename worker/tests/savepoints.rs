@@ -145,15 +145,17 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     assert!(!ok && err.contains("401"), "{err}");
 
     // A savepoint of the running application, through worker 0.
+    let asked = std::time::Instant::now();
     let (ok, out, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[0]], env);
     assert!(ok, "{err}");
+    let took = asked.elapsed();
     let n: u64 = out
         .split("checkpoint ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no checkpoint in {out}"));
-    eprintln!("savepoint before-upgrade: checkpoint {n}");
+    eprintln!("savepoint before-upgrade: checkpoint {n}, `spindle checkpoints save` took {took:?} (interval 100ms)");
     let (ok, _, err) = spindle(&["checkpoints", "save", "before-upgrade", "--admin", &admins[0]], env);
     assert!(
         !ok && err.contains("savepoint `before-upgrade` exists already"),
@@ -288,8 +290,13 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
         storage,
         "    restoreFrom: before-upgrade\n    restoreFromApplication: source",
     );
+    let started = std::time::Instant::now();
     let copied = start_cluster(&copy, &dir.join("copy"), 2).await;
     wait_until("the copy restored", IDLE, || copied[0].progress().restored > 0).await;
+    eprintln!(
+        "restoreFrom another application ({storage}): copied and restored in {:?}",
+        started.elapsed()
+    );
     wait_cluster_idle(&copied, IDLE).await;
     assert_eq!(
         totals(&copied, &KEYS).await,
