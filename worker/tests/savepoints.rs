@@ -49,7 +49,7 @@ async fn functions() -> (String, tokio::sync::watch::Sender<bool>) {
     (format!("http://{addr}/statefun"), stop)
 }
 
-fn app(name: &str, endpoint: &str, storage: &str, extra: &str) -> String {
+fn app(tokens: &Path, name: &str, endpoint: &str, storage: &str, extra: &str) -> String {
     format!(
         r#"
 apiVersion: spindle.dev/v1alpha1
@@ -74,7 +74,7 @@ spec:
   admin:
     auth: {{tokensFile: "{tokens}"}}
 "#,
-        tokens = std::env::temp_dir().join("spindle-savepoints-admin-tokens").display()
+        tokens = tokens.display()
     )
 }
 
@@ -115,11 +115,8 @@ const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
 
 /// The whole walk-through on one storage (`storage` URL; `env` reaches it).
 async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
-    std::fs::write(
-        std::env::temp_dir().join("spindle-savepoints-admin-tokens"),
-        format!("# the tests' admin token\n{TOKEN}\n"),
-    )
-    .unwrap();
+    let tokens = dir.join("admin-tokens");
+    std::fs::write(&tokens, format!("# the tests' admin token\n{TOKEN}\n")).unwrap();
     let no_token = env;
     let with_token: Vec<(String, String)> = env
         .iter()
@@ -128,7 +125,7 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
         .collect();
     let env = &with_token[..];
     let (endpoint, _stop) = functions().await;
-    let workers = start_cluster(&app("source", &endpoint, storage, ""), dir, 2).await;
+    let workers = start_cluster(&app(&tokens, "source", &endpoint, storage, ""), dir, 2).await;
     let ingress = workers[0].ingress_addr.unwrap();
     let admins: Vec<String> = workers.iter().map(|w| format!("http://{}", w.admin_addr)).collect();
     for seq in 0..40u64 {
@@ -285,6 +282,7 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
 
     // A new application from the savepoint of `source`: exactly its state.
     let copy = app(
+        &tokens,
         "copy",
         &endpoint,
         storage,
@@ -324,7 +322,13 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
 
     // The source itself, restarted from a checkpoint by number (its savepoint's): no copy,
     // a new manifest over the same objects; k0's later +1000 is gone.
-    let again = app("source", &endpoint, storage, &format!("    restoreFrom: \"{n}\""));
+    let again = app(
+        &tokens,
+        "source",
+        &endpoint,
+        storage,
+        &format!("    restoreFrom: \"{n}\""),
+    );
     let restarted = start_cluster(&again, dir, 2).await;
     wait_until("the source restored", IDLE, || restarted[0].progress().restored > n).await;
     wait_cluster_idle(&restarted, IDLE).await;
@@ -337,6 +341,7 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
     let from_savepoint = "    restoreFrom: before-upgrade\n    restoreFromApplication: source";
     let err = refused(
         &app(
+            &tokens,
             "e1",
             &endpoint,
             storage,
@@ -350,7 +355,7 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
             && err.contains("no savepoint `nope` (savepoints there: before-upgrade)"),
         "{err}"
     );
-    let other_groups = app("e2", &endpoint, storage, from_savepoint).replace("keyGroups: 16", "keyGroups: 32");
+    let other_groups = app(&tokens, "e2", &endpoint, storage, from_savepoint).replace("keyGroups: 16", "keyGroups: 32");
     let err = refused(&other_groups, &dir.join("e2")).await;
     assert!(
         err.contains(&format!("checkpoint {n} of"))
@@ -370,7 +375,7 @@ async fn walk_through(dir: &Path, storage: &str, env: &[(String, String)]) {
             env,
         );
         assert!(!ok && err.contains("is damaged") && err.contains(part), "{err}");
-        let err = refused(&app("e3", &endpoint, storage, from_savepoint), &dir.join("e3")).await;
+        let err = refused(&app(&tokens, "e3", &endpoint, storage, from_savepoint), &dir.join("e3")).await;
         assert!(err.contains("is damaged") && err.contains(part), "{err}");
     }
 }
