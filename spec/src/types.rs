@@ -132,9 +132,11 @@ pub struct MemorySpec {
     #[serde(default = "default_queue_bytes")]
     pub sink_queue_bytes: u64,
     /// The idempotency keys remembered for the dedup window (with the replies kept for them).
+    /// They leave only as the window passes them, so a worker at this bound admits nothing for
+    /// minutes: size it for the key rate times the window.
     #[serde(default = "default_queue_bytes")]
     pub idempotency_key_bytes: u64,
-    /// Delayed messages (`send_after`) not yet due.
+    /// Delayed messages (`send_after`) not yet due; they leave only as they fall due.
     #[serde(default = "default_queue_bytes")]
     pub delayed_message_bytes: u64,
 }

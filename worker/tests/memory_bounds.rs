@@ -204,12 +204,7 @@ async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_onc
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (status_after, _) = send(&client, ingress, again[0]).await.expect("the ingress answers");
-    assert_eq!(status_after, 503, "the door stays closed while checkpoints fail");
     let held = memory_gauge(admin, "held_egress").await.unwrap();
-    let refused_metric = metric(admin, "spindle_ingress_rejected_total{kind=\"memory_full\"}")
-        .await
-        .unwrap_or(0);
     flooding.store(false, Ordering::Relaxed);
     sampler.await.unwrap();
     let failed = status(admin).await.unwrap()["checkpointsFailed"].as_u64().unwrap_or(0);
@@ -233,6 +228,11 @@ async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_onc
         peak.saturating_sub(base) / 1024
     );
     assert!(refused > 0, "the ingress never pushed back");
+    let (status_after, _) = send(&client, ingress, again[0]).await.expect("the ingress answers");
+    assert_eq!(status_after, 503, "the door stays closed while checkpoints fail");
+    let refused_metric = metric(admin, "spindle_ingress_rejected_total{kind=\"memory_full\"}")
+        .await
+        .unwrap_or(0);
     assert_eq!(refused_metric, refused + 1, "the worker counted every 503 it answered");
     assert!(
         held >= HELD_BOUND,
