@@ -1,4 +1,4 @@
-//! Memory bounded by bytes under a flood while checkpoints fail: a `spindle worker` process
+//! Memory bounded by bytes under a flood, two ways. (1) While checkpoints fail: a `spindle worker` process
 //! (started here, with moto as its S3 storage and an echo function in this process) takes a
 //! flood of 32 KiB records while the storage is stopped (SIGSTOP). Egress output is held until
 //! a checkpoint completes, so without a bound it would grow with the flood; with
@@ -7,7 +7,9 @@
 //! the gauge shows the held bytes at the bound, 503s were answered; then the storage resumes,
 //! the callers retry what was refused, and every record comes out of the file egress exactly
 //! once (lines counted per record, no dedup in the reader; callers send an idempotency key, so
-//! a retry after an unclear answer is applied once by the worker).
+//! a retry after an unclear answer is applied once by the worker). (2) For a hung peer: two
+//! processes, worker 1 SIGSTOPped, a flood into worker 0 for addresses worker 1 owns fills
+//! worker 0's peer queues to `spec.memory.peerQueueBytes`; the same checks, after SIGCONT.
 
 mod support;
 
@@ -24,8 +26,8 @@ use support::*;
 
 /// One record's body.
 const RECORD: usize = 32 << 10;
-/// The bound on held egress the application sets.
-const HELD_BOUND: u64 = 4 << 20;
+/// The bound the application sets on the queue under test.
+const BOUND: u64 = 4 << 20;
 /// Records in the flood: 62.5 MiB of values, 15 times the bound.
 const RECORDS: usize = 2000;
 const SENDERS: usize = 16;
@@ -33,7 +35,9 @@ const SENDERS: usize = 16;
 /// door closes.
 const MAX_BUFFERED: u64 = 32;
 
-fn app(fn_addr: SocketAddr, storage: &str) -> String {
+/// The application: one bounded queue (`spec.memory.{bounded}`), `workers` workers, `extra`
+/// spec lines.
+fn app(fn_addr: SocketAddr, storage: &str, bounded: &str, workers: u32, extra: &str) -> String {
     format!(
         r#"
 apiVersion: spindle.dev/v1alpha1
@@ -49,10 +53,10 @@ spec:
   egresses:
     - typename: t/out
       file: {{path: out.jsonl}}
-  maxBufferedMessages: {MAX_BUFFERED}
+  workers: {workers}
   memory:
-    heldEgressBytes: {HELD_BOUND}
-  checkpoint:
+    {bounded}: {BOUND}
+{extra}  checkpoint:
     interval: 200ms
     storage: {storage}
 "#
@@ -85,14 +89,15 @@ type Client = hyper_util::client::legacy::Client<
     http_body_util::Full<bytes::Bytes>,
 >;
 
-/// One POST of record `i`: its status and `Retry-After`, or `None` when the connection broke
-/// (the outcome is unknown: the idempotency key makes a retry safe).
-async fn send(client: &Client, ingress: SocketAddr, i: usize) -> Option<(u16, Option<u64>)> {
-    let mut body = format!("r{i}:").into_bytes();
+/// One POST of record `id` (to address `t/fn/{id}`, its value starting `{id}:`): its status
+/// and `Retry-After`, or `None` when the connection broke (the outcome is unknown: the
+/// idempotency key makes a retry safe).
+async fn send(client: &Client, ingress: SocketAddr, id: &str) -> Option<(u16, Option<u64>)> {
+    let mut body = format!("{id}:").into_bytes();
     body.resize(RECORD, b'.');
-    let req = http::Request::post(format!("http://{ingress}/t/fn/r{i}"))
+    let req = http::Request::post(format!("http://{ingress}/t/fn/{id}"))
         .header("content-type", "application/vnd.t/Text")
-        .header("idempotency-key", format!("k{i}"))
+        .header("idempotency-key", format!("k-{id}"))
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
@@ -113,77 +118,64 @@ struct Tally {
     other: AtomicU64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_once() {
-    let built = Instant::now();
-    let _ = env!("CARGO_BIN_EXE_spindle");
-    let moto = Moto::start("memory");
-    let (fn_addr, _stop_fn) = function::serve(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Arc::new(echo_to_egress),
-    );
-    eprintln!("started: echo function (in this test) on {fn_addr}");
-    let dir = TempDir::new("memory-bounds");
-    let path = dir.path().join("app.yaml");
-    std::fs::write(&path, app(fn_addr, &moto.url("checkpoints"))).unwrap();
-    let mut procs = Procs::new(dir.path(), path, 1, moto.env());
-    procs.spawn_all();
-    let (admin, ingress) = (procs.admin[0], procs.ingress[0]);
-    wait_running(&[admin], 0, Duration::from_secs(120)).await;
-    let pid = procs.pid(0).unwrap();
-    // Warm up (connections, the function, a checkpoint) before measuring the base.
-    let client: Client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let warm = RECORDS; // ids past the flood's
-    for i in warm..warm + 20 {
-        assert_eq!(send(&client, ingress, i).await.map(|r| r.0), Some(202));
-    }
-    let base = rss_kib(pid).unwrap();
-    eprintln!(
-        "started: spindle worker pid {pid} (1 process, checkpoints to moto every 200ms) in {:?}; RSS before the flood {} MiB",
-        built.elapsed(),
-        base / 1024
-    );
+fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
 
-    // Storage stops answering: no checkpoint completes, egress output is held.
-    let failed_before = status(admin).await.unwrap()["checkpointsFailed"].as_u64().unwrap_or(0);
-    moto.pause();
-    eprintln!("storage paused (moto SIGSTOP); flooding {RECORDS} records of {RECORD} bytes from {SENDERS} callers");
+/// The peak RSS of `pid` while the flood runs.
+struct Sampler {
+    peak: Arc<AtomicU64>,
+    running: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
 
-    let peak = Arc::new(AtomicU64::new(base));
-    let flooding = Arc::new(AtomicBool::new(true));
-    let sampler = tokio::spawn({
-        let (peak, flooding) = (peak.clone(), flooding.clone());
-        async move {
-            while flooding.load(Ordering::Relaxed) {
-                if let Some(r) = rss_kib(pid) {
-                    peak.fetch_max(r, Ordering::Relaxed);
+impl Sampler {
+    fn start(pid: u32, base: u64) -> Sampler {
+        let peak = Arc::new(AtomicU64::new(base));
+        let running = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn({
+            let (peak, running) = (peak.clone(), running.clone());
+            async move {
+                while running.load(Ordering::Relaxed) {
+                    if let Some(r) = rss_kib(pid) {
+                        peak.fetch_max(r, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }
-    });
-    // Each caller sends its share once; what is refused is sent again after the outage.
-    let tally = Arc::new(Tally::default());
+        });
+        Sampler { peak, running, task }
+    }
+
+    async fn stop(self) -> u64 {
+        self.running.store(false, Ordering::Relaxed);
+        self.task.await.unwrap();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Each of [`SENDERS`] callers sends its share of `ids` once; returns what was not accepted.
+async fn flood(ingress: SocketAddr, ids: &[String], tally: &Arc<Tally>) -> Vec<String> {
     let mut senders = tokio::task::JoinSet::new();
     for s in 0..SENDERS {
         let tally = tally.clone();
+        let mine: Vec<String> = ids.iter().skip(s).step_by(SENDERS).cloned().collect();
         senders.spawn(async move {
-            let client: Client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+            let client = client();
             let mut refused = Vec::new();
-            for i in (s..RECORDS).step_by(SENDERS) {
-                match send(&client, ingress, i).await {
+            for id in mine {
+                match send(&client, ingress, &id).await {
                     Some((202, _)) => {
                         tally.accepted.fetch_add(1, Ordering::Relaxed);
                     }
                     Some((503, Some(after))) => {
                         assert!(after >= 1, "Retry-After {after}");
                         tally.refused_memory.fetch_add(1, Ordering::Relaxed);
-                        refused.push(i);
+                        refused.push(id);
                     }
                     _ => {
                         tally.other.fetch_add(1, Ordering::Relaxed);
-                        refused.push(i);
+                        refused.push(id);
                     }
                 }
             }
@@ -194,82 +186,23 @@ async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_onc
     while let Some(r) = senders.join_next().await {
         again.extend(r.unwrap());
     }
-    // The outage lasts until a checkpoint has failed (the store's retries give up after
-    // seconds), and the door stays closed through it.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while status(admin).await.unwrap()["checkpointsFailed"].as_u64().unwrap_or(0) <= failed_before {
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint failed while the storage was stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let held = memory_gauge(admin, "held_egress").await.unwrap();
-    flooding.store(false, Ordering::Relaxed);
-    sampler.await.unwrap();
-    let failed = status(admin).await.unwrap()["checkpointsFailed"].as_u64().unwrap_or(0);
-    let peak = peak.load(Ordering::Relaxed);
-    let (accepted, refused) = (
-        tally.accepted.load(Ordering::Relaxed),
-        tally.refused_memory.load(Ordering::Relaxed),
-    );
-    eprintln!(
-        "flood: {accepted} accepted (202), {refused} refused with 503 + Retry-After (memory bound), {} other answers; held egress gauge {} KiB (bound {} KiB); checkpoints failed during the outage: {}",
-        tally.other.load(Ordering::Relaxed),
-        held / 1024,
-        HELD_BOUND / 1024,
-        failed - failed_before
-    );
-    let flood_mib = (RECORDS * RECORD) >> 20;
-    eprintln!(
-        "RSS: {} MiB before, peak {} MiB during the flood (+{} MiB), the flood's values alone {flood_mib} MiB",
-        base / 1024,
-        peak / 1024,
-        peak.saturating_sub(base) / 1024
-    );
-    assert!(refused > 0, "the ingress never pushed back");
-    let (status_after, _) = send(&client, ingress, again[0]).await.expect("the ingress answers");
-    assert_eq!(status_after, 503, "the door stays closed while checkpoints fail");
-    let refused_metric = metric(admin, "spindle_ingress_rejected_total{kind=\"memory_full\"}")
-        .await
-        .unwrap_or(0);
-    assert_eq!(refused_metric, refused + 1, "the worker counted every 503 it answered");
-    assert!(
-        held >= HELD_BOUND,
-        "held egress {held} bytes: the door closed below the bound?"
-    );
-    // Past the bound by at most what was admitted before the door closed (the count bound),
-    // with its keys and overhead.
-    let slack = (MAX_BUFFERED + SENDERS as u64) * (RECORD as u64 + 1024);
-    assert!(
-        held <= HELD_BOUND + slack,
-        "held egress {held} bytes, bound {HELD_BOUND} + slack {slack}"
-    );
-    // Far below what the flood would need (its values alone): the base, the bound, the
-    // records admitted before the door closed and the snapshots of failing checkpoints
-    // (which copy the held records' lists and encode them) fit in 96 MiB.
-    let growth_mib = peak.saturating_sub(base) / 1024;
-    assert!(
-        growth_mib < 96 && (growth_mib as usize) < flood_mib / 2,
-        "RSS grew by {growth_mib} MiB under a flood of {flood_mib} MiB"
-    );
+    again
+}
 
-    // The storage recovers: checkpoints complete, the held records leave, the door opens.
-    moto.resume();
-    eprintln!("storage resumed; sending the {} refused records again", again.len());
-    let resent = Instant::now();
+/// Sends `ids` again until each is accepted, as a caller that honours `503` does; the number
+/// of retries.
+async fn resend(ingress: SocketAddr, ids: Vec<String>) -> u64 {
     let retries = Arc::new(AtomicU64::new(0));
     let mut senders = tokio::task::JoinSet::new();
     for s in 0..SENDERS {
-        let mine: Vec<usize> = again.iter().copied().skip(s).step_by(SENDERS).collect();
+        let mine: Vec<String> = ids.iter().skip(s).step_by(SENDERS).cloned().collect();
         let retries = retries.clone();
         senders.spawn(async move {
-            let client: Client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-            for i in mine {
+            let client = client();
+            for id in mine {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 loop {
-                    match send(&client, ingress, i).await {
+                    match send(&client, ingress, &id).await {
                         Some((202, _)) => break,
                         Some((503, after)) => {
                             retries.fetch_add(1, Ordering::Relaxed);
@@ -279,13 +212,10 @@ async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_onc
                         }
                         other => {
                             retries.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("record r{i}: {other:?}, retrying");
+                            eprintln!("record {id}: {other:?}, retrying");
                         }
                     }
-                    assert!(
-                        Instant::now() < deadline,
-                        "record r{i} was never accepted after the outage"
-                    );
+                    assert!(Instant::now() < deadline, "record {id} was never accepted");
                 }
             }
         });
@@ -293,44 +223,41 @@ async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_onc
     while let Some(r) = senders.join_next().await {
         r.unwrap();
     }
-    eprintln!(
-        "every record accepted {:?} after the resume ({} retries)",
-        resent.elapsed(),
-        retries.load(Ordering::Relaxed)
-    );
+    retries.load(Ordering::Relaxed)
+}
 
-    // Every record exactly once at the egress (the flood's and the warm-up's).
-    let out = dir.path().join("out.jsonl");
-    let total = RECORDS + 20;
+/// Waits until every one of `ids` is in the egress file `out` and the workers are idle, then
+/// checks each is there exactly once (lines counted per record, no dedup) and nothing else.
+async fn exactly_once(out: &std::path::Path, ids: &[String], admin: &[SocketAddr]) {
     let deadline = Instant::now() + Duration::from_secs(180);
     let count = || {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for v in egress_values(&out) {
+        for v in egress_values(out) {
             let id = v.split(':').next().unwrap_or("").to_string();
             *counts.entry(id).or_default() += 1;
         }
         counts
     };
-    while count().len() < total && Instant::now() < deadline {
+    while count().len() < ids.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Then until nothing is pending anywhere in the worker, so a late duplicate would show.
-    while Instant::now() < deadline {
-        let s = status(admin).await.unwrap_or_default();
-        if s["idle"].as_bool() == Some(true) {
-            break;
+    // Then until nothing is pending anywhere, so a late duplicate would show.
+    'idle: while Instant::now() < deadline {
+        for a in admin {
+            if status(*a).await.unwrap_or_default()["idle"].as_bool() != Some(true) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'idle;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        break;
     }
     let counts = count();
-    let missing: Vec<String> = (0..total)
-        .map(|i| format!("r{i}"))
-        .filter(|id| !counts.contains_key(id))
-        .collect();
+    let missing: Vec<&String> = ids.iter().filter(|id| !counts.contains_key(*id)).collect();
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
     eprintln!(
-        "egress: {} distinct records of {total}, {} missing, {} not exactly once",
+        "egress: {} distinct records of {}, {} missing, {} not exactly once",
         counts.len(),
+        ids.len(),
         missing.len(),
         twice.len()
     );
@@ -344,8 +271,234 @@ async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_onc
         "not exactly once: {:?}",
         &twice[..twice.len().min(20)]
     );
-    assert_eq!(counts.len(), total, "only the records sent");
+    assert_eq!(counts.len(), ids.len(), "only the records sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_while_checkpoints_fail_is_pushed_back_and_comes_out_exactly_once() {
+    let built = Instant::now();
+    let moto = Moto::start("memory");
+    let (fn_addr, _stop_fn) = function::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(echo_to_egress),
+    );
+    eprintln!("started: echo function (in this test) on {fn_addr}");
+    let dir = TempDir::new("memory-bounds");
+    let path = dir.path().join("app.yaml");
+    std::fs::write(
+        &path,
+        app(
+            fn_addr,
+            &moto.url("checkpoints"),
+            "heldEgressBytes",
+            1,
+            &format!("  maxBufferedMessages: {MAX_BUFFERED}\n"),
+        ),
+    )
+    .unwrap();
+    let mut procs = Procs::new(dir.path(), path, 1, moto.env());
+    procs.spawn_all();
+    let (admin, ingress) = (procs.admin[0], procs.ingress[0]);
+    wait_running(&[admin], 0, Duration::from_secs(120)).await;
+    let pid = procs.pid(0).unwrap();
+    // Warm up (connections, the function, a checkpoint) before measuring the base.
+    let client = client();
+    let warm: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    for id in &warm {
+        assert_eq!(send(&client, ingress, id).await.map(|r| r.0), Some(202));
+    }
+    let base = rss_kib(pid).unwrap();
+    eprintln!(
+        "started: spindle worker pid {pid} (1 process, checkpoints to moto every 200ms) in {:?}; RSS before the flood {} MiB",
+        built.elapsed(),
+        base / 1024
+    );
+
+    // Storage stops answering: no checkpoint completes, egress output is held.
+    let failed_before = status(admin).await.unwrap()["checkpointsFailed"].as_u64().unwrap_or(0);
+    moto.pause();
+    eprintln!("storage paused (moto SIGSTOP); flooding {RECORDS} records of {RECORD} bytes from {SENDERS} callers");
+    let sampler = Sampler::start(pid, base);
+    let ids: Vec<String> = (0..RECORDS).map(|i| format!("r{i}")).collect();
+    let tally = Arc::new(Tally::default());
+    let again = flood(ingress, &ids, &tally).await;
+    // The outage lasts until a checkpoint has failed (the store's retries give up after
+    // seconds), and the door stays closed through it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while status(admin).await.unwrap()["checkpointsFailed"].as_u64().unwrap_or(0) <= failed_before {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint failed while the storage was stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = memory_gauge(admin, "held_egress").await.unwrap();
+    let peak = sampler.stop().await;
+    let failed = status(admin).await.unwrap()["checkpointsFailed"].as_u64().unwrap_or(0);
+    let refused = report(&tally, "held egress", held, peak, base);
+    eprintln!("checkpoints failed during the outage: {}", failed - failed_before);
+    assert!(refused > 0, "the ingress never pushed back");
+    let (status_after, _) = send(&client, ingress, &again[0]).await.expect("the ingress answers");
+    assert_eq!(status_after, 503, "the door stays closed while checkpoints fail");
+    let refused_metric = metric(admin, "spindle_ingress_rejected_total{kind=\"memory_full\"}")
+        .await
+        .unwrap_or(0);
+    assert_eq!(refused_metric, refused + 1, "the worker counted every 503 it answered");
+    check_bound("held egress", held, peak, base, MAX_BUFFERED + SENDERS as u64);
+
+    // The storage recovers: checkpoints complete, the held records leave, the door opens.
+    moto.resume();
+    eprintln!("storage resumed; sending the {} refused records again", again.len());
+    let resent = Instant::now();
+    let retries = resend(ingress, again).await;
+    eprintln!(
+        "every record accepted {:?} after the resume ({retries} retries)",
+        resent.elapsed()
+    );
+    let all: Vec<String> = ids.into_iter().chain(warm).collect();
+    exactly_once(&dir.path().join("out.jsonl"), &all, &[admin]).await;
     let drained = memory_gauge(admin, "held_egress").await.unwrap();
     eprintln!("held egress after the drain: {drained} bytes");
     assert!(procs.term_all(Duration::from_secs(30)), "the worker stops cleanly");
+}
+
+/// Prints what the flood met; the number of 503s for the memory bound.
+fn report(tally: &Tally, queue: &str, held: u64, peak: u64, base: u64) -> u64 {
+    let (accepted, refused) = (
+        tally.accepted.load(Ordering::Relaxed),
+        tally.refused_memory.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "flood: {accepted} accepted (202), {refused} refused with 503 + Retry-After (memory bound), {} other answers; {queue} gauge {} KiB (bound {} KiB)",
+        tally.other.load(Ordering::Relaxed),
+        held / 1024,
+        BOUND / 1024,
+    );
+    let flood_mib = (RECORDS * RECORD) >> 20;
+    eprintln!(
+        "RSS: {} MiB before, peak {} MiB during the flood (+{} MiB), the flood's values alone {flood_mib} MiB",
+        base / 1024,
+        peak / 1024,
+        peak.saturating_sub(base) / 1024
+    );
+    refused
+}
+
+/// The queue reached its bound, passed it by no more than what was admitted before the door
+/// closed, and the worker's memory stayed far below what the flood would need.
+fn check_bound(queue: &str, held: u64, peak: u64, base: u64, slack_records: u64) {
+    assert!(held >= BOUND, "{queue} {held} bytes: the door closed below the bound?");
+    // Past the bound by at most what was admitted before the door closed (the count bound),
+    // with its keys and overhead.
+    let slack = slack_records * (RECORD as u64 + 1024);
+    assert!(
+        held <= BOUND + slack,
+        "{queue} {held} bytes, bound {BOUND} + slack {slack}"
+    );
+    // Far below what the flood would need (its values alone): the base, the bound, the
+    // records admitted before the door closed and the snapshots of failing checkpoints
+    // (which copy the held records' lists and encode them) fit in half of it.
+    let flood_mib = (RECORDS * RECORD) >> 20;
+    let growth_mib = peak.saturating_sub(base) / 1024;
+    assert!(
+        (growth_mib as usize) < flood_mib / 2,
+        "RSS grew by {growth_mib} MiB under a flood of {flood_mib} MiB"
+    );
+}
+
+/// The peer queues: worker 1 hangs (SIGSTOP; `failureTimeout` longer than the test, so no
+/// rollback), worker 0 takes a flood for addresses worker 1 owns and queues it for the link.
+/// The count bound is set out of reach (a record's admission is held until the peer has it),
+/// so the bytes are what closes the door: worker 0 answers 503 once its peer queues hold
+/// `peerQueueBytes`, its RSS stays far below the flood; after SIGCONT the queue drains,
+/// the refused records are sent again, and each comes out of worker 1's egress exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_for_a_hung_peer_is_pushed_back_and_comes_out_exactly_once() {
+    let built = Instant::now();
+    let (fn_addr, _stop_fn) = function::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(echo_to_egress),
+    );
+    eprintln!("started: echo function (in this test) on {fn_addr}");
+    let dir = TempDir::new("memory-bounds-peers");
+    let path = dir.path().join("app.yaml");
+    let storage = dir.path().join("checkpoints");
+    let extra = "  maxBufferedMessages: 100000\n  failureTimeout: 600s\n";
+    std::fs::write(
+        &path,
+        app(fn_addr, &storage.display().to_string(), "peerQueueBytes", 2, extra),
+    )
+    .unwrap();
+    let mut procs = Procs::new(dir.path(), path, 2, vec![]);
+    procs.spawn_all();
+    let admin = procs.admin.clone();
+    let ingress = procs.ingress[0];
+    wait_running(&admin, 0, Duration::from_secs(120)).await;
+    let pid = procs.pid(0).unwrap();
+    let layout = spindle_worker::keygroup::Layout {
+        worker: 0,
+        workers: 2,
+        key_groups: 128,
+    };
+    let fn_type = spindle_spec::TypeName::parse("t/fn").unwrap();
+    let owned_by_1 = |prefix: &str, n: usize| -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .filter(|id| layout.owner(&spindle_worker::Address::new(fn_type.clone(), id.as_str())) == 1)
+            .take(n)
+            .collect()
+    };
+    let warm = owned_by_1("w", 20);
+    let client = client();
+    for id in &warm {
+        assert_eq!(send(&client, ingress, id).await.map(|r| r.0), Some(202));
+    }
+    let base = rss_kib(pid).unwrap();
+    eprintln!(
+        "started: 2 spindle worker processes (pids {pid}, {}; checkpoints to a directory every 200ms) in {:?}; RSS of worker 0 before the flood {} MiB",
+        procs.pid(1).unwrap(),
+        built.elapsed(),
+        base / 1024
+    );
+
+    let rollbacks = status(admin[0]).await.unwrap()["rollbacks"].as_u64();
+    procs.signal(1, rustix::process::Signal::STOP);
+    eprintln!(
+        "worker 1 hung (SIGSTOP); flooding worker 0 with {RECORDS} records of {RECORD} bytes for worker 1's addresses from {SENDERS} callers"
+    );
+    let sampler = Sampler::start(pid, base);
+    let ids = owned_by_1("p", RECORDS);
+    let tally = Arc::new(Tally::default());
+    let again = flood(ingress, &ids, &tally).await;
+    let held = memory_gauge(admin[0], "peers").await.unwrap();
+    let peak = sampler.stop().await;
+    let refused = report(&tally, "peer queues", held, peak, base);
+    assert!(refused > 0, "the ingress never pushed back");
+    // Nothing else admitted what the door let through: the records are all in the queue.
+    check_bound("peer queues", held, peak, base, 2 * SENDERS as u64);
+
+    procs.signal(1, rustix::process::Signal::CONT);
+    eprintln!(
+        "worker 1 woken (SIGCONT); sending the {} refused records again",
+        again.len()
+    );
+    let resent = Instant::now();
+    let retries = resend(ingress, again).await;
+    eprintln!(
+        "every record accepted {:?} after the wake-up ({retries} retries)",
+        resent.elapsed()
+    );
+    let all: Vec<String> = ids.into_iter().chain(warm).collect();
+    exactly_once(&dir.path().join("out.jsonl"), &all, &admin).await;
+    let s = status(admin[0]).await.unwrap();
+    assert_eq!(
+        s["rollbacks"].as_u64(),
+        rollbacks,
+        "no rollback: the hang was shorter than failureTimeout"
+    );
+    eprintln!(
+        "peer queues after the drain: {} bytes",
+        memory_gauge(admin[0], "peers").await.unwrap()
+    );
+    assert!(procs.term_all(Duration::from_secs(30)), "the workers stop cleanly");
 }
