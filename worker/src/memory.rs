@@ -242,8 +242,14 @@ impl Memory {
     }
 
     fn sub(&self, q: Queue, bytes: u64) {
-        if bytes > 0 {
-            self.used[q.index()].dec_by(bytes as i64);
+        if bytes == 0 {
+            return;
+        }
+        let before = self.used[q.index()].dec_by(bytes as i64).max(0) as u64;
+        // Only a queue that drops below its bound can open the door: waking the waiters on
+        // every release would put a lock on the path of every message.
+        let limit = self.limits.get(q);
+        if before >= limit && before.saturating_sub(bytes) < limit {
             self.room.notify_waiters();
         }
     }

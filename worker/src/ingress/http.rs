@@ -11,6 +11,9 @@
 //!   connection, a timeout) leaves it unknown.
 //! - *the reply* (`Spindle-Reply: wait`): `200` with the value a function sent to the
 //!   request's reply address, once durable (`ingress::reply`).
+//!
+//! While a queue of the memory budget is at its bound (`spec.memory`), every request is
+//! refused with `503`, `Retry-After` and `Spindle-Retry: safe`, before its body is read.
 
 use std::sync::Arc;
 
