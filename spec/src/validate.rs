@@ -91,6 +91,19 @@ impl StatefulApplication {
         if spec.max_buffered_messages == 0 {
             e.add("spec.maxBufferedMessages", "must be at least 1");
         }
+        let m = &spec.memory;
+        for (field, bytes) in [
+            ("heldEgressBytes", m.held_egress_bytes),
+            ("peerQueueBytes", m.peer_queue_bytes),
+            ("sinkQueueBytes", m.sink_queue_bytes),
+            ("idempotencyKeyBytes", m.idempotency_key_bytes),
+            ("delayedMessageBytes", m.delayed_message_bytes),
+        ] {
+            // Below one large message a bound would refuse everything after the first.
+            if bytes < 1 << 16 {
+                e.add(format!("spec.memory.{field}"), "must be at least 65536 (64 KiB)");
+            }
+        }
         self.validate_functions(&mut e);
         self.validate_ingresses(&mut e);
         self.validate_egresses(&mut e);

@@ -67,6 +67,8 @@ pub struct AppConfig {
     pub max_buffered_messages: usize,
     /// Most bytes of dead letters a worker keeps.
     pub dead_letter_bytes: usize,
+    /// Byte bounds of the queues that wait on something downstream (`spec.memory`).
+    pub memory: crate::memory::Limits,
     /// A worker silent this long is treated as failed.
     pub failure_timeout: Duration,
     pub key_groups: u32,
@@ -280,6 +282,7 @@ impl AppConfig {
             sources,
             max_buffered_messages: spec.max_buffered_messages as usize,
             dead_letter_bytes: spec.dead_letters.max_bytes as usize,
+            memory: crate::memory::Limits::from_spec(&spec.memory),
             failure_timeout: spec.failure_timeout.as_duration(),
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {

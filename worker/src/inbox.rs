@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
+use crate::memory::{Full, Memory};
 use crate::message::{Address, Envelope, Value};
 use crate::stop::CancellationToken;
 
@@ -44,6 +45,37 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         self.in_process.dec();
+    }
+}
+
+/// The ingresses' door, shared by the HTTP ingress and every source reader: a record is
+/// admitted when a slot of the count budget (`maxBufferedMessages`) is free — held as its
+/// [`Admission`] — *and* no queue of the memory budget (`spec.memory`) is at its bound. The
+/// count bounds what is being processed; the bytes bound what piles up behind it while
+/// checkpoints, peers or sinks are slow, which the count cannot see (a record admitted and
+/// processed frees its slot, but its egress output may wait for a checkpoint for minutes).
+#[derive(Clone)]
+pub struct IngressAdmission {
+    pub slots: Arc<Semaphore>,
+    pub memory: Arc<Memory>,
+}
+
+impl IngressAdmission {
+    pub fn new(max_buffered_messages: usize, memory: Arc<Memory>) -> IngressAdmission {
+        IngressAdmission {
+            slots: Arc::new(Semaphore::new(max_buffered_messages)),
+            memory,
+        }
+    }
+
+    /// Why no record may be admitted now (a queue at its bound), if so.
+    pub fn full(&self) -> Option<Full> {
+        self.memory.full()
+    }
+
+    /// Waits until the memory budget has room (readers of sources pause here).
+    pub async fn room(&self) {
+        self.memory.room().await
     }
 }
 

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::inbox::IngressAdmission;
+use crate::memory::Memory;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -125,7 +128,13 @@ impl Worker {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let health = Arc::new(Health::new(app.failure_timeout));
+        let memory = Arc::new(Memory::new(
+            app.memory,
+            &metrics.memory_bytes,
+            &metrics.memory_limit_bytes,
+        ));
         let sink_ctx = SinkContext {
+            memory: memory.clone(),
             metrics: metrics.clone(),
             unconfirmed: Default::default(),
             dead_letters: dead_letters.clone(),
@@ -191,7 +200,7 @@ impl Worker {
             0 => CoordinatorLink::Local(coordinator_tx.clone()),
             _ => CoordinatorLink::Remote(controls.clone()),
         };
-        let ingress_admission = Arc::new(Semaphore::new(app.max_buffered_messages));
+        let ingress_admission = IngressAdmission::new(app.max_buffered_messages, memory);
         // Request ids must not repeat across restarts of this worker: the process's start
         // time and id make them unique.
         let replies = Replies::new(me, crate::clock::now_ms() ^ (u64::from(std::process::id()) << 44));

@@ -46,6 +46,7 @@ use crate::deadletter::{DeadLetters, Payload, kind};
 use crate::egress::EgressHub;
 use crate::inbox::{Admission, InboxReceiver, Input, Positions};
 use crate::invoker::{Invoke, InvokeFailure, Outcome};
+use crate::memory::{Memory, Queue, Tally};
 use crate::message::{Address, Envelope};
 use crate::metrics::Metrics;
 use crate::reply::{Replies, ReplyTo};
@@ -87,6 +88,16 @@ pub(crate) struct Parts {
     /// How often one key group's expired values are swept (so every group is swept about
     /// once a minute).
     pub sweep_every: Duration,
+    /// The worker's memory budget: held egress, idempotency keys and delayed messages count in
+    /// it.
+    pub memory: Arc<Memory>,
+}
+
+/// The partition's queues in the memory budget, brought up to date after every step.
+struct Tallies {
+    held: Tally,
+    keys: Tally,
+    delayed: Tally,
 }
 
 pub(crate) struct Partition {
@@ -124,6 +135,7 @@ pub(crate) struct Partition {
     sweep_every: Duration,
     /// The next key group the sweep looks at.
     sweep_from: u32,
+    tallies: Tallies,
 }
 
 impl Partition {
@@ -155,6 +167,11 @@ impl Partition {
             compaction: p.compaction,
             sweep_every: p.sweep_every,
             sweep_from: 0,
+            tallies: Tallies {
+                held: p.memory.tally(Queue::HeldEgress),
+                keys: p.memory.tally(Queue::IdempotencyKeys),
+                delayed: p.memory.tally(Queue::Delayed),
+            },
         }
     }
 
@@ -223,6 +240,7 @@ impl Partition {
     /// abandoned then: a rollback re-invokes them from the checkpoint.
     pub async fn run(mut self, mut inputs: InboxReceiver, stop: CancellationToken) {
         self.resume();
+        self.account();
         let mut buf = Vec::with_capacity(256);
         let mut sweep = tokio::time::interval(self.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -252,8 +270,17 @@ impl Partition {
                 _ = sweep.tick() => self.sweep_step(),
                 _ = stop.cancelled() => break,
             }
+            self.account();
         }
         self.invocations.abort_all();
+    }
+
+    /// Tells the memory budget what the partition's own queues cost now.
+    fn account(&mut self) {
+        let held = self.epochs.as_ref().map_or(0, Epochs::held_bytes);
+        self.tallies.held.set(held);
+        self.tallies.keys.set(self.seen.bytes());
+        self.tallies.delayed.set(self.delayed.bytes());
     }
 
     fn on_input(&mut self, input: Input) {
