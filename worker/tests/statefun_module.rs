@@ -418,14 +418,11 @@ async fn shopping_cart_runs_unchanged(flavor: Flavor, test: &str) {
         }
     });
     let mut admin: Vec<SocketAddr> = Vec::new();
-    loop {
-        match rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("spindle run did not report 2 ready workers within 120 s")
-        {
-            Some(a) => admin.push(a.parse().unwrap()),
-            None => break,
-        }
+    while let Some(a) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("spindle run did not report 2 ready workers within 120 s")
+    {
+        admin.push(a.parse().unwrap());
     }
     assert_eq!(admin.len(), 2, "two workers: {admin:?}");
 
