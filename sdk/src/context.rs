@@ -86,6 +86,19 @@ impl<'a> Context<'a> {
         });
     }
 
+    /// Replies to the caller of the message being handled: sends `value` to the function that
+    /// sent it, or — for a request made with `Spindle-Reply: wait` — to the HTTP request
+    /// waiting for it (the ordinary StateFun idiom, `send` to `caller`, so the same code works
+    /// under StateFun). A message with no caller (from an ingress, nobody waiting) is an
+    /// [`UsageError::NoCaller`] and nothing is sent; `?` in a handler fails the batch with it.
+    pub fn reply<T: Type>(&mut self, value: &T) -> Result<(), UsageError> {
+        let Some(caller) = self.caller.clone() else {
+            return Err(UsageError::NoCaller(self.address.to_string()));
+        };
+        self.send(&caller, value);
+        Ok(())
+    }
+
     /// Sends a message to a function after `delay`. A message sent with a cancellation token
     /// can be cancelled with [`Context::cancel_delayed`] until it is delivered.
     pub fn send_after<T: Type>(&mut self, delay: Duration, to: &Address, value: &T, cancellation_token: Option<&str>) {

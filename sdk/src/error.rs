@@ -62,14 +62,24 @@ pub enum UsageError {
         typename: &'static str,
         source: EncodeError,
     },
+    /// [`Context::reply`](crate::Context::reply) for a message nobody waits on.
+    #[error(
+        "cannot reply: the message to `{0}` has no caller (it came from an ingress; an HTTP caller asks for a reply with `Spindle-Reply: wait`)"
+    )]
+    NoCaller(String),
 }
 
 /// Why a handler failed. Build one from a message ([`HandlerError::msg`]) or any error
-/// ([`HandlerError::new`]); `?` converts [`DecodeError`]s, strings and boxed errors directly.
+/// ([`HandlerError::new`]); `?` converts [`DecodeError`]s, [`UsageError`]s, strings and boxed
+/// errors directly.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A context call that reports its misuse, e.g. [`Context::reply`](crate::Context::reply)
+    /// without a caller.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
     #[error("{0}")]
     Message(String),
     #[error(transparent)]
@@ -121,6 +131,11 @@ pub enum SdkError {
     Handler { function: TypeName, source: HandlerError },
     #[error("function `{function}` misused its context: {source}")]
     Usage { function: TypeName, source: UsageError },
+    /// [`Functions::handle`](crate::Functions::handle) was asked to run an async handler.
+    #[error(
+        "function `{0}` has an async handler: answer its requests with Functions::handle_async (as serve does), not Functions::handle"
+    )]
+    AsyncHandler(TypeName),
 }
 
 impl SdkError {
@@ -133,7 +148,7 @@ impl SdkError {
             | SdkError::MissingTarget
             | SdkError::InvalidAddress { .. }
             | SdkError::UnknownFunction(_) => true,
-            SdkError::Handler { .. } | SdkError::Usage { .. } => false,
+            SdkError::Handler { .. } | SdkError::Usage { .. } | SdkError::AsyncHandler(_) => false,
         }
     }
 }

@@ -2,8 +2,12 @@
 //! request-reply protocol, so they run under Spindle's worker or under StateFun itself.
 //!
 //! A function is a handler `Fn(&mut Context, Message)` registered under a [`TypeName`] together
-//! with the states it declares ([`ValueSpec`]). [`Functions::handle`] turns one `ToFunction`
-//! request into one `FromFunction` reply (pure, no I/O); [`serve`] exposes it over HTTP/1.1.
+//! with the states it declares ([`ValueSpec`]), or an async one (an `async fn` that awaits a
+//! database or an HTTP API) registered with [`Functions::register_async`]. A handler answers
+//! its caller — another function, or an HTTP request waiting with `Spindle-Reply: wait` — with
+//! [`Context::reply`]. [`Functions::handle`] turns one `ToFunction` request into one
+//! `FromFunction` reply (pure, no I/O; [`Functions::handle_async`] for async handlers);
+//! [`serve`] exposes them over HTTP/1.1.
 //!
 //! ```no_run
 //! use std::{sync::Arc, time::Duration};
@@ -43,7 +47,7 @@ mod tests;
 pub use address::Address;
 pub use context::Context;
 pub use error::{DecodeError, EncodeError, HandlerError, SdkError, UsageError};
-pub use functions::Functions;
+pub use functions::{Functions, HandlerFuture};
 pub use message::Message;
 pub use server::serve;
 pub use spec::{Expiration, StateDecl, ValueSpec};

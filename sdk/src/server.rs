@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
@@ -115,9 +116,9 @@ async fn respond(functions: &Functions, request: Request<Incoming>) -> Response<
         }
     };
     // A panicking handler fails its request with a 500, like a handler error, instead of
-    // tearing down the connection. `handle` only reads `functions`, so nothing is left
+    // tearing down the connection. `handle_async` only reads `functions`, so nothing is left
     // half-updated by the unwind.
-    let handled = std::panic::catch_unwind(AssertUnwindSafe(|| functions.handle(&body)));
+    let handled = AssertUnwindSafe(functions.handle_async(&body)).catch_unwind().await;
     match handled {
         Ok(Ok(reply)) => {
             let mut response = Response::new(Full::new(reply));

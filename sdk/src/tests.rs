@@ -355,3 +355,207 @@ fn empty_state_reads_as_none() {
     let r = result(&functions, request);
     assert!(r.state_mutations.is_empty());
 }
+
+// ---- reply --------------------------------------------------------------------------------------
+
+/// `test/echo` replies with the message's string, uppercased.
+fn echo() -> Functions {
+    let mut functions = Functions::new();
+    functions.register(tn("test/echo"), vec![], |ctx, msg| {
+        let text: String = msg.get()?;
+        ctx.reply(&text.to_uppercase())?;
+        Ok(())
+    });
+    functions
+}
+
+#[test]
+fn reply_sends_to_the_caller_of_each_invocation() {
+    let mut first = invocation(typed(&"one".to_string()));
+    first.caller = Some(pb_address("spindle.reply/0", "r1"));
+    let mut second = invocation(typed(&"two".to_string()));
+    second.caller = Some(pb_address("test/friend", "f2"));
+    let r = result(&echo(), batch("test/echo", "e", vec![], vec![first, second]));
+    let sent: Vec<_> = r
+        .outgoing_messages
+        .iter()
+        .map(|m| (m.target.clone().unwrap(), m.argument.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (pb_address("spindle.reply/0", "r1"), typed(&"ONE".to_string())),
+            (pb_address("test/friend", "f2"), typed(&"TWO".to_string())),
+        ]
+    );
+}
+
+#[test]
+fn reply_without_a_caller_fails_the_batch_naming_the_address() {
+    let request = batch("test/echo", "e7", vec![], vec![invocation(typed(&"x".to_string()))]);
+    let err = echo().handle(&request.encode_to_vec()).unwrap_err();
+    assert!(
+        matches!(&err, SdkError::Handler { source: HandlerError::Usage(UsageError::NoCaller(a)), .. } if a == "test/echo/e7"),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("no caller") && text.contains("Spindle-Reply: wait"),
+        "{text}"
+    );
+    assert!(!err.is_bad_request());
+}
+
+#[test]
+fn a_handler_may_recover_from_a_missing_caller() {
+    let mut functions = Functions::new();
+    functions.register(tn("test/polite"), vec![], |ctx, _| {
+        if let Err(UsageError::NoCaller(_)) = ctx.reply(&1i64) {
+            ctx.send_egress(&tn("test/out"), &2i64);
+        }
+        Ok(())
+    });
+    let r = result(
+        &functions,
+        batch("test/polite", "p", vec![], vec![invocation(long_value(0))]),
+    );
+    assert!(r.outgoing_messages.is_empty(), "nothing sent to a missing caller");
+    assert_eq!(r.outgoing_egresses[0].argument, Some(long_value(2)));
+}
+
+// ---- async handlers -----------------------------------------------------------------------------
+
+/// A stand-in for a remote store, answering after the handler has yielded to the runtime:
+/// the value arrives from another task over a channel.
+async fn lookup(key: i64) -> i64 {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        let _ = tx.send(key * 100);
+    });
+    rx.await.unwrap()
+}
+
+async fn add_looked_up(ctx: &mut crate::Context<'_>, msg: crate::Message) -> Result<(), HandlerError> {
+    let key: i64 = msg.get()?;
+    let before = ctx.get(&COUNT)?.unwrap_or(0);
+    let found = lookup(key).await;
+    // State read before the await is still the context's, and writes after it count.
+    ctx.set(&COUNT, &(before + found));
+    if ctx.caller().is_some() {
+        ctx.reply(&(before + found))?;
+    }
+    Ok(())
+}
+
+fn async_functions() -> Functions {
+    let mut functions = Functions::new();
+    functions.register_async(tn("test/async"), vec![COUNT.decl()], |ctx, msg| {
+        Box::pin(add_looked_up(ctx, msg))
+    });
+    functions.register(tn("test/sync"), vec![COUNT.decl()], |ctx, _| {
+        ctx.set(&COUNT, &1);
+        Ok(())
+    });
+    functions
+}
+
+async fn async_result(functions: &Functions, request: ToFunction) -> InvocationResponse {
+    let reply = functions.handle_async(&request.encode_to_vec()).await.unwrap();
+    match FromFunction::decode(reply).unwrap().response {
+        Some(Response::InvocationResult(r)) => r,
+        other => panic!("expected an invocation result, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn async_handlers_run_the_batch_in_order_across_awaits() {
+    let functions = async_functions();
+    let mut second = invocation(long_value(2));
+    second.caller = Some(pb_address("spindle.reply/1", "q"));
+    let request = batch(
+        "test/async",
+        "a",
+        vec![state("count", Some(long_value(5)))],
+        vec![invocation(long_value(1)), second],
+    );
+    let r = async_result(&functions, request).await;
+    // 5 + 100, then + 200: the second invocation saw the first one's write.
+    assert_eq!(r.state_mutations.len(), 1);
+    assert_eq!(r.state_mutations[0].state_value, Some(long_value(305)));
+    let [reply] = &r.outgoing_messages[..] else {
+        panic!("one reply expected, got {:?}", r.outgoing_messages)
+    };
+    assert_eq!(reply.target, Some(pb_address("spindle.reply/1", "q")));
+    assert_eq!(reply.argument, Some(long_value(305)));
+
+    // Missing state: asked for, handler not run — as for synchronous handlers.
+    let request = batch("test/async", "a", vec![], vec![invocation(long_value(1))]);
+    let reply = functions.handle_async(&request.encode_to_vec()).await.unwrap();
+    assert!(matches!(
+        FromFunction::decode(reply).unwrap().response,
+        Some(Response::IncompleteInvocationContext(_))
+    ));
+}
+
+#[tokio::test]
+async fn handle_async_serves_synchronous_handlers_and_handle_refuses_async_ones() {
+    let functions = async_functions();
+    let sync = batch(
+        "test/sync",
+        "s",
+        vec![state("count", None)],
+        vec![invocation(long_value(0))],
+    );
+    let r = async_result(&functions, sync.clone()).await;
+    assert_eq!(r.state_mutations[0].state_value, Some(long_value(1)));
+    assert_eq!(result(&functions, sync), r, "handle and handle_async agree");
+
+    let request = batch(
+        "test/async",
+        "a",
+        vec![state("count", None)],
+        vec![invocation(long_value(1))],
+    );
+    let err = functions.handle(&request.encode_to_vec()).unwrap_err();
+    assert!(
+        matches!(&err, SdkError::AsyncHandler(t) if t.as_str() == "test/async"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("handle_async"), "{err}");
+}
+
+#[tokio::test]
+async fn async_handler_errors_and_misuse_fail_the_batch() {
+    let mut functions = Functions::new();
+    functions.register_async(tn("test/bad"), vec![COUNT.decl()], |ctx, msg| {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if msg.get::<i64>()? == 0 {
+                return Err(HandlerError::msg("zero"));
+            }
+            ctx.set(&ValueSpec::<i64>::new("nope"), &1);
+            Ok(())
+        })
+    });
+    let run = |v| {
+        let request = batch(
+            "test/bad",
+            "b",
+            vec![state("count", None)],
+            vec![invocation(long_value(v))],
+        );
+        let functions = &functions;
+        async move { functions.handle_async(&request.encode_to_vec()).await.unwrap_err() }
+    };
+    let err = run(0).await;
+    assert!(
+        matches!(err, SdkError::Handler { .. }) && err.to_string().contains("zero"),
+        "{err}"
+    );
+    let err = run(1).await;
+    assert!(
+        matches!(&err, SdkError::Usage { source: UsageError::UndeclaredState(s), .. } if s == "nope"),
+        "{err:?}"
+    );
+}

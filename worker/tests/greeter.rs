@@ -101,3 +101,87 @@ async fn greeter_example_greets_and_closes_the_cycle() {
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// A plain HTTP API on a free loopback port (the "remote service" `example/fetch` calls),
+/// answering every GET with `body`.
+async fn http_api(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut request, mut buf) = (Vec::new(), [0u8; 1024]);
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The Rust SDK's `ctx.reply` and an async handler through a worker, with `Spindle-Reply:
+/// wait`: the counter answers with its new total, `example/fetch` awaits an HTTP API and
+/// answers with what it got — in the HTTP response, once the checkpoint holding it completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_replies_and_async_handlers_answer_http_callers() {
+    let (function_addr, stop_functions) = example_functions().await;
+    let api = http_api("sunny, 21 C").await;
+    eprintln!("started: example functions (Rust SDK) on {function_addr}, an HTTP API on {api}");
+    let dir = TempDir::new("greeter-reply");
+    let app = std::fs::read_to_string(workspace_root().join("examples/greeter/app.yaml"))
+        .unwrap()
+        .replace(
+            "http://greeter-functions:8000/statefun",
+            &format!("http://{function_addr}/statefun"),
+        );
+    let worker = start_worker(&app, dir.path()).await;
+    let ingress = worker.ingress_addr.unwrap();
+    let call = |path: &'static str, ty: &'static str, body: serde_json::Value| async move {
+        post_with(
+            ingress,
+            path,
+            &format!("application/vnd.{ty}"),
+            body.to_string().into_bytes(),
+            &[("spindle-reply", "wait")],
+        )
+        .await
+        .expect("the ingress answers")
+    };
+
+    for (seq, want) in [(1, 5), (2, 12)] {
+        let (status, headers, body) = call(
+            "/example/counter/k1",
+            "example/Add",
+            serde_json::json!({"seq": seq, "value": want - if seq == 1 { 0 } else { 5 }}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["content-type"], "application/vnd.example/Total");
+        let total: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(total, serde_json::json!({"seq": seq, "key": "k1", "total": want}));
+    }
+
+    let url = format!("http://{api}/weather");
+    let (status, headers, body) = call("/example/fetch/f1", "example/Fetch", serde_json::json!({"url": url})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "application/vnd.example/Fetched");
+    let fetched: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        fetched,
+        serde_json::json!({"url": url, "status": 200, "body": "sunny, 21 C", "fetches": 1})
+    );
+    assert!(worker.dead_letters.recent().is_empty());
+
+    worker.shutdown().await;
+    let _ = stop_functions.send(true);
+}

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use spindle_example_greeter::Total;
 use tokio::sync::oneshot;
 
 use super::restate_side::RestateProcesses;
@@ -90,16 +91,50 @@ struct Ctx {
 
 impl Ctx {
     async fn post(&self, path: String, content_type: &str, body: Vec<u8>, durable: bool) -> anyhow::Result<StatusCode> {
+        let header = durable.then_some(("spindle-ack", "durable"));
+        Ok(self.post_for(path, content_type, body, header).await?.0)
+    }
+
+    /// POSTs and returns the status and the response's body.
+    async fn post_for(
+        &self,
+        path: String,
+        content_type: &str,
+        body: Vec<u8>,
+        extra: Option<(&str, &str)>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let mut req =
             Request::post(format!("http://{}{path}", self.ingress)).header(header::CONTENT_TYPE, content_type);
-        if durable {
-            req = req.header("spindle-ack", "durable");
+        if let Some((name, value)) = extra {
+            req = req.header(name, value);
         }
         let resp = self.client.request(req.body(Full::new(Bytes::from(body)))?).await?;
         let status = resp.status();
-        // Drain the body so the connection goes back to the pool.
-        let _ = resp.into_body().collect().await?;
-        Ok(status)
+        // Read the whole body, which also puts the connection back in the pool.
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// A request-reply call: both systems answer with the counter's new total (`{seq, key,
+    /// total}`), which must be this add's — the reply to another request would be a bug.
+    async fn call(&self, path: String, content_type: &str, add: Vec<u8>, seq: u64, key: u64) -> anyhow::Result<()> {
+        let wait = match self.side_kind {
+            SideKind::Restate => None,
+            SideKind::Spindle(_) => Some(("spindle-reply", "wait")),
+        };
+        let (status, body) = self.post_for(path, content_type, add, wait).await?;
+        ensure!(
+            status == StatusCode::OK,
+            "the ingress answered {status} (expected 200): {}",
+            String::from_utf8_lossy(&body)
+        );
+        let total: Total = serde_json::from_slice(&body)
+            .with_context(|| format!("the reply is not a total: {}", String::from_utf8_lossy(&body)))?;
+        ensure!(
+            total.seq == seq && total.key == format!("k{key}") && total.total >= 1,
+            "the reply to add {seq} on k{key} is {total:?}"
+        );
+        Ok(())
     }
 
     /// Sends one operation and returns once it is complete (as the workload defines).
@@ -113,12 +148,11 @@ impl Ctx {
         let add = serde_json::to_vec(&serde_json::json!({"seq": seq, "value": 1}))?;
         let hop = serde_json::to_vec(&serde_json::json!({"seq": seq, "remaining": self.hops, "spread": self.keys}))?;
         let (status, done, expect) = match (self.side_kind, self.workload) {
-            (SideKind::Restate, Workload::RequestReply) => (
-                self.post(format!("/counter/k{key}/add"), "application/json", add, false)
-                    .await?,
-                None,
-                StatusCode::OK,
-            ),
+            (SideKind::Restate, Workload::RequestReply) => {
+                return self
+                    .call(format!("/counter/k{key}/add"), "application/json", add, seq, key)
+                    .await;
+            }
             (SideKind::Restate, Workload::OneWay) => (
                 self.post(format!("/counter/k{key}/add/send"), "application/json", add, false)
                     .await?,
@@ -135,16 +169,15 @@ impl Ctx {
                 )
             }
             (SideKind::Spindle(_), Workload::RequestReply) => {
-                let rx = wait(seq);
-                let s = self
-                    .post(
+                return self
+                    .call(
                         format!("/example/counter/k{key}"),
                         "application/vnd.example/Add",
                         add,
-                        false,
+                        seq,
+                        key,
                     )
-                    .await?;
-                (s, Some(rx), StatusCode::ACCEPTED)
+                    .await;
             }
             (SideKind::Spindle(_), Workload::OneWay) => (
                 self.post(

@@ -3,9 +3,10 @@
 //!
 //! Both systems stay up for the whole run and are measured in turn, row by row, so a change in
 //! the machine's load hits both alike. Workloads (each at every `--concurrency`, closed loop):
-//! - `request-reply`: `counter/{key}` adds the message's value to its state; a client waits
-//!   until the invocation is *complete and durable* — Restate's response; Spindle's egress
-//!   record for it, released once the checkpoint holding the effect is complete.
+//! - `request-reply`: `counter/{key}` adds the message's value to its state and answers with
+//!   the new total; a client waits for that answer in the HTTP response — Restate's, once the
+//!   invocation is complete and journaled; Spindle's (`Spindle-Reply: wait`), released once the
+//!   checkpoint holding the effect and the reply is complete. Both are checked to be this add's.
 //! - `one-way`: the same adds, each acknowledged once *durably accepted* — Restate's `/send`
 //!   (202); Spindle's `Spindle-Ack: durable` (200). Completions are counted from state
 //!   (Restate) and from the egress (Spindle) over the measured window.
@@ -116,14 +117,14 @@ impl Side {
     pub fn guarantee(&self, w: Workload) -> &'static str {
         match (self.kind, w) {
             (SideKind::Restate, Workload::RequestReply) => {
-                "response after the invocation completed, journaled durably (fsync)"
+                "response carrying the new total after the invocation completed, journaled durably (fsync)"
             }
             (SideKind::Restate, Workload::OneWay) => "202 once the invocation is durably enqueued (fsync)",
             (SideKind::Restate, Workload::Chain) => {
                 "every hop a durable one-way call; completion reported from a journaled side effect"
             }
             (SideKind::Spindle(_), Workload::RequestReply) => {
-                "egress record of the completed invocation, released after its checkpoint completed (fsync)"
+                "response (`Spindle-Reply: wait`) carrying the new total, released after the checkpoint holding the effect and the reply completed (fsync)"
             }
             (SideKind::Spindle(_), Workload::OneWay) => {
                 "200 once the checkpoint containing the record completed (fsync)"

@@ -1,5 +1,7 @@
-//! `example/counter`: a running sum per key, reported after every addition. Small and
-//! deterministic, so benchmarks and tests can check every total.
+//! `example/counter`: a running sum per key, reported after every addition — to the caller
+//! when there is one (an HTTP request made with `Spindle-Reply: wait` gets the new total in its
+//! response), else to the `example/totals` egress. Small and deterministic, so benchmarks and
+//! tests can check every total.
 
 use spindle_sdk::{Context, Functions, HandlerError, Message, ValueSpec};
 
@@ -17,6 +19,11 @@ fn counter(ctx: &mut Context<'_>, msg: Message) -> Result<(), HandlerError> {
     let total = ctx.get(&TOTAL)?.unwrap_or(0).wrapping_add(value);
     ctx.set(&TOTAL, &total);
     let key = ctx.address().id.clone();
-    ctx.send_egress(&TOTALS_TYPE, &Total { seq, key, total });
+    let total = Total { seq, key, total };
+    if ctx.caller().is_some() {
+        ctx.reply(&total)?;
+    } else {
+        ctx.send_egress(&TOTALS_TYPE, &total);
+    }
     Ok(())
 }

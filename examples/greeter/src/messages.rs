@@ -89,3 +89,27 @@ impl Hop {
 impl JsonType for Hop {
     const TYPENAME: &'static str = "example/Hop";
 }
+
+/// Sent to `example/fetch/<id>`: fetch `url` (plain HTTP).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub url: String,
+}
+
+impl JsonType for Fetch {
+    const TYPENAME: &'static str = "example/Fetch";
+}
+
+/// `example/fetch`'s reply: the answer's status and body (as text), and how many fetches this
+/// address has made.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub url: String,
+    pub status: u16,
+    pub body: String,
+    pub fetches: i64,
+}
+
+impl JsonType for Fetched {
+    const TYPENAME: &'static str = "example/Fetched";
+}

@@ -249,3 +249,122 @@ fn a_hop_forwards_until_the_last_which_reports() {
         }
     );
 }
+
+#[test]
+fn the_counter_replies_to_a_waiting_caller_instead_of_the_egress() {
+    let state = vec![with("total", &40i64)];
+    let add = typed(&Add { seq: 3, value: 2 });
+    let waiting = address("spindle.reply/0", "r7");
+    let r = invoke(address(COUNTER, "k1"), state, Some(waiting.clone()), add);
+    assert!(r.outgoing_egresses.is_empty());
+    let [reply] = &r.outgoing_messages[..] else {
+        panic!("one reply expected")
+    };
+    assert_eq!(reply.target, Some(waiting));
+    assert_eq!(
+        decode::<Total>(reply.argument.as_ref()),
+        Total {
+            seq: 3,
+            key: "k1".into(),
+            total: 42
+        }
+    );
+}
+
+/// A one-shot HTTP server on a free loopback port answering every request with `body`.
+async fn http_api(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            // Read up to the end of the headers (a GET has no body).
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+fn fetch_request(id: &str, fetches: Option<i64>, caller: Option<Address>, url: &str) -> ToFunction {
+    let state = match fetches {
+        Some(n) => with("fetches", &n),
+        None => empty::<i64>("fetches"),
+    };
+    ToFunction {
+        request: Some(Request::Invocation(InvocationBatchRequest {
+            target: Some(address(FETCH, id)),
+            state: vec![state],
+            invocations: vec![Invocation {
+                caller,
+                argument: Some(typed(&Fetch { url: url.into() })),
+            }],
+        })),
+    }
+}
+
+async fn fetch_result(request: ToFunction) -> Result<InvocationResponse, spindle_sdk::SdkError> {
+    let reply = functions().handle_async(&request.encode_to_vec()).await?;
+    match FromFunction::decode(reply).unwrap().response {
+        Some(Response::InvocationResult(r)) => Ok(r),
+        other => panic!("expected an invocation result, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fetch_awaits_an_http_api_and_replies_with_its_answer() {
+    let api = http_api("sunny").await;
+    let url = format!("http://{api}/weather");
+    let waiting = address("spindle.reply/0", "r1");
+    let r = fetch_result(fetch_request("f1", Some(4), Some(waiting.clone()), &url))
+        .await
+        .unwrap();
+    let [reply] = &r.outgoing_messages[..] else {
+        panic!("one reply expected")
+    };
+    assert_eq!(reply.target, Some(waiting));
+    assert_eq!(
+        decode::<Fetched>(reply.argument.as_ref()),
+        Fetched {
+            url: url.clone(),
+            status: 200,
+            body: "sunny".into(),
+            fetches: 5
+        }
+    );
+    assert_eq!(decode::<i64>(r.state_mutations[0].state_value.as_ref()), 5);
+
+    // No caller: counted, nothing sent.
+    let r = fetch_result(fetch_request("f1", None, None, &url)).await.unwrap();
+    assert!(r.outgoing_messages.is_empty());
+    assert_eq!(decode::<i64>(r.state_mutations[0].state_value.as_ref()), 1);
+}
+
+#[tokio::test]
+async fn a_failed_fetch_fails_the_batch_so_the_runtime_retries() {
+    // A port nothing listens on (bound, then released).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = fetch_result(fetch_request("f2", None, None, &format!("http://{closed}/")))
+        .await
+        .unwrap_err();
+    assert!(!err.is_bad_request(), "{err}");
+    assert!(err.to_string().contains("example/fetch"), "{err}");
+    let err = fetch_result(fetch_request("f2", None, None, "not a url"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`not a url` is not a URL"), "{err}");
+}

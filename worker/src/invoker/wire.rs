@@ -99,7 +99,9 @@ pub(crate) fn from_function(source: &Address, reply: FromFunction) -> Result<Out
         Some(from_function::Response::IncompleteInvocationContext(c)) => Ok(Outcome::Incomplete(
             c.missing_values.iter().map(spec_from_wire).collect(),
         )),
-        None => Err("an empty FromFunction".into()),
+        // A batch without effects: the Python SDK leaves `invocation_result` unset then (an
+        // empty body), and StateFun's runtime reads an unset result as an empty one.
+        None => Ok(Outcome::Effects(effects(source, InvocationResponse::default()))),
     }
 }
 
@@ -320,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn incomplete_contexts_name_the_specs_and_empty_replies_are_refused() {
+    fn incomplete_contexts_name_the_specs_and_empty_replies_have_no_effects() {
         let reply = FromFunction {
             response: Some(from_function::Response::IncompleteInvocationContext(
                 IncompleteInvocationContext {
@@ -339,7 +341,10 @@ mod tests {
             panic!("incomplete");
         };
         assert_eq!(specs[0].expiration, Expiration::AfterInvoke(Duration::from_secs(1)));
-        assert!(from_function(&addr("a"), FromFunction { response: None }).is_err());
+        let Ok(Outcome::Effects(e)) = from_function(&addr("a"), FromFunction { response: None }) else {
+            panic!("an empty FromFunction is an empty result");
+        };
+        assert!(e.mutations.is_empty() && e.messages.is_empty() && e.delayed.is_empty() && e.egress.is_empty());
     }
 
     /// A reply with one of each effect, addressed with the given strings.

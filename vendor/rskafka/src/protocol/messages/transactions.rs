@@ -14,7 +14,10 @@ use crate::protocol::{
         ReadVersionedError, ReadVersionedType, RequestBody, WriteVersionedError,
         WriteVersionedType, read_versioned_array, write_versioned_array,
     },
-    primitives::{Boolean, Int8, Int16, Int32, Int64, NullableString, String_},
+    primitives::{
+        Boolean, CompactNullableString, Int8, Int16, Int32, Int64, NullableString, String_,
+        TaggedFields,
+    },
     traits::{ReadType, WriteType},
 };
 
@@ -70,8 +73,14 @@ impl<R: Read> ReadVersionedType<R> for FindCoordinatorResponse {
     }
 }
 
-/// InitProducerId v0–v1: a producer id and a new epoch for a transactional id. The coordinator
+/// InitProducerId v0–v3: a producer id and a new epoch for a transactional id. The coordinator
 /// fences every earlier epoch and aborts the transaction it left open, if any.
+///
+/// SPINDLE: v2 is the first flexible version (compact strings, tagged fields) and v3 adds the
+/// producer id and epoch a client may ask to bump (KIP-360); this sends -1/-1, i.e. a fresh
+/// init, which is what v0–v1 mean. tansu 0.6 answers v0–v2 with UNKNOWN_SERVER_ERROR (as it does
+/// for kafka-python with `api_version=(2, 4)`), so the highest version both sides serve is
+/// used: v3 on Kafka 2.5 and later and on tansu.
 #[derive(Debug)]
 pub struct InitProducerIdRequest {
     pub transactional_id: NullableString,
@@ -82,7 +91,7 @@ impl RequestBody for InitProducerIdRequest {
     type ResponseBody = InitProducerIdResponse;
     const API_KEY: ApiKey = ApiKey::InitProducerId;
     const API_VERSION_RANGE: ApiVersionRange =
-        ApiVersionRange::new(ApiVersion(Int16(0)), ApiVersion(Int16(1)));
+        ApiVersionRange::new(ApiVersion(Int16(0)), ApiVersion(Int16(3)));
     const FIRST_TAGGED_FIELD_IN_REQUEST_VERSION: ApiVersion = ApiVersion(Int16(2));
 }
 
@@ -92,9 +101,21 @@ impl<W: Write> WriteVersionedType<W> for InitProducerIdRequest {
         writer: &mut W,
         version: ApiVersion,
     ) -> Result<(), WriteVersionedError> {
-        assert!(version.0.0 <= 1);
-        self.transactional_id.write(writer)?;
+        let v = version.0.0;
+        assert!(v <= 3);
+        if v >= 2 {
+            CompactNullableString(self.transactional_id.0.clone()).write(writer)?;
+        } else {
+            self.transactional_id.write(writer)?;
+        }
         self.transaction_timeout_ms.write(writer)?;
+        if v >= 3 {
+            Int64(-1).write(writer)?;
+            Int16(-1).write(writer)?;
+        }
+        if v >= 2 {
+            TaggedFields::default().write(writer)?;
+        }
         Ok(())
     }
 }
@@ -109,13 +130,18 @@ pub struct InitProducerIdResponse {
 
 impl<R: Read> ReadVersionedType<R> for InitProducerIdResponse {
     fn read_versioned(reader: &mut R, version: ApiVersion) -> Result<Self, ReadVersionedError> {
-        assert!(version.0.0 <= 1);
-        Ok(Self {
+        let v = version.0.0;
+        assert!(v <= 3);
+        let response = Self {
             throttle_time_ms: Int32::read(reader)?,
             error: ApiError::new(Int16::read(reader)?.0),
             producer_id: Int64::read(reader)?,
             producer_epoch: Int16::read(reader)?,
-        })
+        };
+        if v >= 2 {
+            TaggedFields::read(reader)?;
+        }
+        Ok(response)
     }
 }
 
