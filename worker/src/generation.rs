@@ -53,6 +53,8 @@ pub(crate) struct Context {
     pub replies: Arc<Replies>,
     /// A task that panics or ends early makes the worker unhealthy.
     pub health: Arc<crate::health::Health>,
+    /// The partition's messages in flight, for the coordinator's heartbeat.
+    pub in_flight: Arc<crate::poison::Board>,
 }
 
 /// Every key group's expired values are swept about this often.
@@ -70,13 +72,15 @@ pub(crate) struct Generation {
 
 impl Generation {
     /// Starts generation `number` from `restored` (whose key groups' state sits in `chains`
-    /// of sections); it ends when `parent` fires or `stop` is called. Its sources read only
-    /// while `accepting`.
+    /// of sections), setting aside the `poison` messages; it ends when `parent` fires or
+    /// `stop` is called. Its sources read only while `accepting`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         ctx: &Context,
         number: u64,
         restored: Capture,
         chains: Chains,
+        poison: &[crate::poison::MessageId],
         parent: &CancellationToken,
         accepting: bool,
     ) -> Generation {
@@ -195,6 +199,8 @@ impl Generation {
             replies: ctx.replies.clone(),
             compaction,
             sweep_every,
+            poison: poison.iter().copied().collect(),
+            in_flight: ctx.in_flight.clone(),
         });
         tasks.spawn(supervised(
             ctx.health.clone(),

@@ -21,7 +21,7 @@ use crate::checkpoint::Progress;
 use crate::checkpoint::control::client::{self, Announcement, ControlClients, RemoteMember};
 use crate::checkpoint::control::server::ControlService;
 use crate::checkpoint::coordinator::core::Settings;
-use crate::checkpoint::coordinator::task::DataLossReport;
+use crate::checkpoint::coordinator::task::{DataLossReport, SuspectsReport};
 use crate::checkpoint::coordinator::{Coordinator, Member};
 use crate::checkpoint::link::CoordinatorLink;
 use crate::checkpoint::store::CheckpointStore;
@@ -199,11 +199,13 @@ impl Worker {
                 health: health.clone(),
                 peer_tls: peer_tls.clone(),
                 replies: replies.clone(),
+                in_flight: Default::default(),
             },
             shutdown.clone(),
         ));
         let local: Arc<dyn Member> = Arc::new(Local(process.clone()));
         let data_loss = DataLossReport::default();
+        let suspects = SuspectsReport::default();
 
         let peer_addr = match (workers > 1, listeners.peer) {
             (false, _) => None,
@@ -296,6 +298,7 @@ impl Worker {
                     min_pause: app.checkpoint.min_pause,
                     failure_timeout: app.failure_timeout,
                     me,
+                    poison_after: app.poison_after_rollbacks,
                 },
                 events: coordinator_rx,
                 tx: coordinator_tx,
@@ -306,6 +309,7 @@ impl Worker {
                 retained: app.checkpoint.retained as usize,
                 metrics: metrics.clone(),
                 data_loss: data_loss.clone(),
+                suspects: suspects.clone(),
                 shutdown: shutdown.clone(),
             };
             tasks.spawn(supervised(
@@ -382,6 +386,7 @@ impl Worker {
             ready: process.ready.clone(),
             current: process.current.clone(),
             data_loss,
+            suspects,
             health: health.clone(),
             auth: admin_auth,
         };

@@ -36,6 +36,8 @@ pub(crate) struct Coordinator {
     pub metrics: Arc<Metrics>,
     /// The last fallback past damaged checkpoints, for `/status`.
     pub data_loss: DataLossReport,
+    /// The messages counted as possible poison, for `/status`.
+    pub suspects: SuspectsReport,
     pub shutdown: CancellationToken,
 }
 
@@ -54,6 +56,9 @@ pub struct DataLoss {
 
 /// Shared with the admin endpoint.
 pub type DataLossReport = Arc<std::sync::Mutex<Option<DataLoss>>>;
+
+/// Shared with the admin endpoint (`crate::poison`).
+pub type SuspectsReport = Arc<std::sync::Mutex<Vec<crate::poison::Suspect>>>;
 
 /// Checkpoints found damaged by a worker's restore, shared by the restore calls (which add)
 /// and the lookups (which skip them).
@@ -94,24 +99,31 @@ impl Coordinator {
                 Some(_) = chores.join_next(), if !chores.is_empty() => continue,
                 _ = self.shutdown.cancelled() => return,
             };
+            let watch = matches!(event, Event::Watch);
             let commands = core.on(event, Instant::now());
+            if watch || commands.iter().any(|c| matches!(c, Command::RollbackStarted { .. })) {
+                *self.suspects.lock().expect("suspects report lock") = core.suspects();
+            }
             self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
         }
     }
 
-    /// Pings every other worker; an answer is an `Event::Heard`. A ping that gets no answer
-    /// within half the failure timeout is simply not heard.
+    /// Pings every worker (this one too, for its messages in flight); an answer is an
+    /// `Event::Heard` and an `Event::InFlight`. A ping that gets no answer within half the
+    /// failure timeout is simply not heard.
     fn heartbeat(&self, generation: u64, chores: &mut JoinSet<()>) {
         let timeout = self.settings.failure_timeout / 2;
         for (w, member) in self.members.iter().enumerate() {
             let worker = w as u32;
-            if worker == self.me {
-                continue;
-            }
             let (member, tx) = (member.clone(), self.tx.clone());
             chores.spawn(async move {
-                if member.ping(generation, timeout).await.is_ok() {
+                if let Ok((generation, messages)) = member.ping(generation, timeout).await {
                     let _ = tx.send(Event::Heard { worker });
+                    let _ = tx.send(Event::InFlight {
+                        worker,
+                        generation,
+                        messages,
+                    });
                 }
             });
         }
@@ -131,6 +143,17 @@ impl Coordinator {
                 Command::RollbackStarted { why } => {
                     self.metrics.rollbacks.inc();
                     tracing::info!(why, "rolling back");
+                }
+                Command::Poisoned { messages } => {
+                    for (id, target) in messages {
+                        self.metrics.poison_detected.inc();
+                        tracing::warn!(
+                            target = %target,
+                            id = format!("{id:016x}"),
+                            rollbacks = self.settings.poison_after,
+                            "a message was in flight at every one of the last rollbacks: the restore sets it aside as a dead letter"
+                        );
+                    }
                 }
                 Command::CancelRestores => restores.abort_all(),
                 Command::Choose => {
@@ -174,7 +197,9 @@ impl Coordinator {
                     worker,
                     generation,
                     checkpoint,
+                    poison,
                 } => {
+                    let poison: Arc<[crate::poison::MessageId]> = poison.into();
                     let (member, tx, shutdown, damaged) = (
                         self.members[worker as usize].clone(),
                         self.tx.clone(),
@@ -183,7 +208,7 @@ impl Coordinator {
                     );
                     restores.spawn(async move {
                         loop {
-                            match member.restore(generation, checkpoint).await {
+                            match member.restore(generation, checkpoint, poison.clone()).await {
                                 Ok(incarnation) => {
                                     let _ = tx.send(Event::Restored {
                                         worker,
