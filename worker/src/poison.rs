@@ -290,7 +290,11 @@ mod tests {
     #[test]
     fn identity_is_what_the_message_is() {
         let a = env("a", "x", None);
-        assert_eq!(message_id(&a), message_id(&a.clone()), "a restored copy is the same message");
+        assert_eq!(
+            message_id(&a),
+            message_id(&a.clone()),
+            "a restored copy is the same message"
+        );
         assert_ne!(message_id(&a), message_id(&env("b", "x", None)));
         assert_ne!(message_id(&a), message_id(&env("a", "y", None)));
         assert_ne!(message_id(&a), message_id(&env("a", "x", Some("k"))));
@@ -327,7 +331,11 @@ mod tests {
         s.chosen(5);
         assert_eq!(s.poisoned(), vec![7]);
         s.completed(4);
-        assert_eq!(s.poisoned(), vec![7], "a checkpoint of an older generation proves nothing");
+        assert_eq!(
+            s.poisoned(),
+            vec![7],
+            "a checkpoint of an older generation proves nothing"
+        );
         s.completed(5);
         assert!(s.poisoned().is_empty(), "the checkpoint holds the dead letter");
     }

@@ -195,7 +195,11 @@ impl Member for Local {
         Box::pin(async {})
     }
 
-    fn ping(&self, generation: u64, _timeout: std::time::Duration) -> MemberFuture<Result<(u64, Vec<InFlight>), String>> {
+    fn ping(
+        &self,
+        generation: u64,
+        _timeout: std::time::Duration,
+    ) -> MemberFuture<Result<(u64, Vec<InFlight>), String>> {
         self.0.health.heard(generation, self.0.progress.borrow().generation);
         let board = self.0.ctx.in_flight.read();
         Box::pin(async { Ok(board) })

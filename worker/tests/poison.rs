@@ -51,7 +51,9 @@ fn signals(dir: &std::path::Path) -> Vec<String> {
 /// `first` and then the others, until it is acknowledged.
 async fn send(ingress: &[std::net::SocketAddr], first: usize, id: &str, seq: u64, poison: bool) {
     let path = format!("/py/item/{id}");
-    let body = serde_json::json!({"seq": seq, "poison": poison}).to_string().into_bytes();
+    let body = serde_json::json!({"seq": seq, "poison": poison})
+        .to_string()
+        .into_bytes();
     let key = format!("in-{seq}");
     let headers = [("spindle-ack", "durable"), ("idempotency-key", key.as_str())];
     for attempt in 0.. {
@@ -120,10 +122,7 @@ spec:
     let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;
     // The poison's address on a worker other than the coordinator: the counts live in the
     // coordinator's memory (docs/reliability.md says what a coordinator's death does to them).
-    let poison_id = (0..)
-        .map(|n| format!("poison-{n}"))
-        .find(|id| owner(id) != 0)
-        .unwrap();
+    let poison_id = (0..).map(|n| format!("poison-{n}")).find(|id| owner(id) != 0).unwrap();
     let victim = owner(&poison_id);
     let poison_target = format!("py/item/{poison_id}");
     eprintln!(
@@ -232,7 +231,11 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(letter["reason"], format!("in flight at {K} consecutive rollbacks"), "{letter}");
+    assert_eq!(
+        letter["reason"],
+        format!("in flight at {K} consecutive rollbacks"),
+        "{letter}"
+    );
     assert_eq!(letter["messages"][0]["target"], poison_target.as_str(), "{letter}");
     eprintln!("poison: dead letter: {letter}");
 
@@ -284,7 +287,10 @@ spec:
     let lost: Vec<u64> = (0..INPUTS).filter(|s| !seqs.contains_key(s)).collect();
     let duplicated: Vec<u64> = seqs.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).collect();
     assert!(lost.is_empty(), "records missing from the egress file: {lost:?}");
-    assert!(duplicated.is_empty(), "records twice in the egress file: {duplicated:?}");
+    assert!(
+        duplicated.is_empty(),
+        "records twice in the egress file: {duplicated:?}"
+    );
     assert!(!seqs.contains_key(&INPUTS), "the poison message was processed");
     for (key, mut seen) in counts {
         seen.sort();
@@ -297,7 +303,11 @@ spec:
     assert!(
         metrics.lines().any(|l| l == "spindle_poison_dead_letters_total 1"),
         "worker {victim} counts the poison dead letter: {}",
-        metrics.lines().filter(|l| l.contains("poison")).collect::<Vec<_>>().join("; ")
+        metrics
+            .lines()
+            .filter(|l| l.contains("poison"))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     let mean = |f: fn(&(Duration, Duration)) -> Duration| {
         rounds.iter().map(f).sum::<Duration>().as_secs_f64() * 1000.0 / rounds.len() as f64

@@ -310,11 +310,17 @@ impl Rig {
                 d.finish(s.length, s.crc32).expect("an intact section");
             }
         }
-        let (_, part) = self.parts.iter().find(|(c, _)| *c == n).expect("a part of the checkpoint");
+        let (_, part) = self
+            .parts
+            .iter()
+            .find(|(c, _)| *c == n)
+            .expect("a part of the checkpoint");
         let at = part.index;
         let index = codec::decode_index(&part.payload[at.offset as usize..(at.offset + at.length) as usize]).unwrap();
         let rest = index.rest.expect("a rest section");
-        let rest = part.payload.slice(rest.offset as usize..(rest.offset + rest.length) as usize);
+        let rest = part
+            .payload
+            .slice(rest.offset as usize..(rest.offset + rest.length) as usize);
         let mut capture = codec::decode(&AppIdentity::named("app"), &[rest], layout()).expect("the rest decodes");
         capture.state = state;
         capture
@@ -464,7 +470,10 @@ async fn one_case(seed: u64) -> Vec<String> {
     // The model: every message sent is delivered once, and each forwarded one once more.
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for s in &sent {
-        expected.entry(format!("a{}", s.to)).or_default().insert(s.value.clone());
+        expected
+            .entry(format!("a{}", s.to))
+            .or_default()
+            .insert(s.value.clone());
         if let Some((seq, to)) = s.value.split_once('>') {
             expected
                 .entry(format!("a{to}"))
@@ -504,8 +513,16 @@ async fn one_case(seed: u64) -> Vec<String> {
             .collect();
         assert!(order.is_sorted(), "{id}: ingress order {order:?}; {}", context());
         let state = rig.inbox.read_state(addr(i)).await.unwrap();
-        let n = state.iter().find(|(k, _)| k == "n").map(|(_, v)| text(v).parse::<u64>().unwrap());
-        assert_eq!(n.unwrap_or(0), count, "{id}: the state holds the model's count; {}", context());
+        let n = state
+            .iter()
+            .find(|(k, _)| k == "n")
+            .map(|(_, v)| text(v).parse::<u64>().unwrap());
+        assert_eq!(
+            n.unwrap_or(0),
+            count,
+            "{id}: the state holds the model's count; {}",
+            context()
+        );
     }
     assert!(got.is_empty(), "records of unknown addresses: {got:?}");
     let dead = rig.inbox.dead_letters().await.unwrap();

@@ -739,7 +739,10 @@ async fn a_poison_message_is_set_aside_at_the_restore_and_long_batches_are_shown
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].kind, "poison");
     assert_eq!(dead[0].reason, "in flight at 3 consecutive rollbacks");
-    assert_eq!(dead[0].payload, crate::deadletter::Payload::Messages(vec![poison.clone()]));
+    assert_eq!(
+        dead[0].payload,
+        crate::deadletter::Payload::Messages(vec![poison.clone()])
+    );
     assert_eq!(h.metrics.poison_dead_letters.get(), 1);
     // Batches in flight for a while are shown, with the identities of their messages.
     let shown = || h.board.read();

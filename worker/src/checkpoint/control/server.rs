@@ -163,14 +163,17 @@ impl Coordination for ControlService {
             control_request::Kind::Restore(r) => {
                 checks::restore(r.generation, r.checkpoint).map_err(bad)?;
                 let poison: Arc<[crate::poison::MessageId]> = r.poison.into();
-                self.local.restore(r.generation, r.checkpoint, poison).await.map_err(|e| {
-                    let message = format!("restoring checkpoint {}: {e}", r.checkpoint);
-                    match e {
-                        // The coordinator falls back to an older checkpoint.
-                        RestoreFailure::Damaged(_) => Status::data_loss(message),
-                        RestoreFailure::Failed(_) => Status::unavailable(message),
-                    }
-                })?;
+                self.local
+                    .restore(r.generation, r.checkpoint, poison)
+                    .await
+                    .map_err(|e| {
+                        let message = format!("restoring checkpoint {}: {e}", r.checkpoint);
+                        match e {
+                            // The coordinator falls back to an older checkpoint.
+                            RestoreFailure::Damaged(_) => Status::data_loss(message),
+                            RestoreFailure::Failed(_) => Status::unavailable(message),
+                        }
+                    })?;
             }
             control_request::Kind::Completed(c) => {
                 let now = *self.progress.borrow();

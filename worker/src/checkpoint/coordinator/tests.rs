@@ -856,7 +856,13 @@ fn a_message_in_flight_at_three_consecutive_rollbacks_is_poison() {
         at(2003),
     );
     assert!(matches!(done[0], Command::Completed { checkpoint: 2, .. }));
-    core.on(Event::Join { worker: 1, incarnation: 300 }, at(2004));
+    core.on(
+        Event::Join {
+            worker: 1,
+            incarnation: 300,
+        },
+        at(2004),
+    );
     let restores = core.on(
         Event::Chosen {
             generation: 11,
