@@ -20,6 +20,9 @@ pub(crate) mod coordinator;
 pub(crate) mod group_commit;
 pub(crate) mod link;
 pub mod manifest;
+// The partition and its checkpoints against a model (random interleavings).
+#[cfg(test)]
+mod model_tests;
 pub(crate) mod progress;
 pub(crate) mod restore;
 // The pipeline without functions, for `spindle-bench scale` and tests; not an API.

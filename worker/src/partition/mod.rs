@@ -25,8 +25,6 @@ mod dedup;
 mod delayed;
 mod epochs;
 mod mailbox;
-#[cfg(test)]
-mod model_tests;
 pub(crate) mod outbound;
 mod replies;
 #[cfg(test)]

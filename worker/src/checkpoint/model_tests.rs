@@ -1,4 +1,5 @@
-//! A model-based test of the partition: seeded random interleavings of ingress messages
+//! A model-based test of the partition (here, beside the codec its checkpoints go through,
+//! because it drives both: `partition` does not import `checkpoint`): seeded random interleavings of ingress messages
 //! (some sent twice, as a retrying caller does), function answers in any order, barriers,
 //! completions and restores, checked against a simple model of what exactly-once processing
 //! means. The partition is real; the function is a fake invoker the test answers (a counter
@@ -20,10 +21,8 @@ use bytes::Bytes;
 use spindle_spec::TypeName;
 use tokio::sync::{mpsc, oneshot};
 
-use super::outbound::Outbound;
-use super::{Capture, Compaction, Epochs, Partition, Parts};
+use super::codec::{self, EncodedPart, GroupDecoder, PartMeta, TypeNames};
 use crate::app::{AppConfig, AppIdentity};
-use crate::checkpoint::codec::{self, EncodedPart, GroupDecoder, PartMeta, TypeNames};
 use crate::deadletter::DeadLetters;
 use crate::egress::{EgressHub, SinkItem};
 use crate::fuzz::Rng;
@@ -32,6 +31,8 @@ use crate::invoker::{Call, Effects, EgressOut, Invoke, InvokeFailure, InvokeFutu
 use crate::keygroup::Layout;
 use crate::message::{Address, Envelope, Value};
 use crate::metrics::Metrics;
+use crate::partition::outbound::Outbound;
+use crate::partition::{Capture, Compaction, Epochs, Partition, Parts};
 use crate::state::{Expiration, Mutation, StateSpec, StateStore};
 use crate::stop::CancellationToken;
 
