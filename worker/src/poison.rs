@@ -13,6 +13,11 @@
 //! restore command, and the worker that restores (or receives) the message keeps it as a
 //! dead letter instead of queueing it.
 //!
+//! The coordinator saves its counts (and the last reports) in checkpoint storage whenever they
+//! change ([`Saved`]), and a restarted coordinator resumes from them: its own death counts as
+//! a rollback of the generation it ran, with what was last reported in flight — so a poison
+//! batch on worker 0 itself is found too.
+//!
 //! Identity ([`message_id`]) is a hash of what the message is (target, caller, value,
 //! idempotency key), so the copy a checkpoint restores has the identity of the one in flight
 //! before the rollback. Two messages alike in all of that are one identity.
@@ -130,9 +135,22 @@ pub struct Suspect {
     pub poisoned: bool,
 }
 
+/// What the coordinator saves of its counts, as JSON in checkpoint storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Saved {
+    pub generation: u64,
+    /// (identity, rollbacks, address)
+    pub counts: Vec<(MessageId, u32, String)>,
+    pub poisoned: Vec<(MessageId, String)>,
+    /// Per worker: its last report in `generation`.
+    pub reports: Vec<(u32, Vec<(MessageId, String)>)>,
+}
+
 /// The coordinator's counts (pure: the core calls it).
 #[derive(Debug)]
 pub(crate) struct Suspects {
+    /// Bumped by every change worth saving.
+    version: u64,
     /// K; 0: never set anything aside.
     after: u32,
     /// The generation whose reports are taken.
@@ -148,6 +166,7 @@ pub(crate) struct Suspects {
 impl Suspects {
     pub fn new(after: u32) -> Suspects {
         Suspects {
+            version: 0,
             after,
             generation: 0,
             reports: BTreeMap::new(),
@@ -161,7 +180,54 @@ impl Suspects {
         if self.after == 0 || generation != self.generation || generation == 0 {
             return;
         }
+        let ids = |r: &[InFlight]| r.iter().map(|m| m.id).collect::<Vec<_>>();
+        let before = self.reports.get(&worker).map(|r| ids(r)).unwrap_or_default();
+        if before != ids(&in_flight) {
+            self.version += 1;
+        }
         self.reports.insert(worker, in_flight);
+    }
+
+    /// Changes with everything worth saving.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn saved(&self) -> Saved {
+        let pairs = |r: &[InFlight]| r.iter().map(|m| (m.id, m.target.clone())).collect();
+        Saved {
+            generation: self.generation,
+            counts: self
+                .counts
+                .iter()
+                .map(|(id, c)| (*id, c.rollbacks, c.target.clone()))
+                .collect(),
+            poisoned: self.poisoned.iter().map(|(id, t)| (*id, t.clone())).collect(),
+            reports: self.reports.iter().map(|(w, r)| (*w, pairs(r))).collect(),
+        }
+    }
+
+    /// A restarted coordinator takes up the counts its predecessor saved: the predecessor's
+    /// death ended the generation it ran, so what was last reported in flight in it counts as
+    /// at a rollback. Answers the messages that reached K now.
+    pub fn resume(&mut self, saved: Saved) -> Vec<(MessageId, String)> {
+        if self.after == 0 {
+            return Vec::new();
+        }
+        self.version += 1;
+        self.generation = saved.generation;
+        self.counts = saved
+            .counts
+            .into_iter()
+            .map(|(id, rollbacks, target)| (id, Count { rollbacks, target }))
+            .collect();
+        self.poisoned.extend(saved.poisoned);
+        self.reports = saved
+            .reports
+            .into_iter()
+            .map(|(w, r)| (w, r.into_iter().map(|(id, target)| InFlight { id, target }).collect()))
+            .collect();
+        self.rollback(true)
     }
 
     /// A rollback ends the generation: every message reported in flight in it counts once
@@ -173,6 +239,7 @@ impl Suspects {
         if self.after == 0 || (!ran && reports.is_empty()) {
             return Vec::new();
         }
+        self.version += 1;
         let mut counts = BTreeMap::new();
         for m in reports.into_values().flatten() {
             if self.poisoned.contains_key(&m.id) || counts.contains_key(&m.id) {
@@ -202,6 +269,7 @@ impl Suspects {
 
     /// The next generation was chosen: its workers' reports count from now on.
     pub fn chosen(&mut self, generation: u64) {
+        self.version += 1;
         self.generation = generation;
         self.reports.clear();
     }
@@ -210,7 +278,8 @@ impl Suspects {
     /// poisoned messages, the checkpoint holds them as dead letters, and no later restore
     /// brings them back.
     pub fn completed(&mut self, generation: u64) {
-        if generation == self.generation {
+        if generation == self.generation && !self.poisoned.is_empty() {
+            self.version += 1;
             self.poisoned.clear();
         }
     }
@@ -370,6 +439,28 @@ mod tests {
         s.chosen(2);
         s.rollback(true);
         assert!(s.status().is_empty());
+    }
+
+    #[test]
+    fn a_restarted_coordinator_goes_on_counting_from_what_was_saved() {
+        let mut s = Suspects::new(3);
+        s.chosen(1);
+        s.report(0, 1, vec![m(5)]);
+        s.rollback(true);
+        s.chosen(2);
+        let v = s.version();
+        s.report(0, 2, vec![m(5)]);
+        assert!(s.version() > v, "a new report is worth saving");
+        let v = s.version();
+        s.report(0, 2, vec![m(5)]);
+        assert_eq!(s.version(), v, "the same report again is not");
+        // The coordinator (worker 0, which ran message 5) dies here.
+        let saved: Saved = serde_json::from_str(&serde_json::to_string(&s.saved()).unwrap()).unwrap();
+        let mut next = Suspects::new(3);
+        assert_eq!(next.resume(saved), vec![], "its death is the second rollback");
+        next.chosen(7);
+        next.report(0, 7, vec![m(5)]);
+        assert_eq!(next.rollback(true), vec![(5, "ns/f/5".into())], "the third");
     }
 
     #[test]

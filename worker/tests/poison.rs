@@ -8,7 +8,9 @@
 //! Real components: a function written with the official StateFun Python SDK 3.3.0
 //! (`e2e/python/poison.py`, aiohttp), three `spindle worker` processes, checkpoints in a local
 //! directory, the file egress read by a plain reader (no deduplication: lines counted per
-//! record), the dead letter read with `spindle dead-letters list`.
+//! record), the dead letter read with `spindle dead-letters list`. Twice: with the poison on
+//! a worker other than the coordinator, and on the coordinator itself (each kill is then the
+//! coordinator's death too; its counts survive in checkpoint storage).
 
 mod support;
 
@@ -69,8 +71,48 @@ async fn send(ingress: &[std::net::SocketAddr], first: usize, id: &str, seq: u64
     }
 }
 
+/// The poison counts the coordinator saved in checkpoint storage: does its last report of
+/// the running generation hold `target`?
+fn saved_in_flight(checkpoints: &std::path::Path, target: &str) -> bool {
+    fn find(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        for e in std::fs::read_dir(dir).ok()? {
+            let p = e.ok()?.path();
+            if p.is_dir() {
+                if let Some(f) = find(&p) {
+                    return Some(f);
+                }
+            } else if p.file_name().is_some_and(|n| n == "poison-suspects.json") {
+                return Some(p);
+            }
+        }
+        None
+    }
+    let Some(saved) = find(checkpoints).and_then(|p| std::fs::read(p).ok()) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&saved) else {
+        return false;
+    };
+    v["reports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r[1].as_array().into_iter().flatten().any(|m| m[1] == target))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_in_flight_at_three_consecutive_rollbacks_becomes_a_dead_letter_and_the_rest_is_exact() {
+    scenario(false).await;
+}
+
+/// The poison batch runs on worker 0, so each kill is also the coordinator's death: the counts
+/// survive in checkpoint storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_batch_on_the_coordinator_is_found_across_its_deaths() {
+    scenario(true).await;
+}
+
+async fn scenario(on_coordinator: bool) {
     init_logs();
     let venv = python_venv();
     let dir = TempDir::new("poison");
@@ -120,9 +162,11 @@ spec:
     let admin = procs.admin.clone();
     let ingress = procs.ingress.clone();
     let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;
-    // The poison's address on a worker other than the coordinator: the counts live in the
-    // coordinator's memory (docs/reliability.md says what a coordinator's death does to them).
-    let poison_id = (0..).map(|n| format!("poison-{n}")).find(|id| owner(id) != 0).unwrap();
+    // The poison's address on the coordinator (worker 0), or on another worker.
+    let poison_id = (0..)
+        .map(|n| format!("poison-{n}"))
+        .find(|id| (owner(id) == 0) == on_coordinator)
+        .unwrap();
     let victim = owner(&poison_id);
     let poison_target = format!("py/item/{poison_id}");
     eprintln!(
@@ -193,6 +237,14 @@ spec:
             assert!(
                 Instant::now() < deadline,
                 "round {round}: the coordinator did not hear {poison_target} in flight on worker {victim} within 30 s: {suspects:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A coordinator about to die must have saved what it heard.
+        while on_coordinator && !saved_in_flight(&dir.path().join("checkpoints"), &poison_target) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the coordinator did not save {poison_target} in flight within 30 s"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -313,7 +365,7 @@ spec:
         rounds.iter().map(f).sum::<Duration>().as_secs_f64() * 1000.0 / rounds.len() as f64
     };
     eprintln!(
-        "poison: | {K} kills with the message in flight | heard by the coordinator {:.0} ms after the signal (mean) | back to running {:.0} ms (mean) | set aside after {K} rollbacks | {INPUTS} records: lost 0 | duplicated 0 |",
+        "poison: | {K} kills of worker {victim} with the message in flight | heard by the coordinator {:.0} ms after the signal (mean) | back to running {:.0} ms (mean) | set aside after {K} rollbacks | {INPUTS} records: lost 0 | duplicated 0 |",
         mean(|r| r.0),
         mean(|r| r.1)
     );

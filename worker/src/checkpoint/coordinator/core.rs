@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::Event;
 use crate::checkpoint::manifest::{self, Manifest, PartInfo};
-use crate::poison::{MessageId, Suspect, Suspects};
+use crate::poison::{MessageId, Saved, Suspect, Suspects};
 
 /// What the coordinator asks its task to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +163,25 @@ impl Core {
     /// The messages counted as possible poison, for `/status`.
     pub fn suspects(&self) -> Vec<Suspect> {
         self.suspects.status()
+    }
+
+    /// Changes whenever the counts worth saving change.
+    pub fn suspects_version(&self) -> u64 {
+        self.suspects.version()
+    }
+
+    pub fn saved_suspects(&self) -> Saved {
+        self.suspects.saved()
+    }
+
+    /// A restarted coordinator resumes the counts its predecessor saved (before the start
+    /// rollback's restores are sent).
+    pub fn resume_suspects(&mut self, saved: Saved) -> Vec<Command> {
+        let messages = self.suspects.resume(saved);
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        vec![Command::Poisoned { messages }]
     }
 
     /// When the next checkpoint should start before the next tick, if it should: at once

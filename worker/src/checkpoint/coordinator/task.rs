@@ -66,7 +66,10 @@ type Damaged = Arc<std::sync::Mutex<BTreeSet<u64>>>;
 
 impl Coordinator {
     pub async fn run(mut self) {
-        let (mut core, commands) = Core::new(self.settings.clone(), Instant::now());
+        let (mut core, mut commands) = Core::new(self.settings.clone(), Instant::now());
+        if let Some(saved) = self.saved_suspects().await {
+            commands.extend(core.resume_suspects(saved));
+        }
         // Restore calls of the current rollback; a newer rollback aborts them.
         let mut restores = JoinSet::new();
         // Lookups, manifest writes, announcements and retention.
@@ -75,6 +78,12 @@ impl Coordinator {
         // manifest cannot land after the lookup listed the storage (it would complete a
         // checkpoint the new generation did not restore).
         let fence = Arc::new(tokio::sync::Mutex::new(()));
+        // The poison counts, saved whenever they change (the latest value wins).
+        let (saved_tx, saved_rx) = tokio::sync::watch::channel(None::<bytes::Bytes>);
+        if let Some(store) = self.store.clone() {
+            chores.spawn(save_suspects(store, saved_rx));
+        }
+        let mut saved_version = core.suspects_version();
         // Checkpoints a restore found damaged: the next lookups skip them.
         let damaged: Damaged = Arc::default();
         self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
@@ -104,7 +113,40 @@ impl Coordinator {
             if watch || commands.iter().any(|c| matches!(c, Command::RollbackStarted { .. })) {
                 *self.suspects.lock().expect("suspects report lock") = core.suspects();
             }
+            if core.suspects_version() != saved_version {
+                saved_version = core.suspects_version();
+                if let Ok(json) = serde_json::to_vec(&core.saved_suspects()) {
+                    saved_tx.send_replace(Some(json.into()));
+                }
+            }
             self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
+        }
+    }
+
+    /// The poison counts a previous coordinator saved (`None`: none, or storage did not
+    /// answer in time — counting then starts afresh, which costs rollbacks, not correctness).
+    async fn saved_suspects(&self) -> Option<crate::poison::Saved> {
+        if self.settings.poison_after == 0 {
+            return None;
+        }
+        let store = self.store.as_ref()?;
+        match tokio::time::timeout(Duration::from_secs(5), store.read_suspects()).await {
+            Ok(Ok(Some(bytes))) => match serde_json::from_slice(&bytes) {
+                Ok(saved) => Some(saved),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the saved poison counts do not parse; counting afresh");
+                    None
+                }
+            },
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the saved poison counts; counting afresh");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("reading the saved poison counts took over 5 s; counting afresh");
+                None
+            }
         }
     }
 
@@ -347,6 +389,19 @@ impl Coordinator {
                     });
                 }
             }
+        }
+    }
+}
+
+/// Writes the latest poison counts whenever they change (one write at a time; what changed
+/// meanwhile is written next).
+async fn save_suspects(store: CheckpointStore, mut saved: tokio::sync::watch::Receiver<Option<bytes::Bytes>>) {
+    while saved.changed().await.is_ok() {
+        let Some(bytes) = saved.borrow_and_update().clone() else {
+            continue;
+        };
+        if let Err(e) = store.write_suspects(bytes).await {
+            tracing::warn!(error = %e, "saving the poison counts failed; the next change tries again");
         }
     }
 }
