@@ -84,6 +84,14 @@ pub struct StatefulApplicationSpec {
     /// too short turns a slow moment into a rollback.
     #[serde(default = "default_failure_timeout")]
     pub failure_timeout: HumanDuration,
+    /// A message whose invocation was in flight at this many consecutive rollbacks is set
+    /// aside as a dead letter (kind `poison`, reason "in flight at 3 consecutive rollbacks"):
+    /// if invoking it is what kills or hangs its worker, every restore would re-invoke it for
+    /// ever. The coordinator counts what the workers report in flight on its heartbeats, so a
+    /// message that kills its worker faster than a heartbeat (a quarter of `failureTimeout`)
+    /// is not seen. 0: never set messages aside.
+    #[serde(default = "default_poison_after_rollbacks")]
+    pub poison_after_rollbacks: u32,
     /// Dead letters: what could not be delivered, kept (in checkpoints) with the reason until
     /// replayed or dropped (`spindle dead-letters`).
     #[serde(default)]
@@ -169,6 +177,10 @@ fn default_queue_bytes() -> u64 {
 
 fn default_dead_letter_bytes() -> u64 {
     64 << 20
+}
+
+fn default_poison_after_rollbacks() -> u32 {
+    3
 }
 
 fn default_failure_timeout() -> HumanDuration {

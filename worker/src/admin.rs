@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::auth::Tokens;
 use crate::checkpoint::Progress;
-use crate::checkpoint::coordinator::task::DataLossReport;
+use crate::checkpoint::coordinator::task::{DataLossReport, SuspectsReport};
 use crate::checkpoint::savepoint::{SavepointError, Savepoints};
 use crate::inbox::Current;
 use crate::json::insert_value;
@@ -38,6 +38,8 @@ pub(crate) struct Admin {
     pub current: Current,
     /// On the coordinator: the last fallback past damaged checkpoints.
     pub data_loss: DataLossReport,
+    /// Messages the coordinator counts as possible poison (empty on other workers).
+    pub suspects: SuspectsReport,
     /// What `/healthz` answers.
     pub health: Arc<crate::health::Health>,
     /// The bearer tokens `/state` and `/dead-letters` need (`spec.admin.auth`); `None`: open.
@@ -116,6 +118,7 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
         "checkpointsFailed": m.checkpoints_failed.get(),
         "rollbacks": m.rollbacks.get(),
         "dataLoss": *a.data_loss.lock().expect("data-loss report lock"),
+        "poisonSuspects": a.suspects.lock().expect("suspects report lock").clone(),
         "ingressAccepted": m.ingress_accepted.get(),
         "ingressInProcess": m.ingress_in_process.get(),
         "messagesQueued": m.messages_queued.get(),

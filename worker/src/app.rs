@@ -71,6 +71,8 @@ pub struct AppConfig {
     pub memory: crate::memory::Limits,
     /// A worker silent this long is treated as failed.
     pub failure_timeout: Duration,
+    /// Messages in flight at this many consecutive rollbacks are set aside (0: never).
+    pub poison_after_rollbacks: u32,
     pub key_groups: u32,
     pub checkpoint: CheckpointConfig,
     /// Bearer tokens the admin endpoints that expose data require (`spec.admin.auth`).
@@ -284,6 +286,7 @@ impl AppConfig {
             dead_letter_bytes: spec.dead_letters.max_bytes as usize,
             memory: crate::memory::Limits::from_spec(&spec.memory),
             failure_timeout: spec.failure_timeout.as_duration(),
+            poison_after_rollbacks: spec.poison_after_rollbacks,
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
                 interval: Some(spec.checkpoint.interval.as_duration()).filter(|d| !d.is_zero()),

@@ -42,6 +42,9 @@ pub mod kind {
     pub const BAD_RECORD: &str = "bad_record";
     /// A message or reply larger than what may travel (between workers, from a function).
     pub const TOO_LARGE: &str = "too_large";
+    /// A message in flight at `poisonAfterRollbacks` consecutive rollbacks (its invocation
+    /// kills or hangs its worker, so each restore would re-invoke it for ever).
+    pub const POISON: &str = "poison";
 }
 
 /// What a dead letter holds.

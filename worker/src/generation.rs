@@ -54,6 +54,8 @@ pub(crate) struct Context {
     pub replies: Arc<Replies>,
     /// A task that panics or ends early makes the worker unhealthy.
     pub health: Arc<crate::health::Health>,
+    /// The partition's messages in flight, for the coordinator's heartbeat.
+    pub in_flight: Arc<crate::poison::Board>,
 }
 
 /// Every key group's expired values are swept about this often.
@@ -71,13 +73,15 @@ pub(crate) struct Generation {
 
 impl Generation {
     /// Starts generation `number` from `restored` (whose key groups' state sits in `chains`
-    /// of sections); it ends when `parent` fires or `stop` is called. Its sources read only
-    /// while `accepting`.
+    /// of sections), setting aside the `poison` messages; it ends when `parent` fires or
+    /// `stop` is called. Its sources read only while `accepting`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         ctx: &Context,
         number: u64,
         restored: Capture,
         chains: Chains,
+        poison: &[crate::poison::MessageId],
         parent: &CancellationToken,
         accepting: bool,
     ) -> Generation {
@@ -197,6 +201,8 @@ impl Generation {
             compaction,
             sweep_every,
             memory: ctx.ingress_admission.memory.clone(),
+            poison: poison.iter().copied().collect(),
+            in_flight: ctx.in_flight.clone(),
         });
         tasks.spawn(supervised(
             ctx.health.clone(),

@@ -36,6 +36,7 @@ pub mod message;
 pub mod metrics;
 pub(crate) mod partition;
 pub mod peer;
+pub(crate) mod poison;
 pub(crate) mod process;
 // Public only for the wire-level tests (attacks on the peer port); not an API.
 #[doc(hidden)]

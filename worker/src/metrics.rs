@@ -141,6 +141,12 @@ pub struct Metrics {
     pub dead_letter_bytes: Gauge,
     /// Dead letters only logged because the kept ones reached `deadLetters.maxBytes`.
     pub dead_letters_overflow: Counter,
+    /// Messages set aside as poison (in flight at `poisonAfterRollbacks` consecutive
+    /// rollbacks), by the worker that restored or received them.
+    pub poison_dead_letters: Counter,
+    /// Messages the coordinator found in flight at `poisonAfterRollbacks` consecutive
+    /// rollbacks (coordinator).
+    pub poison_detected: Counter,
     /// Source records skipped because retention deleted them before they were read.
     pub source_records_lost: Counter,
     pub restore_seconds: Histogram,
@@ -214,6 +220,8 @@ impl Metrics {
             egress_resent: Counter::default(),
             dead_letter_bytes: Gauge::default(),
             dead_letters_overflow: Counter::default(),
+            poison_dead_letters: Counter::default(),
+            poison_detected: Counter::default(),
             source_records_lost: Counter::default(),
             restore_seconds: seconds(),
             memory_bytes: Family::default(),
@@ -445,6 +453,16 @@ impl Metrics {
             "dead_letters_overflow",
             "Dead letters only logged because the kept ones reached deadLetters.maxBytes",
             m.dead_letters_overflow.clone(),
+        );
+        r.register(
+            "poison_dead_letters",
+            "Messages set aside as dead letters because they were in flight at poisonAfterRollbacks consecutive rollbacks",
+            m.poison_dead_letters.clone(),
+        );
+        r.register(
+            "poison_detected",
+            "Messages found in flight at poisonAfterRollbacks consecutive rollbacks (coordinator)",
+            m.poison_detected.clone(),
         );
         r.register(
             "source_records_lost",

@@ -13,6 +13,7 @@ use crate::checkpoint::coordinator::{Member, MemberFuture, RestoreFailure};
 use crate::checkpoint::restore::{self, Restored};
 use crate::generation::{Context, Generation};
 use crate::inbox::{Current, Entry};
+use crate::poison::{InFlight, MessageId};
 use crate::stop::CancellationToken;
 
 pub use crate::checkpoint::restore::RestoreError;
@@ -60,9 +61,10 @@ impl Process {
     }
 
     /// Rollback: drops the current generation — its state, queues, in-flight invocations,
-    /// held egress and peer streams — and starts `generation` from `checkpoint` (0: empty).
+    /// held egress and peer streams — and starts `generation` from `checkpoint` (0: empty),
+    /// with the `poison` messages set aside as dead letters.
     /// Idempotent: a worker already at `generation` (or newer) does nothing.
-    pub async fn restore(&self, generation: u64, checkpoint: u64) -> Result<(), RestoreError> {
+    pub async fn restore(&self, generation: u64, checkpoint: u64, poison: &[MessageId]) -> Result<(), RestoreError> {
         let mut running = self.running.lock().await;
         if self.progress.borrow().generation >= generation && running.is_some() {
             return Ok(());
@@ -85,6 +87,7 @@ impl Process {
             generation,
             capture,
             chains,
+            poison,
             &self.shutdown,
             *self.accepting.borrow(),
         );
@@ -166,10 +169,15 @@ impl Process {
 pub(crate) struct Local(pub Arc<Process>);
 
 impl Member for Local {
-    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, RestoreFailure>> {
+    fn restore(
+        &self,
+        generation: u64,
+        checkpoint: u64,
+        poison: Arc<[MessageId]>,
+    ) -> MemberFuture<Result<u64, RestoreFailure>> {
         let p = self.0.clone();
         Box::pin(async move {
-            p.restore(generation, checkpoint)
+            p.restore(generation, checkpoint, &poison)
                 .await
                 .map(|()| p.incarnation)
                 .map_err(|e| {
@@ -187,9 +195,14 @@ impl Member for Local {
         Box::pin(async {})
     }
 
-    fn ping(&self, generation: u64, _timeout: std::time::Duration) -> MemberFuture<Result<(), String>> {
+    fn ping(
+        &self,
+        generation: u64,
+        _timeout: std::time::Duration,
+    ) -> MemberFuture<Result<(u64, Vec<InFlight>), String>> {
         self.0.health.heard(generation, self.0.progress.borrow().generation);
-        Box::pin(async { Ok(()) })
+        let board = self.0.ctx.in_flight.read();
+        Box::pin(async { Ok(board) })
     }
 
     fn exit(&self, _generation: u64, checkpoint: u64) -> MemberFuture<()> {

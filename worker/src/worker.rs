@@ -24,7 +24,7 @@ use crate::checkpoint::Progress;
 use crate::checkpoint::control::client::{self, Announcement, ControlClients, RemoteMember};
 use crate::checkpoint::control::server::ControlService;
 use crate::checkpoint::coordinator::core::Settings;
-use crate::checkpoint::coordinator::task::DataLossReport;
+use crate::checkpoint::coordinator::task::{DataLossReport, SuspectsReport};
 use crate::checkpoint::coordinator::{Coordinator, Member};
 use crate::checkpoint::link::CoordinatorLink;
 use crate::checkpoint::store::CheckpointStore;
@@ -221,11 +221,13 @@ impl Worker {
                 health: health.clone(),
                 peer_tls: peer_tls.clone(),
                 replies: replies.clone(),
+                in_flight: Default::default(),
             },
             shutdown.clone(),
         ));
         let local: Arc<dyn Member> = Arc::new(Local(process.clone()));
         let data_loss = DataLossReport::default();
+        let suspects = SuspectsReport::default();
 
         let peer_addr = match (workers > 1, listeners.peer) {
             (false, _) => None,
@@ -327,6 +329,7 @@ impl Worker {
                     min_pause: app.checkpoint.min_pause,
                     failure_timeout: app.failure_timeout,
                     me,
+                    poison_after: app.poison_after_rollbacks,
                 },
                 events: coordinator_rx,
                 tx: coordinator_tx,
@@ -337,6 +340,7 @@ impl Worker {
                 retained: app.checkpoint.retained as usize,
                 metrics: metrics.clone(),
                 data_loss: data_loss.clone(),
+                suspects: suspects.clone(),
                 shutdown: shutdown.clone(),
             };
             tasks.spawn(supervised(
@@ -413,6 +417,7 @@ impl Worker {
             ready: process.ready.clone(),
             current: process.current.clone(),
             data_loss,
+            suspects,
             health: health.clone(),
             auth: admin_auth,
             savepoints: savepoints_on_0,

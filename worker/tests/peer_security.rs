@@ -240,6 +240,7 @@ async fn only_the_applications_workers_reach_the_peer_port_and_only_as_themselve
             control_request::Kind::Restore(Restore {
                 generation: generation + 1_000_000,
                 checkpoint: 0,
+                poison: vec![],
             }),
         )
         .await,
@@ -252,6 +253,7 @@ async fn only_the_applications_workers_reach_the_peer_port_and_only_as_themselve
             control_request::Kind::Restore(Restore {
                 generation: generation + 1_000_000,
                 checkpoint: 0,
+                poison: vec![],
             }),
         )
         .await,

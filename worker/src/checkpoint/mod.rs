@@ -23,6 +23,9 @@ pub(crate) mod copy;
 pub(crate) mod group_commit;
 pub(crate) mod link;
 pub mod manifest;
+// The partition and its checkpoints against a model (random interleavings).
+#[cfg(test)]
+mod model_tests;
 pub(crate) mod progress;
 pub(crate) mod restore;
 pub(crate) mod savepoint;

@@ -731,6 +731,27 @@ impl CheckpointStore {
         }
     }
 
+    /// The coordinator's poison counts as last saved (`crate::poison`), if any.
+    pub async fn read_suspects(&self) -> Result<Option<Bytes>, StoreError> {
+        let path = self.root.clone().join(SUSPECTS);
+        match self.get(&path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Saves the coordinator's poison counts, so that a restarted coordinator goes on counting.
+    /// Not synced: what a power loss takes costs a few more rollbacks, not correctness.
+    pub async fn write_suspects(&self, saved: Bytes) -> Result<(), StoreError> {
+        let path = self.root.clone().join(SUSPECTS);
+        self.store
+            .put(&path, saved.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(e, path.as_ref()))
+    }
+
     pub async fn write_generation(&self, g: u64) -> Result<(), StoreError> {
         let path = self.root.clone().join("generation");
         self.store
@@ -741,6 +762,9 @@ impl CheckpointStore {
         self.sync(vec![path, self.root.clone()]).await
     }
 }
+
+/// The object holding the coordinator's poison counts, beside `generation`.
+const SUSPECTS: &str = "poison-suspects.json";
 
 fn concat(pieces: Vec<Bytes>) -> Bytes {
     if pieces.len() == 1 {

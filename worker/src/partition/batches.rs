@@ -53,6 +53,8 @@ impl Partition {
             function,
             messages,
             incomplete_rounds: 0,
+            since: Instant::now(),
+            ids: None,
         });
     }
 
@@ -175,6 +177,37 @@ impl Partition {
         } else {
             self.mailboxes.remove(&target);
         }
+    }
+
+    /// Shows the batches in flight for at least `SHOW_IN_FLIGHT_EVERY` (oldest first, at most
+    /// `poison::MAX_REPORTED` messages) to the coordinator's heartbeat: it counts them across
+    /// rollbacks to find poison batches.
+    pub(super) fn show_in_flight(&mut self) {
+        let now = Instant::now();
+        let mut long: Vec<&mut Batch> = self
+            .in_flight
+            .values_mut()
+            .filter(|b| now.duration_since(b.since) >= super::SHOW_IN_FLIGHT_EVERY)
+            .collect();
+        long.sort_by_key(|b| b.since);
+        let mut shown = Vec::new();
+        for b in long {
+            if shown.len() >= crate::poison::MAX_REPORTED {
+                break;
+            }
+            let ids = b
+                .ids
+                .get_or_insert_with(|| b.messages.iter().map(|p| crate::poison::message_id(&p.env)).collect());
+            let target = b.target.to_string();
+            for id in ids.iter() {
+                shown.push(crate::poison::InFlight {
+                    id: *id,
+                    target: target.clone(),
+                });
+            }
+        }
+        shown.truncate(crate::poison::MAX_REPORTED);
+        self.in_flight_board.publish(self.generation, shown);
     }
 
     fn release_slot(&mut self, function: usize) {

@@ -31,6 +31,10 @@ pub(crate) struct Batch {
     pub messages: Vec<Pending>,
     /// Times the function answered `IncompleteInvocationContext` for this batch.
     pub incomplete_rounds: u32,
+    /// When the batch was first sent.
+    pub since: std::time::Instant,
+    /// Its messages' identities (`crate::poison`), once worked out.
+    pub ids: Option<Vec<crate::poison::MessageId>>,
 }
 
 /// Per function entry: batches in flight and addresses waiting for a slot (FIFO, so a busy

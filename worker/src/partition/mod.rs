@@ -57,6 +57,12 @@ use delayed::DelayedMessages;
 use mailbox::{Batch, Mailbox, Pending, Slots};
 use outbound::Outbound;
 
+use crate::poison::{self, Board, MessageId, message_id};
+
+/// How often the batches in flight are shown to the coordinator's heartbeat (those in flight
+/// for at least this long: quick ones never are).
+const SHOW_IN_FLIGHT_EVERY: Duration = Duration::from_millis(100);
+
 /// How long an ingress idempotency key is remembered.
 pub const DEDUP_WINDOW_MS: u64 = 15 * 60 * 1000;
 
@@ -91,6 +97,11 @@ pub(crate) struct Parts {
     /// The worker's memory budget: held egress, idempotency keys and delayed messages count in
     /// it.
     pub memory: Arc<Memory>,
+    /// Messages to set aside as dead letters (poison, `crate::poison`) when restored or
+    /// received in this generation.
+    pub poison: HashSet<MessageId>,
+    /// Where this partition's long-running batches are shown to the coordinator's heartbeat.
+    pub in_flight: Arc<Board>,
 }
 
 /// The partition's queues in the memory budget, brought up to date after every step.
@@ -136,6 +147,9 @@ pub(crate) struct Partition {
     /// The next key group the sweep looks at.
     sweep_from: u32,
     tallies: Tallies,
+    poison: HashSet<MessageId>,
+    in_flight_board: Arc<Board>,
+    generation: u64,
 }
 
 impl Partition {
@@ -172,6 +186,9 @@ impl Partition {
                 keys: p.memory.tally(Queue::IdempotencyKeys),
                 delayed: p.memory.tally(Queue::Delayed),
             },
+            poison: p.poison,
+            in_flight_board: p.in_flight,
+            generation: p.generation,
         }
     }
 
@@ -244,6 +261,8 @@ impl Partition {
         let mut buf = Vec::with_capacity(256);
         let mut sweep = tokio::time::interval(self.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut show = tokio::time::interval(SHOW_IN_FLIGHT_EVERY);
+        show.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = self.delayed.next_due().map(|due| {
                 let wait = due.saturating_sub(now_ms());
@@ -268,6 +287,7 @@ impl Partition {
                     self.fire_due();
                 }
                 _ = sweep.tick() => self.sweep_step(),
+                _ = show.tick() => self.show_in_flight(),
                 _ = stop.cancelled() => break,
             }
             self.account();
@@ -391,11 +411,23 @@ impl Partition {
         self.enqueue(env, admission);
     }
 
-    /// Puts a message for an address this partition owns in its mailbox.
+    /// Puts a message for an address this partition owns in its mailbox (or, if it is
+    /// poison, with the dead letters).
     fn enqueue(&mut self, env: Envelope, admission: Option<Admission>) {
         let Some(function) = self.app.function_for(&env.target.typename).map(|f| f.id) else {
             return;
         };
+        if !self.poison.is_empty() && self.poison.remove(&message_id(&env)) {
+            self.metrics.poison_dead_letters.inc();
+            tracing::warn!(
+                target = %env.target,
+                rollbacks = self.app.poison_after_rollbacks,
+                "set aside as a dead letter: this message was in flight at every one of the last rollbacks"
+            );
+            let why = poison::reason(self.app.poison_after_rollbacks);
+            self.dead(kind::POISON, why, Payload::Messages(vec![env]));
+            return;
+        }
         let target = env.target.clone();
         let mailbox = self.mailboxes.entry(target.clone()).or_default();
         mailbox.queue.push_back(Pending {

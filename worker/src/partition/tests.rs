@@ -62,6 +62,8 @@ struct Harness {
     replies: Arc<crate::reply::Replies>,
     /// What the uploader would ask the next snapshot to capture whole.
     compaction: Compaction,
+    /// The batches in flight the partition shows the coordinator's heartbeat.
+    board: Arc<crate::poison::Board>,
     stop: CancellationToken,
 }
 
@@ -81,6 +83,18 @@ fn app(max_batch: u32, max_in_flight: u32) -> Arc<AppConfig> {
 
 /// A partition of worker `me` of `workers`, with checkpoints on.
 fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
+    let restored = Capture::new(app.key_groups);
+    start_from(app, me, workers, restored, Default::default())
+}
+
+/// A partition of generation 7 that resumes from `restored`, setting `poison` aside.
+fn start_from(
+    app: Arc<AppConfig>,
+    me: u32,
+    workers: u32,
+    restored: Capture,
+    poison: std::collections::HashSet<crate::poison::MessageId>,
+) -> Harness {
     let metrics = Arc::new(Metrics::new());
     let layout = Layout {
         worker: me,
@@ -93,10 +107,10 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
     let (egress_hub, egress) = EgressHub::to_channel(TypeName::parse("e/out").unwrap(), metrics.clone());
     let (captures_tx, captures) = mpsc::unbounded_channel();
     let epochs = Epochs::new("app".into(), 7, me, workers, 0, captures_tx, None, metrics.clone());
-    let app_key_groups = app.key_groups;
     let compaction = Compaction::default();
     let dead_letters = Arc::new(DeadLetters::open(None, metrics.clone()).unwrap());
     let replies = crate::reply::Replies::new(me, 1);
+    let board = Arc::new(crate::poison::Board::default());
     let partition = Partition::new(Parts {
         app,
         outbound,
@@ -105,12 +119,14 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         dead_letters: dead_letters.clone(),
         metrics: metrics.clone(),
         epochs: Some(epochs),
-        restored: Capture::new(app_key_groups),
+        restored,
         generation: 7,
         replies: replies.clone(),
         compaction: compaction.clone(),
         sweep_every: Duration::from_millis(20),
         memory: memory.clone(),
+        poison,
+        in_flight: board.clone(),
     });
     let (inbox, rx) = Inbox::channel();
     let stop = CancellationToken::new();
@@ -126,6 +142,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         memory,
         replies,
         compaction,
+        board,
         stop,
     }
 }
@@ -716,4 +733,49 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn a_poison_message_is_set_aside_at_the_restore_and_long_batches_are_shown() {
+    let poison = msg("p", "stalls");
+    let mut restored = Capture::new(8);
+    restored.messages = vec![poison.clone(), msg("q", "fine"), msg("p", "after it")];
+    let ids = [crate::poison::message_id(&poison)].into_iter().collect();
+    let mut h = start_from(app(10, 64), 0, 1, restored, ids);
+    // The poison is not invoked; what was queued behind it for the same address is.
+    let (first, answer_first) = h.call("a restored batch").await;
+    let (second, answer_second) = h.call("the other restored batch").await;
+    let mut got = vec![
+        (first.target.id.to_string(), values(&first)),
+        (second.target.id.to_string(), values(&second)),
+    ];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("p".to_string(), vec!["after it".to_string()]),
+            ("q".to_string(), vec!["fine".to_string()])
+        ]
+    );
+    let dead = h.inbox.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].kind, "poison");
+    assert_eq!(dead[0].reason, "in flight at 3 consecutive rollbacks");
+    assert_eq!(
+        dead[0].payload,
+        crate::deadletter::Payload::Messages(vec![poison.clone()])
+    );
+    assert_eq!(h.metrics.poison_dead_letters.get(), 1);
+    // Batches in flight for a while are shown, with the identities of their messages.
+    let shown = || h.board.read();
+    wait_until("both batches shown", || shown().1.len() == 2).await;
+    assert_eq!(shown().0, 7, "the generation of the report");
+    answer_first.send(done(Effects::default())).unwrap();
+    answer_second.send(done(Effects::default())).unwrap();
+    wait_until("nothing shown once they ended", || shown().1.is_empty()).await;
+    // Set aside once: the same message arriving again (a replay) is invoked.
+    h.ingest(poison.clone());
+    let (again, answer) = h.call("the message again").await;
+    assert_eq!(values(&again), ["stalls"]);
+    answer.send(done(Effects::default())).unwrap();
 }

@@ -10,6 +10,7 @@ use tonic::transport::Channel;
 
 use crate::checkpoint::coordinator::{Member, MemberFuture, RestoreFailure};
 use crate::peer::Cluster;
+use crate::poison::{InFlight, MessageId};
 use crate::proto::control::{
     Completed, ControlReply, ControlRequest, Exit, Join, Ping, Restore, control_request,
     coordination_client::CoordinationClient,
@@ -73,10 +74,19 @@ pub(crate) struct RemoteMember {
 }
 
 impl Member for RemoteMember {
-    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, RestoreFailure>> {
+    fn restore(
+        &self,
+        generation: u64,
+        checkpoint: u64,
+        poison: Arc<[MessageId]>,
+    ) -> MemberFuture<Result<u64, RestoreFailure>> {
         let (clients, worker) = (self.clients.clone(), self.worker);
         Box::pin(async move {
-            let kind = control_request::Kind::Restore(Restore { generation, checkpoint });
+            let kind = control_request::Kind::Restore(Restore {
+                generation,
+                checkpoint,
+                poison: poison.to_vec(),
+            });
             match clients.call(worker, kind, Duration::from_secs(120)).await {
                 Ok(r) if r.generation == generation => Ok(r.incarnation),
                 Ok(r) => Err(RestoreFailure::Failed(format!(
@@ -99,15 +109,22 @@ impl Member for RemoteMember {
         })
     }
 
-    fn ping(&self, generation: u64, timeout: Duration) -> MemberFuture<Result<(), String>> {
+    fn ping(&self, generation: u64, timeout: Duration) -> MemberFuture<Result<(u64, Vec<InFlight>), String>> {
         let (clients, worker) = (self.clients.clone(), self.worker);
         Box::pin(async move {
             let kind = control_request::Kind::Ping(Ping { generation });
-            clients
-                .call(worker, kind, timeout)
-                .await
-                .map(|_| ())
-                .map_err(|s| s.to_string())
+            let reply = clients.call(worker, kind, timeout).await.map_err(|s| s.to_string())?;
+            // A worker reports at most `MAX_REPORTED`; more is not believed.
+            let messages = reply
+                .in_flight
+                .into_iter()
+                .take(crate::poison::MAX_REPORTED)
+                .map(|m| InFlight {
+                    id: m.id,
+                    target: m.target.chars().take(512).collect(),
+                })
+                .collect();
+            Ok((reply.in_flight_generation, messages))
         })
     }
 

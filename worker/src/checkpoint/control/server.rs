@@ -162,14 +162,18 @@ impl Coordination for ControlService {
             }
             control_request::Kind::Restore(r) => {
                 checks::restore(r.generation, r.checkpoint).map_err(bad)?;
-                self.local.restore(r.generation, r.checkpoint).await.map_err(|e| {
-                    let message = format!("restoring checkpoint {}: {e}", r.checkpoint);
-                    match e {
-                        // The coordinator falls back to an older checkpoint.
-                        RestoreFailure::Damaged(_) => Status::data_loss(message),
-                        RestoreFailure::Failed(_) => Status::unavailable(message),
-                    }
-                })?;
+                let poison: Arc<[crate::poison::MessageId]> = r.poison.into();
+                self.local
+                    .restore(r.generation, r.checkpoint, poison)
+                    .await
+                    .map_err(|e| {
+                        let message = format!("restoring checkpoint {}: {e}", r.checkpoint);
+                        match e {
+                            // The coordinator falls back to an older checkpoint.
+                            RestoreFailure::Damaged(_) => Status::data_loss(message),
+                            RestoreFailure::Failed(_) => Status::unavailable(message),
+                        }
+                    })?;
             }
             control_request::Kind::Completed(c) => {
                 let now = *self.progress.borrow();
@@ -190,7 +194,23 @@ impl Coordination for ControlService {
             control_request::Kind::Leave(_) => self.to_coordinator(Event::Leaving { worker: from })?,
             control_request::Kind::Ping(p) => {
                 checks::ping(p.generation).map_err(bad)?;
-                let _ = self.local.ping(p.generation, std::time::Duration::ZERO).await;
+                let (generation, in_flight) = self
+                    .local
+                    .ping(p.generation, std::time::Duration::ZERO)
+                    .await
+                    .unwrap_or_default();
+                return Ok(Response::new(ControlReply {
+                    incarnation: self.incarnation,
+                    generation: self.progress.borrow().generation,
+                    in_flight: in_flight
+                        .into_iter()
+                        .map(|m| crate::proto::control::InFlight {
+                            id: m.id,
+                            target: m.target,
+                        })
+                        .collect(),
+                    in_flight_generation: generation,
+                }));
             }
             control_request::Kind::Exit(e) => {
                 checks::restore(e.generation, e.checkpoint).map_err(bad)?;
@@ -200,6 +220,7 @@ impl Coordination for ControlService {
         Ok(Response::new(ControlReply {
             incarnation: self.incarnation,
             generation: self.progress.borrow().generation,
+            ..Default::default()
         }))
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::Event;
 use crate::checkpoint::manifest::{self, Manifest, PartInfo};
+use crate::poison::{MessageId, Saved, Suspect, Suspects};
 
 /// What the coordinator asks its task to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +34,12 @@ pub(crate) enum Command {
         worker: u32,
         generation: u64,
         checkpoint: u64,
+        /// Messages to set aside as poison (`crate::poison`).
+        poison: Vec<MessageId>,
     },
+    /// These messages were in flight at `poisonAfterRollbacks` consecutive rollbacks: the
+    /// restores set them aside (log it).
+    Poisoned { messages: Vec<(MessageId, String)> },
     /// Every worker runs `generation`.
     Running {
         generation: u64,
@@ -97,6 +103,8 @@ pub(crate) struct Settings {
     pub failure_timeout: Duration,
     /// This worker's index (it hears itself without a network).
     pub me: u32,
+    /// `poisonAfterRollbacks` (0: off).
+    pub poison_after: u32,
 }
 
 pub(crate) struct Core {
@@ -118,6 +126,8 @@ pub(crate) struct Core {
     leaving: BTreeMap<u32, u64>,
     /// When each worker was last heard from (a heartbeat answered, a report received).
     heard: Vec<Instant>,
+    /// Messages in flight at consecutive rollbacks.
+    suspects: Suspects,
 }
 
 /// Retention runs after every this many completed checkpoints.
@@ -128,7 +138,6 @@ impl Core {
     pub fn new(settings: Settings, now: Instant) -> (Core, Vec<Command>) {
         let workers = settings.workers as usize;
         let mut core = Core {
-            settings,
             phase: Phase::Choosing,
             generation: 0,
             restored_from: 0,
@@ -140,6 +149,8 @@ impl Core {
             in_progress: None,
             leaving: BTreeMap::new(),
             heard: vec![now; workers],
+            suspects: Suspects::new(settings.poison_after),
+            settings,
         };
         let commands = core.rollback("start", now);
         (core, commands)
@@ -147,6 +158,30 @@ impl Core {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The messages counted as possible poison, for `/status`.
+    pub fn suspects(&self) -> Vec<Suspect> {
+        self.suspects.status()
+    }
+
+    /// Changes whenever the counts worth saving change.
+    pub fn suspects_version(&self) -> u64 {
+        self.suspects.version()
+    }
+
+    pub fn saved_suspects(&self) -> Saved {
+        self.suspects.saved()
+    }
+
+    /// A restarted coordinator resumes the counts its predecessor saved (before the start
+    /// rollback's restores are sent).
+    pub fn resume_suspects(&mut self, saved: Saved) -> Vec<Command> {
+        let messages = self.suspects.resume(saved);
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        vec![Command::Poisoned { messages }]
     }
 
     /// When the next checkpoint should start before the next tick, if it should: at once
@@ -173,6 +208,14 @@ impl Core {
         }
         match event {
             Event::Heard { .. } => Vec::new(),
+            Event::InFlight {
+                worker,
+                generation,
+                messages,
+            } => {
+                self.suspects.report(worker, generation, messages);
+                Vec::new()
+            }
             Event::Watch => self.on_watch(now),
             Event::Join { worker, incarnation } => self.on_join(worker, incarnation, now),
             Event::Chosen {
@@ -271,6 +314,7 @@ impl Core {
     }
 
     fn rollback(&mut self, why: &str, now: Instant) -> Vec<Command> {
+        let poisoned = self.suspects.rollback(self.phase == Phase::Running);
         self.rollback_started = now;
         // Silence is counted from here on: restores may take a while.
         for t in &mut self.heard {
@@ -280,11 +324,12 @@ impl Core {
         self.in_progress = None;
         self.wanted = 0;
         self.last_end = now;
-        vec![
-            Command::RollbackStarted { why: why.to_string() },
-            Command::CancelRestores,
-            Command::Choose,
-        ]
+        let mut commands = vec![Command::RollbackStarted { why: why.to_string() }];
+        if !poisoned.is_empty() {
+            commands.push(Command::Poisoned { messages: poisoned });
+        }
+        commands.extend([Command::CancelRestores, Command::Choose]);
+        commands
     }
 
     fn on_chosen(&mut self, generation: u64, checkpoint: u64, highest: u64) -> Vec<Command> {
@@ -293,6 +338,8 @@ impl Core {
         }
         self.generation = generation;
         self.restored_from = checkpoint;
+        self.suspects.chosen(generation);
+        let poison = self.suspects.poisoned();
         // Past damaged checkpoints too: their manifests exist and are never overwritten.
         self.next_checkpoint = self.next_checkpoint.max(highest + 1);
         // Stopping workers restore with their input still stopped.
@@ -308,6 +355,7 @@ impl Core {
                 worker,
                 generation,
                 checkpoint,
+                poison: poison.clone(),
             })
             .collect()
     }
@@ -438,6 +486,7 @@ impl Core {
         };
         let p = self.in_progress.take().expect("checked above");
         self.last_end = now;
+        self.suspects.completed(generation);
         let mut commands = vec![Command::Completed {
             generation,
             checkpoint,

@@ -77,6 +77,7 @@ impl Member for FakeMember {
         &self,
         generation: u64,
         checkpoint: u64,
+        _: Arc<[crate::poison::MessageId]>,
     ) -> MemberFuture<std::result::Result<u64, super::RestoreFailure>> {
         let _ = self.restores.send((generation, checkpoint));
         let incarnation = *self.incarnation.lock().unwrap();
@@ -88,8 +89,12 @@ impl Member for FakeMember {
     fn exit(&self, _: u64, _: u64) -> MemberFuture<()> {
         Box::pin(async {})
     }
-    fn ping(&self, _: u64, _: Duration) -> MemberFuture<std::result::Result<(), String>> {
-        Box::pin(async { Ok(()) })
+    fn ping(
+        &self,
+        _: u64,
+        _: Duration,
+    ) -> MemberFuture<std::result::Result<(u64, Vec<crate::poison::InFlight>), String>> {
+        Box::pin(async { Ok((0, Vec::new())) })
     }
 }
 
@@ -126,6 +131,7 @@ async fn a_rollback_waits_for_the_manifest_write_in_flight() {
             min_pause: None,
             failure_timeout: Duration::from_secs(3600),
             me: 0,
+            poison_after: 3,
         },
         events,
         tx: tx.clone(),
@@ -139,6 +145,7 @@ async fn a_rollback_waits_for_the_manifest_write_in_flight() {
         retained: 10,
         metrics: Arc::new(Metrics::new()),
         data_loss: Default::default(),
+        suspects: Default::default(),
         shutdown: shutdown.clone(),
     };
     let task = tokio::spawn(coordinator.run());

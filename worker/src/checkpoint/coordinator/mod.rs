@@ -12,9 +12,11 @@ mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::manifest::PartInfo;
+use crate::poison::{InFlight, MessageId};
 
 pub(crate) use task::Coordinator;
 
@@ -42,6 +44,13 @@ pub(crate) enum Event {
     Watch,
     /// A worker answered a heartbeat.
     Heard { worker: u32 },
+    /// A worker's messages in flight (for long enough to be seen) in `generation`, from its
+    /// answer to a heartbeat (`crate::poison`).
+    InFlight {
+        worker: u32,
+        generation: u64,
+        messages: Vec<crate::poison::InFlight>,
+    },
     /// Group commit's pause after the last checkpoint passed (see `Core::eager_start`).
     Eager,
     /// The rollback's generation and checkpoint (the newest intact one, 0: none), and the
@@ -93,7 +102,8 @@ impl Event {
             | Event::Part { worker, .. }
             | Event::Leaving { worker }
             | Event::Restored { worker, .. }
-            | Event::Heard { worker } => Some(*worker),
+            | Event::Heard { worker }
+            | Event::InFlight { worker, .. } => Some(*worker),
             _ => None,
         }
     }
@@ -104,15 +114,21 @@ pub(crate) type MemberFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'stati
 /// A worker as the coordinator commands it: this process's own, or another over the control
 /// RPC. Both calls are idempotent.
 pub(crate) trait Member: Send + Sync {
-    /// Restore `checkpoint` (0: start empty) and carry on in `generation`; answers the
-    /// worker's incarnation once it has.
-    fn restore(&self, generation: u64, checkpoint: u64) -> MemberFuture<Result<u64, RestoreFailure>>;
+    /// Restore `checkpoint` (0: start empty) and carry on in `generation`, setting aside the
+    /// `poison` messages as dead letters; answers the worker's incarnation once it has.
+    fn restore(
+        &self,
+        generation: u64,
+        checkpoint: u64,
+        poison: Arc<[MessageId]>,
+    ) -> MemberFuture<Result<u64, RestoreFailure>>;
     /// `checkpoint` of `generation` is complete. Best effort: a worker that misses it
     /// releases its egress with the next one.
     fn completed(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;
     /// A stopping worker may exit: `checkpoint` holds nothing of it left to send.
     fn exit(&self, generation: u64, checkpoint: u64) -> MemberFuture<()>;
     /// A heartbeat: answers once the worker has heard it (it learns the coordinator's
-    /// generation: a worker far behind it is fenced, and says so at `/healthz`).
-    fn ping(&self, generation: u64, timeout: Duration) -> MemberFuture<Result<(), String>>;
+    /// generation: a worker far behind it is fenced, and says so at `/healthz`). The answer
+    /// is the worker's generation and its messages in flight.
+    fn ping(&self, generation: u64, timeout: Duration) -> MemberFuture<Result<(u64, Vec<InFlight>), String>>;
 }

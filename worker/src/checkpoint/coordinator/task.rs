@@ -36,6 +36,8 @@ pub(crate) struct Coordinator {
     pub metrics: Arc<Metrics>,
     /// The last fallback past damaged checkpoints, for `/status`.
     pub data_loss: DataLossReport,
+    /// The messages counted as possible poison, for `/status`.
+    pub suspects: SuspectsReport,
     pub shutdown: CancellationToken,
 }
 
@@ -55,13 +57,19 @@ pub struct DataLoss {
 /// Shared with the admin endpoint.
 pub type DataLossReport = Arc<std::sync::Mutex<Option<DataLoss>>>;
 
+/// Shared with the admin endpoint (`crate::poison`).
+pub type SuspectsReport = Arc<std::sync::Mutex<Vec<crate::poison::Suspect>>>;
+
 /// Checkpoints found damaged by a worker's restore, shared by the restore calls (which add)
 /// and the lookups (which skip them).
 type Damaged = Arc<std::sync::Mutex<BTreeSet<u64>>>;
 
 impl Coordinator {
     pub async fn run(mut self) {
-        let (mut core, commands) = Core::new(self.settings.clone(), Instant::now());
+        let (mut core, mut commands) = Core::new(self.settings.clone(), Instant::now());
+        if let Some(saved) = self.saved_suspects().await {
+            commands.extend(core.resume_suspects(saved));
+        }
         // Restore calls of the current rollback; a newer rollback aborts them.
         let mut restores = JoinSet::new();
         // Lookups, manifest writes, announcements and retention.
@@ -70,6 +78,12 @@ impl Coordinator {
         // manifest cannot land after the lookup listed the storage (it would complete a
         // checkpoint the new generation did not restore).
         let fence = Arc::new(tokio::sync::Mutex::new(()));
+        // The poison counts, saved whenever they change (the latest value wins).
+        let (saved_tx, saved_rx) = tokio::sync::watch::channel(None::<bytes::Bytes>);
+        if let Some(store) = self.store.clone() {
+            chores.spawn(save_suspects(store, saved_rx));
+        }
+        let mut saved_version = core.suspects_version();
         // Checkpoints a restore found damaged: the next lookups skip them.
         let damaged: Damaged = Arc::default();
         self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
@@ -94,24 +108,64 @@ impl Coordinator {
                 Some(_) = chores.join_next(), if !chores.is_empty() => continue,
                 _ = self.shutdown.cancelled() => return,
             };
+            let watch = matches!(event, Event::Watch);
             let commands = core.on(event, Instant::now());
+            if watch || commands.iter().any(|c| matches!(c, Command::RollbackStarted { .. })) {
+                *self.suspects.lock().expect("suspects report lock") = core.suspects();
+            }
+            if core.suspects_version() != saved_version {
+                saved_version = core.suspects_version();
+                if let Ok(json) = serde_json::to_vec(&core.saved_suspects()) {
+                    saved_tx.send_replace(Some(json.into()));
+                }
+            }
             self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
         }
     }
 
-    /// Pings every other worker; an answer is an `Event::Heard`. A ping that gets no answer
-    /// within half the failure timeout is simply not heard.
+    /// The poison counts a previous coordinator saved (`None`: none, or storage did not
+    /// answer in time — counting then starts afresh, which costs rollbacks, not correctness).
+    async fn saved_suspects(&self) -> Option<crate::poison::Saved> {
+        if self.settings.poison_after == 0 {
+            return None;
+        }
+        let store = self.store.as_ref()?;
+        match tokio::time::timeout(Duration::from_secs(5), store.read_suspects()).await {
+            Ok(Ok(Some(bytes))) => match serde_json::from_slice(&bytes) {
+                Ok(saved) => Some(saved),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the saved poison counts do not parse; counting afresh");
+                    None
+                }
+            },
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the saved poison counts; counting afresh");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("reading the saved poison counts took over 5 s; counting afresh");
+                None
+            }
+        }
+    }
+
+    /// Pings every worker (this one too, for its messages in flight); an answer is an
+    /// `Event::Heard` and an `Event::InFlight`. A ping that gets no answer within half the
+    /// failure timeout is simply not heard.
     fn heartbeat(&self, generation: u64, chores: &mut JoinSet<()>) {
         let timeout = self.settings.failure_timeout / 2;
         for (w, member) in self.members.iter().enumerate() {
             let worker = w as u32;
-            if worker == self.me {
-                continue;
-            }
             let (member, tx) = (member.clone(), self.tx.clone());
             chores.spawn(async move {
-                if member.ping(generation, timeout).await.is_ok() {
+                if let Ok((generation, messages)) = member.ping(generation, timeout).await {
                     let _ = tx.send(Event::Heard { worker });
+                    let _ = tx.send(Event::InFlight {
+                        worker,
+                        generation,
+                        messages,
+                    });
                 }
             });
         }
@@ -131,6 +185,17 @@ impl Coordinator {
                 Command::RollbackStarted { why } => {
                     self.metrics.rollbacks.inc();
                     tracing::info!(why, "rolling back");
+                }
+                Command::Poisoned { messages } => {
+                    for (id, target) in messages {
+                        self.metrics.poison_detected.inc();
+                        tracing::warn!(
+                            target = %target,
+                            id = format!("{id:016x}"),
+                            rollbacks = self.settings.poison_after,
+                            "a message was in flight at every one of the last rollbacks: the restore sets it aside as a dead letter"
+                        );
+                    }
                 }
                 Command::CancelRestores => restores.abort_all(),
                 Command::Choose => {
@@ -174,7 +239,9 @@ impl Coordinator {
                     worker,
                     generation,
                     checkpoint,
+                    poison,
                 } => {
+                    let poison: Arc<[crate::poison::MessageId]> = poison.into();
                     let (member, tx, shutdown, damaged) = (
                         self.members[worker as usize].clone(),
                         self.tx.clone(),
@@ -183,7 +250,7 @@ impl Coordinator {
                     );
                     restores.spawn(async move {
                         loop {
-                            match member.restore(generation, checkpoint).await {
+                            match member.restore(generation, checkpoint, poison.clone()).await {
                                 Ok(incarnation) => {
                                     let _ = tx.send(Event::Restored {
                                         worker,
@@ -322,6 +389,19 @@ impl Coordinator {
                     });
                 }
             }
+        }
+    }
+}
+
+/// Writes the latest poison counts whenever they change (one write at a time; what changed
+/// meanwhile is written next).
+async fn save_suspects(store: CheckpointStore, mut saved: tokio::sync::watch::Receiver<Option<bytes::Bytes>>) {
+    while saved.changed().await.is_ok() {
+        let Some(bytes) = saved.borrow_and_update().clone() else {
+            continue;
+        };
+        if let Err(e) = store.write_suspects(bytes).await {
+            tracing::warn!(error = %e, "saving the poison counts failed; the next change tries again");
         }
     }
 }

@@ -17,6 +17,7 @@ fn settings(workers: u32, interval: Option<u64>, min_pause: Option<u64>) -> Sett
         min_pause: min_pause.map(Duration::from_millis),
         failure_timeout: Duration::from_secs(2),
         me: 0,
+        poison_after: 3,
     }
 }
 
@@ -72,6 +73,7 @@ fn restores(workers: u32, generation: u64, checkpoint: u64) -> Vec<Command> {
             worker,
             generation,
             checkpoint,
+            poison: vec![],
         })
         .collect()
 }
@@ -752,4 +754,127 @@ fn a_worker_that_stops_answering_is_treated_as_failed() {
         (12_000, Event::Watch, vec![]),
     ]);
     run(settings(2, Some(1000), None), steps);
+}
+
+/// Worker 1 restarts while message 42 is in flight, over and over: at the third rollback the
+/// restores set it aside, until a checkpoint of a generation restored that way completes.
+#[test]
+fn a_message_in_flight_at_three_consecutive_rollbacks_is_poison() {
+    use crate::poison::InFlight;
+    let in_flight = |generation, ids: &[u64]| Event::InFlight {
+        worker: 1,
+        generation,
+        messages: ids
+            .iter()
+            .map(|&id| InFlight {
+                id,
+                target: format!("ns/f/{id}"),
+            })
+            .collect(),
+    };
+    let with_poison = |generation, poison: Vec<u64>| -> Vec<Command> {
+        (0..2)
+            .map(|worker| Command::Restore {
+                worker,
+                generation,
+                checkpoint: 1,
+                poison: poison.clone(),
+            })
+            .collect()
+    };
+    let mut steps = started_and_one_checkpoint();
+    let mut t = 1100;
+    for (round, generation) in [7u64, 8, 9].into_iter().enumerate() {
+        // 42 runs long; 43 is seen once and ends before the rollback; 44 only in round 0.
+        steps.push((t, in_flight(generation, &[42, 43]), vec![]));
+        let last = if round == 0 { vec![42, 44] } else { vec![42] };
+        steps.push((t + 1, in_flight(generation, &last), vec![]));
+        // A stale report of the previous generation counts for nothing.
+        steps.push((t + 2, in_flight(generation.saturating_sub(1), &[99]), vec![]));
+        let mut rollback = rollback("worker restarted");
+        if round == 2 {
+            rollback.insert(
+                1,
+                Command::Poisoned {
+                    messages: vec![(42, "ns/f/42".into())],
+                },
+            );
+        }
+        steps.push((
+            t + 3,
+            Event::Join {
+                worker: 1,
+                incarnation: 200 + generation,
+            },
+            rollback,
+        ));
+        let next = generation + 1;
+        let poison = if round == 2 { vec![42] } else { vec![] };
+        steps.push((
+            t + 4,
+            Event::Chosen {
+                generation: next,
+                checkpoint: 1,
+                highest: 1,
+            },
+            with_poison(next, poison),
+        ));
+        steps.push((t + 5, restored(0, next, 100), vec![]));
+        steps.push((
+            t + 6,
+            restored(1, next, 200 + generation),
+            vec![Command::Running {
+                generation: next,
+                checkpoint: 1,
+                took: ms(3),
+            }],
+        ));
+        t += 100;
+    }
+    let (mut core, t0) = run(settings(2, Some(1000), None), steps);
+    let suspects = core.suspects();
+    assert_eq!(suspects.len(), 1, "{suspects:?}");
+    assert!(suspects[0].poisoned && suspects[0].target == "ns/f/42");
+    // A checkpoint of generation 10 (restored with the poison set aside) completes: later
+    // restores do not set it aside again (it is a dead letter in that checkpoint).
+    let at = |ms_: u64| t0 + ms(ms_);
+    assert_eq!(
+        core.on(Event::Tick, at(2000)),
+        vec![Command::Trigger {
+            generation: 10,
+            checkpoint: 2
+        }]
+    );
+    core.on(part_ok(10, 2, 0), at(2001));
+    core.on(part_ok(10, 2, 1), at(2002));
+    let done = core.on(
+        Event::Manifest {
+            generation: 10,
+            checkpoint: 2,
+            result: Ok(21),
+        },
+        at(2003),
+    );
+    assert!(matches!(done[0], Command::Completed { checkpoint: 2, .. }));
+    core.on(
+        Event::Join {
+            worker: 1,
+            incarnation: 300,
+        },
+        at(2004),
+    );
+    let restores = core.on(
+        Event::Chosen {
+            generation: 11,
+            checkpoint: 2,
+            highest: 2,
+        },
+        at(2005),
+    );
+    assert!(
+        restores
+            .iter()
+            .all(|c| matches!(c, Command::Restore { poison, .. } if poison.is_empty())),
+        "{restores:?}"
+    );
 }
