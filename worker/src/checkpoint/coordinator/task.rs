@@ -94,15 +94,27 @@ impl Coordinator {
                 Some(_) = chores.join_next(), if !chores.is_empty() => continue,
                 _ = self.shutdown.cancelled() => return,
             };
+            if matches!(event, Event::Watch) {
+                // Judge silence only after reading every answer that is waiting: `select!`
+                // picks among ready branches at random, and after this task was starved of
+                // CPU the watch tick and a queue of heartbeat answers are ready together.
+                while let Ok(ev) = self.events.try_recv() {
+                    let commands = core.on(ev, Instant::now());
+                    self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
+                }
+            }
             let commands = core.on(event, Instant::now());
             self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
         }
     }
 
     /// Pings every other worker; an answer is an `Event::Heard`. A ping that gets no answer
-    /// within half the failure timeout is simply not heard.
+    /// within the failure timeout is simply not heard. A late answer still counts: on a
+    /// starved node a healthy worker may take longer than one beat to answer, and giving up
+    /// on its pings early turned slowness into false suspicions (rollbacks in a loop at load
+    /// 20-30 on two cores).
     fn heartbeat(&self, generation: u64, chores: &mut JoinSet<()>) {
-        let timeout = self.settings.failure_timeout / 2;
+        let timeout = self.settings.failure_timeout;
         for (w, member) in self.members.iter().enumerate() {
             let worker = w as u32;
             if worker == self.me {
