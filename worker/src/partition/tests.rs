@@ -78,6 +78,12 @@ fn app(max_batch: u32, max_in_flight: u32) -> Arc<AppConfig> {
 
 /// A partition of worker `me` of `workers`, with checkpoints on.
 fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
+    let restored = Capture::new(app.key_groups);
+    start_restored(app, me, workers, restored)
+}
+
+/// As [`start`], restored from `restored`.
+fn start_restored(app: Arc<AppConfig>, me: u32, workers: u32, restored: Capture) -> Harness {
     let metrics = Arc::new(Metrics::new());
     let layout = Layout {
         worker: me,
@@ -89,7 +95,6 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
     let (egress_hub, egress) = EgressHub::to_channel(TypeName::parse("e/out").unwrap(), metrics.clone());
     let (captures_tx, captures) = mpsc::unbounded_channel();
     let epochs = Epochs::new("app".into(), 7, me, workers, 0, captures_tx, None, metrics.clone());
-    let app_key_groups = app.key_groups;
     let compaction = Compaction::default();
     let dead_letters = Arc::new(DeadLetters::open(None, metrics.clone()).unwrap());
     let replies = crate::reply::Replies::new(me, 1);
@@ -101,7 +106,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         dead_letters: dead_letters.clone(),
         metrics: metrics.clone(),
         epochs: Some(epochs),
-        restored: Capture::new(app_key_groups),
+        restored,
         generation: 7,
         replies: replies.clone(),
         compaction: compaction.clone(),
@@ -694,4 +699,34 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn a_retry_recorded_as_channel_state_is_not_applied_again_after_a_restore() {
+    // Channel state is recorded before the duplicate check: a caller that retried one input
+    // at two workers left both copies in a snapshot (one accepted, one recorded in transit).
+    let app = app(10, 64);
+    let mut restored = Capture::new(app.key_groups);
+    let keyed = |text: &str, key: &str| Envelope {
+        dedup: Some(key.into()),
+        ..msg("a", text)
+    };
+    restored.messages.push(keyed("k1 accepted", "k1"));
+    restored
+        .seen
+        .insert(&addr("a"), &Arc::from("k1"), crate::clock::now_ms());
+    restored.recorded.push(keyed("k1 retried", "k1"));
+    restored.recorded.push(keyed("k2 in transit", "k2"));
+    restored.recorded.push(keyed("k2 retried", "k2"));
+    let mut h = start_restored(app, 0, 1, restored);
+    let (call, answer) = h.call("the restored batch").await;
+    let mut applied = values(&call);
+    answer.send(done(Effects::default())).unwrap();
+    let (call, answer) = h.call("the batch of what was recorded").await;
+    applied.extend(values(&call));
+    answer.send(done(Effects::default())).unwrap();
+    assert_eq!(applied, ["k1 accepted", "k2 in transit"]);
+    h.idle().await;
+    nothing(&h.inbox, &mut h.calls, "a second application of a retried input").await;
+    assert_eq!(h.metrics.ingress_duplicates.get(), 2);
 }
