@@ -536,7 +536,8 @@ spec:
                         .as_u64()
                         .unwrap_or(0);
                     polls += 1;
-                    if failed > failed_before || (polls % 25 == 0 && unavailable(&procs) > unavailable_before) {
+                    if failed > failed_before || (polls.is_multiple_of(25) && unavailable(&procs) > unavailable_before)
+                    {
                         break;
                     }
                     assert!(
@@ -820,7 +821,9 @@ spec:
             .iter()
             .position(|s| s.window.0 <= t + Duration::from_secs(1) && t <= s.window.1 + Duration::from_secs(1))
     };
-    let mut rows: BTreeMap<&str, (usize, Vec<Duration>, Vec<Duration>, usize, usize)> = BTreeMap::new();
+    // Per kind: count, detections, recoveries, lost, duplicated.
+    type Row = (usize, Vec<Duration>, Vec<Duration>, usize, usize);
+    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     for s in &struck {
         let row = rows.entry(s.fault.kind()).or_default();
         row.0 += 1;
