@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use support::procs::{Procs, state, status, wait_running};
-use support::proxy::Proxy;
+use support::proxy::Links;
 use support::*;
 
 const WORKERS: usize = 3;
@@ -50,46 +50,6 @@ enum Fault {
     Freeze,
     /// Every link to and from the worker stops passing bytes, then passes them again.
     Partition,
-}
-
-/// The proxies of every link: `links[i][j]` carries what worker `i` sends worker `j`.
-struct Links(Vec<Vec<Option<Proxy>>>);
-
-impl Links {
-    async fn start(procs: &mut Procs) -> Links {
-        let mut links = Vec::new();
-        let mut lists = Vec::new();
-        for i in 0..WORKERS {
-            let (mut row, mut list) = (Vec::new(), Vec::new());
-            for j in 0..WORKERS {
-                if i == j {
-                    row.push(None);
-                    list.push(procs.peers[j].clone());
-                } else {
-                    let proxy = Proxy::start(procs.peers[j].parse().unwrap()).await;
-                    list.push(proxy.addr.to_string());
-                    row.push(Some(proxy));
-                }
-            }
-            links.push(row);
-            lists.push(list);
-        }
-        procs.peer_lists = Some(lists);
-        Links(links)
-    }
-
-    /// Partitions (or heals) worker `w` from all the others.
-    fn isolate(&self, w: usize, cut_off: bool) {
-        for (i, row) in self.0.iter().enumerate() {
-            for (j, proxy) in row.iter().enumerate() {
-                if let Some(p) = proxy
-                    && (i == w || j == w)
-                {
-                    if cut_off { p.partition() } else { p.heal() }
-                }
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -214,16 +214,25 @@ impl Partition {
         // Records a sink gave up on after the restored checkpoint are pending again in it:
         // they are retried, not dead letters.
         self.egress.unconfirmed.clear_dead();
-        // Keys of the restored messages are known already (or are added now): no dedup here.
-        for env in r.messages.into_iter().chain(r.recorded) {
+        // Keys of the snapshot's messages are known already (or are added now): they were
+        // accepted before it. Channel state is recorded as it arrives, before the check that
+        // drops a retry of an input already accepted (`deliver`), so a recorded message whose
+        // key is known is such a retry: dropped here as it was then. (Without this, a caller
+        // retrying one input at two workers at once had it applied twice after a rollback.)
+        let recorded_from = r.messages.len();
+        for (i, env) in r.messages.into_iter().chain(r.recorded).enumerate() {
             // A reply on its way is routed on from here (a checkpoint keeps it by the key group
             // of its address, which says nothing of where it goes).
             if ReplyTo::is_reply(&env.target) {
                 self.route_reply(env, None);
                 continue;
             }
-            if let Some(key) = &env.dedup {
-                self.seen.insert(&env.target, key, now_ms());
+            if let Some(key) = &env.dedup
+                && !self.seen.insert(&env.target, key, now_ms())
+                && i >= recorded_from
+            {
+                self.metrics.ingress_duplicates.inc();
+                continue;
             }
             self.enqueue(env, None);
         }

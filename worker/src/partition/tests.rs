@@ -87,6 +87,11 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
     start_from(app, me, workers, restored, Default::default())
 }
 
+/// As [`start`], restored from `restored`.
+fn start_restored(app: Arc<AppConfig>, me: u32, workers: u32, restored: Capture) -> Harness {
+    start_from(app, me, workers, restored, Default::default())
+}
+
 /// A partition of generation 7 that resumes from `restored`, setting `poison` aside.
 fn start_from(
     app: Arc<AppConfig>,
@@ -778,4 +783,34 @@ async fn a_poison_message_is_set_aside_at_the_restore_and_long_batches_are_shown
     let (again, answer) = h.call("the message again").await;
     assert_eq!(values(&again), ["stalls"]);
     answer.send(done(Effects::default())).unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_recorded_as_channel_state_is_not_applied_again_after_a_restore() {
+    // Channel state is recorded before the duplicate check: a caller that retried one input
+    // at two workers left both copies in a snapshot (one accepted, one recorded in transit).
+    let app = app(10, 64);
+    let mut restored = Capture::new(app.key_groups);
+    let keyed = |text: &str, key: &str| Envelope {
+        dedup: Some(key.into()),
+        ..msg("a", text)
+    };
+    restored.messages.push(keyed("k1 accepted", "k1"));
+    restored
+        .seen
+        .insert(&addr("a"), &Arc::from("k1"), crate::clock::now_ms());
+    restored.recorded.push(keyed("k1 retried", "k1"));
+    restored.recorded.push(keyed("k2 in transit", "k2"));
+    restored.recorded.push(keyed("k2 retried", "k2"));
+    let mut h = start_restored(app, 0, 1, restored);
+    let (call, answer) = h.call("the restored batch").await;
+    let mut applied = values(&call);
+    answer.send(done(Effects::default())).unwrap();
+    let (call, answer) = h.call("the batch of what was recorded").await;
+    applied.extend(values(&call));
+    answer.send(done(Effects::default())).unwrap();
+    assert_eq!(applied, ["k1 accepted", "k2 in transit"]);
+    h.idle().await;
+    nothing(&h.inbox, &mut h.calls, "a second application of a retried input").await;
+    assert_eq!(h.metrics.ingress_duplicates.get(), 2);
 }

@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::procs::Procs;
+
 pub struct Proxy {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
@@ -91,6 +93,50 @@ async fn pump(
         };
         if gate.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+    }
+}
+
+/// A proxy on every peer link of `Procs`' workers: `links[i][j]` carries what worker `i` sends
+/// worker `j` (its data and the coordinator's control calls), so one worker can be cut off
+/// from all the others while its sockets stay open.
+pub struct Links(Vec<Vec<Option<Proxy>>>);
+
+impl Links {
+    /// Starts the proxies and makes every worker dial its peers through them.
+    pub async fn start(procs: &mut Procs) -> Links {
+        let n = procs.peers.len();
+        let mut links = Vec::new();
+        let mut lists = Vec::new();
+        for i in 0..n {
+            let (mut row, mut list) = (Vec::new(), Vec::new());
+            for j in 0..n {
+                if i == j {
+                    row.push(None);
+                    list.push(procs.peers[j].clone());
+                } else {
+                    let proxy = Proxy::start(procs.peers[j].parse().unwrap()).await;
+                    list.push(proxy.addr.to_string());
+                    row.push(Some(proxy));
+                }
+            }
+            links.push(row);
+            lists.push(list);
+        }
+        procs.peer_lists = Some(lists);
+        Links(links)
+    }
+
+    /// Partitions (or heals) worker `w` from all the others: every link to or from it.
+    pub fn isolate(&self, w: usize, cut_off: bool) {
+        for (i, row) in self.0.iter().enumerate() {
+            for (j, proxy) in row.iter().enumerate() {
+                if let Some(p) = proxy
+                    && (i == w || j == w)
+                {
+                    if cut_off { p.partition() } else { p.heal() }
+                }
+            }
         }
     }
 }

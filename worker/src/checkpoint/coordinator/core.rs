@@ -128,6 +128,8 @@ pub(crate) struct Core {
     heard: Vec<Instant>,
     /// Messages in flight at consecutive rollbacks.
     suspects: Suspects,
+    /// The last look for silent workers (`Event::Watch`, every `failure_timeout / 4`).
+    last_watch: Instant,
 }
 
 /// Retention runs after every this many completed checkpoints.
@@ -151,6 +153,7 @@ impl Core {
             heard: vec![now; workers],
             suspects: Suspects::new(settings.poison_after),
             settings,
+            last_watch: now,
         };
         let commands = core.rollback("start", now);
         (core, commands)
@@ -279,6 +282,24 @@ impl Core {
     /// waits for it (or its replacement); when an old process wakes up, its generation is
     /// over, and nothing it does counts.
     fn on_watch(&mut self, now: Instant) -> Vec<Command> {
+        // Watches come every failure timeout / 4. One much later than that means this
+        // coordinator itself did not run (starved of CPU on a busy node, paused): the time it
+        // could not watch is not the workers' silence — their answers may be waiting unread —
+        // so it is forgiven (all but one beat). A worker that stays silent is still found, one
+        // timeout later.
+        let beat = self.settings.failure_timeout / 4;
+        let gap = now.saturating_duration_since(self.last_watch);
+        self.last_watch = now;
+        if gap > beat * 2 {
+            let overdue = gap - beat;
+            tracing::info!(
+                ms = overdue.as_millis() as u64,
+                "the coordinator did not run on time; silence during it is not counted"
+            );
+            for t in &mut self.heard {
+                *t = (*t + overdue).min(now);
+            }
+        }
         if self.phase != Phase::Running {
             return Vec::new();
         }

@@ -109,6 +109,15 @@ impl Coordinator {
                 _ = self.shutdown.cancelled() => return,
             };
             let watch = matches!(event, Event::Watch);
+            if watch {
+                // Judge silence only after reading every answer that is waiting: `select!`
+                // picks among ready branches at random, and after this task was starved of
+                // CPU the watch tick and a queue of heartbeat answers are ready together.
+                while let Ok(ev) = self.events.try_recv() {
+                    let commands = core.on(ev, Instant::now());
+                    self.perform(&core, commands, &mut restores, &mut chores, &fence, &damaged);
+                }
+            }
             let commands = core.on(event, Instant::now());
             if watch || commands.iter().any(|c| matches!(c, Command::RollbackStarted { .. })) {
                 *self.suspects.lock().expect("suspects report lock") = core.suspects();
@@ -151,10 +160,12 @@ impl Coordinator {
     }
 
     /// Pings every worker (this one too, for its messages in flight); an answer is an
-    /// `Event::Heard` and an `Event::InFlight`. A ping that gets no answer within half the
-    /// failure timeout is simply not heard.
+    /// `Event::Heard` and an `Event::InFlight`. A ping that gets no answer within the failure
+    /// timeout is simply not heard. A late answer still counts: on a starved node a healthy
+    /// worker may take longer than one beat to answer, and giving up on its pings early turned
+    /// slowness into false suspicions (rollbacks in a loop at load 20-30 on two cores).
     fn heartbeat(&self, generation: u64, chores: &mut JoinSet<()>) {
-        let timeout = self.settings.failure_timeout / 2;
+        let timeout = self.settings.failure_timeout;
         for (w, member) in self.members.iter().enumerate() {
             let worker = w as u32;
             let (member, tx) = (member.clone(), self.tx.clone());

@@ -721,10 +721,14 @@ fn damage_found_by_a_restoring_worker_rolls_back_once_more() {
 #[test]
 fn a_worker_that_stops_answering_is_treated_as_failed() {
     let mut steps = started_and_one_checkpoint();
+    steps.extend(early_watches());
     steps.extend([
         // Heartbeats: worker 1 answers until t = 1100, then goes silent (stopped, cut off).
         (1100, Event::Heard { worker: 1 }, vec![]),
+        (1500, Event::Watch, vec![]),
         (2000, Event::Watch, vec![]),
+        (2500, Event::Watch, vec![]),
+        (3000, Event::Watch, vec![]),
         (3100, Event::Watch, vec![]),
         (3101, Event::Watch, rollback("worker 1 did not answer for 2.001s")),
         // While the rollback restores, silence does not roll back again: its restore waits.
@@ -753,6 +757,7 @@ fn a_worker_that_stops_answering_is_treated_as_failed() {
         (10_500, Event::Heard { worker: 1 }, vec![]),
         (12_000, Event::Watch, vec![]),
     ]);
+    steps.sort_by_key(|s| s.0);
     run(settings(2, Some(1000), None), steps);
 }
 
@@ -877,4 +882,33 @@ fn a_message_in_flight_at_three_consecutive_rollbacks_is_poison() {
             .all(|c| matches!(c, Command::Restore { poison, .. } if poison.is_empty())),
         "{restores:?}"
     );
+}
+
+#[test]
+fn a_coordinator_that_did_not_run_does_not_blame_the_workers_for_it() {
+    let mut steps = started_and_one_checkpoint();
+    steps.extend(early_watches());
+    steps.extend([
+        (1100, Event::Heard { worker: 1 }, vec![]),
+        (1500, Event::Watch, vec![]),
+        (2000, Event::Watch, vec![]),
+        (2500, Event::Watch, vec![]),
+        // The coordinator gets no CPU for 3.5 s (watches every 500 ms are due): worker 1's
+        // answers wait unread meanwhile. Only what it watched counts (and one beat): 1.9 s.
+        (6000, Event::Watch, vec![]),
+        (6400, Event::Heard { worker: 1 }, vec![]),
+        (6500, Event::Watch, vec![]),
+        (7000, Event::Watch, vec![]),
+        // A worker that stays silent is still found: 2 s after its last answer.
+        (7500, Event::Watch, vec![]),
+        (8000, Event::Watch, vec![]),
+        (8401, Event::Watch, rollback("worker 1 did not answer for 2.001s")),
+    ]);
+    steps.sort_by_key(|s| s.0);
+    run(settings(2, Some(1000), None), steps);
+}
+
+/// The coordinator looks for silent workers every failure timeout / 4 (500 ms here).
+fn early_watches() -> Vec<(u64, Event, Vec<Command>)> {
+    vec![(500, Event::Watch, vec![]), (999, Event::Watch, vec![])]
 }
