@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/request-reply.proto",
         "proto/types.proto",
         "proto/kafka-egress.proto",
+        // OTLP trace export (vendored from opentelemetry-proto v1.11, unchanged): the worker's
+        // own small exporter encodes these, so no OpenTelemetry SDK is built.
+        "proto/opentelemetry/proto/collector/trace/v1/trace_service.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

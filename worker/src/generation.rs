@@ -53,6 +53,8 @@ pub(crate) struct Context {
     pub replies: Arc<Replies>,
     /// A task that panics or ends early makes the worker unhealthy.
     pub health: Arc<crate::health::Health>,
+    /// Opt-in tracing (off: no spans).
+    pub tracer: crate::trace::Tracer,
 }
 
 /// Every key group's expired values are swept about this often.
@@ -195,6 +197,7 @@ impl Generation {
             replies: ctx.replies.clone(),
             compaction,
             sweep_every,
+            tracer: ctx.tracer.clone(),
         });
         tasks.spawn(supervised(
             ctx.health.clone(),

@@ -45,6 +45,7 @@ pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod stop;
 pub mod tls;
+pub mod trace;
 pub mod worker;
 
 pub use app::AppConfig;

@@ -53,6 +53,8 @@ pub struct WorkerOptions {
     /// Mutual TLS on the peer port (`None`: plain text, any caller believed — only for a
     /// network nothing else can reach).
     pub peer_tls: Option<Arc<PeerTls>>,
+    /// Opt-in tracing (default: off); see [`crate::trace`].
+    pub tracer: crate::trace::Tracer,
 }
 
 /// The sockets a worker serves on; tests bind them to port 0.
@@ -163,6 +165,7 @@ impl Worker {
         };
         let layout = cluster.layout(app.key_groups);
         let peer_tls = options.peer_tls;
+        let tracer = options.tracer;
         if let Some(tls) = &peer_tls {
             let me = tls.me();
             if me.application != app.name || me.worker != cluster.index {
@@ -199,6 +202,7 @@ impl Worker {
                 health: health.clone(),
                 peer_tls: peer_tls.clone(),
                 replies: replies.clone(),
+                tracer: tracer.clone(),
             },
             shutdown.clone(),
         ));
@@ -307,6 +311,7 @@ impl Worker {
                 metrics: metrics.clone(),
                 data_loss: data_loss.clone(),
                 shutdown: shutdown.clone(),
+                spans: crate::trace::CheckpointSpans::new(tracer.clone()),
             };
             tasks.spawn(supervised(
                 health.clone(),

@@ -179,6 +179,7 @@ fn envelope(
         caller: Some(source.clone()),
         value,
         dedup: None,
+        trace: None,
     })
 }
 

@@ -93,9 +93,14 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let admin = TcpListener::bind(opts.admin_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the admin endpoints", opts.admin_addr))?;
+    let (tracer, flush) = crate::trace::Tracer::from_env(
+        &spec.metadata.name,
+        &[("spindle.application", spec.metadata.name.clone())],
+    )?;
     let options = WorkerOptions {
         data_dir: Some(opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"))),
         echo_egress: true,
+        tracer,
         ..WorkerOptions::default()
     };
     let worker = Worker::start(
@@ -117,6 +122,9 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
 
     let result = drive(&opts, &worker).await;
     crate::stop::unless_signalled_again(worker.stop(opts.stop_timeout)).await;
+    if let Some(flush) = flush {
+        flush.flush(std::time::Duration::from_secs(5)).await;
+    }
     for p in processes {
         p.stop().await;
     }

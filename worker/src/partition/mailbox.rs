@@ -31,6 +31,8 @@ pub(crate) struct Batch {
     pub messages: Vec<Pending>,
     /// Times the function answered `IncompleteInvocationContext` for this batch.
     pub incomplete_rounds: u32,
+    /// The span of the invocation in flight (tracing on, some message traced).
+    pub span: Option<crate::trace::Span>,
 }
 
 /// Per function entry: batches in flight and addresses waiting for a slot (FIFO, so a busy
