@@ -380,6 +380,8 @@ impl Worker {
         };
         let admin_addr = listeners.admin.local_addr().map_err(io("the admin socket"))?;
         let admin = Admin {
+            application: app.name.clone(),
+            workers,
             worker: me,
             incarnation: process.incarnation,
             metrics: metrics.clone(),

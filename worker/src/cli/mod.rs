@@ -1,6 +1,7 @@
 //! The `spindle` command line.
 
 mod dead_letters;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ pub enum Command {
     /// The dead letters an application keeps: list, replay, drop.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
+    /// An application at a glance: workers, generation, last checkpoint and its age,
+    /// throughput, backlog, dead letters, rollbacks, lag per ingress (a local run, or --admin).
+    Status(status::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +110,9 @@ pub struct RunArgs {
     /// stops at once.
     #[arg(long, env = "SPINDLE_STOP_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
+    /// No live status line (it is shown only when stderr is a terminal anyway).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,7 +175,7 @@ fn parse_function_port(s: &str) -> Result<(usize, u16), String> {
     ))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     HumanDuration::parse(s)
         .map(HumanDuration::as_duration)
         .map_err(|e| e.to_string())
@@ -226,6 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 idle_timeout: a.idle_timeout,
                 workers: a.workers,
                 stop_timeout: a.stop_timeout,
+                live_status: !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             })
             .await
         }
@@ -261,6 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::DeadLetters(cmd) => dead_letters::run(cmd).await,
+        Command::Status(args) => status::run(args).await,
         Command::Checkpoints(CheckpointsCommand::Delete {
             storage,
             application,

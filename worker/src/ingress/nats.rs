@@ -179,6 +179,7 @@ impl NatsSource {
             let mut records = Vec::with_capacity(batch.len());
             let mut reached = *next;
             let mut failure = None;
+            let mut pending = None;
             for m in batch {
                 let m = match m {
                     Ok(m) => m,
@@ -187,7 +188,10 @@ impl NatsSource {
                         break;
                     }
                 };
-                let seq = m.info().map_err(|e| format!("message metadata: {e}"))?.stream_sequence as i64;
+                let info = m.info().map_err(|e| format!("message metadata: {e}"))?;
+                let seq = info.stream_sequence as i64;
+                // The consumer's count of messages after this one: the stream's lag.
+                pending = Some(info.pending as i64);
                 if next.is_some_and(|n| seq < n) {
                     continue;
                 }
@@ -209,6 +213,9 @@ impl NatsSource {
                         records.push((self.ctx.refusal(route, &at, refusal, id, Some(&m.payload)), seq + 1));
                     }
                 }
+            }
+            if let Some(p) = pending {
+                self.ctx.metrics.set_ingress_lag(&self.key, p);
             }
             if let Some(n) = reached
                 && Some(n) != *next

@@ -72,6 +72,7 @@ impl Partition {
         };
         self.slots[batch.function].in_flight += 1;
         self.metrics.batches_in_flight.inc();
+        self.metrics.messages_in_flight.inc_by(batch.messages.len() as i64);
         let target = batch.target.clone();
         self.in_flight.insert(target.clone(), batch);
         let invocation = self.invoker.invoke(call);
@@ -96,6 +97,7 @@ impl Partition {
             tracing::error!(%target, "an invocation completed for an address with no batch in flight");
             return;
         };
+        self.metrics.messages_in_flight.dec_by(batch.messages.len() as i64);
         let mut result = result;
         if let Some(mut span) = batch.span.take() {
             match &mut result {
@@ -145,6 +147,7 @@ impl Partition {
                         function: label.clone(),
                     })
                     .inc_by(batch.messages.len() as u64);
+                self.metrics.messages_invoked.inc_by(batch.messages.len() as u64);
                 self.apply(&batch.target, effects);
             }
             Ok(Outcome::Incomplete(missing)) => {

@@ -417,6 +417,8 @@ impl Drop for Partition {
         let queued: usize = self.mailboxes.values().map(|m| m.queue.len()).sum();
         self.metrics.messages_queued.dec_by(queued as i64);
         self.metrics.batches_in_flight.dec_by(self.in_flight.len() as i64);
+        let in_flight: usize = self.in_flight.values().map(|b| b.messages.len()).sum();
+        self.metrics.messages_in_flight.dec_by(in_flight as i64);
         self.metrics.delayed_pending.dec_by(self.delayed.len() as i64);
     }
 }

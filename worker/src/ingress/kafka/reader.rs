@@ -142,6 +142,7 @@ impl PartitionReader {
                 continue;
             }
             next = reached;
+            self.ctx.metrics.set_ingress_lag(&self.key, stable - next);
             if !self.ctx.deliver(&self.key, batch, next).await {
                 return;
             }
