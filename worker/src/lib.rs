@@ -43,6 +43,7 @@ pub mod reply;
 pub(crate) mod retry;
 pub(crate) mod serve;
 pub(crate) mod state;
+pub mod status;
 pub(crate) mod stop;
 pub mod tls;
 pub mod trace;

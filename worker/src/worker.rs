@@ -311,7 +311,7 @@ impl Worker {
                 metrics: metrics.clone(),
                 data_loss: data_loss.clone(),
                 shutdown: shutdown.clone(),
-                spans: crate::trace::CheckpointSpans::new(tracer.clone()),
+                spans: crate::trace::CheckpointSpans::new(tracer),
             };
             tasks.spawn(supervised(
                 health.clone(),

@@ -154,7 +154,7 @@ async fn drive(
     eprintln!("spindle: {} workers ready; ingress http://{ingress}", children.len());
     let admins: Vec<String> = children.iter().map(|c| format!("http://{}", c.admin)).collect();
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"));
-    if let Err(e) = crate::cli::status::write_local_admins(&data_dir, &admins) {
+    if let Err(e) = crate::status::write_local_admins(&data_dir, &admins) {
         tracing::warn!(error = %e, "cannot write the admin URLs for `spindle status`");
     }
     if let Some(file) = &opts.input {

@@ -123,7 +123,7 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     );
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"));
     let admins = vec![format!("http://{}", worker.admin_addr)];
-    if let Err(e) = crate::cli::status::write_local_admins(&data_dir, &admins) {
+    if let Err(e) = crate::status::write_local_admins(&data_dir, &admins) {
         tracing::warn!(error = %e, "cannot write the admin URLs for `spindle status`");
     }
 
@@ -179,7 +179,7 @@ async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
 
 /// The status line, redrawn every second on stderr (a terminal) until cancelled.
 pub(crate) async fn live_status(admins: &[String]) {
-    use crate::cli::status::{Summary, WorkerStatus, fetch};
+    use crate::status::{Summary, WorkerStatus, fetch};
     use std::io::Write as _;
     let parse =
         |s: Vec<(String, serde_json::Value)>| s.iter().map(|(_, v)| WorkerStatus::from_json(v)).collect::<Vec<_>>();
