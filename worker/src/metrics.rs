@@ -512,6 +512,22 @@ impl Metrics {
         self.lags.lock().expect("lag lock").insert(key.to_string(), lag);
     }
 
+    /// `n` records of source `key` reached the partition: they leave the lag (for the queue).
+    pub fn take_from_lag(&self, key: &str, n: i64) {
+        let mut lags = self.lags.lock().expect("lag lock");
+        let Some(lag) = lags.get_mut(key) else {
+            return;
+        };
+        *lag = (*lag - n).max(0);
+        let ingress = key.split('/').nth(1).unwrap_or(key).to_string();
+        self.ingress_lag
+            .get_or_create(&LagLabels {
+                ingress,
+                source: key.to_string(),
+            })
+            .set(*lag);
+    }
+
     /// The lag per ingress name (summed over its sources).
     pub fn lag_by_ingress(&self) -> std::collections::BTreeMap<String, i64> {
         let mut out = std::collections::BTreeMap::new();

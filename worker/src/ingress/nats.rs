@@ -214,8 +214,10 @@ impl NatsSource {
                     }
                 }
             }
+            // The records read are lag until the partition took them (delivery may wait for
+            // admission); then what the consumer has pending is.
             if let Some(p) = pending {
-                self.ctx.metrics.set_ingress_lag(&self.key, p);
+                self.ctx.metrics.set_ingress_lag(&self.key, p + records.len() as i64);
             }
             if let Some(n) = reached
                 && Some(n) != *next
@@ -224,6 +226,9 @@ impl NatsSource {
                 if !self.ctx.deliver(&self.key, records, n).await {
                     return Ok(());
                 }
+            }
+            if let Some(p) = pending {
+                self.ctx.metrics.set_ingress_lag(&self.key, p);
             }
             if let Some(f) = failure {
                 return Err(f);

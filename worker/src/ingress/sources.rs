@@ -62,6 +62,7 @@ impl SourceContext {
             let mut chunk = Vec::new();
             let mut refused = Vec::new();
             let mut at = next;
+            let mut taken_records = 0;
             while let Some((taken, _)) = rest.peek() {
                 let n = match taken {
                     Taken::Messages(envs) => envs.len(),
@@ -71,6 +72,7 @@ impl SourceContext {
                     break;
                 }
                 let (taken, after) = rest.next().expect("peeked");
+                taken_records += 1;
                 match taken {
                     Taken::Messages(envs) => chunk.extend(envs),
                     Taken::Refused(r) => refused.push(r),
@@ -88,6 +90,8 @@ impl SourceContext {
                 return false;
             }
             self.metrics.ingress_accepted.inc_by(n);
+            // The reader counted these as lag until the partition has them.
+            self.metrics.take_from_lag(source, taken_records);
             if rest.peek().is_none() {
                 return true;
             }
