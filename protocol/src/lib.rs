@@ -18,7 +18,8 @@ pub mod egress {
 
 /// OTLP trace export messages (`ExportTraceServiceRequest` and what it holds), vendored from
 /// opentelemetry-proto (`proto/opentelemetry`, Apache-2.0): what the worker's opt-in tracing
-/// sends to a collector.
+/// sends to a collector. With the `otlp` feature (the worker's).
+#[cfg(feature = "otlp")]
 pub mod otlp {
     // Nested as the protobuf packages are: the generated code names its imports by
     // `super::super::common::v1`.
