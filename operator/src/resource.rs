@@ -148,6 +148,26 @@ pub struct ApplicationStatus {
     /// again at the new count, restoring it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescale: Option<Rescale>,
+    /// The last `spec.checkpoint.savepointRequest` and what became of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<SavepointStatus>,
+}
+
+/// A requested savepoint: `Pending` (asked again at the next reconciliation), `Taken` (with
+/// its checkpoint) or `Failed` (refused: a name already taken, no token; set another name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointStatus {
+    pub name: String,
+    pub phase: String,
+    /// The checkpoint it holds (`Taken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<u64>,
+    /// When it was taken (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A fallback past damaged checkpoints: checkpoints `lostFrom..=lostTo` could not be

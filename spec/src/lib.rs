@@ -22,7 +22,7 @@ pub use schedule::{CatchUp, Plan, ScheduleIngress};
 pub use security::*;
 pub use typename::{TypeName, TypeNameError};
 pub use types::*;
-pub use validate::{FieldError, ValidationErrors};
+pub use validate::{FieldError, ValidationErrors, check_savepoint_name};
 
 /// The custom resource's API group, version, `group/version`, kind and plural (the last is
 /// the resource's name in API paths and in the CRD's name `statefulapplications.spindle.dev`).

@@ -117,6 +117,19 @@ spec:
     }
 
     #[test]
+    fn memory_bounds_have_defaults_and_a_floor() {
+        let app = from_yaml_str(GOOD, "app.yaml").unwrap();
+        assert_eq!(app.spec.memory.held_egress_bytes, 256 << 20);
+        assert_eq!(app.spec.memory.peer_queue_bytes, 64 << 20);
+        let text = GOOD.replace("  ingresses:", "  memory: {sinkQueueBytes: 100}\n  ingresses:");
+        let msg = err_lines(&text);
+        assert!(
+            msg.contains("spec.memory.sinkQueueBytes: must be at least 65536"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn names_the_field_of_a_bad_endpoint() {
         let text = GOOD.replace(
             "  ingresses:",

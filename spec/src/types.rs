@@ -68,6 +68,12 @@ pub struct StatefulApplicationSpec {
     /// Past it, ingresses wait (HTTP requests are held, not refused): back-pressure, no loss.
     #[serde(default = "default_max_buffered")]
     pub max_buffered_messages: u32,
+    /// Bounds in bytes on what a worker keeps in memory while it waits for something else
+    /// (a checkpoint, a peer, a sink). When one is reached, the ingresses stop admitting
+    /// (HTTP answers `503` with `Retry-After`, Kafka and NATS readers pause) until it drains:
+    /// back-pressure, nothing accepted is dropped.
+    #[serde(default, skip_serializing_if = "MemorySpec::is_default")]
+    pub memory: MemorySpec,
     /// Coordinated checkpoints for exactly-once state and messaging.
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
@@ -107,6 +113,58 @@ impl Default for DeadLettersSpec {
             max_bytes: default_dead_letter_bytes(),
         }
     }
+}
+
+/// Per-worker bounds, in bytes, on the queues that grow while something downstream is slow or
+/// failing. Sizes count message values, ids, typenames and keys plus a fixed overhead per
+/// entry, so they track, not equal, the memory used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemorySpec {
+    /// Egress records waiting for the checkpoint of their epoch (they grow while checkpoints
+    /// fail).
+    #[serde(default = "default_held_egress_bytes")]
+    pub held_egress_bytes: u64,
+    /// Messages queued for other workers and not yet acknowledged by them.
+    #[serde(default = "default_queue_bytes")]
+    pub peer_queue_bytes: u64,
+    /// Released egress records queued for their sinks.
+    #[serde(default = "default_queue_bytes")]
+    pub sink_queue_bytes: u64,
+    /// The idempotency keys remembered for the dedup window (with the replies kept for them).
+    /// They leave only as the window passes them, so a worker at this bound admits nothing for
+    /// minutes: size it for the key rate times the window.
+    #[serde(default = "default_queue_bytes")]
+    pub idempotency_key_bytes: u64,
+    /// Delayed messages (`send_after`) not yet due; they leave only as they fall due.
+    #[serde(default = "default_queue_bytes")]
+    pub delayed_message_bytes: u64,
+}
+
+impl Default for MemorySpec {
+    fn default() -> Self {
+        MemorySpec {
+            held_egress_bytes: default_held_egress_bytes(),
+            peer_queue_bytes: default_queue_bytes(),
+            sink_queue_bytes: default_queue_bytes(),
+            idempotency_key_bytes: default_queue_bytes(),
+            delayed_message_bytes: default_queue_bytes(),
+        }
+    }
+}
+
+impl MemorySpec {
+    pub fn is_default(&self) -> bool {
+        *self == MemorySpec::default()
+    }
+}
+
+fn default_held_egress_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_queue_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_dead_letter_bytes() -> u64 {
@@ -356,7 +414,7 @@ pub struct CheckpointSpec {
     /// application file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
-    /// Completed checkpoints to keep; older ones are deleted.
+    /// Completed checkpoints to keep; older ones are deleted, but for savepoints.
     #[serde(default = "default_retained")]
     pub retained: u32,
     /// What happens to this application's checkpoint data when the `StatefulApplication` is
@@ -369,6 +427,28 @@ pub struct CheckpointSpec {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`. Kubernetes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Take a savepoint — a named checkpoint that retention never deletes — under this name.
+    /// In a cluster the operator asks worker 0 for it once per name and reports it in
+    /// `status.savepoint`; set a new name for the next one. Ignored by `spindle run`
+    /// (use `spindle checkpoints save NAME`). A name is 1-63 characters of `a-z`, `0-9`,
+    /// `.`, `_`, `-`, starting with a letter or digit, and not only digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint_request: Option<String>,
+    /// Start from this savepoint (a name) or checkpoint (a number) instead of the newest
+    /// checkpoint: worker 0 makes it this application's newest checkpoint before the
+    /// application starts — copied when it belongs to another application or storage —
+    /// once per value (a restart resumes from the newest checkpoint as usual; remove the
+    /// field and set it again to restore the same one again). The key-group count must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// With `restoreFrom`: the application whose savepoint or checkpoint it is, `name` or
+    /// `namespace/name` (default: this one). Copying an application: its state, messages,
+    /// dead letters and source positions come along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from_application: Option<String>,
+    /// With `restoreFrom`: the storage URL it is in (default: `storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from_storage: Option<String>,
 }
 
 /// What deleting an application in a cluster does to its checkpoint data.
@@ -397,6 +477,10 @@ impl Default for CheckpointSpec {
             retained: default_retained(),
             retention_policy: RetentionPolicy::default(),
             credentials_secret: None,
+            savepoint_request: None,
+            restore_from: None,
+            restore_from_application: None,
+            restore_from_storage: None,
         }
     }
 }

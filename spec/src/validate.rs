@@ -91,6 +91,19 @@ impl StatefulApplication {
         if spec.max_buffered_messages == 0 {
             e.add("spec.maxBufferedMessages", "must be at least 1");
         }
+        let m = &spec.memory;
+        for (field, bytes) in [
+            ("heldEgressBytes", m.held_egress_bytes),
+            ("peerQueueBytes", m.peer_queue_bytes),
+            ("sinkQueueBytes", m.sink_queue_bytes),
+            ("idempotencyKeyBytes", m.idempotency_key_bytes),
+            ("delayedMessageBytes", m.delayed_message_bytes),
+        ] {
+            // Below one large message a bound would refuse everything after the first.
+            if bytes < 1 << 16 {
+                e.add(format!("spec.memory.{field}"), "must be at least 65536 (64 KiB)");
+            }
+        }
         self.validate_functions(&mut e);
         self.validate_ingresses(&mut e);
         self.validate_egresses(&mut e);
@@ -118,6 +131,7 @@ impl StatefulApplication {
         {
             e.add("spec.checkpoint.credentialsSecret", reason);
         }
+        self.validate_savepoints(&mut e);
         crate::kubernetes::validate_kubernetes(&spec.kubernetes, &mut e);
         if e.0.is_empty() {
             Ok(())
@@ -379,5 +393,136 @@ fn check_dns_subdomain(name: &str) -> Result<(), String> {
         Err(format!(
             "`{name}` is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)"
         ))
+    }
+}
+
+/// A savepoint's name: 1-63 characters of `a-z`, `0-9`, `.`, `_`, `-`, starting with a letter
+/// or digit, and not only digits (a number names a checkpoint). It is an object name in
+/// checkpoint storage.
+pub fn check_savepoint_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("`{name}` is not a savepoint name: 1-63 characters"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err(format!(
+            "`{name}` is not a savepoint name: it must start with a-z or 0-9"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{name}` is not a savepoint name: `{c}` is not one of a-z, 0-9, `.`, `_`, `-`"
+        ));
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "`{name}` is not a savepoint name: only digits name a checkpoint"
+        ));
+    }
+    Ok(())
+}
+
+impl StatefulApplication {
+    fn validate_savepoints(&self, e: &mut Errors) {
+        let c = &self.spec.checkpoint;
+        let off = c.interval.as_duration().is_zero();
+        if let Some(name) = &c.savepoint_request {
+            if let Err(reason) = check_savepoint_name(name) {
+                e.add("spec.checkpoint.savepointRequest", reason);
+            } else if off {
+                e.add(
+                    "spec.checkpoint.savepointRequest",
+                    "needs checkpoints, which `interval: 0s` turns off",
+                );
+            }
+        }
+        match &c.restore_from {
+            Some(from) => {
+                let number = !from.is_empty() && from.chars().all(|ch| ch.is_ascii_digit());
+                if number {
+                    if from.parse::<u64>().map_or(true, |n| n == 0) {
+                        e.add(
+                            "spec.checkpoint.restoreFrom",
+                            format!("`{from}` is not a checkpoint number (1 or more)"),
+                        );
+                    }
+                } else if let Err(reason) = check_savepoint_name(from) {
+                    e.add(
+                        "spec.checkpoint.restoreFrom",
+                        format!("{reason} (nor a checkpoint number)"),
+                    );
+                }
+                if off {
+                    e.add(
+                        "spec.checkpoint.restoreFrom",
+                        "needs checkpoints, which `interval: 0s` turns off",
+                    );
+                }
+                if let Some(app) = &c.restore_from_application {
+                    let ok = match app.split_once('/') {
+                        Some((ns, name)) => check_dns_subdomain(ns).is_ok() && check_dns_subdomain(name).is_ok(),
+                        None => check_dns_subdomain(app).is_ok(),
+                    };
+                    if !ok {
+                        e.add(
+                            "spec.checkpoint.restoreFromApplication",
+                            format!("`{app}` is not an application: `name` or `namespace/name`"),
+                        );
+                    }
+                }
+            }
+            None => {
+                if c.restore_from_application.is_some() {
+                    e.add("spec.checkpoint.restoreFromApplication", "needs `restoreFrom`");
+                }
+                if c.restore_from_storage.is_some() {
+                    e.add("spec.checkpoint.restoreFromStorage", "needs `restoreFrom`");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod savepoint_tests {
+    use crate::from_yaml_str;
+
+    fn errors(checkpoint: &str) -> String {
+        let yaml = format!(
+            "apiVersion: spindle.dev/v1alpha1\nkind: StatefulApplication\nmetadata: {{name: app}}\nspec:\n  functions:\n    - {{typename: example/f, endpoint: \"http://127.0.0.1:1/\"}}\n  checkpoint: {checkpoint}\n"
+        );
+        match from_yaml_str(&yaml, "s.yaml") {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn savepoint_fields_are_checked() {
+        assert_eq!(errors("{savepointRequest: before-v2, restoreFrom: before-v1}"), "");
+        assert_eq!(
+            errors("{restoreFrom: \"42\", restoreFromApplication: prod/greeter}"),
+            ""
+        );
+        let msg = errors("{savepointRequest: Before, restoreFrom: \"0\"}");
+        assert!(
+            msg.contains("spec.checkpoint.savepointRequest: `Before` is not a savepoint name"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.checkpoint.restoreFrom: `0` is not a checkpoint number"),
+            "{msg}"
+        );
+        let msg = errors("{restoreFromStorage: \"s3://b/p\"}");
+        assert!(
+            msg.contains("spec.checkpoint.restoreFromStorage: needs `restoreFrom`"),
+            "{msg}"
+        );
+        let msg = errors("{restoreFrom: a/b, interval: 0s}");
+        assert!(msg.contains("`/` is not one of"), "{msg}");
+        assert!(msg.contains("needs checkpoints"), "{msg}");
+        assert!(crate::check_savepoint_name("123").is_err());
     }
 }

@@ -1,15 +1,17 @@
 //! The admin endpoints: `/healthz` (the process is alive), `/readyz` (it can serve: started
 //! and its local functions are up), `/metrics` (Prometheus), `/status` (JSON counters, e.g.
 //! for waiting until idle, and checkpoint progress), `/dead-letters` and
-//! `/state/{namespace}/{type}/{id}`. The last two expose application data: with
-//! `spec.admin.auth` they need a bearer token; the others stay open for probes and monitoring.
+//! `/state/{namespace}/{type}/{id}`, `/state?type=&prefix=&limit=` (the addresses this worker
+//! owns) and, on worker 0, `POST /savepoints/{name}`. The last ones expose application data
+//! or act on it: with `spec.admin.auth` they need a bearer token; the others stay open for
+//! probes and monitoring.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::Router as Routes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -20,6 +22,7 @@ use tokio::sync::watch;
 use crate::auth::Tokens;
 use crate::checkpoint::Progress;
 use crate::checkpoint::coordinator::task::DataLossReport;
+use crate::checkpoint::savepoint::{SavepointError, Savepoints};
 use crate::inbox::Current;
 use crate::json::insert_value;
 use crate::message::Address;
@@ -42,6 +45,8 @@ pub(crate) struct Admin {
     pub health: Arc<crate::health::Health>,
     /// The bearer tokens `/state` and `/dead-letters` need (`spec.admin.auth`); `None`: open.
     pub auth: Option<Arc<Tokens>>,
+    /// Worker 0 with checkpoints on: how savepoints are taken.
+    pub savepoints: Option<Savepoints>,
 }
 
 impl Admin {
@@ -62,7 +67,9 @@ impl Admin {
             .route("/dead-letters", get(dead_letters))
             .route("/dead-letters/{id}/replay", post(replay_dead_letter))
             .route("/dead-letters/{id}", delete(drop_dead_letter))
+            .route("/state", get(list_state))
             .route("/state/{namespace}/{type}/{id}", get(state))
+            .route("/savepoints/{name}", post(savepoint).get(savepoint_record))
             .with_state(self)
     }
 }
@@ -203,4 +210,82 @@ async fn state(
         out.insert(name, v.into());
     }
     Json(serde_json::Value::Object(out)).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ListParams {
+    /// `namespace/type`.
+    #[serde(rename = "type")]
+    typename: Option<String>,
+    prefix: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The state of the addresses this worker owns that the query selects, by type and id: a
+/// JSON array of `{"typename", "id", "state"}`.
+async fn list_state(State(a): State<Admin>, headers: HeaderMap, Query(p): Query<ListParams>) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
+    let typename = match p.typename.as_deref().map(TypeName::parse).transpose() {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("type: {e}\n")).into_response(),
+    };
+    let Some(entry) = a.current.now() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restoring\n").into_response();
+    };
+    let query = crate::state::query::StateQuery {
+        typename,
+        prefix: p.prefix,
+        limit: p.limit,
+    };
+    let Ok(list) = entry.inbox.list_state(query).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
+    Json(serde_json::Value::Array(
+        list.iter().map(crate::state::query::address_json).collect(),
+    ))
+    .into_response()
+}
+
+/// Takes a savepoint: answers `{"name", "checkpoint", "createdAtMs"}` once it is recorded.
+async fn savepoint(State(a): State<Admin>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
+    let Some(savepoints) = &a.savepoints else {
+        let why = if a.worker == 0 {
+            "checkpoints are off (spec.checkpoint.interval: 0s): no savepoints".to_string()
+        } else {
+            format!("worker {} does not coordinate checkpoints: ask worker 0", a.worker)
+        };
+        return (StatusCode::CONFLICT, format!("{why}\n")).into_response();
+    };
+    match savepoints.take(&name).await {
+        Ok(s) => Json(json!(s)).into_response(),
+        Err(e) => {
+            let status = match &e {
+                SavepointError::BadName(_) => StatusCode::BAD_REQUEST,
+                SavepointError::Exists(_) => StatusCode::CONFLICT,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+/// A savepoint's record (404: none by that name): how a caller whose request timed out learns
+/// that it was taken after all.
+async fn savepoint_record(State(a): State<Admin>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(denied) = a.refusal(&headers) {
+        return denied;
+    }
+    let Some(savepoints) = &a.savepoints else {
+        return (StatusCode::CONFLICT, "no savepoints here: ask worker 0\n").into_response();
+    };
+    match savepoints.store.savepoint(&name).await {
+        Ok(Some(s)) => Json(json!(s)).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no savepoint `{name}`\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
 }

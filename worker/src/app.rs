@@ -67,6 +67,8 @@ pub struct AppConfig {
     pub max_buffered_messages: usize,
     /// Most bytes of dead letters a worker keeps.
     pub dead_letter_bytes: usize,
+    /// Byte bounds of the queues that wait on something downstream (`spec.memory`).
+    pub memory: crate::memory::Limits,
     /// A worker silent this long is treated as failed.
     pub failure_timeout: Duration,
     pub key_groups: u32,
@@ -90,6 +92,19 @@ pub struct CheckpointConfig {
     pub storage: Option<String>,
     /// Completed checkpoints kept.
     pub retained: u32,
+    /// `spec.checkpoint.restoreFrom`: what worker 0 makes the newest checkpoint at start.
+    pub restore_from: Option<RestoreFrom>,
+}
+
+/// A savepoint or checkpoint to start from, maybe of another application or storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFrom {
+    /// A savepoint name, or a checkpoint number.
+    pub from: String,
+    /// `name` or `namespace/name`; `None`: this application.
+    pub application: Option<String>,
+    /// `None`: this application's storage.
+    pub storage: Option<String>,
 }
 
 /// The default checkpoint storage: a path relative to the application file's directory.
@@ -267,6 +282,7 @@ impl AppConfig {
             sources,
             max_buffered_messages: spec.max_buffered_messages as usize,
             dead_letter_bytes: spec.dead_letters.max_bytes as usize,
+            memory: crate::memory::Limits::from_spec(&spec.memory),
             failure_timeout: spec.failure_timeout.as_duration(),
             key_groups: spec.key_groups,
             checkpoint: CheckpointConfig {
@@ -274,6 +290,11 @@ impl AppConfig {
                 min_pause: spec.checkpoint.min_pause.map(|d| d.as_duration()),
                 storage: spec.checkpoint.storage.clone(),
                 retained: spec.checkpoint.retained,
+                restore_from: spec.checkpoint.restore_from.clone().map(|from| RestoreFrom {
+                    from,
+                    application: spec.checkpoint.restore_from_application.clone(),
+                    storage: spec.checkpoint.restore_from_storage.clone(),
+                }),
             },
             admin_auth: spec.admin.as_ref().and_then(|a| a.auth.clone()),
             secrets: app.secrets().into_iter().map(|(at, s)| (at, s.clone())).collect(),

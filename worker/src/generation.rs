@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::app::AppConfig;
@@ -19,7 +19,7 @@ use crate::checkpoint::uploader::Uploader;
 use crate::deadletter::DeadLetters;
 use crate::egress::EgressHub;
 use crate::health::supervised;
-use crate::inbox::{Entry, Inbox};
+use crate::inbox::{Entry, Inbox, IngressAdmission};
 use crate::ingress::sources::SourceContext;
 use crate::ingress::{offset_committer, start_sources};
 use crate::invoker::Invoke;
@@ -45,8 +45,9 @@ pub(crate) struct Context {
     pub store: Option<CheckpointStore>,
     pub coordinator: CoordinatorLink,
     pub invoker: Arc<dyn Invoke>,
-    /// The ingresses' admission budget (`maxBufferedMessages`), shared with the HTTP ingress.
-    pub ingress_admission: Arc<Semaphore>,
+    /// The ingresses' admission (`maxBufferedMessages`, `spec.memory`), shared with the HTTP
+    /// ingress.
+    pub ingress_admission: IngressAdmission,
     /// Mutual TLS on the links to the peers (`None`: plain text).
     pub peer_tls: Option<Arc<PeerTls>>,
     /// The HTTP requests of this process waiting for their replies.
@@ -90,7 +91,7 @@ impl Generation {
             input.cancel();
         }
         let mut tasks = JoinSet::new();
-        let (outbound, queues) = Outbound::new(layout, ctx.metrics.clone());
+        let (outbound, queues) = Outbound::new(layout, ctx.metrics.clone(), ctx.ingress_admission.memory.clone());
         for q in queues {
             let link = Link {
                 to: q.to,
@@ -198,6 +199,7 @@ impl Generation {
             compaction,
             sweep_every,
             tracer: ctx.tracer.clone(),
+            memory: ctx.ingress_admission.memory.clone(),
         });
         tasks.spawn(supervised(
             ctx.health.clone(),

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
+use crate::memory::{Full, Memory};
 use crate::message::{Address, Envelope, Value};
 use crate::stop::CancellationToken;
 
@@ -44,6 +45,37 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         self.in_process.dec();
+    }
+}
+
+/// The ingresses' door, shared by the HTTP ingress and every source reader: a record is
+/// admitted when a slot of the count budget (`maxBufferedMessages`) is free — held as its
+/// [`Admission`] — *and* no queue of the memory budget (`spec.memory`) is at its bound. The
+/// count bounds what is being processed; the bytes bound what piles up behind it while
+/// checkpoints, peers or sinks are slow, which the count cannot see (a record admitted and
+/// processed frees its slot, but its egress output may wait for a checkpoint for minutes).
+#[derive(Clone)]
+pub struct IngressAdmission {
+    pub slots: Arc<Semaphore>,
+    pub memory: Arc<Memory>,
+}
+
+impl IngressAdmission {
+    pub fn new(max_buffered_messages: usize, memory: Arc<Memory>) -> IngressAdmission {
+        IngressAdmission {
+            slots: Arc::new(Semaphore::new(max_buffered_messages)),
+            memory,
+        }
+    }
+
+    /// Why no record may be admitted now (a queue at its bound), if so.
+    pub fn full(&self) -> Option<Full> {
+        self.memory.full()
+    }
+
+    /// Waits until the memory budget has room (readers of sources pause here).
+    pub async fn room(&self) {
+        self.memory.room().await
     }
 }
 
@@ -82,6 +114,11 @@ pub(crate) enum Input {
     Completed(u64),
     /// Current state values of an address (inspection and tests).
     ReadState(Address, oneshot::Sender<Vec<(String, Value)>>),
+    /// The state of the addresses a query selects (inspection).
+    ListState(
+        crate::state::query::StateQuery,
+        oneshot::Sender<Vec<crate::state::query::AddressState>>,
+    ),
     /// Something that could not be delivered, found outside the partition (a malformed
     /// envelope from a peer): kept with the partition's dead letters.
     DeadLetter(Refused),
@@ -210,6 +247,16 @@ impl Inbox {
     pub async fn read_state(&self, addr: Address) -> Result<Vec<(String, Value)>, Closed> {
         let (tx, rx) = oneshot::channel();
         self.send(Input::ReadState(addr, tx))?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// The state of the addresses `query` selects, as it stands.
+    pub async fn list_state(
+        &self,
+        query: crate::state::query::StateQuery,
+    ) -> Result<Vec<crate::state::query::AddressState>, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::ListState(query, tx))?;
         rx.await.map_err(|_| Closed)
     }
 }

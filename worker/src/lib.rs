@@ -31,6 +31,7 @@ pub(crate) mod invoker;
 pub(crate) mod json;
 pub mod keygroup;
 pub mod local;
+pub(crate) mod memory;
 pub mod message;
 pub mod metrics;
 pub(crate) mod partition;

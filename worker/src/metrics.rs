@@ -45,6 +45,13 @@ pub struct LagLabels {
     pub source: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// A queue with a byte bound (`spec.memory`): `held_egress`, `peers`, `sinks`,
+    /// `idempotency_keys`, `delayed`.
+    pub queue: &'static str,
+}
+
 /// Most function types with a label of their own.
 pub const FUNCTION_LABELS: usize = 256;
 /// The label of the types past [`FUNCTION_LABELS`].
@@ -65,6 +72,8 @@ pub struct Metrics {
     pub ingress_accepted: Counter,
     /// Records refused by ingresses, by reason.
     pub ingress_rejected: Family<KindLabels, Counter>,
+    /// Times a source reader paused because a queue was at its memory bound (`spec.memory`).
+    pub ingress_paused: Counter,
     /// Ingress records dropped because their idempotency key was seen before.
     pub ingress_duplicates: Counter,
     pub invocations: Family<OutcomeLabels, Counter>,
@@ -143,6 +152,10 @@ pub struct Metrics {
     /// Source records skipped because retention deleted them before they were read.
     pub source_records_lost: Counter,
     pub restore_seconds: Histogram,
+    /// Bytes held per bounded queue (`spec.memory`, see `memory.rs`).
+    pub memory_bytes: Family<QueueLabels, Gauge>,
+    /// The bound of each of those queues.
+    pub memory_limit_bytes: Family<QueueLabels, Gauge>,
     /// From the start of a rollback until every worker has restored (coordinator).
     pub recovery_seconds: Histogram,
     /// Messages of the invocation batches in flight.
@@ -179,6 +192,7 @@ impl Metrics {
         let m = Metrics {
             ingress_accepted: Counter::default(),
             ingress_rejected: Family::default(),
+            ingress_paused: Counter::default(),
             ingress_duplicates: Counter::default(),
             invocations: Family::default(),
             invocation_messages: Family::default(),
@@ -226,6 +240,8 @@ impl Metrics {
             dead_letters_overflow: Counter::default(),
             source_records_lost: Counter::default(),
             restore_seconds: seconds(),
+            memory_bytes: Family::default(),
+            memory_limit_bytes: Family::default(),
             recovery_seconds: seconds(),
             messages_in_flight: Gauge::default(),
             ingress_lag: Family::default(),
@@ -470,6 +486,21 @@ impl Metrics {
             "restore_duration_seconds",
             "Time to restore a checkpoint on this worker",
             m.restore_seconds.clone(),
+        );
+        r.register(
+            "ingress_paused",
+            "Times a Kafka/NATS reader paused because a queue was at its memory bound",
+            m.ingress_paused.clone(),
+        );
+        r.register(
+            "memory_bytes",
+            "Bytes held per bounded queue; at its bound (spec.memory) the ingresses stop admitting",
+            m.memory_bytes.clone(),
+        );
+        r.register(
+            "memory_limit_bytes",
+            "The bound of each queue in spindle_memory_bytes (spec.memory)",
+            m.memory_limit_bytes.clone(),
         );
         r.register(
             "recovery_duration_seconds",

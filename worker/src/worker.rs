@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::inbox::IngressAdmission;
+use crate::memory::Memory;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -127,7 +130,13 @@ impl Worker {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let health = Arc::new(Health::new(app.failure_timeout));
+        let memory = Arc::new(Memory::new(
+            app.memory,
+            &metrics.memory_bytes,
+            &metrics.memory_limit_bytes,
+        ));
         let sink_ctx = SinkContext {
+            memory: memory.clone(),
             metrics: metrics.clone(),
             unconfirmed: Default::default(),
             dead_letters: dead_letters.clone(),
@@ -160,6 +169,19 @@ impl Worker {
                 let store = CheckpointStore::open(url, &app.base_dir, &app.identity().storage_root())
                     .map_err(|e| WorkerError::Config(format!("checkpoint storage `{url}`: {e}")))?;
                 tracing::info!(storage = %store.describe(), interval = ?app.checkpoint.interval, "checkpoints on");
+                if me == 0 {
+                    // Before the coordinator's first lookup, which then restores it.
+                    crate::checkpoint::copy::apply(
+                        &store,
+                        &app.identity(),
+                        app.key_groups,
+                        app.checkpoint.restore_from.as_ref(),
+                        url,
+                        &app.base_dir,
+                    )
+                    .await
+                    .map_err(|e| WorkerError::Config(e.to_string()))?;
+                }
                 Some(store)
             }
         };
@@ -181,7 +203,7 @@ impl Worker {
             0 => CoordinatorLink::Local(coordinator_tx.clone()),
             _ => CoordinatorLink::Remote(controls.clone()),
         };
-        let ingress_admission = Arc::new(Semaphore::new(app.max_buffered_messages));
+        let ingress_admission = IngressAdmission::new(app.max_buffered_messages, memory);
         // Request ids must not repeat across restarts of this worker: the process's start
         // time and id make them unique.
         let replies = Replies::new(me, crate::clock::now_ms() ^ (u64::from(std::process::id()) << 44));
@@ -275,6 +297,15 @@ impl Worker {
                 }
                 Some(addr)
             }
+        };
+        let savepoints_on_0 = match (&store, app.checkpoint.interval) {
+            (Some(store), Some(interval)) if me == 0 => Some(crate::checkpoint::savepoint::Savepoints {
+                store: store.clone(),
+                coordinator: coordinator_tx.clone(),
+                progress: process.progress.subscribe(),
+                limit: Duration::from_secs(30) + interval * 20,
+            }),
+            _ => None,
         };
         if me == 0 {
             let members = (0..workers)
@@ -391,6 +422,7 @@ impl Worker {
             data_loss,
             health: health.clone(),
             auth: admin_auth,
+            savepoints: savepoints_on_0,
         };
         serve(
             &mut tasks,

@@ -1,7 +1,9 @@
 //! Bounds and validation at the door: an id with a control character is refused with the
 //! byte it is at; messages of 1 MiB cross between workers in batches below the frame limit
 //! (five of them together for one peer used to wedge the link); a reply larger than the
-//! function's `maxReplyBytes` is a dead letter, and the worker keeps serving.
+//! function's `maxReplyBytes` is a dead letter — 8 MiB over a configured 4 MiB, and 64 MiB
+//! over the default 16 MiB — and the worker keeps serving. (Byte bounds on the queues under a
+//! flood: `tests/memory_bounds.rs`.)
 
 mod support;
 
@@ -139,4 +141,56 @@ async fn big_messages_cross_workers_and_an_oversized_reply_is_a_dead_letter() {
     for w in workers {
         w.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_reply_is_a_dead_letter_under_the_default_limit() {
+    let (addr, _stop) = function::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(
+            |batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| {
+                if batch.target.as_ref().unwrap().r#type == "huge" {
+                    // 64 MiB of egress value: four times the default maxReplyBytes (16 MiB).
+                    let mut r = from_function::InvocationResponse::default();
+                    r.outgoing_egresses.push(from_function::EgressMessage {
+                        egress_namespace: "t".into(),
+                        egress_type: "out".into(),
+                        argument: Some(TypedValue {
+                            typename: "t/Text".into(),
+                            has_value: true,
+                            value: vec![b'h'; 64 << 20].into(),
+                        }),
+                    });
+                    return protobuf(FromFunction {
+                        response: Some(from_function::Response::InvocationResult(r)),
+                    })
+                    .into_response();
+                }
+                echo_to_egress(batch)
+            },
+        ),
+    );
+    let dir = TempDir::new("huge-reply");
+    // The same application without `maxReplyBytes`: the default bound applies.
+    let yaml = app(&format!("http://{addr}/x")).replace("      maxReplyBytes: 4194304\n", "");
+    assert!(!yaml.contains("maxReplyBytes"));
+    let worker = start_worker(&yaml, dir.path()).await;
+    let ingress = worker.ingress_addr.unwrap();
+    let (status, _) = post(ingress, "/t/huge/1", "application/vnd.t/Text", b"go".to_vec()).await;
+    assert_eq!(status, 202);
+    worker.wait_idle(IDLE).await.unwrap();
+    let dead = worker.dead_letters.recent();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].reason.contains("maxReplyBytes") && dead[0].reason.contains("16777216"),
+        "{}",
+        dead[0].reason
+    );
+    eprintln!("64 MiB reply: dead letter, {}", dead[0].reason);
+    let (status, _) = post(ingress, "/t/fn/after", "application/vnd.t/Text", b"fine".to_vec()).await;
+    assert_eq!(status, 202);
+    worker.wait_idle(IDLE).await.unwrap();
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
+    assert_eq!(out.lines().count(), 1, "the worker kept serving: {out}");
+    worker.shutdown().await;
 }

@@ -232,6 +232,13 @@ fn only_changes_the_workers_see_restart_them() {
         ..Default::default()
     });
     assert_eq!(config_hash(&base), config_hash(&k8s));
+    // A savepoint request is the operator's; starting from one restarts the workers.
+    let mut savepoint = base.clone();
+    savepoint.spec.checkpoint.savepoint_request = Some("before-v2".into());
+    assert_eq!(config_hash(&base), config_hash(&savepoint));
+    let mut restore = base.clone();
+    restore.spec.checkpoint.restore_from = Some("before-v2".into());
+    assert_ne!(config_hash(&base), config_hash(&restore));
     let mut workers = base.clone();
     workers.spec.workers = 2;
     assert_ne!(config_hash(&base), config_hash(&workers));

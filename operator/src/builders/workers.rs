@@ -106,6 +106,8 @@ fn worker_config(app: &StatefulApplication, config: &OperatorConfig) -> String {
     };
     resolved.spec.checkpoint.storage = Some(checkpoint_storage(app, config).url().to_string());
     resolved.spec.checkpoint.credentials_secret = None;
+    // The operator carries it out (worker 0's admin endpoint): asking must not restart them.
+    resolved.spec.checkpoint.savepoint_request = None;
     // The operator's business, not the workers': changing it must not restart them.
     resolved.spec.kubernetes = Default::default();
     for f in &mut resolved.spec.functions {

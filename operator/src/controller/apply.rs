@@ -49,6 +49,9 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
         _ => None,
     };
     let observed = coordinator::observe(&previous, worker_status.as_ref().and_then(|s| s.as_ref().ok()));
+    let workers_answer = worker_status.as_ref().is_some_and(|s| s.is_ok());
+    let savepoint = take_savepoint(app, &spec, ctx, &namespace, &previous, workers_answer).await;
+    let savepoint_pending = savepoint.as_ref().is_some_and(|s| s.phase == super::savepoint::PENDING);
     let completed = worker_status
         .as_ref()
         .and_then(|s| s.as_ref().ok())
@@ -141,6 +144,7 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
         data_loss: observed.data_loss,
         coordinator: observed.sample,
         rescale,
+        savepoint,
     };
     status::write(&api, app, new_status).await?;
     Ok(match (progress, step) {
@@ -152,7 +156,7 @@ pub async fn apply(app: &StatefulApplication, ctx: &Context) -> Result<Action, E
                 .clamp(Duration::from_secs(1), Duration::from_secs(10)),
         ),
         (Some(_), _) => Action::requeue(Duration::from_secs(2)),
-        (None, _) if !rollout.complete() => Action::requeue(Duration::from_secs(10)),
+        (None, _) if !rollout.complete() || savepoint_pending => Action::requeue(Duration::from_secs(10)),
         // Ready: come back now and then to refresh the last checkpoint.
         (None, _) => Action::requeue(Duration::from_secs(30)),
     })
@@ -300,6 +304,84 @@ async fn apply_workers(
             .await;
     }
     ssa::apply(&ctx.client, &sts, existing, current.full).await
+}
+
+/// `spec.checkpoint.savepointRequest`, carried out once per name: the new `status.savepoint`.
+async fn take_savepoint(
+    app: &StatefulApplication,
+    spec: &Spec,
+    ctx: &Context,
+    namespace: &str,
+    previous: &ApplicationStatus,
+    workers_answer: bool,
+) -> Option<crate::resource::SavepointStatus> {
+    use super::savepoint::{self, Step};
+    let requested = spec.spec.checkpoint.savepoint_request.as_deref();
+    let name = match savepoint::next(requested, previous.savepoint.as_ref(), workers_answer) {
+        Step::Done => return previous.savepoint.clone(),
+        Step::Wait(name) => {
+            return Some(savepoint::pending(&name, "waiting for worker 0 to answer".into()));
+        }
+        Step::Take(name) => name,
+    };
+    let interval = spec.spec.checkpoint.interval.as_duration();
+    let timeout = (Duration::from_secs(10) + interval * 10).min(Duration::from_secs(60));
+    use crate::worker_admin::SavepointRefusal;
+    let result = match admin_token(spec, ctx, namespace).await {
+        Ok(token) => match ctx.workers.savepoint(spec, &name, token.as_deref(), timeout).await {
+            // Asked before, and the answer never came (a timeout): it may be ours.
+            Err(SavepointRefusal::Exists(why)) if previous.savepoint.as_ref().is_some_and(|p| p.name == name) => {
+                match ctx.workers.savepoint_record(spec, &name, token.as_deref()).await {
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => Err(SavepointRefusal::Refused(why)),
+                    Err(e) => Err(SavepointRefusal::Unavailable(e)),
+                }
+            }
+            other => other,
+        },
+        Err(why) => Err(SavepointRefusal::Refused(why)),
+    };
+    let status = savepoint::outcome(&name, result, Timestamp::now().to_string());
+    let note = status.message.clone().unwrap_or_default();
+    match status.phase.as_str() {
+        savepoint::TAKEN => {
+            ctx.event(app, EventType::Normal, "SavepointTaken", "Savepoint", note)
+                .await
+        }
+        savepoint::FAILED => {
+            ctx.event(app, EventType::Warning, "SavepointFailed", "Savepoint", note)
+                .await
+        }
+        _ => tracing::info!(app = %spec.metadata.name, savepoint = %name, %note, "savepoint not taken yet"),
+    }
+    Some(status)
+}
+
+/// A bearer token for worker 0's admin endpoint: the first of `spec.admin.auth.tokens`'
+/// Secret key, when admin auth is on.
+async fn admin_token(spec: &Spec, ctx: &Context, namespace: &str) -> Result<Option<String>, String> {
+    let Some(auth) = spec.spec.admin.as_ref().and_then(|a| a.auth.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(r) = auth.tokens.as_ref().and_then(|t| t.secret_key_ref.as_ref()) else {
+        return Err("spec.admin.auth has no tokens.secretKeyRef the operator could read a token from: take it with `spindle checkpoints save NAME --admin … --token …`".into());
+    };
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = api
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| format!("spec.admin.auth: Secret `{}`: {e}", r.name))?
+        .ok_or_else(|| format!("spec.admin.auth: Secret `{}` does not exist", r.name))?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(&r.key).cloned())
+        .ok_or_else(|| format!("spec.admin.auth: Secret `{}` has no key `{}`", r.name, r.key))?;
+    String::from_utf8_lossy(&bytes.0)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|t| Some(t.to_string()))
+        .ok_or_else(|| format!("spec.admin.auth: Secret `{}` key `{}` holds no token", r.name, r.key))
 }
 
 /// Events for what worker 0 reports that is new: rollbacks, failed checkpoints, a data-loss

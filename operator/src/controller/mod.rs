@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod coordinator;
 pub mod rescale;
 pub mod rescaling;
+pub mod savepoint;
 pub mod ssa;
 pub mod status;
 

@@ -383,3 +383,40 @@ pub fn sts(admin: &Kubectl) -> Result<(i64, String), String> {
         .to_string();
     Ok((replicas, layout))
 }
+
+/// `spec.checkpoint.savepointRequest` passes the CRD's schema and `status.savepoint` the
+/// status schema (a pruned field would not come back). Worker 0's admin endpoint is a closed
+/// loopback port here, so the request stays `Pending`, with the connection error — and the
+/// workers are not restarted for it (the StatefulSet's template is unchanged).
+pub fn savepoint_pending(admin: &Kubectl) {
+    let before = admin.must_get(&["statefulset", "greeter-worker", "-n", NS]).unwrap()["spec"]["template"].clone();
+    admin.ok(&[
+        "patch",
+        "sapp",
+        "greeter",
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"checkpoint":{"savepointRequest":"before-v2"}}}"#,
+    ]);
+    let savepoint = wait_for("status.savepoint of before-v2", WAIT, || {
+        let a = sapp(admin, "greeter")?;
+        let s = &a["status"]["savepoint"];
+        if a["spec"]["checkpoint"]["savepointRequest"] == "before-v2"
+            && s["name"] == "before-v2"
+            && s["phase"] == "Pending"
+        {
+            Ok(s.clone())
+        } else {
+            Err(format!("spec {}, status.savepoint {s}", a["spec"]["checkpoint"]))
+        }
+    });
+    let after = admin.must_get(&["statefulset", "greeter-worker", "-n", NS]).unwrap()["spec"]["template"].clone();
+    assert_eq!(before, after, "a savepoint request must not restart the workers");
+    ok(format!(
+        "spec.checkpoint.savepointRequest accepted by the CRD; status.savepoint Pending ({}); the workers' template unchanged",
+        savepoint["message"].as_str().unwrap_or("")
+    ));
+}

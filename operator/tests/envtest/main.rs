@@ -29,7 +29,7 @@ use control_plane::kubectl::Helm;
 use control_plane::{ControlPlane, Kubectl, free_port, repo_root, say, wait_for};
 use spindle_operator::builders;
 
-use app::{applied_by_operator, greeter_applied, workers_ready};
+use app::{applied_by_operator, greeter_applied, savepoint_pending, workers_ready};
 use chart::{check_explain, check_schema, install_chart};
 use delete::{delete_retained, delete_with_job};
 use operator::{Operator, holder, operator_identity};
@@ -133,6 +133,7 @@ fn operator_against_a_real_api_server() {
 
     let app = greeter_applied(&admin, "replica-a");
     workers_ready(&admin, &app);
+    savepoint_pending(&admin);
     rescale(&admin, &app);
 
     a.process.kill();

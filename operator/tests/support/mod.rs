@@ -58,12 +58,18 @@ pub fn app_from(yaml: &str) -> StatefulApplication {
     serde_yaml::from_str(yaml).expect("a StatefulApplication")
 }
 
+/// Savepoint names asked for, with the `Authorization` header of each request.
+pub type Asked = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// Worker 0's admin endpoint: `/status` with a checkpoint number the test sets, and any
 /// other fields the test adds (`set_fields`), as the worker reports them.
 pub struct FakeWorker {
     pub completed: Arc<AtomicU64>,
     pub fields: Arc<Mutex<serde_json::Map<String, serde_json::Value>>>,
     pub url: String,
+    /// `POST /savepoints/{name}` requests, with their `Authorization` header; each answered
+    /// with the completed checkpoint, 409 for a name asked before.
+    pub savepoints: Asked,
 }
 
 impl FakeWorker {
@@ -71,7 +77,54 @@ impl FakeWorker {
         let completed = Arc::new(AtomicU64::new(0));
         let fields = Arc::new(Mutex::new(serde_json::Map::new()));
         let (c, f) = (completed.clone(), fields.clone());
+        let savepoints: Asked = Arc::default();
+        let (c2, sp) = (completed.clone(), savepoints.clone());
         let routes = axum::Router::new().route(
+            "/savepoints/{name}",
+            axum::routing::post(
+                move |axum::extract::Path(name): axum::extract::Path<String>, headers: axum::http::HeaderMap| {
+                    let (c, sp) = (c2.clone(), sp.clone());
+                    async move {
+                        use axum::response::IntoResponse;
+                        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+                        let mut asked = sp.lock().unwrap();
+                        let repeated = asked.iter().any(|(n, _)| *n == name);
+                        asked.push((name.clone(), auth));
+                        if repeated {
+                            return (
+                                axum::http::StatusCode::CONFLICT,
+                                format!("savepoint `{name}` exists already"),
+                            )
+                                .into_response();
+                        }
+                        if name.starts_with("slow") {
+                            // Taken, but the answer comes too late for the caller.
+                            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "no answer in time").into_response();
+                        }
+                        axum::Json(json!({"name": name, "checkpoint": c.load(Ordering::SeqCst), "createdAtMs": 1}))
+                            .into_response()
+                    }
+                },
+            ),
+        );
+        let sp = savepoints.clone();
+        let c3 = completed.clone();
+        let routes = routes.route(
+            "/savepoints/{name}",
+            axum::routing::get(move |axum::extract::Path(name): axum::extract::Path<String>| {
+                let (sp, c) = (sp.clone(), c3.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    if sp.lock().unwrap().iter().any(|(n, _)| *n == name) {
+                        axum::Json(json!({"name": name, "checkpoint": c.load(Ordering::SeqCst), "createdAtMs": 1}))
+                            .into_response()
+                    } else {
+                        (axum::http::StatusCode::NOT_FOUND, "no savepoint").into_response()
+                    }
+                }
+            }),
+        );
+        let routes = routes.route(
             "/status",
             axum::routing::get(move || {
                 let (c, f) = (c.clone(), f.clone());
@@ -89,7 +142,12 @@ impl FakeWorker {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
         eprintln!("started: a stand-in for worker 0's admin endpoint at {url}/status");
-        FakeWorker { completed, fields, url }
+        FakeWorker {
+            completed,
+            fields,
+            url,
+            savepoints,
+        }
     }
 
     pub fn set_completed(&self, n: u64) {

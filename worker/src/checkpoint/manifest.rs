@@ -86,6 +86,23 @@ pub struct Manifest {
     /// indices into `objects`; empty: the group has no state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<Vec<u32>>,
+    /// A copy of another application's checkpoint (`restoreFrom`): its parts were written
+    /// by that application, and a restore accepts them as such.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<Box<CopiedFrom>>,
+}
+
+/// Where a copied checkpoint came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopiedFrom {
+    pub application: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its checkpoint number there.
+    pub checkpoint: u64,
+    /// Its storage (as described in logs).
+    pub storage: String,
 }
 
 impl Default for Manifest {
@@ -105,6 +122,7 @@ impl Default for Manifest {
             format: 1,
             objects: Vec::new(),
             groups: Vec::new(),
+            copied_from: None,
         }
     }
 }

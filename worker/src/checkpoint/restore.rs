@@ -105,7 +105,10 @@ pub(crate) async fn load(
             },
         });
     }
-    match manifest.format {
+    // A copy of another application's checkpoint holds that application's parts.
+    let writer = manifest.copied_from.as_deref().map(writer_of);
+    let app = writer.as_ref().unwrap_or(app);
+    let mut restored = match manifest.format {
         1 => {
             let (capture, bytes_read) = whole_parts(store, &manifest, app, layout).await?;
             Ok(Restored {
@@ -119,6 +122,17 @@ pub(crate) async fn load(
             checkpoint,
             reason: format!("part format {other} is newer than this version of Spindle reads"),
         }),
+    }?;
+    // A copy's parts name the checkpoint they were written for; this is the one restored.
+    restored.capture.checkpoint = checkpoint;
+    Ok(restored)
+}
+
+fn writer_of(c: &crate::checkpoint::manifest::CopiedFrom) -> AppIdentity {
+    AppIdentity {
+        namespace: c.namespace.clone(),
+        name: c.application.clone(),
+        uid: None,
     }
 }
 
@@ -133,6 +147,8 @@ pub(crate) async fn load_rest(
         workers: 1,
         key_groups: manifest.key_groups,
     };
+    let writer = manifest.copied_from.as_deref().map(writer_of);
+    let app = writer.as_ref().unwrap_or(app);
     if manifest.format == 1 {
         return Ok(whole_parts(store, manifest, app, all).await?.0);
     }

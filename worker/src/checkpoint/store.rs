@@ -648,7 +648,8 @@ impl CheckpointStore {
         Ok(None)
     }
 
-    async fn check(&self, n: u64) -> Result<Manifest, StoreError> {
+    /// Checkpoint `n`'s manifest, once every object it references is there with its size.
+    pub async fn check(&self, n: u64) -> Result<Manifest, StoreError> {
         let m = self.manifest(n).await?;
         let referenced: Vec<PartInfo> = m.referenced().into_iter().cloned().collect();
         let store = self.clone();
@@ -675,8 +676,12 @@ impl CheckpointStore {
             return Ok(0);
         }
         let newest = *completed.last().expect("not empty");
-        let kept: Vec<u64> = completed.iter().rev().take(keep).copied().collect();
+        let mut kept: Vec<u64> = completed.iter().rev().take(keep).copied().collect();
         let oldest_kept = *kept.last().expect("keep >= 1");
+        // Savepoints keep their checkpoints, and so every object those reference (the
+        // earlier objects of incremental chains among them).
+        let saved: BTreeSet<u64> = self.savepoints().await?.into_iter().map(|s| s.checkpoint).collect();
+        kept.extend(saved.iter().filter(|n| **n < oldest_kept));
         let mut referenced: HashSet<String> = HashSet::new();
         for &n in &kept {
             match self.manifest(n).await {
@@ -697,7 +702,7 @@ impl CheckpointStore {
         // Manifests first: a manifest never outlives the objects it references.
         let mut dropped = BTreeSet::new();
         for (n, path) in &objects {
-            if *n < oldest_kept && path.filename() == Some(MANIFEST) {
+            if *n < oldest_kept && !saved.contains(n) && path.filename() == Some(MANIFEST) {
                 delete(path.clone()).await?;
                 dropped.insert(*n);
             }
@@ -791,5 +796,7 @@ fn check_part(key: &str, bytes: Bytes, expected: &PartInfo) -> Result<Bytes, Sto
 }
 
 mod purge;
+mod savepoints;
+pub use savepoints::{ResolveError, RestoredFrom, Savepoint};
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,10 @@
 //! The `spindle` command line.
 
+mod checkpoints;
 mod dead_letters;
+mod http;
+mod offline;
+mod state;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -57,6 +61,10 @@ pub enum Command {
     /// An application at a glance: workers, generation, last checkpoint and its age,
     /// throughput, backlog, dead letters, rollbacks, lag per ingress (a local run, or --admin).
     Status(status::StatusArgs),
+    /// Function state: get one address, list a type, export everything — from a running
+    /// application or a checkpoint in storage.
+    #[command(subcommand)]
+    State(state::StateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +84,32 @@ pub enum CheckpointsCommand {
         /// (without one, `<storage>/<name>`, the layout of local runs).
         #[arg(long, env = "POD_NAMESPACE")]
         namespace: Option<String>,
+    },
+    /// Takes a savepoint of a running application: a checkpoint started now, kept under NAME
+    /// until deleted (retention never deletes it). Prints its checkpoint number.
+    Save {
+        /// 1-63 characters of a-z, 0-9, `.`, `_`, `-` (not only digits).
+        name: String,
+        /// Worker 0's admin endpoint (`http://host:9090`).
+        #[arg(long, env = "SPINDLE_ADMIN")]
+        admin: String,
+        /// A bearer token of `spec.admin.auth`.
+        #[arg(long, env = "SPINDLE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Lists the completed checkpoints in storage: id, time, generation, workers, key groups,
+    /// size, parts and savepoint names.
+    List {
+        #[command(flatten)]
+        at: offline::Storage,
+    },
+    /// Prints what one checkpoint or savepoint holds, as JSON: addresses per type, messages,
+    /// ingress positions, held egress, parts. Reads (and checks) all of it.
+    Inspect {
+        /// A checkpoint number or a savepoint name.
+        which: String,
+        #[command(flatten)]
+        at: offline::Storage,
     },
 }
 
@@ -270,6 +304,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::DeadLetters(cmd) => dead_letters::run(cmd).await,
         Command::Status(args) => status::run(args).await,
+        Command::State(cmd) => state::run(cmd).await,
+        Command::Checkpoints(CheckpointsCommand::Save { name, admin, token }) => {
+            checkpoints::save(&name, &admin, token.as_deref()).await
+        }
+        Command::Checkpoints(CheckpointsCommand::List { at }) => checkpoints::list(&at).await,
+        Command::Checkpoints(CheckpointsCommand::Inspect { which, at }) => checkpoints::inspect(&which, &at).await,
         Command::Checkpoints(CheckpointsCommand::Delete {
             storage,
             application,

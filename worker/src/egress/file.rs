@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use spindle_spec::TypeName;
-use tokio::sync::mpsc;
 
 use super::{Closing, EgressRecord, SinkContext, SinkItem, json_line};
 use crate::metrics::EgressLabels;
@@ -64,7 +63,7 @@ impl FileSink {
         })
     }
 
-    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<SinkItem>, stop: CancellationToken) {
+    pub async fn run(mut self, rx: super::SinkQueue, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop.clone());
         let mut items = Vec::with_capacity(BURST);
         while rx.recv_items(&mut items, BURST).await > 0 {

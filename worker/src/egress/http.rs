@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Request, Uri, header};
 use http_body_util::Full;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use super::Closing;
 use crate::stop::CancellationToken;
@@ -55,7 +55,7 @@ impl HttpSink {
         })
     }
 
-    pub async fn run(self, rx: mpsc::UnboundedReceiver<super::SinkItem>, stop: CancellationToken) {
+    pub async fn run(self, rx: super::SinkQueue, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let this = Arc::new(self);
         // Bounds the POSTs in flight to the webhook (`maxInFlight`).

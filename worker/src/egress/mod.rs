@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::app::{AppConfig, EgressSink};
 use crate::deadletter::{DeadLetters, kind};
+use crate::memory::{Charge, Memory, Queue};
 use crate::message::{Address, Value};
 use crate::metrics::{EgressLabels, Metrics};
 use crate::stop::CancellationToken;
@@ -38,6 +39,17 @@ pub struct EgressRecord {
     pub source: Address,
     /// Idempotency key, set when the record is released by a completed checkpoint.
     pub key: Option<Arc<str>>,
+}
+
+impl EgressRecord {
+    /// What the record costs in a queue (its key included, once it has one).
+    pub fn bytes(&self) -> u64 {
+        crate::memory::ENTRY_OVERHEAD
+            + self.egress.as_str().len() as u64
+            + crate::memory::value_bytes(&self.value)
+            + crate::memory::address_bytes(&self.source)
+            + self.key.as_ref().map_or(0, |k| k.len() as u64)
+    }
 }
 
 /// What goes down a sink's queue, in order.
@@ -59,14 +71,29 @@ pub struct EgressHub {
     // Unbounded: the partition must never block on a slow sink (that would stall every
     // address). What sits here is bounded by the ingress admission limit times fan-out, and
     // is visible as `spindle_egress_pending`.
-    sinks: HashMap<TypeName, mpsc::UnboundedSender<SinkItem>>,
+    sinks: HashMap<TypeName, mpsc::UnboundedSender<Queued>>,
     metrics: Arc<Metrics>,
+    /// Records in the sinks' queues count in `spec.memory.sinkQueueBytes`.
+    memory: Arc<Memory>,
     pub unconfirmed: Unconfirmed,
+}
+
+/// The receiving end of a sink's queue.
+pub(crate) type SinkQueue = mpsc::UnboundedReceiver<Queued>;
+
+/// An item in a sink's queue, with its bytes charged to the sink queues until the sink takes
+/// it out.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    item: SinkItem,
+    _charge: Option<Charge>,
 }
 
 #[derive(Clone)]
 pub struct SinkContext {
     pub metrics: Arc<Metrics>,
+    /// The worker's memory budget (the sink queues' bytes).
+    pub memory: Arc<Memory>,
     pub unconfirmed: Unconfirmed,
     pub dead_letters: Arc<DeadLetters>,
     /// Also print every record to stdout (local runs).
@@ -126,10 +153,19 @@ impl EgressHub {
         egress: TypeName,
         metrics: Arc<Metrics>,
     ) -> (EgressHub, mpsc::UnboundedReceiver<SinkItem>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, mut queued) = mpsc::unbounded_channel::<Queued>();
+        let (out, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(q) = queued.recv().await {
+                if out.send(q.item).is_err() {
+                    break;
+                }
+            }
+        });
         let hub = EgressHub {
             sinks: HashMap::from([(egress, tx)]),
             metrics,
+            memory: Memory::unbounded(),
             unconfirmed: Unconfirmed::default(),
         };
         (hub, rx)
@@ -146,7 +182,7 @@ impl EgressHub {
     ) -> std::io::Result<EgressHub> {
         let mut sinks = HashMap::new();
         for e in &app.egresses {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::unbounded_channel::<Queued>();
             let name = e.typename.to_string();
             match &e.sink {
                 EgressSink::File { path } => {
@@ -200,6 +236,7 @@ impl EgressHub {
         Ok(EgressHub {
             sinks,
             metrics: ctx.metrics.clone(),
+            memory: ctx.memory.clone(),
             unconfirmed: ctx.unconfirmed.clone(),
         })
     }
@@ -214,7 +251,13 @@ impl EgressHub {
             return false;
         };
         self.metrics.egress_pending.inc();
-        let sent = tx.send(SinkItem::Record(record)).is_ok();
+        let charge = self.memory.charge(Queue::Sinks, record.bytes());
+        let sent = tx
+            .send(Queued {
+                item: SinkItem::Record(record),
+                _charge: Some(charge),
+            })
+            .is_ok();
         if !sent {
             self.metrics.egress_pending.dec();
         }
@@ -228,7 +271,10 @@ impl EgressHub {
     pub fn resume(&self, egress: &TypeName, mark: u64) {
         if let Some(tx) = self.sinks.get(egress) {
             self.unconfirmed.resume_from(egress, mark);
-            let _ = tx.send(SinkItem::Resume { mark });
+            let _ = tx.send(Queued {
+                item: SinkItem::Resume { mark },
+                _charge: None,
+            });
         }
     }
 }
@@ -236,15 +282,18 @@ impl EgressHub {
 /// A sink's queue that closes when told to stop, then yields what it still holds: the hub
 /// lives as long as the worker, so its senders never all drop while the sinks should drain.
 pub(crate) struct Closing {
-    rx: mpsc::UnboundedReceiver<SinkItem>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    /// What `recv_items` takes out of the queue before unwrapping (their charges drop then).
+    taken: Vec<Queued>,
     stop: CancellationToken,
     closed: bool,
 }
 
 impl Closing {
-    fn new(rx: mpsc::UnboundedReceiver<SinkItem>, stop: CancellationToken) -> Closing {
+    fn new(rx: mpsc::UnboundedReceiver<Queued>, stop: CancellationToken) -> Closing {
         Closing {
             rx,
+            taken: Vec::new(),
             stop,
             closed: false,
         }
@@ -252,18 +301,20 @@ impl Closing {
 
     /// Up to `limit` items; 0 once the queue is closed and empty.
     pub async fn recv_items(&mut self, buf: &mut Vec<SinkItem>, limit: usize) -> usize {
-        loop {
+        let n = loop {
             if self.closed {
-                return self.rx.recv_many(buf, limit).await;
+                break self.rx.recv_many(&mut self.taken, limit).await;
             }
             tokio::select! {
-                n = self.rx.recv_many(buf, limit) => return n,
+                n = self.rx.recv_many(&mut self.taken, limit) => break n,
                 _ = self.stop.cancelled() => {
                     self.rx.close();
                     self.closed = true;
                 }
             }
-        }
+        };
+        buf.extend(self.taken.drain(..).map(|q| q.item));
+        n
     }
 
     /// Up to `limit` records (resume notices are dropped: only sinks that read their output

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use spindle_spec::NatsEgress;
-use tokio::sync::mpsc;
 
 use super::retrying::{self, Attempt};
 use super::{Closing, EgressRecord, SinkContext};
@@ -39,7 +38,7 @@ impl NatsSink {
         }
     }
 
-    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<super::SinkItem>, stop: CancellationToken) {
+    pub async fn run(mut self, rx: super::SinkQueue, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let mut batch = Vec::with_capacity(512);
         while rx.recv_many(&mut batch, 512).await > 0 {

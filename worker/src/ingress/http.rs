@@ -11,6 +11,9 @@
 //!   connection, a timeout) leaves it unknown.
 //! - *the reply* (`Spindle-Reply: wait`): `200` with the value a function sent to the
 //!   request's reply address, once durable (`ingress::reply`).
+//!
+//! While a queue of the memory budget is at its bound (`spec.memory`), every request is
+//! refused with `503`, `Retry-After` and `Spindle-Retry: safe`, before its body is read.
 
 use std::sync::Arc;
 
@@ -23,7 +26,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use spindle_spec::TypeName;
-use tokio::sync::Semaphore;
 
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ use tokio::sync::watch;
 use crate::app::AppConfig;
 use crate::auth::Tokens;
 use crate::checkpoint::Progress;
-use crate::inbox::{Admission, Current};
+use crate::inbox::{Admission, Current, IngressAdmission};
 use crate::message::{Address, Envelope, Value, check_id};
 use crate::metrics::{KindLabels, Metrics};
 use crate::reply::{Released, Replies, Waiting};
@@ -53,9 +55,10 @@ const DURABLE_WAIT: Duration = Duration::from_secs(60);
 pub struct HttpIngress {
     pub app: Arc<AppConfig>,
     pub metrics: Arc<Metrics>,
-    /// Bounds accepted-but-unprocessed records (`maxBufferedMessages`); waiting for a permit
-    /// is the ingress's back-pressure.
-    pub admission: Arc<Semaphore>,
+    /// Bounds accepted-but-unprocessed records (`maxBufferedMessages`): waiting for a permit
+    /// is the ingress's back-pressure by count. While a queue of the memory budget is at its
+    /// bound (`spec.memory`), requests are refused at once (`503`, `Retry-After`).
+    pub admission: IngressAdmission,
     pub max_body_bytes: usize,
     /// Where records go: the running generation's inbox.
     pub current: Current,
@@ -84,6 +87,8 @@ struct Rejection {
     kind: &'static str,
     message: String,
     retry_safe: bool,
+    /// Seconds a client should wait before retrying (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 fn reject(status: StatusCode, kind: &'static str, message: String) -> Rejection {
@@ -92,6 +97,7 @@ fn reject(status: StatusCode, kind: &'static str, message: String) -> Rejection 
         kind,
         message,
         retry_safe: false,
+        retry_after: None,
     }
 }
 
@@ -144,7 +150,11 @@ async fn ingest(
                 .inc();
             tracing::debug!(status = %r.status, message = %r.message, "ingress request refused");
             let retry = if r.retry_safe { "safe" } else { "unknown" };
-            (r.status, [("spindle-retry", retry)], format!("{}\n", r.message)).into_response()
+            let mut response = (r.status, [("spindle-retry", retry)], format!("{}\n", r.message)).into_response();
+            if let Some(secs) = r.retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            response
         }
     }
 }
@@ -163,6 +173,7 @@ async fn accept(
         kind: "stopping",
         message: "the worker is stopping and takes no more input; the record was not accepted (send it again, to another worker or later)".into(),
         retry_safe: true,
+        retry_after: None,
     }
     };
     if !*ingress.accepting.borrow() {
@@ -205,6 +216,8 @@ async fn accept(
         ));
     }
     let typename = message_typename(headers)?;
+    // Refused before the body is read, so a flood while a queue is full costs no memory.
+    memory_room(ingress)?;
     let too_large = || {
         reject(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -229,13 +242,15 @@ async fn accept(
             ));
         }
     };
-    let permit = ingress.admission.clone().acquire_owned().await.map_err(|_| {
+    let permit = ingress.admission.slots.clone().acquire_owned().await.map_err(|_| {
         reject(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the worker is shutting down".into(),
         )
     })?;
+    // Again: the request may have waited for its slot while a queue filled up.
+    memory_room(ingress)?;
     let dedup = match headers.get(IDEMPOTENCY_HEADER).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 256 => Some(Arc::from(k)),
@@ -295,6 +310,7 @@ async fn accept(
                 kind: n.kind,
                 message: n.message,
                 retry_safe: n.retry_safe,
+                retry_after: None,
             });
     }
     let (Some(rx), Some(progress)) = (rx, &ingress.progress) else {
@@ -305,6 +321,7 @@ async fn accept(
         kind: "rolled_back",
         message: why,
         retry_safe: true,
+        retry_after: None,
     };
     let generation = entry.generation;
     drop(entry);
@@ -338,6 +355,27 @@ async fn accept(
         p.restored
     )))
 }
+
+/// Refuses the request while a queue of the memory budget is at its bound. Refused, not held:
+/// a held request keeps its connection and (after reading) its body in this worker's memory,
+/// for as long as the cause lasts (a storage outage can last minutes), which is what the bound
+/// is there to prevent; a `503` costs nothing to keep, and tells the caller the record was
+/// not accepted, so sending it again later is safe.
+fn memory_room(ingress: &HttpIngress) -> Result<(), Rejection> {
+    match ingress.admission.full() {
+        None => Ok(()),
+        Some(full) => Err(Rejection {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "memory_full",
+            message: format!("{full}; the record was not accepted: send it again later"),
+            retry_safe: true,
+            retry_after: Some(MEMORY_RETRY_AFTER_SECS),
+        }),
+    }
+}
+
+/// What a `503` for a full memory budget asks callers to wait.
+const MEMORY_RETRY_AFTER_SECS: u64 = 1;
 
 /// The typename from `Content-Type: application/vnd.{namespace}/{name}`.
 fn message_typename(headers: &HeaderMap) -> Result<TypeName, Rejection> {

@@ -11,12 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
 use super::route::{Refusal, Route, dead_message};
 use crate::app::AppConfig;
 use crate::deadletter::Payload;
-use crate::inbox::{Admission, Inbox, Refused};
+use crate::inbox::{Admission, Inbox, IngressAdmission, Refused};
 use crate::message::Envelope;
 use crate::metrics::Metrics;
 use crate::stop::CancellationToken;
@@ -26,8 +24,9 @@ use crate::stop::CancellationToken;
 pub struct SourceContext {
     pub app: Arc<AppConfig>,
     pub metrics: Arc<Metrics>,
-    /// The ingresses' admission budget (`maxBufferedMessages`), shared with the HTTP ingress.
-    pub admission: Arc<Semaphore>,
+    /// The ingresses' admission (`maxBufferedMessages`, `spec.memory`), shared with the HTTP
+    /// ingress.
+    pub admission: IngressAdmission,
     pub inbox: Inbox,
     /// This worker's index and the worker count: who reads which partition.
     pub me: u32,
@@ -102,7 +101,17 @@ impl SourceContext {
         if chunk.is_empty() {
             return Some(Vec::new());
         }
-        let sem = self.admission.clone();
+        let sem = self.admission.slots.clone();
+        // While a queue is at its memory bound the reader waits here: it fetches nothing more
+        // until the queue drains (what it read already is admitted after the wait).
+        if let Some(full) = self.admission.full() {
+            tracing::debug!(%full, "source paused: memory bound reached");
+            self.metrics.ingress_paused.inc();
+            tokio::select! {
+                _ = self.admission.room() => {}
+                _ = self.stop.cancelled() => return None,
+            }
+        }
         // Never more than the whole budget (a record with more targets than that still goes).
         let want = chunk.len().min(self.app.max_buffered_messages.max(1));
         let mut permit = tokio::select! {
@@ -149,4 +158,73 @@ impl SourceContext {
 pub(crate) enum Taken {
     Messages(Vec<Envelope>),
     Refused(Refused),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{Limits, Memory, Queue};
+    use crate::message::{Address, Value};
+
+    fn context(memory: Arc<Memory>) -> (SourceContext, crate::inbox::InboxReceiver) {
+        let yaml = "apiVersion: spindle.dev/v1alpha1\nkind: StatefulApplication\nmetadata: {name: t}\nspec:\n  functions:\n    - {typename: t/*, endpoint: 'http://f/'}\n";
+        let app = AppConfig::resolve(
+            &spindle_spec::from_yaml_str(yaml, "t").unwrap(),
+            std::path::Path::new("."),
+        );
+        let (inbox, rx) = Inbox::channel();
+        let ctx = SourceContext {
+            admission: IngressAdmission::new(app.max_buffered_messages, memory),
+            app: Arc::new(app),
+            metrics: Arc::new(Metrics::new()),
+            inbox,
+            me: 0,
+            workers: 1,
+            stop: CancellationToken::new(),
+        };
+        (ctx, rx)
+    }
+
+    fn record(id: &str) -> (Taken, i64) {
+        let env = Envelope {
+            target: Address::new(spindle_spec::TypeName::parse("t/f").unwrap(), id),
+            caller: None,
+            value: Value::new("t/v", bytes::Bytes::from_static(b"x")),
+            dedup: None,
+        };
+        (Taken::Messages(vec![env]), 1)
+    }
+
+    #[tokio::test]
+    async fn a_reader_pauses_while_a_queue_is_at_its_bound_and_resumes_when_it_drains() {
+        let limits = Limits::from_spec(&spindle_spec::MemorySpec {
+            delayed_message_bytes: 1 << 16,
+            ..Default::default()
+        });
+        let memory = Arc::new(Memory::new(limits, &Default::default(), &Default::default()));
+        let full = memory.charge(Queue::Delayed, 1 << 16);
+        let (ctx, mut rx) = context(memory.clone());
+        let source: Arc<str> = "kafka/in/t/0".into();
+        let reader = tokio::spawn({
+            let (ctx, source) = (ctx.clone(), source.clone());
+            async move { ctx.deliver(&source, vec![record("a")], 1).await }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ctx.metrics.ingress_paused.get() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the reader never paused");
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing is handed over while the bound is reached"
+        );
+        assert!(!reader.is_finished());
+        drop(full);
+        let delivered = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("resumed once the queue drained")
+            .unwrap();
+        assert!(delivered);
+        assert!(matches!(rx.try_recv(), Ok(crate::inbox::Input::Source { .. })));
+    }
 }

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::memory::key_bytes;
 use crate::message::{Address, Value};
 
 #[derive(Debug, Clone)]
@@ -17,6 +18,12 @@ pub(crate) struct SeenKeys {
     at: HashMap<(Address, Arc<str>), Seen>,
     /// Insertion order, for expiry.
     order: VecDeque<(u64, Address, Arc<str>)>,
+    /// What the remembered keys cost (`spec.memory.idempotencyKeyBytes`).
+    bytes: u64,
+}
+
+fn cost(addr: &Address, key: &str, seen: &Seen) -> u64 {
+    key_bytes(addr, key, seen.reply.as_ref(), seen.waiting.len())
 }
 
 /// What is remembered of one key.
@@ -35,7 +42,13 @@ impl SeenKeys {
             window_ms,
             at: HashMap::new(),
             order: VecDeque::new(),
+            bytes: 0,
         }
+    }
+
+    /// What the remembered keys cost, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Remembers `key` for `addr`; false when it was seen within the window.
@@ -58,6 +71,7 @@ impl SeenKeys {
             return false;
         }
         self.order.push_back((seen.at_ms, addr.clone(), key.clone()));
+        self.bytes += cost(addr, key, &seen);
         self.at.insert(k, seen);
         true
     }
@@ -69,8 +83,11 @@ impl SeenKeys {
             // Forgotten: the window passed (a retry now would be a new record anyway).
             return Vec::new();
         };
+        let before = cost(addr, key, seen);
         seen.reply.get_or_insert_with(|| reply.clone());
-        std::mem::take(&mut seen.waiting)
+        let waiting = std::mem::take(&mut seen.waiting);
+        self.bytes = self.bytes - before + cost(addr, key, seen);
+        waiting
     }
 
     /// A retry of the record `key` of `addr` (seen already) wants its reply at `reply_to`: the
@@ -81,7 +98,9 @@ impl SeenKeys {
             return Some(reply.clone());
         }
         if !seen.waiting.contains(&reply_to) {
+            let before = cost(addr, key, seen);
             seen.waiting.push(reply_to);
+            self.bytes = self.bytes - before + cost(addr, key, seen);
         }
         None
     }
@@ -92,8 +111,10 @@ impl SeenKeys {
         {
             let (at, addr, key) = self.order.pop_front().expect("checked");
             let k = (addr, key);
-            if self.at.get(&k).map(|s| s.at_ms) == Some(at) {
-                self.at.remove(&k);
+            if self.at.get(&k).map(|s| s.at_ms) == Some(at)
+                && let Some(seen) = self.at.remove(&k)
+            {
+                self.bytes -= cost(&k.0, &k.1, &seen);
             }
         }
     }
@@ -127,6 +148,13 @@ mod tests {
         assert!(s.insert(&b, &k, 1_050), "keys are scoped to the target");
         assert!(s.insert(&a, &k, 1_100), "forgotten after the window");
         assert_eq!(s.entries().count(), 2);
+        assert_eq!(
+            s.bytes(),
+            2 * key_bytes(&a, "k", None, 0),
+            "the expired key gave its bytes back"
+        );
+        s.insert(&b, &"k2".into(), 5_000);
+        assert_eq!(s.bytes(), key_bytes(&b, "k2", None, 0));
     }
 
     #[test]
@@ -144,7 +172,8 @@ mod tests {
         assert_eq!(s.remember_reply(&a, &k, &v2), vec![]);
         assert_eq!(s.retry(&a, &k, r2), Some(v1.clone()), "the first reply is kept");
         let (_, _, seen) = s.entries().next().unwrap();
-        assert_eq!(seen.reply, Some(v1));
+        assert_eq!(seen.reply, Some(v1.clone()));
         assert_eq!(s.remember_reply(&addr("other"), &k, &v2), vec![]);
+        assert_eq!(s.bytes(), key_bytes(&a, "k", Some(&v1), 0), "the kept reply counts");
     }
 }

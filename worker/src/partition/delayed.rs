@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::memory::envelope_bytes;
 use crate::message::{Address, Envelope};
 
 type Key = (u64, u64); // (due time in epoch ms, sequence number for FIFO among equal times)
@@ -16,6 +17,8 @@ pub(crate) struct DelayedMessages {
     by_due: BTreeMap<Key, (Envelope, Option<Token>)>,
     by_token: HashMap<Token, Key>,
     seq: u64,
+    /// What the pending messages cost (`spec.memory.delayedMessageBytes`).
+    bytes: u64,
 }
 
 impl DelayedMessages {
@@ -34,7 +37,13 @@ impl DelayedMessages {
         {
             entry.1 = None;
         }
+        self.bytes += envelope_bytes(&env);
         self.by_due.insert(key, (env, token));
+    }
+
+    /// What the pending messages cost, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Cancels the message `sender` scheduled with `token`; false when there is none (already
@@ -43,7 +52,11 @@ impl DelayedMessages {
         let Some(key) = self.by_token.remove(&(sender.clone(), Arc::from(token))) else {
             return false;
         };
-        self.by_due.remove(&key).is_some()
+        let Some((env, _)) = self.by_due.remove(&key) else {
+            return false;
+        };
+        self.bytes -= envelope_bytes(&env);
+        true
     }
 
     pub fn next_due(&self) -> Option<u64> {
@@ -59,6 +72,7 @@ impl DelayedMessages {
                 if let Some(token) = token {
                     self.by_token.remove(&token);
                 }
+                self.bytes -= envelope_bytes(&env);
                 env
             })
             .collect()
@@ -109,9 +123,15 @@ mod tests {
         let sender = env(0).caller.unwrap();
         assert!(d.cancel(&sender, "x"));
         assert!(!d.cancel(&sender, "x"), "a token cancels once");
+        assert_eq!(
+            d.bytes(),
+            2 * envelope_bytes(&env(1)),
+            "the cancelled one gave its bytes back"
+        );
         let due: Vec<u8> = d.take_due(200).into_iter().map(|e| e.value.bytes[0]).collect();
         assert_eq!(due, [1, 3]);
         assert!(d.is_empty());
+        assert_eq!(d.bytes(), 0);
     }
 
     #[test]

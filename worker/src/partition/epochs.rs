@@ -36,6 +36,8 @@ pub(crate) struct Epochs {
     recordings: BTreeMap<u64, Recording>,
     /// Egress records waiting for their checkpoint, in epoch order.
     held: VecDeque<PendingEgress>,
+    /// What they cost (`spec.memory.heldEgressBytes`).
+    held_bytes: u64,
     /// Finished captures, to the uploader. Unbounded: at most one per checkpoint interval.
     snapshots: mpsc::UnboundedSender<Capture>,
     /// Group commit: the highest epoch something here waits for, to the coordinator
@@ -47,6 +49,11 @@ pub(crate) struct Epochs {
     /// groups). Unbounded: one map per completed checkpoint.
     completed_positions: Option<mpsc::UnboundedSender<Positions>>,
     metrics: Arc<Metrics>,
+}
+
+/// A held record's cost: the record and its idempotency key.
+fn held_bytes(p: &PendingEgress) -> u64 {
+    p.record.bytes() + p.key.len() as u64
 }
 
 struct Recording {
@@ -78,6 +85,7 @@ impl Epochs {
             seq: 0,
             recordings: BTreeMap::new(),
             held: VecDeque::new(),
+            held_bytes: 0,
             snapshots,
             wants,
             positions_at: BTreeMap::new(),
@@ -128,17 +136,25 @@ impl Epochs {
             .into()
         });
         self.metrics.egress_pending.inc();
-        self.held.push_back(PendingEgress {
+        let p = PendingEgress {
             epoch: self.epoch,
             key,
             record,
-        });
+        };
+        self.held_bytes += held_bytes(&p);
+        self.held.push_back(p);
+    }
+
+    /// What the held records cost, in bytes.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
     }
 
     /// Records restored from a checkpoint (its epochs are complete: released at once).
     pub fn hold_restored(&mut self, restored: Vec<PendingEgress>) {
         self.metrics.egress_pending.inc_by(restored.len() as i64);
         for (i, p) in restored.into_iter().enumerate() {
+            self.held_bytes += held_bytes(&p);
             self.held.insert(i, p);
         }
     }
@@ -146,7 +162,9 @@ impl Epochs {
     /// Takes the records of epochs up to `completed`.
     pub fn release(&mut self, completed: u64) -> Vec<PendingEgress> {
         let n = self.held.iter().take_while(|p| p.epoch <= completed).count();
-        self.held.drain(..n).collect()
+        let released: Vec<PendingEgress> = self.held.drain(..n).collect();
+        self.held_bytes -= released.iter().map(held_bytes).sum::<u64>();
+        released
     }
 
     pub fn recording(&self) -> bool {

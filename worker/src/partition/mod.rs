@@ -46,6 +46,7 @@ use crate::deadletter::{DeadLetters, Payload, kind};
 use crate::egress::EgressHub;
 use crate::inbox::{Admission, InboxReceiver, Input, Positions};
 use crate::invoker::{Invoke, InvokeFailure, Outcome};
+use crate::memory::{Memory, Queue, Tally};
 use crate::message::{Address, Envelope};
 use crate::metrics::Metrics;
 use crate::reply::{Replies, ReplyTo};
@@ -90,6 +91,16 @@ pub(crate) struct Parts {
     pub sweep_every: Duration,
     /// Opt-in tracing: spans per ingress record and per invocation batch.
     pub tracer: Tracer,
+    /// The worker's memory budget: held egress, idempotency keys and delayed messages count in
+    /// it.
+    pub memory: Arc<Memory>,
+}
+
+/// The partition's queues in the memory budget, brought up to date after every step.
+struct Tallies {
+    held: Tally,
+    keys: Tally,
+    delayed: Tally,
 }
 
 pub(crate) struct Partition {
@@ -128,6 +139,7 @@ pub(crate) struct Partition {
     /// The next key group the sweep looks at.
     sweep_from: u32,
     tracer: Tracer,
+    tallies: Tallies,
 }
 
 impl Partition {
@@ -160,6 +172,11 @@ impl Partition {
             sweep_every: p.sweep_every,
             sweep_from: 0,
             tracer: p.tracer,
+            tallies: Tallies {
+                held: p.memory.tally(Queue::HeldEgress),
+                keys: p.memory.tally(Queue::IdempotencyKeys),
+                delayed: p.memory.tally(Queue::Delayed),
+            },
         }
     }
 
@@ -228,6 +245,7 @@ impl Partition {
     /// abandoned then: a rollback re-invokes them from the checkpoint.
     pub async fn run(mut self, mut inputs: InboxReceiver, stop: CancellationToken) {
         self.resume();
+        self.account();
         let mut buf = Vec::with_capacity(256);
         let mut sweep = tokio::time::interval(self.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -257,8 +275,17 @@ impl Partition {
                 _ = sweep.tick() => self.sweep_step(),
                 _ = stop.cancelled() => break,
             }
+            self.account();
         }
         self.invocations.abort_all();
+    }
+
+    /// Tells the memory budget what the partition's own queues cost now.
+    fn account(&mut self) {
+        let held = self.epochs.as_ref().map_or(0, Epochs::held_bytes);
+        self.tallies.held.set(held);
+        self.tallies.keys.set(self.seen.bytes());
+        self.tallies.delayed.set(self.delayed.bytes());
     }
 
     fn on_input(&mut self, input: Input) {
@@ -314,6 +341,9 @@ impl Partition {
                     .filter_map(|s| Some((s.name.to_string(), self.state.get(&addr, &s.name)?)))
                     .collect();
                 let _ = reply.send(values);
+            }
+            Input::ListState(query, reply) => {
+                let _ = reply.send(crate::state::query::select(&self.state, &query, now_ms()));
             }
         }
     }

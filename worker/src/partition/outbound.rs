@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::inbox::Admission;
 use crate::keygroup::Layout;
+use crate::memory::{Memory, Queue, envelope_bytes};
 use crate::message::{Address, Envelope};
 use crate::metrics::{Metrics, RouteLabels};
 use crate::peer::link::Outgoing;
@@ -19,6 +20,8 @@ pub(crate) struct Outbound {
     /// Links to the other workers, by index (`None` at this worker).
     links: Vec<Option<mpsc::UnboundedSender<Outgoing>>>,
     metrics: Arc<Metrics>,
+    /// Messages on their way to a peer count in `spec.memory.peerQueueBytes` until it has them.
+    memory: Arc<Memory>,
 }
 
 /// The receiving end of the channel to one peer's link.
@@ -29,7 +32,7 @@ pub(crate) struct LinkQueue {
 
 impl Outbound {
     /// The switch for `layout`, and the queue each peer's link reads.
-    pub fn new(layout: Layout, metrics: Arc<Metrics>) -> (Outbound, Vec<LinkQueue>) {
+    pub fn new(layout: Layout, metrics: Arc<Metrics>, memory: Arc<Memory>) -> (Outbound, Vec<LinkQueue>) {
         let mut links = Vec::new();
         let mut queues = Vec::new();
         for to in 0..layout.workers {
@@ -43,7 +46,15 @@ impl Outbound {
             links.push(Some(tx));
             queues.push(LinkQueue { to, rx });
         }
-        (Outbound { layout, links, metrics }, queues)
+        (
+            Outbound {
+                layout,
+                links,
+                metrics,
+                memory,
+            },
+            queues,
+        )
     }
 
     /// The worker owning `addr`.
@@ -69,7 +80,8 @@ impl Outbound {
         };
         self.count("remote");
         self.metrics.peer_pending.inc();
-        if link.send(Outgoing::Message { env, admission }).is_err() {
+        let charge = self.memory.charge(Queue::Peers, envelope_bytes(&env));
+        if link.send(Outgoing::Message { env, admission, charge }).is_err() {
             self.metrics.peer_pending.dec();
         }
     }

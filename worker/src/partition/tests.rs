@@ -17,6 +17,7 @@ use crate::egress::{EgressHub, EgressRecord, SinkItem};
 use crate::inbox::Inbox;
 use crate::invoker::{Call, Delayed, Effects, EgressOut, Invoke, InvokeFailure, InvokeFuture, Outcome};
 use crate::keygroup::Layout;
+use crate::memory::{Memory, Queue};
 use crate::message::{Address, Envelope, Value};
 use crate::metrics::Metrics;
 use crate::peer::link::Outgoing;
@@ -56,6 +57,8 @@ struct Harness {
     links: Vec<LinkQueue>,
     dead_letters: Arc<DeadLetters>,
     metrics: Arc<Metrics>,
+    /// The memory budget (unbounded): what the partition's queues count in it.
+    memory: Arc<Memory>,
     replies: Arc<crate::reply::Replies>,
     /// What the uploader would ask the next snapshot to capture whole.
     compaction: Compaction,
@@ -84,7 +87,8 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         workers,
         key_groups: app.key_groups,
     };
-    let (outbound, links) = Outbound::new(layout, metrics.clone());
+    let memory = Memory::unbounded();
+    let (outbound, links) = Outbound::new(layout, metrics.clone(), memory.clone());
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let (egress_hub, egress) = EgressHub::to_channel(TypeName::parse("e/out").unwrap(), metrics.clone());
     let (captures_tx, captures) = mpsc::unbounded_channel();
@@ -107,6 +111,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         compaction: compaction.clone(),
         sweep_every: Duration::from_millis(20),
         tracer: crate::trace::Tracer::off(),
+        memory: memory.clone(),
     });
     let (inbox, rx) = Inbox::channel();
     let stop = CancellationToken::new();
@@ -119,6 +124,7 @@ fn start(app: Arc<AppConfig>, me: u32, workers: u32) -> Harness {
         links,
         dead_letters,
         metrics,
+        memory,
         replies,
         compaction,
         stop,
@@ -385,6 +391,11 @@ async fn egress_is_held_until_the_checkpoint_of_its_epoch_completes() {
     let (_, answer) = h.call("epoch 1's batch").await;
     answer.send(out("from epoch 1")).unwrap();
     h.idle().await;
+    let memory = h.memory.clone();
+    wait_until("held egress counted in the memory budget", || {
+        memory.usage().get(Queue::HeldEgress) > 0
+    })
+    .await;
     h.inbox.trigger(1).unwrap();
     let capture = next(&mut h.captures, "the capture of checkpoint 1").await;
     assert_eq!(capture.egress.len(), 1, "held egress is in the snapshot");
@@ -407,6 +418,10 @@ async fn egress_is_held_until_the_checkpoint_of_its_epoch_completes() {
     h.inbox.completed(2).unwrap();
     let second = record(next(&mut h.egress, "epoch 2's record").await);
     assert_eq!(second.key.as_deref(), Some("app/7/2/0/1"));
+    wait_until("held egress given back once released", || {
+        memory.usage().get(Queue::HeldEgress) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -458,11 +473,18 @@ async fn messages_for_other_workers_leave_by_the_outbound_switch_and_barriers_fo
     let mut h = start(app, 0, 2);
     h.ingest(msg(&remote, "for worker 1"));
     h.inbox.trigger(1).unwrap();
+    let memory = h.memory.clone();
+    wait_until("the forwarded message counted in the peer queues", || {
+        memory.usage().get(Queue::Peers) > 0
+    })
+    .await;
     let link = &mut h.links[0].rx;
     match next(link, "the forwarded message").await {
         Outgoing::Message { env, .. } => assert_eq!(env.target, addr(&remote)),
         other => panic!("expected the message, got {other:?}"),
     }
+    // Its bytes leave the peer queues with it (a link holds them until the peer acknowledged).
+    assert_eq!(memory.usage().get(Queue::Peers), 0);
     assert!(matches!(next(link, "the barrier").await, Outgoing::Barrier(1)));
     nothing(&h.inbox, &mut h.calls, "a local invocation of a remote address").await;
     // The snapshot waits for worker 1's barrier; messages from worker 1 before it are

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::inbox::Admission;
+use crate::memory::Charge;
 use crate::message::Envelope;
 use crate::metrics::Metrics;
 use crate::proto::peer::{self as proto, Frame, frame, peer_client::PeerClient, reply};
@@ -26,6 +27,8 @@ pub(crate) enum Outgoing {
     Message {
         env: Envelope,
         admission: Option<Admission>,
+        /// Its bytes in the peer queues, given back once the peer has it.
+        charge: Charge,
     },
     /// This worker's epoch `n` ends here on this channel (checkpoint `n`).
     Barrier(u64),
@@ -35,7 +38,7 @@ fn push(
     unacked: &mut VecDeque<Unacked>,
     next_seq: &mut u64,
     envelopes: Vec<common::Envelope>,
-    admissions: Vec<Admission>,
+    held: Held,
     barrier: u64,
 ) {
     unacked.push_back(Unacked {
@@ -44,7 +47,7 @@ fn push(
             envelopes,
             barrier,
         },
-        _admissions: admissions,
+        _held: held,
     });
     *next_seq += 1;
 }
@@ -66,7 +69,14 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 struct Unacked {
     batch: proto::Batch,
     // Held until the peer has the messages in its mailboxes.
+    _held: Held,
+}
+
+/// The ingress admissions and memory charges of a batch's messages.
+#[derive(Default)]
+struct Held {
     _admissions: Vec<Admission>,
+    _charges: Vec<Charge>,
 }
 
 pub struct Link {
@@ -181,34 +191,33 @@ impl Link {
                         return StreamEnd::Shutdown;
                     }
                     let mut envelopes = Vec::with_capacity(n);
-                    let mut admissions = Vec::new();
+                    let mut held = Held::default();
                     let mut bytes = 0;
                     for o in buf.drain(..) {
                         match o {
-                            Outgoing::Message { env, admission } => {
+                            Outgoing::Message { env, admission, charge } => {
                                 let wire = to_wire(&env);
                                 // Batches stay well below the frame limit, whatever the sizes.
                                 let size = wire.encoded_len();
                                 if !envelopes.is_empty() && bytes + size > MAX_BATCH_BYTES {
                                     let envelopes = std::mem::take(&mut envelopes);
-                                    let admissions = std::mem::take(&mut admissions);
-                                    push(unacked, next_seq, envelopes, admissions, 0);
+                                    push(unacked, next_seq, envelopes, std::mem::take(&mut held), 0);
                                     bytes = 0;
                                 }
                                 bytes += size;
                                 envelopes.push(wire);
-                                admissions.extend(admission);
+                                held._admissions.extend(admission);
+                                held._charges.push(charge);
                             }
                             // A barrier ends its batch, so it follows exactly what preceded it.
                             Outgoing::Barrier(n) => {
                                 let envelopes = std::mem::take(&mut envelopes);
-                                let admissions = std::mem::take(&mut admissions);
-                                push(unacked, next_seq, envelopes, admissions, n);
+                                push(unacked, next_seq, envelopes, std::mem::take(&mut held), n);
                             }
                         }
                     }
                     if !envelopes.is_empty() {
-                        push(unacked, next_seq, envelopes, admissions, 0);
+                        push(unacked, next_seq, envelopes, held, 0);
                     }
                 }
                 // Sends only when the stream has room, so acknowledgements keep being read

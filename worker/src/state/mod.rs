@@ -12,6 +12,7 @@
 //! that never are.
 
 mod cells;
+pub mod query;
 #[cfg(test)]
 mod tests;
 

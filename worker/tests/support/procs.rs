@@ -74,6 +74,11 @@ impl Procs {
         }
     }
 
+    /// The process id of worker `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
     pub fn spawn_all(&mut self) {
         for i in 0..self.children.len() {
             self.spawn(i);

@@ -417,6 +417,7 @@ impl Core {
             format,
             objects,
             groups,
+            copied_from: None,
         })]
     }
 

@@ -279,3 +279,72 @@ async fn every_change_to_a_part_object_is_refused_as_corrupt() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_savepoint_keeps_its_checkpoint_and_every_object_of_its_chains_past_compaction() {
+    let dir = temp("savepoint");
+    let s = CheckpointStore::open(dir.to_str().unwrap(), Path::new("/"), "app").unwrap();
+    let with = |p: PartInfo| PartInfo {
+        index: Some(SectionLoc::default()),
+        ..p
+    };
+    let v2 = |n: u64, objects: Vec<PartInfo>, part: PartInfo| Manifest {
+        format: 2,
+        groups: vec![(0..objects.len() as u32).collect(); 8],
+        objects,
+        ..manifest(n, vec![part])
+    };
+    // 1: a base; 2: a delta on it (the savepoint); 3..=6: compaction wrote a new base at 3.
+    let base = with(s.put_part(1, 1, 0, Bytes::from_static(b"base")).await.unwrap());
+    s.put_manifest(&v2(1, vec![base.clone()], base.clone())).await.unwrap();
+    let delta = with(s.put_part(2, 1, 0, Bytes::from_static(b"delta")).await.unwrap());
+    s.put_manifest(&v2(2, vec![base.clone(), delta.clone()], delta.clone()))
+        .await
+        .unwrap();
+    s.put_savepoint(&Savepoint {
+        name: "before-upgrade".into(),
+        checkpoint: 2,
+        created_at_ms: 1,
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.put_savepoint(&Savepoint {
+            name: "before-upgrade".into(),
+            checkpoint: 1,
+            created_at_ms: 2
+        })
+        .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let rebase = with(s.put_part(3, 1, 0, Bytes::from_static(b"rebase")).await.unwrap());
+    s.put_manifest(&v2(3, vec![rebase.clone()], rebase.clone()))
+        .await
+        .unwrap();
+    for n in 4..=6 {
+        let d = with(s.put_part(n, 1, 0, Bytes::from_static(b"d")).await.unwrap());
+        s.put_manifest(&v2(n, vec![rebase.clone(), d.clone()], d))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.retain(1).await.unwrap(), 4, "1, 3, 4 and 5 lose their manifests");
+    assert_eq!(s.completed().await.unwrap(), [2, 6]);
+    let kept = s.check(2).await.unwrap();
+    assert_eq!(kept.referenced().len(), 2, "the base of checkpoint 1 and the delta");
+    for o in kept.referenced() {
+        assert!(dir.join(&o.key).exists(), "{} is kept", o.key);
+    }
+    assert_eq!(s.resolve("before-upgrade").await.unwrap().checkpoint, 2);
+    assert_eq!(s.resolve("6").await.unwrap().checkpoint, 6);
+    let unknown = s.resolve("nope").await.unwrap_err().to_string();
+    assert!(
+        unknown.contains("no savepoint `nope` (savepoints there: before-upgrade)"),
+        "{unknown}"
+    );
+    let unknown = s.resolve("4").await.unwrap_err().to_string();
+    assert!(
+        unknown.contains("no checkpoint 4 (completed checkpoints there: 2, 6)"),
+        "{unknown}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

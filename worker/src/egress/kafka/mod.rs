@@ -28,7 +28,7 @@ use rskafka::record::Record;
 use spindle_protocol::egress::KafkaProducerRecord;
 use spindle_protocol::typenames::KAFKA_PRODUCER_RECORD;
 use spindle_spec::{KafkaEgress, TypeName};
-use tokio::sync::mpsc;
+
 use tokio::task::JoinSet;
 
 use super::retrying::{self, Attempt};
@@ -103,7 +103,7 @@ impl KafkaSink {
         }
     }
 
-    pub async fn run(mut self, rx: mpsc::UnboundedReceiver<SinkItem>, stop: CancellationToken) {
+    pub async fn run(mut self, rx: super::SinkQueue, stop: CancellationToken) {
         let mut rx = Closing::new(rx, stop);
         let mut items = Vec::with_capacity(BURST);
         while rx.recv_items(&mut items, BURST).await > 0 {
