@@ -191,6 +191,7 @@ mod tests {
             caller: None,
             value: Value::new("t/v", bytes::Bytes::from_static(b"x")),
             dedup: None,
+            trace: None,
         };
         (Taken::Messages(vec![env]), 1)
     }
