@@ -110,6 +110,36 @@ pub struct WorkerArgs {
     /// there instead of a ClusterRole). Empty: every namespace.
     #[arg(long, env = "SPINDLE_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// OpenTelemetry variables for every worker, as a JSON object of `OTEL_*` names to values
+    /// (the chart's `worker.otel`): opt-in tracing (docs/operations.md, "Tracing").
+    #[arg(long, env = "SPINDLE_WORKER_OTEL_ENV", value_parser = parse_otel_env)]
+    pub worker_otel_env: Option<OtelEnv>,
+}
+
+/// `OTEL_*` variables for the workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtelEnv(pub BTreeMap<String, String>);
+
+fn parse_otel_env(s: &str) -> Result<OtelEnv, String> {
+    if s.trim().is_empty() {
+        return Ok(OtelEnv::default());
+    }
+    let map: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(s).map_err(|e| format!("not a JSON object of OTEL_* variables: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        if !k.starts_with("OTEL_") {
+            return Err(format!("`{k}` is not an OpenTelemetry variable (OTEL_…)"));
+        }
+        let v = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => return Err(format!("{k}: `{other}` is not a string")),
+        };
+        out.insert(k, v);
+    }
+    Ok(OtelEnv(out))
 }
 
 /// Labels as `k=v,k=v`.
@@ -156,6 +186,7 @@ impl WorkerArgs {
                 memory_limit: set(&self.function_memory_limit),
             },
             peer_tls: self.peer_tls,
+            worker_env: self.worker_otel_env.clone().map(|e| e.0).unwrap_or_default(),
             network: NetworkConfig {
                 operator_namespace: Some(namespace.to_string()),
                 operator_pod_labels: self.operator_pod_labels.0.clone(),
@@ -169,4 +200,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     HumanDuration::parse(s)
         .map(HumanDuration::as_duration)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otel_variables_are_a_json_object_of_otel_names() {
+        let env =
+            parse_otel_env(r#"{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_BSP_SCHEDULE_DELAY": 1000}"#)
+                .unwrap();
+        assert_eq!(env.0["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://c:4318");
+        assert_eq!(env.0["OTEL_BSP_SCHEDULE_DELAY"], "1000");
+        assert_eq!(parse_otel_env("").unwrap(), OtelEnv::default());
+        assert_eq!(
+            parse_otel_env(r#"{"PATH": "/x"}"#).unwrap_err(),
+            "`PATH` is not an OpenTelemetry variable (OTEL_…)"
+        );
+        assert!(parse_otel_env("OTEL_X=1").unwrap_err().starts_with("not a JSON object"));
+    }
 }

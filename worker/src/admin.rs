@@ -30,7 +30,10 @@ use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub(crate) struct Admin {
+    pub application: String,
     pub worker: u32,
+    /// The application's worker count.
+    pub workers: u32,
     pub incarnation: u64,
     pub metrics: Arc<Metrics>,
     pub progress: watch::Receiver<Progress>,
@@ -125,6 +128,17 @@ async fn status(State(a): State<Admin>) -> Json<serde_json::Value> {
         "batchesInFlight": m.batches_in_flight.get(),
         "delayedPending": m.delayed_pending.get(),
         "egressPending": m.egress_pending.get(),
+        // For `spindle status`: the app, when the last checkpoint completed, totals to take
+        // rates from, the backlog and the lag per ingress.
+        "application": a.application,
+        "workers": a.workers,
+        "lastCheckpointTimeSeconds": m.last_checkpoint_time.get(),
+        "nowMs": crate::clock::now_ms(),
+        "messagesInvoked": m.messages_invoked.get(),
+        "messagesInFlight": m.messages_in_flight.get(),
+        "deadLetters": m.dead_letters_written.get(),
+        "backlog": m.backlog(),
+        "ingressLag": m.lag_by_ingress(),
     }))
 }
 

@@ -273,6 +273,7 @@ impl DeadLetters {
     fn log(&self, id: Option<String>, kind: &'static str, reason: String, messages: Vec<DeadMessage>) {
         tracing::error!(kind, id, messages = messages.len(), %reason, "dead letter");
         self.metrics.dead_letters.get_or_create(&KindLabels { kind }).inc();
+        self.metrics.dead_letters_written.inc();
         let letter = DeadLetter {
             id,
             at_ms: crate::clock::now_ms(),

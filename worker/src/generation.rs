@@ -56,6 +56,8 @@ pub(crate) struct Context {
     pub health: Arc<crate::health::Health>,
     /// The partition's messages in flight, for the coordinator's heartbeat.
     pub in_flight: Arc<crate::poison::Board>,
+    /// Opt-in tracing (off: no spans).
+    pub tracer: crate::trace::Tracer,
 }
 
 /// Every key group's expired values are swept about this often.
@@ -200,6 +202,7 @@ impl Generation {
             replies: ctx.replies.clone(),
             compaction,
             sweep_every,
+            tracer: ctx.tracer.clone(),
             memory: ctx.ingress_admission.memory.clone(),
             poison: poison.iter().copied().collect(),
             in_flight: ctx.in_flight.clone(),

@@ -45,8 +45,10 @@ pub mod reply;
 pub(crate) mod retry;
 pub(crate) mod serve;
 pub(crate) mod state;
+pub mod status;
 pub(crate) mod stop;
 pub mod tls;
+pub mod trace;
 pub mod worker;
 
 pub use app::AppConfig;

@@ -380,6 +380,7 @@ mod tests {
             caller: None,
             value: Value::new("t/v", bytes::Bytes::from(vec![0; 1000])),
             dedup: Some("k".into()),
+            trace: None,
         };
         assert_eq!(envelope_bytes(&env), ENTRY_OVERHEAD + 5 + 3 + 1000 + 1);
         assert_eq!(key_bytes(&a, "k", None, 0), ENTRY_OVERHEAD + 5 + 1);

@@ -92,6 +92,9 @@ pub struct Envelope {
     /// An ingress record's idempotency key (caller-supplied): the worker owning the target
     /// applies a record once per key within the deduplication window.
     pub dedup: Option<Arc<str>>,
+    /// The span this message belongs to (its ingress record's, or the invocation that sent
+    /// it), when tracing is on and the trace is sampled.
+    pub trace: Option<crate::trace::SpanContext>,
 }
 
 #[cfg(test)]

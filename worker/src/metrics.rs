@@ -38,6 +38,14 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    /// The ingress's name in the spec.
+    pub ingress: String,
+    /// Its position key: `kafka/{ingress}/{topic}/{partition}` or `nats/{ingress}`.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     /// A queue with a byte bound (`spec.memory`): `held_egress`, `peers`, `sinks`,
     /// `idempotency_keys`, `delayed`.
@@ -156,6 +164,22 @@ pub struct Metrics {
     pub memory_limit_bytes: Family<QueueLabels, Gauge>,
     /// From the start of a rollback until every worker has restored (coordinator).
     pub recovery_seconds: Histogram,
+    /// Messages of the invocation batches in flight.
+    pub messages_in_flight: Gauge,
+    /// Records of a source not read yet (Kafka: to the partition's stable end; NATS: the
+    /// consumer's pending count), per source this worker reads.
+    pub ingress_lag: Family<LagLabels, Gauge>,
+    /// The same, summed here for [`Metrics::backlog`] (a family cannot be summed).
+    lags: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// Queued and in-flight messages plus ingress lag: what an autoscaler reads. Set from the
+    /// others when the metrics are read.
+    pub backlog: Gauge,
+    /// When this worker learned of the last completed checkpoint (Unix seconds).
+    pub last_checkpoint_time: Gauge,
+    /// Messages invoked and dead letters written, all kinds: the totals `/status` shows
+    /// (their families cannot be summed).
+    pub(crate) messages_invoked: Counter,
+    pub(crate) dead_letters_written: Counter,
 }
 
 fn seconds() -> Histogram {
@@ -227,6 +251,13 @@ impl Metrics {
             memory_bytes: Family::default(),
             memory_limit_bytes: Family::default(),
             recovery_seconds: seconds(),
+            messages_in_flight: Gauge::default(),
+            ingress_lag: Family::default(),
+            lags: Default::default(),
+            backlog: Gauge::default(),
+            last_checkpoint_time: Gauge::default(),
+            messages_invoked: Counter::default(),
+            dead_letters_written: Counter::default(),
             registry: Registry::default(),
             function_labels: Default::default(),
         };
@@ -494,10 +525,76 @@ impl Metrics {
             "From rollback start until every worker restored",
             m.recovery_seconds.clone(),
         );
+        r.register(
+            "messages_in_flight",
+            "Messages of the invocation batches in flight",
+            m.messages_in_flight.clone(),
+        );
+        r.register(
+            "ingress_lag_messages",
+            "Records of a source not read yet (Kafka partition, JetStream stream), per source this worker reads",
+            m.ingress_lag.clone(),
+        );
+        r.register(
+            "backlog_messages",
+            "Queued and in-flight messages plus ingress lag: the backlog to autoscale on",
+            m.backlog.clone(),
+        );
+        r.register(
+            "last_checkpoint_timestamp_seconds",
+            "When this worker learned of the last completed checkpoint (Unix time)",
+            m.last_checkpoint_time.clone(),
+        );
         Metrics { registry, ..m }
     }
 
+    /// Sets the lag of source `key` (`kafka/{ingress}/…`, `nats/{ingress}`).
+    pub fn set_ingress_lag(&self, key: &str, lag: i64) {
+        let lag = lag.max(0);
+        let ingress = key.split('/').nth(1).unwrap_or(key).to_string();
+        self.ingress_lag
+            .get_or_create(&LagLabels {
+                ingress,
+                source: key.to_string(),
+            })
+            .set(lag);
+        self.lags.lock().expect("lag lock").insert(key.to_string(), lag);
+    }
+
+    /// `n` records of source `key` reached the partition: they leave the lag (for the queue).
+    pub fn take_from_lag(&self, key: &str, n: i64) {
+        let mut lags = self.lags.lock().expect("lag lock");
+        let Some(lag) = lags.get_mut(key) else {
+            return;
+        };
+        *lag = (*lag - n).max(0);
+        let ingress = key.split('/').nth(1).unwrap_or(key).to_string();
+        self.ingress_lag
+            .get_or_create(&LagLabels {
+                ingress,
+                source: key.to_string(),
+            })
+            .set(*lag);
+    }
+
+    /// The lag per ingress name (summed over its sources).
+    pub fn lag_by_ingress(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (key, lag) in self.lags.lock().expect("lag lock").iter() {
+            let ingress = key.split('/').nth(1).unwrap_or(key).to_string();
+            *out.entry(ingress).or_insert(0) += lag;
+        }
+        out
+    }
+
+    /// Queued plus in-flight messages plus ingress lag.
+    pub fn backlog(&self) -> i64 {
+        let lag: i64 = self.lags.lock().expect("lag lock").values().sum();
+        self.messages_queued.get() + self.messages_in_flight.get() + lag
+    }
+
     pub fn encode(&self) -> String {
+        self.backlog.set(self.backlog());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -346,6 +346,7 @@ mod tests {
             caller: None,
             value: Value::new("t", Bytes::copy_from_slice(value.as_bytes())),
             dedup: dedup.map(Into::into),
+            trace: None,
         }
     }
 

@@ -141,6 +141,10 @@ impl Process {
             let newer = p.generation == generation && checkpoint > p.completed;
             if newer {
                 p.completed = checkpoint;
+                self.ctx
+                    .metrics
+                    .last_checkpoint_time
+                    .set((crate::clock::now_ms() / 1000) as i64);
             }
             newer
         });

@@ -49,18 +49,22 @@ pub fn to_wire(env: &Envelope) -> common::Envelope {
         typename: env.value.typename.to_string(),
         value: env.value.bytes.clone(),
         dedup: env.dedup.as_deref().unwrap_or("").to_string(),
+        trace: env
+            .trace
+            .map_or_else(bytes::Bytes::new, |t| bytes::Bytes::copy_from_slice(&t.to_bytes())),
     }
 }
 
 /// An upper bound of the envelope's encoded size, without encoding it (checked for every
 /// message forwarded to a peer).
 pub fn wire_size(env: &Envelope) -> usize {
-    // Seven fields, each at most a tag and a 10-byte length before its bytes.
+    // Eight fields, each at most a tag and a 10-byte length before its bytes.
     let caller = env
         .caller
         .as_ref()
         .map_or(0, |c| c.typename.as_str().len() + c.id.len());
-    7 * 11
+    8 * 11
+        + env.trace.map_or(0, |_| 24)
         + env.target.typename.as_str().len()
         + env.target.id.len()
         + caller
@@ -86,6 +90,7 @@ pub fn from_wire(e: &common::Envelope) -> Result<Envelope, String> {
         caller,
         value: Value::new(e.typename.as_str(), e.value.clone()),
         dedup: (!e.dedup.is_empty()).then(|| e.dedup.as_str().into()),
+        trace: crate::trace::SpanContext::from_bytes(&e.trace),
     })
 }
 
@@ -103,6 +108,7 @@ mod tests {
                 caller,
                 value: Value::new("t/V", Bytes::from_static(b"\0\x01")),
                 dedup,
+                trace: None,
             };
             assert_eq!(from_wire(&to_wire(&env)).unwrap(), env);
         }
@@ -117,6 +123,7 @@ mod tests {
             caller: Some(Address::new(t, "c")),
             value: Value::new("t/V", Bytes::from_static(b"v")),
             dedup: Some("k".into()),
+            trace: None,
         };
         let frame = |kind| peer::Frame { kind: Some(kind) }.encode_to_vec();
         let valid = [

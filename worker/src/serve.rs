@@ -78,17 +78,33 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         }
         (None, _) => None,
     };
+    let (tracer, flush) = crate::trace::Tracer::from_env(
+        &spec.metadata.name,
+        &[
+            ("spindle.application", spec.metadata.name.clone()),
+            ("service.instance.id", format!("worker-{}", o.cluster.index)),
+        ],
+    )?;
     let options = WorkerOptions {
         data_dir: Some(o.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"))),
         echo_egress: o.echo_egress,
         cluster: o.cluster.clone(),
         peer_tls,
+        tracer,
     };
     let worker = Worker::start(app, options, Listeners { ingress, admin, peer }).await?;
+    let result = serve_until_stopped(&o, &spec.metadata.name, worker).await;
+    if let Some(flush) = flush {
+        flush.flush(std::time::Duration::from_secs(5)).await;
+    }
+    result
+}
+
+async fn serve_until_stopped(o: &ServeOptions, name: &str, worker: Worker) -> anyhow::Result<()> {
     tracing::info!(
         worker = o.cluster.index,
         workers = o.cluster.workers(),
-        app = %spec.metadata.name,
+        app = %name,
         file = %Path::new(&o.app_file).display(),
         "serving until SIGTERM"
     );

@@ -56,6 +56,8 @@ pub struct WorkerOptions {
     /// Mutual TLS on the peer port (`None`: plain text, any caller believed — only for a
     /// network nothing else can reach).
     pub peer_tls: Option<Arc<PeerTls>>,
+    /// Opt-in tracing (default: off); see [`crate::trace`].
+    pub tracer: crate::trace::Tracer,
 }
 
 /// The sockets a worker serves on; tests bind them to port 0.
@@ -185,6 +187,7 @@ impl Worker {
         };
         let layout = cluster.layout(app.key_groups);
         let peer_tls = options.peer_tls;
+        let tracer = options.tracer;
         if let Some(tls) = &peer_tls {
             let me = tls.me();
             if me.application != app.name || me.worker != cluster.index {
@@ -222,6 +225,7 @@ impl Worker {
                 peer_tls: peer_tls.clone(),
                 replies: replies.clone(),
                 in_flight: Default::default(),
+                tracer: tracer.clone(),
             },
             shutdown.clone(),
         ));
@@ -342,6 +346,7 @@ impl Worker {
                 data_loss: data_loss.clone(),
                 suspects: suspects.clone(),
                 shutdown: shutdown.clone(),
+                spans: crate::trace::CheckpointSpans::new(tracer),
             };
             tasks.spawn(supervised(
                 health.clone(),
@@ -410,6 +415,8 @@ impl Worker {
         };
         let admin_addr = listeners.admin.local_addr().map_err(io("the admin socket"))?;
         let admin = Admin {
+            application: app.name.clone(),
+            workers,
             worker: me,
             incarnation: process.incarnation,
             metrics: metrics.clone(),

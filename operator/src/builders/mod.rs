@@ -65,6 +65,8 @@ pub struct OperatorConfig {
     pub peer_tls: bool,
     /// Who besides an application's own pods may reach them (its NetworkPolicies).
     pub network: NetworkConfig,
+    /// Extra environment of every worker: the `OTEL_*` variables of opt-in tracing.
+    pub worker_env: BTreeMap<String, String>,
 }
 
 /// The sources the NetworkPolicies let reach a worker's admin port.
@@ -103,6 +105,7 @@ impl Default for OperatorConfig {
                 memory_limit: Some("512Mi".into()),
             },
             peer_tls: true,
+            worker_env: BTreeMap::new(),
             network: NetworkConfig::default(),
         }
     }

@@ -282,6 +282,34 @@ fn checkpoint_storage_and_credentials_in_a_cluster() {
 }
 
 #[test]
+fn the_workers_get_the_configured_otel_variables() {
+    let config = OperatorConfig {
+        worker_env: [(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+            "http://collector.monitoring:4318".to_string(),
+        )]
+        .into(),
+        ..OperatorConfig::default()
+    };
+    let sts = worker_statefulset(&app(), &config, &owner(), None);
+    let c = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+    let otel = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+        .expect("the variable reaches the worker");
+    assert_eq!(otel.value.as_deref(), Some("http://collector.monitoring:4318"));
+    let none = worker_statefulset(&app(), &OperatorConfig::default(), &owner(), None);
+    let c = &none.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(
+        !c.env.as_ref().unwrap().iter().any(|e| e.name.starts_with("OTEL_")),
+        "off by default"
+    );
+}
+
+#[test]
 fn the_cleanup_job_deletes_exactly_this_application() {
     let mut app = app();
     app.spec.checkpoint.storage = Some("s3://mine/prefix".into());

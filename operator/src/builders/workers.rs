@@ -299,6 +299,7 @@ pub fn worker_statefulset(
                 ],
                 tls_hash.map(|_| env("SPINDLE_TLS_DIR", TLS_DIR)).into_iter().collect(),
                 super::credentials::credential_env(app),
+                config.worker_env.iter().map(|(k, v)| env(k, v.as_str())).collect(),
             ]
             .concat(),
         ),

@@ -338,6 +338,7 @@ fn values_reach_the_operator() {
             "replicaCount=2",
             "worker.image.tag=1.2.3",
             "worker.defaultCheckpointStorage=s3://b/p",
+            "worker.otel.OTEL_EXPORTER_OTLP_ENDPOINT=http://c.monitoring:4318",
         ],
     );
     let deployment = find(&objects, "Deployment");
@@ -362,6 +363,10 @@ fn values_reach_the_operator() {
         ("POD_NAMESPACE", "(from field)"),
         ("SPINDLE_PEER_TLS", "true"),
         ("SPINDLE_FUNCTION_MEMORY_LIMIT", "512Mi"),
+        (
+            "SPINDLE_WORKER_OTEL_ENV",
+            r#"{"OTEL_EXPORTER_OTLP_ENDPOINT":"http://c.monitoring:4318"}"#,
+        ),
         (
             "SPINDLE_OPERATOR_POD_LABELS",
             "app.kubernetes.io/name=spindle-operator,app.kubernetes.io/instance=spindle",

@@ -281,6 +281,7 @@ fn dashboard_and_alerts_query_only_exported_metrics() {
         ("rollbacks", "spindle_rollbacks_total"),
         ("dead letters", "spindle_dead_letters_total"),
         ("queue sizes", "spindle_messages_queued"),
+        ("backlog", "spindle_backlog_messages"),
         ("worker CPU", "container_cpu_usage_seconds_total"),
         ("worker memory", "container_memory_working_set_bytes"),
     ] {
@@ -294,7 +295,7 @@ fn dashboard_and_alerts_query_only_exported_metrics() {
         ("SpindleNoCompletedCheckpoint", "spindle_last_checkpoint"),
         ("SpindleRollbackLoop", "spindle_rollbacks_total"),
         ("SpindleDeadLettersGrowing", "spindle_dead_letters_total"),
-        ("SpindleBacklogGrowing", "spindle_messages_queued"),
+        ("SpindleBacklogGrowing", "spindle_backlog_messages"),
         ("SpindleCheckpointDataLoss", "spindle_checkpoint_data_loss_total"),
     ] {
         let expr = alerts.get(alert).unwrap_or_else(|| panic!("no alert {alert}"));

@@ -105,6 +105,7 @@ fn answer(call: &Call) -> Outcome {
                 caller: Some(call.target.clone()),
                 value: Value::new("t/m", Bytes::from(format!("{seq}@{id}"))),
                 dedup: None,
+                trace: None,
             }));
         }
     }
@@ -130,6 +131,7 @@ impl Sent {
             caller: None,
             value: Value::new("t/m", Bytes::from(self.value.clone())),
             dedup: Some(format!("k{}", self.seq).into()),
+            trace: None,
         }
     }
 }
@@ -246,6 +248,7 @@ impl Rig {
             poison: Default::default(),
             in_flight: Default::default(),
             memory,
+            tracer: crate::trace::Tracer::off(),
         });
         let (inbox, rx) = Inbox::channel();
         let stop = CancellationToken::new();

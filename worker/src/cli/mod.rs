@@ -5,6 +5,7 @@ mod dead_letters;
 mod http;
 mod offline;
 mod state;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub enum Command {
     /// The dead letters an application keeps: list, replay, drop.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
+    /// An application at a glance: workers, generation, last checkpoint and its age,
+    /// throughput, backlog, dead letters, rollbacks, lag per ingress (a local run, or --admin).
+    Status(status::StatusArgs),
     /// Function state: get one address, list a type, export everything — from a running
     /// application or a checkpoint in storage.
     #[command(subcommand)]
@@ -140,6 +144,9 @@ pub struct RunArgs {
     /// stops at once.
     #[arg(long, env = "SPINDLE_STOP_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
+    /// No live status line (it is shown only when stderr is a terminal anyway).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,7 +209,7 @@ fn parse_function_port(s: &str) -> Result<(usize, u16), String> {
     ))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     HumanDuration::parse(s)
         .map(HumanDuration::as_duration)
         .map_err(|e| e.to_string())
@@ -260,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 idle_timeout: a.idle_timeout,
                 workers: a.workers,
                 stop_timeout: a.stop_timeout,
+                live_status: !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             })
             .await
         }
@@ -295,6 +303,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::DeadLetters(cmd) => dead_letters::run(cmd).await,
+        Command::Status(args) => status::run(args).await,
         Command::State(cmd) => state::run(cmd).await,
         Command::Checkpoints(CheckpointsCommand::Save { name, admin, token }) => {
             checkpoints::save(&name, &admin, token.as_deref()).await

@@ -15,6 +15,7 @@ impl EgressRecord {
             caller: Some(self.source.clone()),
             value: self.value.clone(),
             dedup: None,
+            trace: None,
         })
     }
 }

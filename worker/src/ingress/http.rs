@@ -272,6 +272,11 @@ async fn accept(
         caller: waiting.as_ref().map(Waiting::caller),
         value: Value::new(typename.as_str(), bytes),
         dedup,
+        // A caller's W3C trace context makes the record's span its child (tracing on).
+        trace: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trace::SpanContext::from_traceparent),
     };
     let shutting_down = || {
         reject(

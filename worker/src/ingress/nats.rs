@@ -179,6 +179,7 @@ impl NatsSource {
             let mut records = Vec::with_capacity(batch.len());
             let mut reached = *next;
             let mut failure = None;
+            let mut pending = None;
             for m in batch {
                 let m = match m {
                     Ok(m) => m,
@@ -187,7 +188,10 @@ impl NatsSource {
                         break;
                     }
                 };
-                let seq = m.info().map_err(|e| format!("message metadata: {e}"))?.stream_sequence as i64;
+                let info = m.info().map_err(|e| format!("message metadata: {e}"))?;
+                let seq = info.stream_sequence as i64;
+                // The consumer's count of messages after this one: the stream's lag.
+                pending = Some(info.pending as i64);
                 if next.is_some_and(|n| seq < n) {
                     continue;
                 }
@@ -210,6 +214,11 @@ impl NatsSource {
                     }
                 }
             }
+            // The records read are lag until the partition took them (delivery may wait for
+            // admission); then what the consumer has pending is.
+            if let Some(p) = pending {
+                self.ctx.metrics.set_ingress_lag(&self.key, p + records.len() as i64);
+            }
             if let Some(n) = reached
                 && Some(n) != *next
             {
@@ -217,6 +226,9 @@ impl NatsSource {
                 if !self.ctx.deliver(&self.key, records, n).await {
                     return Ok(());
                 }
+            }
+            if let Some(p) = pending {
+                self.ctx.metrics.set_ingress_lag(&self.key, p);
             }
             if let Some(f) = failure {
                 return Err(f);

@@ -92,6 +92,7 @@ impl Route {
                 caller: None,
                 value: value.clone(),
                 dedup: None,
+                trace: None,
             })
             .collect())
     }
@@ -123,6 +124,7 @@ pub fn dead_message(route: &Route, id: Option<&[u8]>, value: Option<&[u8]>) -> D
             Bytes::copy_from_slice(value.unwrap_or_default()),
         ),
         dedup: None,
+        trace: None,
     })
 }
 

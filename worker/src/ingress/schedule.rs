@@ -177,6 +177,7 @@ impl ScheduleSource {
             caller: None,
             value,
             dedup: None,
+            trace: None,
         }
     }
 }

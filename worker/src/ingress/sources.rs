@@ -61,6 +61,7 @@ impl SourceContext {
             let mut chunk = Vec::new();
             let mut refused = Vec::new();
             let mut at = next;
+            let mut taken_records = 0;
             while let Some((taken, _)) = rest.peek() {
                 let n = match taken {
                     Taken::Messages(envs) => envs.len(),
@@ -70,6 +71,7 @@ impl SourceContext {
                     break;
                 }
                 let (taken, after) = rest.next().expect("peeked");
+                taken_records += 1;
                 match taken {
                     Taken::Messages(envs) => chunk.extend(envs),
                     Taken::Refused(r) => refused.push(r),
@@ -87,6 +89,8 @@ impl SourceContext {
                 return false;
             }
             self.metrics.ingress_accepted.inc_by(n);
+            // The reader counted these as lag until the partition has them.
+            self.metrics.take_from_lag(source, taken_records);
             if rest.peek().is_none() {
                 return true;
             }
@@ -187,6 +191,7 @@ mod tests {
             caller: None,
             value: Value::new("t/v", bytes::Bytes::from_static(b"x")),
             dedup: None,
+            trace: None,
         };
         (Taken::Messages(vec![env]), 1)
     }

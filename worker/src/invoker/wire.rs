@@ -181,6 +181,7 @@ fn envelope(
         caller: Some(source.clone()),
         value,
         dedup: None,
+        trace: None,
     })
 }
 

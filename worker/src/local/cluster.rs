@@ -127,12 +127,17 @@ pub async fn run(
             restarts: 0,
         });
     }
-    let result = drive(opts, &mut children, ingress0.expect("worker 0 exists")).await;
+    let result = drive(opts, &mut children, ingress0.expect("worker 0 exists"), base_dir).await;
     stop_all(&mut children, opts.stop_timeout).await;
     result
 }
 
-async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr) -> anyhow::Result<()> {
+async fn drive(
+    opts: &LocalOptions,
+    children: &mut [Child_],
+    ingress: SocketAddr,
+    base_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     for c in children.iter_mut() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -147,6 +152,11 @@ async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr
         }
     }
     eprintln!("spindle: {} workers ready; ingress http://{ingress}", children.len());
+    let admins: Vec<String> = children.iter().map(|c| format!("http://{}", c.admin)).collect();
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"));
+    if let Err(e) = crate::status::write_local_admins(&data_dir, &admins) {
+        tracing::warn!(error = %e, "cannot write the admin URLs for `spindle status`");
+    }
     if let Some(file) = &opts.input {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("cannot read input file {}", file.display()))?;
@@ -158,9 +168,17 @@ async fn drive(opts: &LocalOptions, children: &mut [Child_], ingress: SocketAddr
         eprintln!("spindle: press Ctrl-C to stop");
         let stop = crate::stop::os_signal();
         tokio::pin!(stop);
+        let live = super::live_status(&admins);
+        tokio::pin!(live);
         loop {
             tokio::select! {
-                _ = &mut stop => return Ok(()),
+                _ = &mut stop => {
+                    if opts.live_status {
+                        eprintln!();
+                    }
+                    return Ok(());
+                }
+                _ = &mut live, if opts.live_status => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     for c in children.iter_mut() {
                         c.restart_if_dead()?;

@@ -36,6 +36,8 @@ pub struct LocalOptions {
     pub workers: Option<u32>,
     /// How long a clean stop may take (input stops, a final checkpoint, exit).
     pub stop_timeout: Duration,
+    /// Show the status as a live line on stderr while serving (a terminal, no `--quiet`).
+    pub live_status: bool,
 }
 
 /// The directory an application file's relative paths are resolved against.
@@ -93,9 +95,14 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let admin = TcpListener::bind(opts.admin_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the admin endpoints", opts.admin_addr))?;
+    let (tracer, flush) = crate::trace::Tracer::from_env(
+        &spec.metadata.name,
+        &[("spindle.application", spec.metadata.name.clone())],
+    )?;
     let options = WorkerOptions {
         data_dir: Some(opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"))),
         echo_egress: true,
+        tracer,
         ..WorkerOptions::default()
     };
     let worker = Worker::start(
@@ -114,9 +121,17 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
         worker.ingress_addr.map_or("-".to_string(), |a| a.to_string()),
         worker.admin_addr
     );
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| base_dir.join(".spindle"));
+    let admins = vec![format!("http://{}", worker.admin_addr)];
+    if let Err(e) = crate::status::write_local_admins(&data_dir, &admins) {
+        tracing::warn!(error = %e, "cannot write the admin URLs for `spindle status`");
+    }
 
     let result = drive(&opts, &worker).await;
     crate::stop::unless_signalled_again(worker.stop(opts.stop_timeout)).await;
+    if let Some(flush) = flush {
+        flush.flush(std::time::Duration::from_secs(5)).await;
+    }
     for p in processes {
         p.stop().await;
     }
@@ -149,10 +164,38 @@ async fn drive(opts: &LocalOptions, worker: &Worker) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("spindle: press Ctrl-C to stop");
+    let admins = vec![format!("http://{}", worker.admin_addr)];
     tokio::select! {
         _ = crate::stop::os_signal() => {}
         why = worker.failed() => anyhow::bail!("a task of the worker failed: {why}"),
+        _ = live_status(&admins), if opts.live_status => {}
+    }
+    if opts.live_status {
+        eprintln!();
     }
     eprintln!("spindle: stopping");
     Ok(())
+}
+
+/// The status line, redrawn every second on stderr (a terminal) until cancelled.
+pub(crate) async fn live_status(admins: &[String]) {
+    use crate::status::{Summary, WorkerStatus, fetch};
+    use std::io::Write as _;
+    let parse =
+        |s: Vec<(String, serde_json::Value)>| s.iter().map(|(_, v)| WorkerStatus::from_json(v)).collect::<Vec<_>>();
+    let mut before: Option<(Vec<WorkerStatus>, std::time::Instant)> = None;
+    loop {
+        if let Ok(now) = fetch(admins, None).await {
+            let now = parse(now);
+            let at = std::time::Instant::now();
+            if let Some((prev, then)) = &before {
+                let line = Summary::new(prev, &now, at - *then).line();
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[K{line}");
+                let _ = err.flush();
+            }
+            before = Some((now, at));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

@@ -55,10 +55,12 @@ impl Partition {
             incomplete_rounds: 0,
             since: Instant::now(),
             ids: None,
+            span: None,
         });
     }
 
-    fn launch(&mut self, batch: Batch) {
+    fn launch(&mut self, mut batch: Batch) {
+        batch.span = self.invocation_span(&batch);
         let specs = self.specs.specs(&batch.target.typename);
         let call = Call {
             function: batch.function,
@@ -72,6 +74,7 @@ impl Partition {
         };
         self.slots[batch.function].in_flight += 1;
         self.metrics.batches_in_flight.inc();
+        self.metrics.messages_in_flight.inc_by(batch.messages.len() as i64);
         let target = batch.target.clone();
         self.in_flight.insert(target.clone(), batch);
         let invocation = self.invoker.invoke(call);
@@ -96,6 +99,35 @@ impl Partition {
             tracing::error!(%target, "an invocation completed for an address with no batch in flight");
             return;
         };
+        self.metrics.messages_in_flight.dec_by(batch.messages.len() as i64);
+        let mut result = result;
+        if let Some(mut span) = batch.span.take() {
+            match &mut result {
+                Ok(Outcome::Effects(effects)) => {
+                    // What the function sends continues its trace.
+                    let ctx = Some(span.ctx);
+                    for env in effects.messages.iter_mut().flatten() {
+                        env.trace = ctx;
+                    }
+                    for d in effects.delayed.iter_mut().flatten() {
+                        if let crate::invoker::Delayed::Send { env, .. } = d {
+                            env.trace = ctx;
+                        }
+                    }
+                    span.str("spindle.outcome", outcome::OK)
+                        .int("spindle.messages.sent", effects.messages.len() as i64)
+                        .int("spindle.egress.records", effects.egress.len() as i64);
+                }
+                Ok(Outcome::Incomplete(_)) => {
+                    span.str("spindle.outcome", outcome::INCOMPLETE);
+                }
+                Err(failure) => {
+                    span.str("spindle.outcome", outcome::FAILED);
+                    span.error = Some(format!("{}: {}", failure.kind, failure.reason));
+                }
+            }
+            self.tracer.end(span);
+        }
         let function = batch.function;
         let label = self.metrics.function_label(batch.target.typename.as_str());
         self.metrics
@@ -117,6 +149,7 @@ impl Partition {
                         function: label.clone(),
                     })
                     .inc_by(batch.messages.len() as u64);
+                self.metrics.messages_invoked.inc_by(batch.messages.len() as u64);
                 self.apply(&batch.target, effects);
             }
             Ok(Outcome::Incomplete(missing)) => {
@@ -154,6 +187,30 @@ impl Partition {
         }
         self.finish(batch);
         self.release_slot(function);
+    }
+
+    /// The span of one invocation (one call to the function): the child of the first traced
+    /// message's span, linked to the other traced messages' spans (a batch can hold messages
+    /// of several traces). `None` when tracing is off or no message is traced.
+    fn invocation_span(&self, batch: &Batch) -> Option<crate::trace::Span> {
+        if !self.tracer.is_on() {
+            return None;
+        }
+        let mut traced = batch.messages.iter().filter_map(|p| p.env.trace);
+        let parent = traced.next()?;
+        let mut span = self
+            .tracer
+            .start_span("spindle.invoke", crate::trace::Kind::Client, Some(parent))?;
+        span.links = traced.filter(|t| *t != parent).collect();
+        span.links.dedup();
+        span.str("statefun.function.type", batch.target.typename.as_str())
+            .str("statefun.function.id", batch.target.id.as_ref())
+            .int("spindle.batch.size", batch.messages.len() as i64)
+            .int("spindle.worker", self.outbound.me() as i64);
+        if batch.incomplete_rounds > 0 {
+            span.int("spindle.batch.incomplete_rounds", batch.incomplete_rounds as i64);
+        }
+        Some(span)
     }
 
     fn dead_letter_batch(&mut self, batch: &Batch, kind: &'static str, reason: String) {

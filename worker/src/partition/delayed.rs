@@ -109,6 +109,7 @@ mod tests {
             caller: Some(a),
             value: Value::new("t/v", Bytes::from(vec![n])),
             dedup: None,
+            trace: None,
         }
     }
 

@@ -35,6 +35,8 @@ pub(crate) struct Batch {
     pub since: std::time::Instant,
     /// Its messages' identities (`crate::poison`), once worked out.
     pub ids: Option<Vec<crate::poison::MessageId>>,
+    /// The span of the invocation in flight (tracing on, some message traced).
+    pub span: Option<crate::trace::Span>,
 }
 
 /// Per function entry: batches in flight and addresses waiting for a slot (FIFO, so a busy

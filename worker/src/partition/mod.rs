@@ -52,6 +52,7 @@ use crate::metrics::Metrics;
 use crate::reply::{Replies, ReplyTo};
 use crate::state::{SpecRegistry, StateStore};
 use crate::stop::CancellationToken;
+use crate::trace::{Kind, Tracer};
 use deadletters::DeadLetterBox;
 use delayed::DelayedMessages;
 use mailbox::{Batch, Mailbox, Pending, Slots};
@@ -94,6 +95,8 @@ pub(crate) struct Parts {
     /// How often one key group's expired values are swept (so every group is swept about
     /// once a minute).
     pub sweep_every: Duration,
+    /// Opt-in tracing: spans per ingress record and per invocation batch.
+    pub tracer: Tracer,
     /// The worker's memory budget: held egress, idempotency keys and delayed messages count in
     /// it.
     pub memory: Arc<Memory>,
@@ -146,6 +149,7 @@ pub(crate) struct Partition {
     sweep_every: Duration,
     /// The next key group the sweep looks at.
     sweep_from: u32,
+    tracer: Tracer,
     tallies: Tallies,
     poison: HashSet<MessageId>,
     in_flight_board: Arc<Board>,
@@ -181,6 +185,7 @@ impl Partition {
             compaction: p.compaction,
             sweep_every: p.sweep_every,
             sweep_from: 0,
+            tracer: p.tracer,
             tallies: Tallies {
                 held: p.memory.tally(Queue::HeldEgress),
                 keys: p.memory.tally(Queue::IdempotencyKeys),
@@ -322,7 +327,12 @@ impl Partition {
                 }
                 self.deliver(env, admission, false);
             }
-            Input::Ingest { env, admission, epoch } => {
+            Input::Ingest {
+                mut env,
+                admission,
+                epoch,
+            } => {
+                self.trace_ingress(&mut env, "http");
                 if let Some(tx) = epoch {
                     if let Some(epochs) = &self.epochs {
                         epochs.want();
@@ -338,8 +348,9 @@ impl Partition {
                 refused,
             } => {
                 self.reading.insert(source.clone());
-                self.positions.insert(source, next);
-                for (env, admission) in records {
+                self.positions.insert(source.clone(), next);
+                for (mut env, admission) in records {
+                    self.trace_ingress(&mut env, &source);
                     self.deliver(env, admission, true);
                 }
                 for r in refused {
@@ -364,6 +375,25 @@ impl Partition {
                 let _ = reply.send(crate::state::query::select(&self.state, &query, now_ms()));
             }
         }
+    }
+
+    /// The span of an ingress record (tracing on): the root of its trace, or the child of the
+    /// caller's `traceparent`; the message carries it on to its invocation.
+    fn trace_ingress(&self, env: &mut Envelope, ingress: &str) {
+        let parent = env.trace.take();
+        if !self.tracer.is_on() {
+            return;
+        }
+        let Some(mut span) = self.tracer.start_span("spindle.ingress", Kind::Server, parent) else {
+            return;
+        };
+        span.str("spindle.ingress", ingress)
+            .str("statefun.target.type", env.target.typename.as_str())
+            .str("statefun.target.id", env.target.id.as_ref())
+            .str("statefun.message.typename", env.value.typename.as_ref())
+            .int("spindle.worker", self.outbound.me() as i64);
+        env.trace = Some(span.ctx);
+        self.tracer.end(span);
     }
 
     /// Drops the expired values of the next key group that has any (so values of addresses
@@ -458,6 +488,8 @@ impl Drop for Partition {
         let queued: usize = self.mailboxes.values().map(|m| m.queue.len()).sum();
         self.metrics.messages_queued.dec_by(queued as i64);
         self.metrics.batches_in_flight.dec_by(self.in_flight.len() as i64);
+        let in_flight: usize = self.in_flight.values().map(|b| b.messages.len()).sum();
+        self.metrics.messages_in_flight.dec_by(in_flight as i64);
         self.metrics.delayed_pending.dec_by(self.delayed.len() as i64);
     }
 }

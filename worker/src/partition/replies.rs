@@ -41,6 +41,7 @@ impl Partition {
                     caller: env.caller.clone(),
                     value: env.value.clone(),
                     dedup: None,
+                    trace: None,
                 };
                 self.route_reply(copy, None);
             }
@@ -88,6 +89,7 @@ impl Partition {
                 caller: Some(env.target.clone()),
                 value,
                 dedup: None,
+                trace: None,
             };
             self.route_reply(reply, None);
         }

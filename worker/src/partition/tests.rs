@@ -129,6 +129,7 @@ fn start_from(
         replies: replies.clone(),
         compaction: compaction.clone(),
         sweep_every: Duration::from_millis(20),
+        tracer: crate::trace::Tracer::off(),
         memory: memory.clone(),
         poison,
         in_flight: board.clone(),
@@ -162,6 +163,7 @@ fn msg(to: &str, v: &str) -> Envelope {
         caller: None,
         value: Value::new("t/m", Bytes::from(v.to_string())),
         dedup: None,
+        trace: None,
     }
 }
 
@@ -592,6 +594,7 @@ async fn a_reply_is_released_with_its_checkpoint_and_a_retry_gets_the_same_one_w
     let with_caller = |w: &crate::reply::Waiting| Envelope {
         caller: Some(w.caller()),
         dedup: Some(key.clone()),
+        trace: None,
         ..msg("a", "go")
     };
     h.ingest(with_caller(&first));
@@ -607,6 +610,7 @@ async fn a_reply_is_released_with_its_checkpoint_and_a_retry_gets_the_same_one_w
                 caller: Some(addr("a")),
                 value: Value::new("t/r", Bytes::from_static(b"r1")),
                 dedup: None,
+                trace: None,
             })],
             ..Effects::default()
         }))
@@ -646,6 +650,7 @@ async fn replies_to_another_worker_leave_by_its_link_and_bad_ones_are_dead_lette
                 caller: None,
                 value: Value::new("t/r", Bytes::from_static(b"x")),
                 dedup: None,
+                trace: None,
             },
             None,
             1,

@@ -23,6 +23,9 @@ use crate::tls::peer::{self as tls, PeerTls};
 /// sends these (it owns the senders), so a barrier follows exactly the messages its snapshot
 /// saw as sent.
 #[derive(Debug)]
+// Messages are nearly everything sent: boxing them to shrink the rare barrier would cost an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outgoing {
     Message {
         env: Envelope,

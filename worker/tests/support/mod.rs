@@ -218,6 +218,16 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 /// Starts `n` workers of `yaml` connected as one cluster over loopback gRPC; worker `i` keeps
 /// its files (egress, dead letters) in `dir/w{i}`.
 pub async fn start_cluster(yaml: &str, dir: &Path, n: usize) -> Vec<Worker> {
+    start_cluster_with(yaml, dir, n, |_, _| {}).await
+}
+
+/// [`start_cluster`], with `adjust(i, options)` called on worker `i`'s options first.
+pub async fn start_cluster_with(
+    yaml: &str,
+    dir: &Path,
+    n: usize,
+    adjust: impl Fn(usize, &mut WorkerOptions),
+) -> Vec<Worker> {
     init_logs();
     let peers: Vec<TcpListener> = futures_bind(n).await;
     let addrs: Vec<String> = peers.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
@@ -230,7 +240,7 @@ pub async fn start_cluster(yaml: &str, dir: &Path, n: usize) -> Vec<Worker> {
             admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             peer: Some(peer),
         };
-        let options = WorkerOptions {
+        let mut options = WorkerOptions {
             data_dir: Some(wdir.join("data")),
             cluster: spindle_worker::peer::Cluster {
                 index: i as u32,
@@ -238,6 +248,7 @@ pub async fn start_cluster(yaml: &str, dir: &Path, n: usize) -> Vec<Worker> {
             },
             ..WorkerOptions::default()
         };
+        adjust(i, &mut options);
         let mut config = AppConfig::resolve(&app, &wdir);
         // One store for all, as in a real deployment (the default is per base directory).
         if config.checkpoint.storage.is_none() {

@@ -22,6 +22,7 @@ fn env(to: &str, v: &str) -> Envelope {
         caller: Some(addr("caller")),
         value: Value::new("t/v", Bytes::from(v.to_string())),
         dedup: None,
+        trace: None,
     }
 }
 

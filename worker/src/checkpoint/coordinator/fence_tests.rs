@@ -144,6 +144,7 @@ async fn a_rollback_waits_for_the_manifest_write_in_flight() {
         store: Some(store.clone()),
         retained: 10,
         metrics: Arc::new(Metrics::new()),
+        spans: Default::default(),
         data_loss: Default::default(),
         suspects: Default::default(),
         shutdown: shutdown.clone(),

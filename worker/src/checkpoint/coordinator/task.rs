@@ -39,6 +39,8 @@ pub(crate) struct Coordinator {
     /// The messages counted as possible poison, for `/status`.
     pub suspects: SuspectsReport,
     pub shutdown: CancellationToken,
+    /// One span per checkpoint, trigger to completion or failure (tracing on).
+    pub spans: crate::trace::CheckpointSpans,
 }
 
 /// A restore that fell back past completed checkpoints that no longer read back intact: what
@@ -300,6 +302,7 @@ impl Coordinator {
                     );
                 }
                 Command::Trigger { generation, checkpoint } => {
+                    self.spans.triggered(generation, checkpoint);
                     let triggered = self
                         .current
                         .now()
@@ -354,6 +357,7 @@ impl Coordinator {
                     m.checkpoint_seconds.observe(took.as_secs_f64());
                     m.last_checkpoint.set(checkpoint as i64);
                     m.checkpoint_bytes.set(bytes as i64);
+                    self.spans.ended(checkpoint, Ok(bytes));
                     tracing::debug!(checkpoint, bytes, ms = took.as_millis() as u64, "checkpoint complete");
                     for member in &self.members {
                         chores.spawn(member.completed(generation, checkpoint));
@@ -361,6 +365,7 @@ impl Coordinator {
                 }
                 Command::Failed { checkpoint, reason } => {
                     self.metrics.checkpoints_failed.inc();
+                    self.spans.ended(checkpoint, Err(&reason));
                     tracing::warn!(checkpoint, reason, "checkpoint failed; the next interval tries again");
                 }
                 Command::Exit {

@@ -141,10 +141,14 @@ impl PartitionReader {
                 }
                 continue;
             }
+            // The fetched records are lag until the partition took them (delivery may wait for
+            // admission), then the rest to the stable end is.
+            self.ctx.metrics.set_ingress_lag(&self.key, stable - next);
             next = reached;
             if !self.ctx.deliver(&self.key, batch, next).await {
                 return;
             }
+            self.ctx.metrics.set_ingress_lag(&self.key, stable - next);
         }
     }
 
