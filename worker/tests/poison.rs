@@ -23,7 +23,7 @@ use spindle_spec::{HumanDuration, LocalProcess, TypeName};
 use spindle_worker::Address;
 use spindle_worker::keygroup::{key_group, range_of};
 use spindle_worker::local::FunctionProcess;
-use support::procs::{Procs, status, wait_running};
+use support::procs::{Procs, status};
 use support::*;
 
 const WORKERS: usize = 3;
@@ -161,7 +161,7 @@ spec:
     procs.spawn_all();
     let admin = procs.admin.clone();
     let ingress = procs.ingress.clone();
-    let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;
+    let mut generation = procs.wait_running_logged(0, Duration::from_secs(120)).await;
     // The poison's address on the coordinator (worker 0), or on another worker.
     let poison_id = (0..)
         .map(|n| format!("poison-{n}"))

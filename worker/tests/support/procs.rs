@@ -129,6 +129,30 @@ impl Procs {
         clean
     }
 
+    /// As [`wait_running`], and when the deadline passes, the end of every worker's log is
+    /// printed before the test fails (the test directory is removed afterwards).
+    pub async fn wait_running_logged(&self, after: u64, timeout: Duration) -> u64 {
+        match tokio::time::timeout(
+            timeout,
+            wait_running(&self.admin, after, timeout + Duration::from_secs(3600)),
+        )
+        .await
+        {
+            Ok(g) => g,
+            Err(_) => {
+                for i in 0..self.admin.len() {
+                    let log = self.log(i);
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    eprintln!("--- worker {i}'s log, last {} lines:", tail.len());
+                    for line in tail.into_iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+                panic!("workers not running a generation after {after} within {timeout:?} (their logs above)");
+            }
+        }
+    }
+
     /// What worker `i` logged (all its runs).
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("worker-{i}.log"))).unwrap_or_default()
