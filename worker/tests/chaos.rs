@@ -403,7 +403,7 @@ spec:
     procs.spawn_all();
     let admin = procs.admin.clone();
     let ingress = procs.ingress.clone();
-    let mut generation = wait_running(&admin, 0, Duration::from_secs(120)).await;
+    let mut generation = procs.wait_started(Duration::from_secs(120)).await;
     eprintln!(
         "started: {WORKERS} spindle worker processes (generation {generation}, failureTimeout {FAILURE_TIMEOUT:?}, callTimeout {CALL_TIMEOUT:?}), every peer link through a proxy; logs in {}",
         dir.path().display()

@@ -161,7 +161,7 @@ spec:
     procs.spawn_all();
     let admin = procs.admin.clone();
     let ingress = procs.ingress.clone();
-    let mut generation = procs.wait_running_logged(0, Duration::from_secs(120)).await;
+    let mut generation = procs.wait_started(Duration::from_secs(120)).await;
     // The poison's address on the coordinator (worker 0), or on another worker.
     let poison_id = (0..)
         .map(|n| format!("poison-{n}"))

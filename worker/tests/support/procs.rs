@@ -129,27 +129,46 @@ impl Procs {
         clean
     }
 
-    /// As [`wait_running`], and when the deadline passes, the end of every worker's log is
-    /// printed before the test fails (the test directory is removed afterwards).
-    pub async fn wait_running_logged(&self, after: u64, timeout: Duration) -> u64 {
-        match tokio::time::timeout(
-            timeout,
-            wait_running(&self.admin, after, timeout + Duration::from_secs(3600)),
-        )
-        .await
-        {
-            Ok(g) => g,
-            Err(_) => {
-                for i in 0..self.admin.len() {
-                    let log = self.log(i);
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                    eprintln!("--- worker {i}'s log, last {} lines:", tail.len());
-                    for line in tail.into_iter().rev() {
-                        eprintln!("{line}");
-                    }
+    /// Waits until every worker, just spawned, runs its first generation. A worker that exits
+    /// meanwhile is started again (at most 3 times each), its log's end printed: its ports
+    /// were chosen free but not held until it bound them, so another socket may have taken
+    /// one in between. When the deadline passes, the end of every worker's log is printed
+    /// before the test fails (the test directory is removed afterwards).
+    pub async fn wait_started(&mut self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut restarts = vec![0; self.children.len()];
+        loop {
+            for i in 0..self.children.len() {
+                let exited = self.children[i].as_mut().and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited
+                    && restarts[i] < 3
+                {
+                    restarts[i] += 1;
+                    eprintln!("worker {i} exited at start ({status}); starting it again. Its log ends:");
+                    self.print_log_tail(i, 20);
+                    self.spawn(i);
                 }
-                panic!("workers not running a generation after {after} within {timeout:?} (their logs above)");
             }
+            let step = Instant::now() + Duration::from_millis(500);
+            let wait = wait_running(&self.admin, 0, Duration::from_secs(3600));
+            if let Ok(g) = tokio::time::timeout_at(step.min(deadline).into(), wait).await {
+                return g;
+            }
+            if Instant::now() >= deadline {
+                for i in 0..self.admin.len() {
+                    self.print_log_tail(i, 40);
+                }
+                panic!("workers not running a first generation within {timeout:?} (their logs above)");
+            }
+        }
+    }
+
+    fn print_log_tail(&self, i: usize, lines: usize) {
+        let log = self.log(i);
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        eprintln!("--- worker {i}'s log, last {} lines:", tail.len());
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
         }
     }
 
