@@ -138,12 +138,12 @@ impl Procs {
         let deadline = Instant::now() + timeout;
         let mut restarts = vec![0; self.children.len()];
         loop {
-            for i in 0..self.children.len() {
+            for (i, restarted) in restarts.iter_mut().enumerate() {
                 let exited = self.children[i].as_mut().and_then(|c| c.try_wait().ok().flatten());
                 if let Some(status) = exited
-                    && restarts[i] < 3
+                    && *restarted < 3
                 {
-                    restarts[i] += 1;
+                    *restarted += 1;
                     eprintln!("worker {i} exited at start ({status}); starting it again. Its log ends:");
                     self.print_log_tail(i, 20);
                     self.spawn(i);
