@@ -60,31 +60,8 @@ async fn ids_with_control_characters_are_refused_with_the_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_messages_cross_workers_and_an_oversized_reply_is_a_dead_letter() {
-    let (addr, _stop) = function::serve(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Arc::new(
-            |batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| {
-                if batch.target.as_ref().unwrap().r#type == "huge" {
-                    // 8 MiB of egress value: over the function's maxReplyBytes of 4 MiB.
-                    let mut r = from_function::InvocationResponse::default();
-                    r.outgoing_egresses.push(from_function::EgressMessage {
-                        egress_namespace: "t".into(),
-                        egress_type: "out".into(),
-                        argument: Some(TypedValue {
-                            typename: "t/Text".into(),
-                            has_value: true,
-                            value: vec![b'h'; 8 << 20].into(),
-                        }),
-                    });
-                    return protobuf(FromFunction {
-                        response: Some(from_function::Response::InvocationResult(r)),
-                    })
-                    .into_response();
-                }
-                echo_to_egress(batch)
-            },
-        ),
-    );
+    // 8 MiB of egress value from `huge`: over the function's maxReplyBytes of 4 MiB.
+    let (addr, _stop) = huge_reply_function(8 << 20).await;
     let dir = TempDir::new("big-messages");
     let workers = start_cluster(&app(&format!("http://{addr}/x")), dir.path(), 2).await;
     let layout = spindle_worker::keygroup::Layout {
@@ -145,31 +122,8 @@ async fn big_messages_cross_workers_and_an_oversized_reply_is_a_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_reply_is_a_dead_letter_under_the_default_limit() {
-    let (addr, _stop) = function::serve(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Arc::new(
-            |batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| {
-                if batch.target.as_ref().unwrap().r#type == "huge" {
-                    // 64 MiB of egress value: four times the default maxReplyBytes (16 MiB).
-                    let mut r = from_function::InvocationResponse::default();
-                    r.outgoing_egresses.push(from_function::EgressMessage {
-                        egress_namespace: "t".into(),
-                        egress_type: "out".into(),
-                        argument: Some(TypedValue {
-                            typename: "t/Text".into(),
-                            has_value: true,
-                            value: vec![b'h'; 64 << 20].into(),
-                        }),
-                    });
-                    return protobuf(FromFunction {
-                        response: Some(from_function::Response::InvocationResult(r)),
-                    })
-                    .into_response();
-                }
-                echo_to_egress(batch)
-            },
-        ),
-    );
+    // 64 MiB of egress value from `huge`: four times the default maxReplyBytes (16 MiB).
+    let (addr, _stop) = huge_reply_function(64 << 20).await;
     let dir = TempDir::new("huge-reply");
     // The same application without `maxReplyBytes`: the default bound applies.
     let yaml = app(&format!("http://{addr}/x")).replace("      maxReplyBytes: 4194304\n", "");
@@ -193,4 +147,33 @@ async fn a_64_mib_reply_is_a_dead_letter_under_the_default_limit() {
     let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
     assert_eq!(out.lines().count(), 1, "the worker kept serving: {out}");
     worker.shutdown().await;
+}
+
+/// A function that answers the address type `huge` with one egress record of `bytes` bytes
+/// and echoes everything else to the egress.
+async fn huge_reply_function(bytes: usize) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    function::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(
+            move |batch: spindle_protocol::reqreply::to_function::InvocationBatchRequest| {
+                if batch.target.as_ref().unwrap().r#type == "huge" {
+                    let mut r = from_function::InvocationResponse::default();
+                    r.outgoing_egresses.push(from_function::EgressMessage {
+                        egress_namespace: "t".into(),
+                        egress_type: "out".into(),
+                        argument: Some(TypedValue {
+                            typename: "t/Text".into(),
+                            has_value: true,
+                            value: vec![b'h'; bytes].into(),
+                        }),
+                    });
+                    return protobuf(FromFunction {
+                        response: Some(from_function::Response::InvocationResult(r)),
+                    })
+                    .into_response();
+                }
+                echo_to_egress(batch)
+            },
+        ),
+    )
 }
