@@ -15,6 +15,7 @@ mod harness;
 mod load;
 mod report;
 mod restate;
+mod scale;
 mod statefun;
 mod usage;
 
@@ -66,6 +67,22 @@ pub enum Serve {
     /// produce to output, CPU and RSS of every process, checkpoint duration, exactly-once on
     /// what a `read_committed` reader sees (needs Java 17 and Maven, and the project venv).
     Statefun(statefun::StatefunArgs),
+    /// Checkpoints and restores of large state (1M and 10M keys, 1 % changing per second) to
+    /// the local filesystem and moto S3, through the checkpoint pipeline itself: bytes written
+    /// against bytes changed, duration, capture pause, restores 1 → 1, 3 → 3 and 3 → 2 with
+    /// bytes read and RSS, memory per idle address, TTL expiry; then kill -9 of worker
+    /// processes holding 1M keys.
+    Scale(scale::ScaleArgs),
+    /// One worker's state stores filled in a fresh process; prints its RSS (used by `scale`).
+    #[command(hide = true)]
+    ScaleMemory {
+        #[arg(long)]
+        keys: u64,
+        #[arg(long)]
+        value_bytes: usize,
+        #[arg(long)]
+        key_groups: u32,
+    },
     /// The Kafka-record counter both systems run in `statefun` (used by the benchmark itself).
     #[command(hide = true)]
     ServeKafkaCounter,
@@ -75,6 +92,20 @@ pub enum Serve {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+/// `spindle-bench checkpoint` arguments from an argument list (for benchmarks that run
+/// part of it).
+pub(crate) fn checkpoint_args(argv: &[String]) -> anyhow::Result<checkpoint::CheckpointArgs> {
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(subcommand)]
+        serve: Serve,
+    }
+    match Wrap::try_parse_from(std::iter::once("spindle-bench".to_string()).chain(argv.iter().cloned()))?.serve {
+        Serve::Checkpoint(c) => Ok(c),
+        other => anyhow::bail!("not checkpoint arguments: {other:?}"),
+    }
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -98,6 +129,12 @@ pub fn main() -> anyhow::Result<()> {
         Some(Serve::Connectors(ref c)) => rt.block_on(connectors::run(c)),
         Some(Serve::Restate(ref r)) => rt.block_on(restate::run(r)),
         Some(Serve::Statefun(ref s)) => rt.block_on(statefun::run(s)),
+        Some(Serve::Scale(ref s)) => rt.block_on(scale::run(s)),
+        Some(Serve::ScaleMemory {
+            keys,
+            value_bytes,
+            key_groups,
+        }) => rt.block_on(scale::memory::child(keys, value_bytes, key_groups)),
         Some(Serve::ServeKafkaCounter) => rt.block_on(statefun::serve_kafka_counter()),
         Some(Serve::Spindle { .. }) => unreachable!("handled above"),
         None => rt.block_on(load::run(&args)),

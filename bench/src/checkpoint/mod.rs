@@ -11,7 +11,7 @@
 //! and the load generator run in this process.
 
 mod overhead;
-mod recovery;
+pub(crate) mod recovery;
 mod size;
 pub(crate) mod traffic;
 
@@ -69,6 +69,10 @@ pub struct CheckpointArgs {
     /// Recovery: messages/s of the steady load over the three workers.
     #[arg(long, default_value_t = 500.0)]
     pub recovery_rate: f64,
+    /// Recovery: addresses of state (100 B values) written into the checkpoint store before
+    /// the workers start, which every restore reads back (the load does not touch them).
+    #[arg(long, default_value_t = 0)]
+    pub seed_keys: u64,
     /// A `spindle` binary for the recovery processes (default: Spindle built into this one).
     #[arg(long, env = "SPINDLE_BIN")]
     pub spindle: Option<PathBuf>,
@@ -126,6 +130,11 @@ fn ms(d: Duration) -> String {
 }
 
 pub async fn run(args: &CheckpointArgs) -> anyhow::Result<()> {
+    run_parts(args).await.map(|_| ())
+}
+
+/// As [`run`]; returns the recovery figures.
+pub(crate) async fn run_parts(args: &CheckpointArgs) -> anyhow::Result<Vec<recovery::Kill>> {
     let load_start = load_average();
     let harness = Harness::start().await?;
     let (sink, webhook) = traffic::Sink::start().await?;
@@ -157,7 +166,7 @@ pub async fn run(args: &CheckpointArgs) -> anyhow::Result<()> {
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    result
+    result.map(|()| figures.kills)
 }
 
 #[derive(Default)]

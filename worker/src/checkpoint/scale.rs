@@ -24,6 +24,9 @@ use crate::message::{Address, Value};
 use crate::partition::Capture;
 use crate::state::{Expiration, Mutation, StateSpec, StateStore};
 
+/// The function type of every address the model writes.
+pub const TYPENAME: &str = "bench/state";
+
 struct Worker {
     layout: Layout,
     state: StateStore,
@@ -91,7 +94,7 @@ impl Model {
             key_groups,
             generation: 1,
             next: 1,
-            typename: TypeName::parse("bench/state").expect("a valid typename"),
+            typename: TypeName::parse(TYPENAME).expect("a valid typename"),
             specs: vec![StateSpec {
                 name: "v".into(),
                 typename: "bench/value".into(),
@@ -121,35 +124,14 @@ impl Model {
         workers: u32,
         ttl: Option<Duration>,
     ) -> Result<(Model, Vec<RestoreFigures>), String> {
-        let latest = store
-            .latest_valid(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no checkpoint to restore")?;
-        let n = latest.manifest.checkpoint;
         let mut model = Model::new(store, application, key_groups, workers, ttl);
-        model.next = n + 1;
-        model.generation = latest.manifest.generation + 1;
         let mut figures = Vec::new();
-        for w in &mut model.workers {
-            let started = Instant::now();
-            let r = restore::load(&model.store, n, &model.app, w.layout)
-                .await
-                .map_err(|e| e.to_string())?;
-            figures.push(RestoreFigures {
-                worker: w.layout.worker,
-                took: started.elapsed(),
-                bytes_read: r.bytes_read,
-                addresses: r.capture.state.addresses(),
-            });
-            w.state = r.capture.state;
-            w.state.track_changes();
-            w.chains = r.chains;
-            w.whole = w
-                .state
-                .groups_with_state()
-                .filter(|&kg| w.chains.chain(kg).is_empty())
-                .collect();
+        for w in 0..workers {
+            let r = Restored::load(&model.store, application, key_groups, w, workers).await?;
+            model.next = r.checkpoint + 1;
+            model.generation = r.generation + 1;
+            figures.push(r.figures);
+            model.workers[w as usize] = r.worker;
         }
         Ok((model, figures))
     }
@@ -308,6 +290,74 @@ impl Model {
             .iter()
             .map(|w| (0..self.key_groups).map(|kg| w.chains.chain_bytes(kg)).sum::<u64>())
             .sum()
+    }
+}
+
+/// One worker's restore of the newest checkpoint, on its own: what a worker process holds
+/// after its restore (for measuring one restore's memory without the others').
+pub struct Restored {
+    pub figures: RestoreFigures,
+    checkpoint: u64,
+    generation: u64,
+    worker: Worker,
+}
+
+impl Restored {
+    /// Worker `worker` of `workers` restores the newest checkpoint in `store`.
+    pub async fn load(
+        store: &CheckpointStore,
+        application: &str,
+        key_groups: u32,
+        worker: u32,
+        workers: u32,
+    ) -> Result<Restored, String> {
+        let latest = store
+            .latest_valid(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no checkpoint to restore")?;
+        let layout = Layout {
+            worker,
+            workers,
+            key_groups,
+        };
+        let started = Instant::now();
+        let r = restore::load(
+            store,
+            latest.manifest.checkpoint,
+            &AppIdentity::named(application),
+            layout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut state = r.capture.state;
+        state.track_changes();
+        let whole = state
+            .groups_with_state()
+            .filter(|&kg| r.chains.chain(kg).is_empty())
+            .collect();
+        Ok(Restored {
+            figures: RestoreFigures {
+                worker,
+                took: started.elapsed(),
+                bytes_read: r.bytes_read,
+                addresses: state.addresses(),
+            },
+            checkpoint: latest.manifest.checkpoint,
+            generation: latest.manifest.generation,
+            worker: Worker {
+                layout,
+                state,
+                chains: r.chains,
+                whole,
+            },
+        })
+    }
+
+    /// The value of `id` if this worker owns it.
+    pub fn get(&self, id: &str) -> Option<Vec<u8>> {
+        let addr = Address::new(TypeName::parse(TYPENAME).expect("a valid typename"), id);
+        self.worker.state.get(&addr, "v").map(|v| v.bytes.to_vec())
     }
 }
 
