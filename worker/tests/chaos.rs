@@ -284,8 +284,9 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// Complete lines: a last line without its newline is still being written.
 fn line_count(path: &Path) -> usize {
-    std::fs::read_to_string(path).unwrap_or_default().lines().count()
+    std::fs::read_to_string(path).unwrap_or_default().matches('\n').count()
 }
 
 /// The dead letters worker `admin` keeps, `None` while it does not answer.

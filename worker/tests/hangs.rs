@@ -194,7 +194,8 @@ spec:
     let totals = dir.path().join("totals.jsonl");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let n = std::fs::read_to_string(&totals).unwrap_or_default().lines().count() as u64;
+        // Newlines, not lines: a last line without its newline is still being written.
+        let n = std::fs::read_to_string(&totals).unwrap_or_default().matches('\n').count() as u64;
         if n >= INPUTS {
             break;
         }
