@@ -83,6 +83,9 @@ pub enum Serve {
         #[arg(long)]
         key_groups: u32,
     },
+    /// A bare hyper HTTP/1.1 echo server on 127.0.0.1:$PORT (the HTTP floor of `restate`).
+    #[command(hide = true)]
+    ServeEcho,
     /// The Kafka-record counter both systems run in `statefun` (used by the benchmark itself).
     #[command(hide = true)]
     ServeKafkaCounter,
@@ -124,6 +127,7 @@ pub fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve {
         Some(Serve::ServeCounter) => rt.block_on(serve_counter()),
+        Some(Serve::ServeEcho) => rt.block_on(restate::serve_echo()),
         Some(Serve::Chain(ref c)) => rt.block_on(chain::run(c)),
         Some(Serve::Checkpoint(ref c)) => rt.block_on(checkpoint::run(c)),
         Some(Serve::Connectors(ref c)) => rt.block_on(connectors::run(c)),

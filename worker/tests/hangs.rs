@@ -195,7 +195,10 @@ spec:
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         // Newlines, not lines: a last line without its newline is still being written.
-        let n = std::fs::read_to_string(&totals).unwrap_or_default().matches('\n').count() as u64;
+        let n = std::fs::read_to_string(&totals)
+            .unwrap_or_default()
+            .matches('\n')
+            .count() as u64;
         if n >= INPUTS {
             break;
         }

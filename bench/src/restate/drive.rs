@@ -16,7 +16,7 @@ use spindle_example_greeter::Total;
 use tokio::sync::oneshot;
 
 use super::restate_side::RestateProcesses;
-use super::{RestateArgs, Side, SideKind, Workload};
+use super::{Floor, RestateArgs, Side, SideKind, Workload};
 use crate::checkpoint::traffic::{get, histogram, scrape};
 use crate::harness::{Harness, Waiters, percentile};
 use crate::report::load_average;
@@ -87,6 +87,7 @@ struct Ctx {
     keys: u64,
     hops: u32,
     waiters: Waiters,
+    direct: Option<Arc<super::floor::Direct>>,
 }
 
 impl Ctx {
@@ -119,8 +120,8 @@ impl Ctx {
     /// total}`), which must be this add's — the reply to another request would be a bug.
     async fn call(&self, path: String, content_type: &str, add: Vec<u8>, seq: u64, key: u64) -> anyhow::Result<()> {
         let wait = match self.side_kind {
-            SideKind::Restate => None,
             SideKind::Spindle(_) => Some(("spindle-reply", "wait")),
+            _ => None,
         };
         let (status, body) = self.post_for(path, content_type, add, wait).await?;
         ensure!(
@@ -148,18 +149,46 @@ impl Ctx {
         let add = serde_json::to_vec(&serde_json::json!({"seq": seq, "value": 1}))?;
         let hop = serde_json::to_vec(&serde_json::json!({"seq": seq, "remaining": self.hops, "spread": self.keys}))?;
         let (status, done, expect) = match (self.side_kind, self.workload) {
-            (SideKind::Restate, Workload::RequestReply) => {
+            (SideKind::Floor(Floor::Http), w) => {
+                let exchanges = if w == Workload::Chain { self.hops + 1 } else { 1 };
+                for _ in 0..exchanges {
+                    let (status, body) = self.post_for("/".into(), "application/json", add.clone(), None).await?;
+                    ensure!(
+                        status == StatusCode::OK && body == add,
+                        "the echo server answered {status} with {} bytes (sent {})",
+                        body.len(),
+                        add.len()
+                    );
+                }
+                return Ok(());
+            }
+            (SideKind::Floor(Floor::Statefun), w) => {
+                let direct = self.direct.as_ref().context("the function floor has no state")?;
+                return match w {
+                    Workload::Chain => {
+                        direct
+                            .chain(&self.client, self.ingress, seq, key, self.hops, self.keys)
+                            .await
+                    }
+                    _ => {
+                        direct
+                            .add(&self.client, self.ingress, seq, key, w == Workload::RequestReply)
+                            .await
+                    }
+                };
+            }
+            (SideKind::Restate(_), Workload::RequestReply) => {
                 return self
                     .call(format!("/counter/k{key}/add"), "application/json", add, seq, key)
                     .await;
             }
-            (SideKind::Restate, Workload::OneWay) => (
+            (SideKind::Restate(_), Workload::OneWay) => (
                 self.post(format!("/counter/k{key}/add/send"), "application/json", add, false)
                     .await?,
                 None,
                 StatusCode::ACCEPTED,
             ),
-            (SideKind::Restate, Workload::Chain) => {
+            (SideKind::Restate(_), Workload::Chain) => {
                 let rx = wait(seq);
                 (
                     self.post(format!("/hop/h{key}/hop/send"), "application/json", hop, false)
@@ -220,13 +249,18 @@ impl Ctx {
 /// Completions so far for the one-way workload (its clients only see acknowledgements):
 /// Restate's from the counters' state, Spindle's from the egress records this worker has
 /// delivered (one per completed add, released after its checkpoint).
-async fn completions(side: &Side, restate: Option<&RestateProcesses>) -> anyhow::Result<u64> {
+/// The Restate server of `side`.
+fn server_of<'a>(side: &Side, restate: &'a [RestateProcesses]) -> anyhow::Result<&'a RestateProcesses> {
+    restate
+        .iter()
+        .find(|r| side.kind == SideKind::Restate(r.config))
+        .with_context(|| format!("{} is not running", side.label))
+}
+
+async fn completions(side: &Side, restate: &[RestateProcesses]) -> anyhow::Result<u64> {
     Ok(match side.kind {
-        SideKind::Restate => restate
-            .context("Restate is not running")?
-            .state_sum("counter", "total")
-            .await?
-            .max(0) as u64,
+        SideKind::Floor(_) => 0,
+        SideKind::Restate(_) => server_of(side, restate)?.state_sum("counter", "total").await?.max(0) as u64,
         SideKind::Spindle(_) => {
             let admin = side.admin.context("no admin address")?;
             let (_, body) = get(admin, "/metrics").await.context("reading Spindle's /metrics")?;
@@ -245,7 +279,7 @@ pub(crate) async fn row(
     workload: Workload,
     concurrency: usize,
     h: &Harness,
-    restate: Option<&RestateProcesses>,
+    restate: &[RestateProcesses],
     sent: &mut Sent,
 ) -> anyhow::Result<Row> {
     let ctx = Arc::new(Ctx {
@@ -258,6 +292,7 @@ pub(crate) async fn row(
         keys: args.keys,
         hops: args.hops,
         waiters: h.waiters.clone(),
+        direct: side.direct.clone(),
     });
     let mut pids: Vec<u32> = side.processes.iter().map(|p| p.1).collect();
     pids.push(std::process::id());
@@ -307,9 +342,11 @@ pub(crate) async fn row(
         Workload::Chain => sent.chains += ops,
         _ => sent.adds += ops,
     }
-    let completed = match workload {
-        Workload::OneWay => done_b.saturating_sub(done_a),
-        _ => latencies.len() as u64,
+    let completed = match (side.kind, workload) {
+        // A floor's answer is its completion.
+        (SideKind::Floor(_), _) => latencies.len() as u64,
+        (_, Workload::OneWay) => done_b.saturating_sub(done_a),
+        (_, _) => latencies.len() as u64,
     };
     Ok(Row {
         system: side.label.clone(),
@@ -341,7 +378,7 @@ async fn checkpoints(side: &Side) -> Option<(f64, u64)> {
     Some(histogram(&m, "spindle_checkpoint_duration_seconds"))
 }
 
-async fn completions_if(w: Workload, side: &Side, restate: Option<&RestateProcesses>) -> anyhow::Result<u64> {
+async fn completions_if(w: Workload, side: &Side, restate: &[RestateProcesses]) -> anyhow::Result<u64> {
     if w == Workload::OneWay {
         completions(side, restate).await
     } else {
@@ -363,14 +400,22 @@ pub(crate) async fn verify(
     args: &RestateArgs,
     side: &Side,
     sent: &Sent,
-    restate: Option<&RestateProcesses>,
+    restate: &[RestateProcesses],
 ) -> anyhow::Result<String> {
     let want_hops = sent.chains * u64::from(args.hops + 1);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (adds, hops) = match side.kind {
-            SideKind::Restate => {
-                let r = restate.context("Restate is not running")?;
+            SideKind::Floor(Floor::Http) => return Ok("no state (the echo floor)".into()),
+            SideKind::Floor(Floor::Statefun) => {
+                side.direct
+                    .as_ref()
+                    .context("the function floor has no state")?
+                    .sums()
+                    .await
+            }
+            SideKind::Restate(_) => {
+                let r = server_of(side, restate)?;
                 (
                     r.state_sum("counter", "total").await?.max(0) as u64,
                     r.state_sum("hop", "hops").await?.max(0) as u64,

@@ -15,12 +15,17 @@
 //!   webhook. Messages/s count every invocation of the chain (hops + 1).
 
 mod drive;
+mod floor;
 mod restate_side;
 mod results;
 mod spindle_side;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use floor::{Floor, serve_echo};
+pub use restate_side::RestateConfig;
 
 use crate::duration;
 use crate::harness::Harness;
@@ -83,6 +88,14 @@ pub struct RestateArgs {
     /// Skip Restate (Spindle only; no ratios).
     #[arg(long)]
     pub no_restate: bool,
+    /// Restate configurations measured, each its own server: its defaults, and tuned for a
+    /// small single node.
+    #[arg(long, value_delimiter = ',', default_value = "default,tuned")]
+    pub restate_configs: Vec<RestateConfig>,
+    /// Floors measured beside the systems with the same load generator (`--floors` alone for
+    /// none): a bare hyper echo server, and the Rust-SDK function called directly.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "http,statefun")]
+    pub floors: Vec<Floor>,
     /// Where results go: `restate.md`, `restate.json`, `restate.png`.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub out: PathBuf,
@@ -104,23 +117,27 @@ pub(crate) struct Side {
     pub admin: Option<std::net::SocketAddr>,
     /// Processes whose CPU and memory count for this system, by role.
     pub processes: Vec<(&'static str, u32)>,
+    /// The function floor's state, kept by the load generator.
+    pub direct: Option<Arc<floor::Direct>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SideKind {
-    Restate,
+    Restate(RestateConfig),
     Spindle(SpindleMode),
+    Floor(Floor),
 }
 
 impl Side {
     /// What an acknowledgement (or completion) means on this side, for the report.
     pub fn guarantee(&self, w: Workload) -> &'static str {
         match (self.kind, w) {
-            (SideKind::Restate, Workload::RequestReply) => {
+            (SideKind::Floor(f), _) => f.guarantee(),
+            (SideKind::Restate(_), Workload::RequestReply) => {
                 "response carrying the new total after the invocation completed, journaled durably (fsync)"
             }
-            (SideKind::Restate, Workload::OneWay) => "202 once the invocation is durably enqueued (fsync)",
-            (SideKind::Restate, Workload::Chain) => {
+            (SideKind::Restate(_), Workload::OneWay) => "202 once the invocation is durably enqueued (fsync)",
+            (SideKind::Restate(_), Workload::Chain) => {
                 "every hop a durable one-way call; completion reported from a journaled side effect"
             }
             (SideKind::Spindle(_), Workload::RequestReply) => {
@@ -165,15 +182,25 @@ pub async fn run(args: &RestateArgs) -> anyhow::Result<()> {
     for &mode in &args.spindle_modes {
         spindles.push(spindle_side::SpindleProcess::start(args, mode, &harness, &scratch).await?);
     }
-    let restate = if args.no_restate {
-        None
+    let mut restate = Vec::new();
+    if !args.no_restate {
+        for &config in &args.restate_configs {
+            restate.push(restate_side::RestateProcesses::start(&tools, &scratch, harness.webhook, config).await?);
+        }
+    }
+    let echo = if args.floors.contains(&Floor::Http) {
+        Some(floor::EchoProcess::start().await?)
     } else {
-        Some(restate_side::RestateProcesses::start(&tools, &scratch, harness.webhook).await?)
+        None
     };
     let mut sides: Vec<Side> = Vec::new();
-    if let Some(r) = &restate {
-        sides.push(r.side());
+    if let Some(e) = &echo {
+        sides.push(e.side());
     }
+    if args.floors.contains(&Floor::Statefun) {
+        sides.push(floor::statefun_side(&harness, args.keys));
+    }
+    sides.extend(restate.iter().map(|r| r.side()));
     sides.extend(spindles.iter().map(|s| s.side(&harness)));
 
     let mut rows = Vec::new();
@@ -182,13 +209,13 @@ pub async fn run(args: &RestateArgs) -> anyhow::Result<()> {
         for &w in &args.workloads {
             for &c in &args.concurrency {
                 for (i, side) in sides.iter().enumerate() {
-                    let row = drive::row(args, side, w, c, &harness, restate.as_ref(), &mut totals[i]).await?;
+                    let row = drive::row(args, side, w, c, &harness, &restate, &mut totals[i]).await?;
                     println!("{}", results::line(&row));
                     rows.push(row);
                     // One-way work acknowledged but not yet done keeps a system busy after its
                     // row; the next row (often the other system's) must not pay for it.
                     let begun = Instant::now();
-                    drive::verify(args, side, &totals[i], restate.as_ref()).await?;
+                    drive::verify(args, side, &totals[i], &restate).await?;
                     println!(
                         "  drained in {:.1} s: every add and hop sent so far is in the state of {}",
                         begun.elapsed().as_secs_f64(),
@@ -199,7 +226,7 @@ pub async fn run(args: &RestateArgs) -> anyhow::Result<()> {
         }
         println!("checking every counter and hop count on every system…");
         for (side, sent) in sides.iter().zip(&totals) {
-            let check = drive::verify(args, side, sent, restate.as_ref()).await?;
+            let check = drive::verify(args, side, sent, &restate).await?;
             println!("  {}: {check}", side.label);
         }
         anyhow::Ok(())
@@ -214,6 +241,7 @@ pub async fn run(args: &RestateArgs) -> anyhow::Result<()> {
     }
     drop(restate);
     drop(spindles);
+    drop(echo);
     harness.stop().await;
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&scratch);

@@ -23,7 +23,55 @@ const PACKAGE_JSON: &str = include_str!("../../restate/package.json");
 const SERVICES: &str = include_str!("../../restate/services.cjs");
 pub const RESTATE_VERSION: &str = "1.7.12";
 
+/// How `restate-server` is configured for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestateConfig {
+    /// Restate's defaults (24 partitions, 2 GiB for RocksDB, 1 GiB for the query engine).
+    Default,
+    /// For a small single node as Restate's documentation advises: fewer partitions (one per
+    /// core here) and the memory pools of its minimal configuration (`TUNED_*`).
+    Tuned,
+}
+
+/// The tuned settings (top-level keys, then tables); durability (the log's fsync) stays
+/// Restate's default.
+const TUNED_TOP: &str = r#"default-num-partitions = 2
+rocksdb-total-memory-size = "1 GiB"
+"#;
+const TUNED_TABLES: &str = r#"
+[admin.query-engine]
+memory-size = "256 MiB"
+
+[bifrost]
+record-cache-memory-size = "128 MiB"
+"#;
+
+impl RestateConfig {
+    pub fn label(self) -> String {
+        match self {
+            RestateConfig::Default => format!("Restate {RESTATE_VERSION}"),
+            RestateConfig::Tuned => format!("Restate {RESTATE_VERSION} (tuned: 2 partitions, small memory pools)"),
+        }
+    }
+
+    /// The settings this configuration adds to the common ones, for the report.
+    pub fn settings(self) -> String {
+        match self {
+            RestateConfig::Default => String::new(),
+            RestateConfig::Tuned => format!("{TUNED_TOP}{TUNED_TABLES}"),
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            RestateConfig::Default => "restate",
+            RestateConfig::Tuned => "restate-tuned",
+        }
+    }
+}
+
 pub(crate) struct RestateProcesses {
+    pub config: RestateConfig,
     pub ingress: SocketAddr,
     pub admin: SocketAddr,
     server: Child,
@@ -70,7 +118,12 @@ fn install(tools: &Path) -> anyhow::Result<PathBuf> {
 }
 
 impl RestateProcesses {
-    pub async fn start(tools: &Path, scratch: &Path, webhook: SocketAddr) -> anyhow::Result<RestateProcesses> {
+    pub async fn start(
+        tools: &Path,
+        scratch: &Path,
+        webhook: SocketAddr,
+        config_kind: RestateConfig,
+    ) -> anyhow::Result<RestateProcesses> {
         let server_bin = install(tools)?;
         let version = std::process::Command::new(&server_bin).arg("--version").output()?;
         let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
@@ -78,12 +131,12 @@ impl RestateProcesses {
             version.contains(RESTATE_VERSION),
             "expected restate-server {RESTATE_VERSION}, found `{version}`"
         );
-        let dir = scratch.join("restate");
+        let dir = scratch.join(config_kind.dir());
         std::fs::create_dir_all(&dir)?;
         let (ingress, admin, fabric, services_addr) = (free_addr()?, free_addr()?, free_addr()?, free_addr()?);
         // Loopback only, no telemetry, no web UI, data in the scratch directory. Everything
-        // else is Restate's default (including fsync of its log).
-        let config = format!(
+        // else is Restate's default (including fsync of its log) or, tuned, `TUNED_*`.
+        let mut config = format!(
             r#"listen-mode = "tcp"
 disable-telemetry = true
 base-dir = "{base}"
@@ -102,6 +155,10 @@ advertised-ingress-endpoint = "http://{ingress}/"
 "#,
             base = dir.join("data").display()
         );
+        // Top-level keys must come before the first table.
+        if config_kind == RestateConfig::Tuned {
+            config = format!("{TUNED_TOP}{config}{TUNED_TABLES}");
+        }
         let config_path = dir.join("restate.toml");
         std::fs::write(&config_path, config)?;
         let server = Command::new(&server_bin)
@@ -125,6 +182,7 @@ advertised-ingress-endpoint = "http://{ingress}/"
             .spawn()
             .context("starting node (Restate's services)")?;
         let mut p = RestateProcesses {
+            config: config_kind,
             ingress,
             admin,
             server,
@@ -142,7 +200,8 @@ advertised-ingress-endpoint = "http://{ingress}/"
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         println!(
-            "started: Restate {RESTATE_VERSION} — restate-server pid {} (ingress {ingress}, admin {admin}, data in {}), TypeScript SDK services in node pid {} on {services_addr}",
+            "started: {} — restate-server pid {} (ingress {ingress}, admin {admin}, data in {}), TypeScript SDK services in node pid {} on {services_addr}",
+            config_kind.label(),
             p.server.id().unwrap_or(0),
             dir.join("data").display(),
             p.services.id().unwrap_or(0)
@@ -175,14 +234,15 @@ advertised-ingress-endpoint = "http://{ingress}/"
 
     pub fn side(&self) -> Side {
         Side {
-            label: format!("Restate {RESTATE_VERSION}"),
-            kind: SideKind::Restate,
+            label: self.config.label(),
+            kind: SideKind::Restate(self.config),
             ingress: self.ingress,
             admin: None,
             processes: vec![
                 ("restate-server", self.server.id().unwrap_or(0)),
                 ("services (node, TypeScript SDK)", self.services.id().unwrap_or(0)),
             ],
+            direct: None,
         }
     }
 

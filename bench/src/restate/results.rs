@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::drive::{LOADGEN, Row};
-use super::{RestateArgs, SideKind, Workload};
+use super::{Floor, RestateArgs, SideKind, Workload};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -53,10 +53,29 @@ pub(crate) fn line(r: &Row) -> String {
     )
 }
 
-/// Restate's row of the same workload and concurrency.
-fn restate_of<'a>(rows: &'a [Row], r: &Row) -> Option<&'a Row> {
+/// The row of `kind` with the same workload and concurrency as `r`.
+fn row_of<'a>(rows: &'a [Row], kind: SideKind, r: &Row) -> Option<&'a Row> {
     rows.iter()
-        .find(|x| x.kind == SideKind::Restate && x.workload == r.workload && x.concurrency == r.concurrency)
+        .find(|x| x.kind == kind && x.workload == r.workload && x.concurrency == r.concurrency)
+}
+
+/// Restate's row with the highest throughput at `r`'s workload and concurrency (of its
+/// configurations): ratios are taken against Restate at its best.
+fn restate_best<'a>(rows: &'a [Row], r: &Row) -> Option<&'a Row> {
+    rows.iter()
+        .filter(|x| {
+            matches!(x.kind, SideKind::Restate(_)) && x.workload == r.workload && x.concurrency == r.concurrency
+        })
+        .max_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+}
+
+/// `r`'s CPU per invocation as a multiple of the `floor` row's, same workload and concurrency.
+fn over_floor(rows: &[Row], floor: Floor, r: &Row) -> Option<f64> {
+    if matches!(r.kind, SideKind::Floor(_)) {
+        return None;
+    }
+    let base = row_of(rows, SideKind::Floor(floor), r)?;
+    Some(r.cpu_per_invocation().as_secs_f64() / base.cpu_per_invocation().as_secs_f64().max(1e-12))
 }
 
 fn markdown(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) -> String {
@@ -76,20 +95,27 @@ fn markdown(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) 
         "Throughput counts **completed** work: request-reply and chain by the completions the clients waited for, \
          one-way by the completions seen in state (Restate) or in delivered egress (Spindle) over the window. \
          Latency: request-reply and chain until completion, one-way until the acknowledgement. \
-         Ratio = Spindle / Restate, same workload and concurrency; for p99, below 1 means Spindle is faster.\n\n",
+         Ratio = Spindle / Restate, same workload and concurrency, against the Restate configuration with the \
+         higher throughput there; for p99, below 1 means Spindle is faster. \
+         The floors are what the same load generator gets here without either system: a bare hyper echo server \
+         (HTTP floor) and the Rust-SDK function called directly with StateFun's protocol, state kept by the load \
+         generator (function floor); one exchange per invocation, a chain's hops + 1 in sequence. \
+         × floor = the row's CPU per invocation ÷ the floor's, same workload and concurrency.\n\n",
     );
-    md.push_str("| workload | c | system | completed/s | invocations/s | p50 ms | p99 ms | ratio thr. | ratio p99 | CPU µs/invocation | checkpoints | CPU (share of a core) | RSS MB |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| workload | c | system | completed/s | invocations/s | p50 ms | p99 ms | ratio thr. | ratio p99 | CPU µs/invocation | × HTTP floor | × function floor | checkpoints | CPU (share of a core) | RSS MB |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
-        let (ratio, ratio_p99) = match (r.kind, restate_of(rows, r)) {
+        let (ratio, ratio_p99) = match (r.kind, restate_best(rows, r)) {
             (SideKind::Spindle(_), Some(base)) => (
                 format!("{:.2}", r.per_second() / base.per_second().max(1e-9)),
                 format!("{:.2}", ms(r.p(0.99)) / ms(base.p(0.99)).max(1e-9)),
             ),
             _ => ("".into(), "".into()),
         };
+        let floor = |f| over_floor(rows, f, r).map(|x| format!("{x:.1}")).unwrap_or_default();
+        let (http, function) = (floor(Floor::Http), floor(Floor::Statefun));
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {ratio} | {ratio_p99} | {:.0} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {ratio} | {ratio_p99} | {:.0} | {http} | {function} | {} | {} | {} |\n",
             r.workload.name(),
             r.concurrency,
             r.system,
@@ -115,6 +141,23 @@ fn markdown(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) 
             }
         }
     }
+    if rows.iter().any(|r| matches!(r.kind, SideKind::Restate(_))) {
+        md.push_str(
+            "\n## Restate's configurations\n\nBoth: TCP on loopback ports, telemetry and the web UI off, data under the run's \
+             scratch directory; everything else Restate's default, including the fsync of its log.\n\n",
+        );
+        for c in &args.restate_configs {
+            let settings = c.settings();
+            if settings.is_empty() {
+                md.push_str(&format!("- {}: Restate's defaults.\n", c.label()));
+            } else {
+                md.push_str(&format!(
+                    "- {}: for a small single node as Restate's documentation advises (its minimal memory configuration; partitions one per core):\n\n```toml\n{settings}```\n",
+                    c.label()
+                ));
+            }
+        }
+    }
     md
 }
 
@@ -130,7 +173,10 @@ fn to_json(args: &RestateArgs, rows: &[Row], load_start: &str, load_end: &str) -
             "workload": r.workload.name(),
             "concurrency": r.concurrency,
             "system": r.system,
-            "restate": r.kind == SideKind::Restate,
+            "restate": matches!(r.kind, SideKind::Restate(_)),
+            "floor": matches!(r.kind, SideKind::Floor(_)),
+            "cpu_over_http_floor": over_floor(rows, Floor::Http, r),
+            "cpu_over_function_floor": over_floor(rows, Floor::Statefun, r),
             "guarantee": r.guarantee,
             "completed": r.completed,
             "window_s": r.window.as_secs_f64(),

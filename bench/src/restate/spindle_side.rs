@@ -126,6 +126,7 @@ impl SpindleProcess {
             ingress: self.ingress,
             admin: Some(self.admin),
             processes,
+            direct: None,
         }
     }
 }

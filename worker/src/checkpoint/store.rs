@@ -137,7 +137,12 @@ impl CheckpointStore {
                 let options = ClientOptions::new()
                     .with_timeout(timeout)
                     .with_connect_timeout(Duration::from_secs(2));
-                let mut builder = object_store::aws::AmazonS3Builder::new();
+                // S3 verifies each request's SHA-256 before it stores a part (a multipart
+                // upload's pieces each, and the whole at completion), so a part that was
+                // accepted is intact without reading it back. `AWS_CHECKSUM_ALGORITHM` can
+                // choose another algorithm.
+                let mut builder = object_store::aws::AmazonS3Builder::new()
+                    .with_checksum_algorithm(object_store::aws::Checksum::SHA256);
                 let mut allow_http = false;
                 for (k, v) in &env {
                     if k == "AWS_ALLOW_HTTP" {
@@ -392,36 +397,20 @@ impl CheckpointStore {
             return Ok(());
         };
         let paths: Vec<std::path::PathBuf> = keys.iter().map(|k| dir.join(k.as_ref())).collect();
-        let result = tokio::task::spawn_blocking(move || {
-            // At most 32 threads at a time (a first manifest after a restart syncs every
-            // object it references).
-            paths.chunks(32).try_for_each(|chunk| {
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = chunk
-                        .iter()
-                        .map(|p| {
-                            s.spawn(move || {
-                                std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| match e.kind() {
-                                    // Another worker's part is not where this one looks: their
-                                    // storage is not shared, and a restore could never read it.
-                                    std::io::ErrorKind::NotFound => format!(
-                                        "{} does not exist: every worker of an application must use the same checkpoint storage",
-                                        p.display()
-                                    ),
-                                    _ => format!("fsync {}: {e}", p.display()),
-                                })
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .try_for_each(|h| h.join().unwrap_or_else(|_| Err("fsync thread panicked".into())))
-                })
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("fsync task failed: {e}")));
-        result.map_err(StoreError::Unavailable)
+        // On the blocking pool's threads, which stay alive between checkpoints (a thread of
+        // its own per file cost a clone() per fsync, hundreds a second under group commit);
+        // at most 32 at a time (a first manifest after a restart syncs every object it
+        // references).
+        let synced: Vec<Result<(), String>> = futures::stream::iter(paths)
+            .map(|p| tokio::task::spawn_blocking(move || fsync(p)))
+            .buffer_unordered(32)
+            .map(|joined| joined.unwrap_or_else(|e| Err(format!("fsync task failed: {e}"))))
+            .collect()
+            .await;
+        synced
+            .into_iter()
+            .collect::<Result<(), String>>()
+            .map_err(StoreError::Unavailable)
     }
 
     /// Every object key under `checkpoints/`, with the checkpoint it belongs to.
@@ -817,6 +806,21 @@ fn check_part(key: &str, bytes: Bytes, expected: &PartInfo) -> Result<Bytes, Sto
         )));
     }
     Ok(payload)
+}
+
+/// Makes file or directory `p` durable; names what is wrong when it cannot.
+fn fsync(p: std::path::PathBuf) -> Result<(), String> {
+    std::fs::File::open(&p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| match e.kind() {
+            // Another worker's part is not where this one looks: their storage is not shared,
+            // and a restore could never read it.
+            std::io::ErrorKind::NotFound => format!(
+                "{} does not exist: every worker of an application must use the same checkpoint storage",
+                p.display()
+            ),
+            _ => format!("fsync {}: {e}", p.display()),
+        })
 }
 
 mod purge;

@@ -93,7 +93,7 @@ impl Uploader {
     }
 }
 
-/// A part written and read back.
+/// A part written.
 pub(crate) struct Written {
     /// What the coordinator is told (with this worker's chains).
     pub info: PartInfo,
@@ -114,8 +114,8 @@ pub(crate) struct Failed {
     pub whole: Vec<u32>,
 }
 
-/// Encodes `capture` as this worker's part (off the async threads), writes it, reads it back
-/// and extends `chains`.
+/// Encodes `capture` as this worker's part (off the async threads), writes it and extends
+/// `chains`.
 pub(crate) async fn write(
     store: &CheckpointStore,
     meta: &PartMeta,
@@ -136,12 +136,11 @@ pub(crate) async fn write(
         changes: Vec::new(),
         whole: groups,
     })?;
-    // A checkpoint counts only once every part reads back intact: damage found later is
-    // damage after completion (data loss), not a write that never worked.
-    let info = match store.put_encoded(n, generation, worker, &part).await {
-        Ok(info) => store.read_part(&info).await.map(|_| info),
-        Err(e) => Err(e),
-    };
+    // No read-back: S3 checks the SHA-256 every request carries before it answers (see
+    // `CheckpointStore::new`), and on a local filesystem a read would come from the page
+    // cache, proving nothing the write and the manifest's fsync do not. Damage found later is
+    // damage after completion (data loss); restores check every CRC where they read.
+    let info = store.put_encoded(n, generation, worker, &part).await;
     let info = Arc::new(info.map_err(|e| Failed {
         reason: e.to_string(),
         changes: capture.changes.groups,

@@ -79,8 +79,7 @@ pub fn egress_lines(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("line {} of {} is not JSON: {e}", i + 1, path.display()))
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("line {} of {} is not JSON: {e}", i + 1, path.display()))
         })
         .collect()
 }
