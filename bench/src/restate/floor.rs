@@ -304,3 +304,29 @@ fn mutated(r: &from_function::InvocationResponse, name: &str) -> anyhow::Result<
     let v = m.state_value.as_ref().context("a mutation without a value")?;
     Ok(<i64 as Type>::decode(&v.value)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use hyper_util::rt::TokioExecutor;
+
+    use super::*;
+
+    /// The function floor against the example functions served in this process: adds carry
+    /// their totals, chains end after their hops, and the kept state sums to what was sent.
+    #[tokio::test]
+    async fn the_function_floor_keeps_and_checks_state_like_a_runtime() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let function = listener.local_addr().unwrap();
+        let functions = std::sync::Arc::new(spindle_example_greeter::functions());
+        tokio::spawn(spindle_sdk::serve(listener, functions, std::future::pending()));
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let direct = Direct::new(3);
+        for seq in 0..10 {
+            direct.add(&client, function, seq, seq % 3, seq % 2 == 0).await.unwrap();
+        }
+        for seq in 0..4 {
+            direct.chain(&client, function, seq, seq % 3, 5, 3).await.unwrap();
+        }
+        assert_eq!(direct.sums().await, (10, 4 * 6));
+    }
+}
