@@ -151,7 +151,9 @@ impl Kafka {
 
     async fn apache(libs: &Path) -> Kafka {
         let dir = super::TempDir::new("apache-kafka");
-        let (port, controller) = (super::free_port(), super::free_port());
+        let [port, controller] = super::free_ports(2)[..] else {
+            unreachable!("two ports asked for")
+        };
         let script = super::workspace_root().join("e2e/kafka/start.sh");
         let started = Instant::now();
         let out = std::fs::File::create(dir.path().join("start.out")).unwrap();

@@ -22,13 +22,18 @@ pub struct Procs {
 impl Procs {
     /// `n` workers of the application file `app`, with logs and data under `dir`; none started.
     pub fn new(dir: &Path, app: PathBuf, n: usize, env: Vec<(String, String)>) -> Procs {
-        let addr = || SocketAddr::from(([127, 0, 0, 1], super::free_port()));
+        // Every port of every worker distinct (taken at once).
+        let mut ports = super::free_ports(3 * n).into_iter();
+        let mut addr = || SocketAddr::from(([127, 0, 0, 1], ports.next().expect("3 ports per worker")));
+        let peers = (0..n).map(|_| addr().to_string()).collect();
+        let ingress = (0..n).map(|_| addr()).collect();
+        let admin = (0..n).map(|_| addr()).collect();
         Procs {
             dir: dir.to_path_buf(),
             app,
-            peers: (0..n).map(|_| format!("127.0.0.1:{}", super::free_port())).collect(),
-            ingress: (0..n).map(|_| addr()).collect(),
-            admin: (0..n).map(|_| addr()).collect(),
+            peers,
+            ingress,
+            admin,
             env,
             peer_lists: None,
             children: (0..n).map(|_| None).collect(),

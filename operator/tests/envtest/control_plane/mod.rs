@@ -108,6 +108,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Two distinct free ports, bound at once (two taken one by one can be the same port).
+fn free_port_pair() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let b = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let port = |l: &TcpListener| l.local_addr().expect("a bound listener").port();
+    (port(&a), port(&b))
+}
+
 /// A child process with its output in a log file; killed when dropped (also when a check
 /// panics), so that no server outlives the test.
 pub struct Process {
@@ -230,7 +238,7 @@ impl ControlPlane {
         let pki = pki::Pki::generate(dir);
 
         let started = Instant::now();
-        let (client_port, peer_port) = (free_port(), free_port());
+        let (client_port, peer_port) = free_port_pair();
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let mut etcd = Process::spawn(
