@@ -912,3 +912,51 @@ fn a_coordinator_that_did_not_run_does_not_blame_the_workers_for_it() {
 fn early_watches() -> Vec<(u64, Event, Vec<Command>)> {
     vec![(500, Event::Watch, vec![]), (999, Event::Watch, vec![])]
 }
+
+/// Under group commit checkpoints complete far faster than the interval: retention (a listing
+/// of the storage) runs after every fourth, but at most once per interval.
+#[test]
+fn retention_runs_every_fourth_checkpoint_at_most_once_per_interval() {
+    let mut steps = started_and_one_checkpoint();
+    let mut checkpoint = |n: u64, at: u64, retain: bool| {
+        let mut done = vec![Command::Completed {
+            generation: 7,
+            checkpoint: n,
+            bytes: 21,
+            took: ms(3),
+        }];
+        if retain {
+            done.push(Command::Retain);
+        }
+        steps.extend([
+            (
+                at,
+                Event::Eager,
+                vec![Command::Trigger {
+                    generation: 7,
+                    checkpoint: n,
+                }],
+            ),
+            (at + 1, part_ok(7, n, 0), vec![]),
+            (at + 2, part_ok(7, n, 1), vec![manifest(7, n, 2, 2)]),
+            (
+                at + 3,
+                Event::Manifest {
+                    generation: 7,
+                    checkpoint: n,
+                    result: Ok(21),
+                },
+                done,
+            ),
+        ]);
+    };
+    // A second after the start: the fourth retains, the eighth (40 ms later) does not.
+    for n in 2..=8 {
+        checkpoint(n, 1000 + 10 * n, n == 4);
+    }
+    // Past an interval since the last retention, the next fourth does.
+    for n in 9..=12 {
+        checkpoint(n, 2100 + 10 * n, n == 12);
+    }
+    run(settings(2, Some(1000), Some(0)), steps);
+}
