@@ -56,7 +56,7 @@ impl Chains {
         self.groups.get(&kg).map_or(&[], Vec::as_slice)
     }
 
-    /// A part was written (and read back): each of its group sections extends, or with a
+    /// A part was written: each of its group sections extends, or with a
     /// base replaces, its group's chain; a group left without addresses (`sizes`, as of the
     /// part's snapshot) needs no chain at all.
     pub fn written(&mut self, object: &Arc<PartInfo>, sections: &[Section], sizes: &[(u32, usize)]) {
