@@ -265,7 +265,7 @@ impl Model {
             groups,
             ..Manifest::default()
         };
-        let manifest_bytes = serde_json::to_vec_pretty(&m).map_or(0, |j| j.len() as u64);
+        let manifest_bytes = serde_json::to_vec(&m).map_or(0, |j| j.len() as u64);
         store.put_manifest(&m).await.map_err(|e| e.to_string())?;
         Ok(CheckpointFigures {
             checkpoint: n,

@@ -350,7 +350,9 @@ impl CheckpointStore {
     /// power loss, not only a process crash.
     pub async fn put_manifest(&self, m: &Manifest) -> Result<(), StoreError> {
         let path = self.dir(m.checkpoint).join(MANIFEST);
-        let json = serde_json::to_vec_pretty(m).expect("a manifest serializes");
+        // Compact: under group commit hundreds of manifests a second are written (and
+        // `spindle checkpoints show` is the readable view).
+        let json = serde_json::to_vec(m).expect("a manifest serializes");
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()

@@ -8,10 +8,12 @@
 //! `Running` (checkpoints are triggered every interval, or after `minPause` when something
 //! waits for one). A checkpoint `n` starts at the coordinator's own partition; every worker
 //! reports its part; the manifest is written last, and only then is `n` complete and
-//! announced. A worker that (re)starts joins with a new incarnation, which means its memory is
+//! announced. Checkpoints overlap by one stage: `n + 1` may start once every part of `n` is
+//! written, while `n`'s manifest is (the task writes manifests one at a time, in order), and
+//! completions are announced in checkpoint order. A worker that (re)starts joins with a new incarnation, which means its memory is
 //! gone: the application rolls back under a new generation.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::Event;
@@ -83,8 +85,22 @@ struct InProgress {
     parts: BTreeMap<u32, PartInfo>,
     /// Workers whose part held an egress record.
     unclean: BTreeSet<u32>,
-    writing: bool,
 }
+
+/// A checkpoint whose parts are all written and whose manifest is being written.
+#[derive(Debug)]
+struct Writing {
+    checkpoint: u64,
+    started: Instant,
+    unclean: BTreeSet<u32>,
+    /// The manifest write's result, once it came: a later checkpoint's may come before an
+    /// earlier one's is known, and completions are announced in order.
+    result: Option<Result<u64, String>>,
+}
+
+/// Manifests written or waiting to be, at most. With a slow store (a manifest PUT that takes
+/// longer than the parts), more would only queue: latency, not throughput.
+const MAX_WRITING: usize = 2;
 
 /// What the coordinator needs to know of the application.
 #[derive(Debug, Clone)]
@@ -118,9 +134,13 @@ pub(crate) struct Core {
     next_checkpoint: u64,
     /// The highest checkpoint a worker waits for in this generation (group commit).
     wanted: u64,
-    /// When the last checkpoint completed or failed (or the rollback began).
+    /// When the last checkpoint's parts were all written, or it failed (or the rollback
+    /// began): `minPause` counts from there.
     last_end: Instant,
+    /// The checkpoint whose parts are being written.
     in_progress: Option<InProgress>,
+    /// Checkpoints whose manifests are being written, oldest first.
+    writing: VecDeque<Writing>,
     /// Stopping workers, with the first checkpoint that can be their last: one started after
     /// they stopped their input.
     leaving: BTreeMap<u32, u64>,
@@ -153,6 +173,7 @@ impl Core {
             wanted: 0,
             last_end: now,
             in_progress: None,
+            writing: VecDeque::new(),
             leaving: BTreeMap::new(),
             heard: vec![now; workers],
             suspects: Suspects::new(settings.poison_after),
@@ -197,12 +218,18 @@ impl Core {
     /// the last one when group commit wants one.
     pub fn eager_start(&self) -> Option<Instant> {
         self.settings.interval?;
-        let idle = self.in_progress.is_none() && self.phase == Phase::Running;
+        let idle = !self.busy() && self.phase == Phase::Running;
         if idle && !self.leaving.is_empty() {
             return Some(self.last_end);
         }
         let pause = self.settings.min_pause?;
         (idle && self.wanted >= self.next_checkpoint).then(|| self.last_end + pause)
+    }
+
+    /// Whether a new checkpoint must wait: one is collecting parts, or enough manifests are
+    /// being written.
+    fn busy(&self) -> bool {
+        self.in_progress.is_some() || self.writing.len() >= MAX_WRITING
     }
 
     /// The longest a checkpoint may take before it counts as failed.
@@ -348,6 +375,7 @@ impl Core {
         }
         self.phase = Phase::Choosing;
         self.in_progress = None;
+        self.writing.clear();
         self.wanted = 0;
         self.last_end = now;
         let mut commands = vec![Command::RollbackStarted { why: why.to_string() }];
@@ -411,18 +439,25 @@ impl Core {
     }
 
     fn on_tick(&mut self, now: Instant) -> Vec<Command> {
-        if let Some(p) = &self.in_progress {
-            let limit = self.limit();
-            if now.duration_since(p.started) > limit {
-                return self.fail(format!("not complete after {limit:?}"), now);
-            }
-            return Vec::new();
+        let limit = self.limit();
+        let overdue = |started: Instant| now.duration_since(started) > limit;
+        let mut commands = Vec::new();
+        if let Some(w) = self.writing.front().filter(|w| w.result.is_none() && overdue(w.started)) {
+            let checkpoint = w.checkpoint;
+            commands.extend(self.manifest_ended(checkpoint, Err(format!("not complete after {limit:?}")), now));
         }
-        self.start(now)
+        if let Some(p) = &self.in_progress {
+            if overdue(p.started) {
+                commands.extend(self.fail(format!("not complete after {limit:?}"), now));
+            }
+            return commands;
+        }
+        commands.extend(self.start(now));
+        commands
     }
 
     fn start(&mut self, now: Instant) -> Vec<Command> {
-        if self.settings.interval.is_none() || self.in_progress.is_some() || self.phase != Phase::Running {
+        if self.settings.interval.is_none() || self.busy() || self.phase != Phase::Running {
             return Vec::new();
         }
         let checkpoint = self.next_checkpoint;
@@ -432,7 +467,6 @@ impl Core {
             started: now,
             parts: BTreeMap::new(),
             unclean: BTreeSet::new(),
-            writing: false,
         });
         vec![Command::Trigger {
             generation: self.generation,
@@ -463,7 +497,7 @@ impl Core {
         if !clean {
             p.unclean.insert(worker);
         }
-        if p.parts.len() < self.settings.workers as usize || p.writing {
+        if p.parts.len() < self.settings.workers as usize {
             return Vec::new();
         }
         let parts: Vec<PartInfo> = p.parts.values().cloned().collect();
@@ -471,8 +505,14 @@ impl Core {
             Ok(assembled) => assembled,
             Err(reason) => return self.fail(reason, now),
         };
-        let p = self.in_progress.as_mut().expect("checked above");
-        p.writing = true;
+        let p = self.in_progress.take().expect("checked above");
+        self.last_end = now;
+        self.writing.push_back(Writing {
+            checkpoint,
+            started: p.started,
+            unclean: p.unclean,
+            result: None,
+        });
         let bytes = parts.iter().map(|i| i.size).sum();
         vec![Command::WriteManifest(Manifest {
             application: self.settings.application.clone(),
@@ -502,22 +542,58 @@ impl Core {
         result: Result<u64, String>,
         now: Instant,
     ) -> Vec<Command> {
-        let ours = self.in_progress.as_ref().is_some_and(|p| p.checkpoint == checkpoint);
-        if generation != self.generation || !ours {
+        if generation != self.generation {
             return Vec::new();
         }
-        let bytes = match result {
-            Ok(bytes) => bytes,
-            Err(reason) => return self.fail(format!("writing the manifest failed: {reason}"), now),
+        let result = result.map_err(|reason| format!("writing the manifest failed: {reason}"));
+        self.manifest_ended(checkpoint, result, now)
+    }
+
+    /// Records how `checkpoint`'s manifest write ended (`Err`: why the checkpoint failed),
+    /// then announces every checkpoint at
+    /// the front whose result is known, in order: a completion tells workers to release
+    /// everything up to it, so it must not overtake an earlier checkpoint's.
+    fn manifest_ended(&mut self, checkpoint: u64, result: Result<u64, String>, now: Instant) -> Vec<Command> {
+        let Some(w) = self
+            .writing
+            .iter_mut()
+            .find(|w| w.checkpoint == checkpoint && w.result.is_none())
+        else {
+            return Vec::new();
         };
-        let p = self.in_progress.take().expect("checked above");
-        self.last_end = now;
+        w.result = Some(result);
+        let mut commands = Vec::new();
+        while self.writing.front().is_some_and(|w| w.result.is_some()) {
+            let w = self.writing.pop_front().expect("checked above");
+            match w.result.expect("checked above") {
+                Ok(bytes) => commands.extend(self.completed(w.checkpoint, w.started, w.unclean, bytes, now)),
+                Err(reason) => {
+                    self.last_end = now;
+                    commands.push(Command::Failed {
+                        checkpoint: w.checkpoint,
+                        reason,
+                    });
+                }
+            }
+        }
+        commands
+    }
+
+    fn completed(
+        &mut self,
+        checkpoint: u64,
+        started: Instant,
+        unclean: BTreeSet<u32>,
+        bytes: u64,
+        now: Instant,
+    ) -> Vec<Command> {
+        let generation = self.generation;
         self.suspects.completed(generation);
         let mut commands = vec![Command::Completed {
             generation,
             checkpoint,
             bytes,
-            took: now.duration_since(p.started),
+            took: now.duration_since(started),
         }];
         let period = self.settings.interval.unwrap_or_default();
         if checkpoint.is_multiple_of(RETAIN_EVERY) && now.saturating_duration_since(self.last_retain) >= period {
@@ -528,7 +604,7 @@ impl Core {
             && self
                 .leaving
                 .iter()
-                .all(|(w, first)| checkpoint >= *first && !p.unclean.contains(w));
+                .all(|(w, first)| checkpoint >= *first && !unclean.contains(w));
         if done {
             let workers = std::mem::take(&mut self.leaving).into_keys().collect();
             commands.push(Command::Exit {

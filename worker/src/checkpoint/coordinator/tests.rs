@@ -960,3 +960,148 @@ fn retention_runs_every_fourth_checkpoint_at_most_once_per_interval() {
     }
     run(settings(2, Some(1000), Some(0)), steps);
 }
+
+#[test]
+fn the_next_checkpoint_starts_while_a_manifest_is_written_and_completions_stay_in_order() {
+    let steps = vec![
+        (
+            1,
+            Event::Chosen {
+                generation: 2,
+                checkpoint: 0,
+                highest: 0,
+            },
+            restores(1, 2, 0),
+        ),
+        (
+            2,
+            restored(0, 2, 5),
+            vec![Command::Running {
+                generation: 2,
+                checkpoint: 0,
+                took: ms(2),
+            }],
+        ),
+    ];
+    let (mut core, t0) = run(settings(1, Some(60_000), Some(0)), steps);
+    let want = |n| Event::Want {
+        generation: 2,
+        checkpoint: n,
+    };
+    let trigger = |n| vec![Command::Trigger {
+        generation: 2,
+        checkpoint: n,
+    }];
+    let manifest_ok = |n| Event::Manifest {
+        generation: 2,
+        checkpoint: n,
+        result: Ok(10),
+    };
+    let completed = |n, took| Command::Completed {
+        generation: 2,
+        checkpoint: n,
+        bytes: 10,
+        took: ms(took),
+    };
+    assert!(core.on(want(1), t0 + ms(3)).is_empty());
+    assert_eq!(core.on(Event::Eager, t0 + ms(3)), trigger(1));
+    assert_eq!(core.on(part_ok(2, 1, 0), t0 + ms(4)), [manifest(2, 1, 1, 1)]);
+    // Something waits for checkpoint 2 while 1's manifest is being written: 2 starts now.
+    assert!(core.on(want(2), t0 + ms(5)).is_empty());
+    assert_eq!(core.eager_start(), Some(t0 + ms(4)), "the pause counts from 1's parts");
+    assert_eq!(core.on(Event::Eager, t0 + ms(5)), trigger(2));
+    assert_eq!(core.on(part_ok(2, 2, 0), t0 + ms(6)), [manifest(2, 2, 1, 1)]);
+    // Two manifests in the writing: a third checkpoint waits, wanted or not.
+    assert!(core.on(want(3), t0 + ms(6)).is_empty());
+    assert_eq!(core.eager_start(), None, "two manifests are being written");
+    assert!(core.on(Event::Tick, t0 + ms(7)).is_empty());
+    // 2's manifest came first: it is announced only after 1's.
+    assert!(core.on(manifest_ok(2), t0 + ms(8)).is_empty());
+    assert_eq!(core.on(manifest_ok(1), t0 + ms(9)), [completed(1, 6), completed(2, 4)]);
+    assert_eq!(core.on(Event::Eager, t0 + ms(9)), trigger(3));
+    assert_eq!(core.on(part_ok(2, 3, 0), t0 + ms(10)), [manifest(2, 3, 1, 1)]);
+    assert!(core.on(want(4), t0 + ms(10)).is_empty());
+    assert_eq!(core.on(Event::Eager, t0 + ms(10)), trigger(4));
+    assert_eq!(core.on(part_ok(2, 4, 0), t0 + ms(11)), [manifest(2, 4, 1, 1)]);
+    // 3's manifest fails: 4 (which holds all 3 held) still completes, after 3's failure.
+    assert!(core.on(manifest_ok(4), t0 + ms(12)).is_empty());
+    let failed = core.on(
+        Event::Manifest {
+            generation: 2,
+            checkpoint: 3,
+            result: Err("precondition failed".into()),
+        },
+        t0 + ms(13),
+    );
+    assert_eq!(
+        failed,
+        [
+            Command::Failed {
+                checkpoint: 3,
+                reason: "writing the manifest failed: precondition failed".into(),
+            },
+            completed(4, 3),
+        ]
+    );
+    // A repeated or stale answer changes nothing.
+    assert!(core.on(manifest_ok(4), t0 + ms(14)).is_empty());
+}
+
+#[test]
+fn a_manifest_write_that_never_ends_times_out_at_a_tick() {
+    let steps = vec![
+        (
+            1,
+            Event::Chosen {
+                generation: 2,
+                checkpoint: 0,
+                highest: 0,
+            },
+            restores(1, 2, 0),
+        ),
+        (
+            2,
+            restored(0, 2, 5),
+            vec![Command::Running {
+                generation: 2,
+                checkpoint: 0,
+                took: ms(2),
+            }],
+        ),
+        (
+            1000,
+            Event::Tick,
+            vec![Command::Trigger {
+                generation: 2,
+                checkpoint: 1,
+            }],
+        ),
+        (1001, part_ok(2, 1, 0), vec![manifest(2, 1, 1, 1)]),
+        // The limit is 10 s + 10 intervals: 20 s. The tick also starts the next checkpoint.
+        (
+            21_002,
+            Event::Tick,
+            vec![
+                Command::Failed {
+                    checkpoint: 1,
+                    reason: "not complete after 20s".into(),
+                },
+                Command::Trigger {
+                    generation: 2,
+                    checkpoint: 2,
+                },
+            ],
+        ),
+        // Its late answer is not a completion.
+        (
+            21_003,
+            Event::Manifest {
+                generation: 2,
+                checkpoint: 1,
+                result: Ok(10),
+            },
+            vec![],
+        ),
+    ];
+    run(settings(1, Some(1000), None), steps);
+}
