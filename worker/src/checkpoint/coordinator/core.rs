@@ -442,7 +442,11 @@ impl Core {
         let limit = self.limit();
         let overdue = |started: Instant| now.duration_since(started) > limit;
         let mut commands = Vec::new();
-        if let Some(w) = self.writing.front().filter(|w| w.result.is_none() && overdue(w.started)) {
+        if let Some(w) = self
+            .writing
+            .front()
+            .filter(|w| w.result.is_none() && overdue(w.started))
+        {
             let checkpoint = w.checkpoint;
             commands.extend(self.manifest_ended(checkpoint, Err(format!("not complete after {limit:?}")), now));
         }

@@ -988,10 +988,12 @@ fn the_next_checkpoint_starts_while_a_manifest_is_written_and_completions_stay_i
         generation: 2,
         checkpoint: n,
     };
-    let trigger = |n| vec![Command::Trigger {
-        generation: 2,
-        checkpoint: n,
-    }];
+    let trigger = |n| {
+        vec![Command::Trigger {
+            generation: 2,
+            checkpoint: n,
+        }]
+    };
     let manifest_ok = |n| Event::Manifest {
         generation: 2,
         checkpoint: n,
