@@ -4,7 +4,8 @@
 //! expiry is testable and checkpointable.
 //!
 //! Laid out for millions of mostly idle addresses: values are kept by key group, then by
-//! function type, then by id, and an address's cells are one shared allocation ([`Cells`]).
+//! function type, then by id, and an address's id and cells are one shared allocation (see
+//! `cells`).
 //! With change tracking on (checkpoints), each key group remembers which of its addresses
 //! changed since the last [`capture`](StateStore::capture): a checkpoint writes those (and,
 //! to keep restores short, a few whole key groups), not the whole state. Expired values are
@@ -23,8 +24,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use spindle_spec::TypeName;
 
-use cells::{Cell, Kinds};
 pub use cells::{CellRef, Cells};
+use cells::{Entry, Kinds, NewCell};
 
 use crate::keygroup::key_group;
 use crate::message::{Address, Value};
@@ -101,18 +102,21 @@ impl SpecRegistry {
 /// One key group's addresses.
 #[derive(Debug, Default)]
 struct Group {
-    /// By function type, then id. Ids are `Box<str>`: no reference count per idle address.
-    types: HashMap<TypeName, HashMap<Box<str>, Cells>>,
+    /// By function type, the entries (id and cells) of its addresses.
+    types: HashMap<TypeName, HashSet<Entry>>,
     addresses: usize,
-    /// Changed since the last capture (change tracking on).
-    changed: HashSet<Address>,
+    /// Changed since the last capture (change tracking on): by function type, each changed
+    /// address's entry as it is now, an empty one when deleted. The entries are the store's
+    /// own (shared), and the sets are taken, capacity and all, by the capture: a burst of
+    /// changes leaves no table behind.
+    changed: HashMap<TypeName, HashSet<Entry>>,
     /// Some cell may expire: the sweep skips groups without.
     expiring: bool,
 }
 
 impl Group {
-    fn cells(&self, addr: &Address) -> Option<&Cells> {
-        self.types.get(&addr.typename)?.get(&*addr.id)
+    fn entry(&self, addr: &Address) -> Option<&Entry> {
+        self.types.get(&addr.typename)?.get(addr.id.as_bytes())
     }
 }
 
@@ -192,50 +196,55 @@ impl StateStore {
         &mut self.groups[kg as usize]
     }
 
-    fn cells(&self, kg: u32, addr: &Address) -> Option<&Cells> {
-        self.group(kg)?.cells(addr)
+    fn entry(&self, kg: u32, addr: &Address) -> Option<&Entry> {
+        self.group(kg)?.entry(addr)
     }
 
-    /// Replaces (or with `None` removes) the cells of `addr` in key group `kg`.
-    fn set(&mut self, kg: u32, addr: &Address, cells: Option<Cells>) {
-        if cells.is_none() && self.groups.is_empty() {
+    fn cells_of(&self, entry: Entry) -> Cells {
+        Cells {
+            entry,
+            kinds: self.kinds.clone(),
+        }
+    }
+
+    /// Replaces the cells of `addr` in key group `kg` (none: removes the address).
+    fn set(&mut self, kg: u32, addr: &Address, cells: &[NewCell<'_>]) {
+        if cells.is_empty() && self.groups.is_empty() {
             return;
         }
+        let entry = Entry::new(&addr.id, cells);
         let tracking = self.tracking;
         let g = self.group_mut(kg);
         let before = g.addresses;
-        match cells {
-            Some(cells) => {
-                g.expiring |= cells.expiring();
-                let ids = match g.types.get_mut(&addr.typename) {
-                    Some(ids) => ids,
-                    None => g.types.entry(addr.typename.clone()).or_default(),
-                };
-                match ids.get_mut(&*addr.id) {
-                    Some(slot) => *slot = cells,
-                    None => {
-                        ids.insert(Box::from(&*addr.id), cells);
-                        g.addresses += 1;
-                    }
-                }
+        if entry.is_empty() {
+            let Some(ids) = g.types.get_mut(&addr.typename) else {
+                return;
+            };
+            if !ids.remove(addr.id.as_bytes()) {
+                return;
             }
-            None => {
-                let Some(ids) = g.types.get_mut(&addr.typename) else {
-                    return;
-                };
-                if ids.remove(&*addr.id).is_none() {
-                    return;
-                }
-                if ids.is_empty() {
-                    g.types.remove(&addr.typename);
-                }
-                g.addresses -= 1;
+            if ids.is_empty() {
+                g.types.remove(&addr.typename);
+            }
+            g.addresses -= 1;
+        } else {
+            g.expiring |= entry.expiring();
+            let ids = match g.types.get_mut(&addr.typename) {
+                Some(ids) => ids,
+                None => g.types.entry(addr.typename.clone()).or_default(),
+            };
+            if ids.replace(entry.clone()).is_none() {
+                g.addresses += 1;
             }
         }
         let after = g.addresses;
         let first_change = tracking && g.changed.is_empty();
         if tracking {
-            g.changed.insert(addr.clone());
+            let changed = match g.changed.get_mut(&addr.typename) {
+                Some(c) => c,
+                None => g.changed.entry(addr.typename.clone()).or_default(),
+            };
+            changed.replace(entry);
         }
         if first_change {
             self.changed_groups.push(kg);
@@ -247,47 +256,51 @@ impl StateStore {
     /// expired. Expired values are dropped; after-invoke expiry is refreshed.
     pub fn values_for_invocation(&mut self, addr: &Address, specs: &[StateSpec], now_ms: u64) -> Vec<StateValue> {
         let kg = self.group_of(addr);
-        let cells = self.cells(kg, addr).cloned();
-        let spec_of = |name: &str| specs.iter().find(|s| *s.name == *name);
+        let Some(entry) = self.entry(kg, addr).cloned() else {
+            return specs
+                .iter()
+                .map(|spec| StateValue {
+                    name: spec.name.clone(),
+                    typename: spec.typename.clone(),
+                    value: None,
+                })
+                .collect();
+        };
+        let kinds = &self.kinds;
         let values = specs
             .iter()
             .map(|spec| StateValue {
                 name: spec.name.clone(),
                 typename: spec.typename.clone(),
-                value: cells.as_ref().and_then(|cells| {
-                    let c = cells
-                        .0
-                        .iter()
-                        .find(|c| *c.kind.name == *spec.name && !c.expired(now_ms))?;
-                    Some(Value {
-                        typename: c.kind.typename.clone(),
-                        bytes: Bytes::copy_from_slice(&c.bytes),
-                    })
-                }),
+                value: kinds
+                    .named(&entry, &spec.name)
+                    .filter(|c| !c.expired(now_ms))
+                    .map(|c| Value {
+                        typename: kinds.kind(c.kind).typename.clone(),
+                        bytes: Bytes::copy_from_slice(c.bytes),
+                    }),
             })
             .collect();
-        let Some(cells) = cells else {
-            return values;
+        let refreshed = |kind: u32| {
+            let name = &kinds.kind(kind).name;
+            match specs.iter().find(|s| s.name == *name).map(|s| s.expiration) {
+                Some(e @ Expiration::AfterInvoke(_)) => Some(expiry(e, now_ms)),
+                _ => None,
+            }
         };
-        let refreshed = |c: &Cell| match spec_of(&c.kind.name).map(|s| s.expiration) {
-            Some(e @ Expiration::AfterInvoke(_)) => Some(expiry(e, now_ms)),
-            _ => None,
-        };
-        let rewrite = cells
-            .0
-            .iter()
-            .any(|c| c.expired(now_ms) || refreshed(c).is_some_and(|t| t != c.expires_at_ms));
+        let rewrite = entry
+            .cells()
+            .any(|c| c.expired(now_ms) || refreshed(c.kind).is_some_and(|t| t != c.expires_at_ms));
         if rewrite {
-            let live: Vec<Cell> = cells
-                .0
-                .iter()
+            let live: Vec<NewCell<'_>> = entry
+                .cells()
                 .filter(|c| !c.expired(now_ms))
-                .map(|c| Cell {
-                    expires_at_ms: refreshed(c).unwrap_or(c.expires_at_ms),
-                    ..c.clone()
+                .map(|c| NewCell {
+                    expires_at_ms: refreshed(c.kind).unwrap_or(c.expires_at_ms),
+                    ..c.as_new()
                 })
                 .collect();
-            self.set(kg, addr, (!live.is_empty()).then(|| Cells(live.into())));
+            self.set(kg, addr, &live);
         }
         values
     }
@@ -300,41 +313,44 @@ impl StateStore {
             return;
         }
         let kg = self.group_of(addr);
-        let mut cells: Vec<Cell> = match self.cells(kg, addr) {
+        let mut kinds = Vec::with_capacity(mutations.len());
+        for m in &mutations {
+            kinds.push(m.value.as_ref().map(|v| self.kinds.get(&m.name, &v.typename)));
+        }
+        let old = self.entry(kg, addr).cloned();
+        let mut cells: Vec<NewCell<'_>> = match &old {
             Some(old) => old
-                .0
-                .iter()
-                .filter(|c| !mutations.iter().any(|m| *m.name == *c.kind.name))
-                .cloned()
+                .cells()
+                .filter(|c| !mutations.iter().any(|m| *m.name == *self.kinds.kind(c.kind).name))
+                .map(|c| c.as_new())
                 .collect(),
             None => Vec::new(),
         };
-        for m in mutations {
-            cells.retain(|c| *c.kind.name != *m.name);
-            let Some(value) = m.value else {
+        for (i, m) in mutations.iter().enumerate() {
+            cells.retain(|c| *self.kinds.kind(c.kind).name != *m.name);
+            let (Some(value), Some(kind)) = (&m.value, kinds[i]) else {
                 continue;
             };
             let exp = specs
                 .iter()
                 .find(|s| *s.name == *m.name)
                 .map_or(Expiration::Never, |s| s.expiration);
-            cells.push(Cell {
-                kind: self.kinds.get(&m.name, &value.typename),
-                bytes: Box::from(&value.bytes[..]),
+            cells.push(NewCell {
+                kind,
+                bytes: &value.bytes,
                 expires_at_ms: expiry(exp, now_ms),
             });
         }
-        self.set(kg, addr, (!cells.is_empty()).then(|| Cells(cells.into())));
+        self.set(kg, addr, &cells);
     }
 
     /// A state value as it stands (ignoring expiry), for inspection and tests.
     pub fn get(&self, addr: &Address, name: &str) -> Option<Value> {
         let kg = self.group_of(addr);
-        let cells = self.cells(kg, addr)?;
-        let c = cells.0.iter().find(|c| *c.kind.name == *name)?;
+        let c = self.kinds.named(self.entry(kg, addr)?, name)?;
         Some(Value {
-            typename: c.kind.typename.clone(),
-            bytes: Bytes::copy_from_slice(&c.bytes),
+            typename: self.kinds.kind(c.kind).typename.clone(),
+            bytes: Bytes::copy_from_slice(c.bytes),
         })
     }
 
@@ -355,11 +371,12 @@ impl StateStore {
     }
 
     /// Every address with its cells (allocates each address: for tests and tools).
-    pub fn iter(&self) -> impl Iterator<Item = (Address, &Cells)> {
-        self.groups.iter().flat_map(|g| {
-            g.types
-                .iter()
-                .flat_map(|(t, ids)| ids.iter().map(move |(id, c)| (Address::new(t.clone(), &**id), c)))
+    pub fn iter(&self) -> impl Iterator<Item = (Address, Cells)> + '_ {
+        self.groups.iter().flat_map(move |g| {
+            g.types.iter().flat_map(move |(t, ids)| {
+                ids.iter()
+                    .map(move |e| (Address::new(t.clone(), e.id()), self.cells_of(e.clone())))
+            })
         })
     }
 
@@ -367,16 +384,20 @@ impl StateStore {
     /// one).
     pub fn restore(&mut self, addr: Address, name: &str, value: Value, expires_at_ms: Option<u64>) {
         let kg = self.group_of(&addr);
-        let mut cells: Vec<Cell> = self
-            .cells(kg, &addr)
-            .map(|c| c.0.iter().filter(|c| *c.kind.name != *name).cloned().collect())
-            .unwrap_or_default();
-        cells.push(Cell {
-            kind: self.kinds.get(name, &value.typename),
-            bytes: Box::from(&value.bytes[..]),
+        let kind = self.kinds.get(name, &value.typename);
+        let old = self.entry(kg, &addr).cloned();
+        let mut cells: Vec<NewCell<'_>> = old
+            .iter()
+            .flat_map(|e| e.cells())
+            .filter(|c| *self.kinds.kind(c.kind).name != *name)
+            .map(|c| c.as_new())
+            .collect();
+        cells.push(NewCell {
+            kind,
+            bytes: &value.bytes,
             expires_at_ms: expires_at_ms.unwrap_or(0),
         });
-        self.set(kg, &addr, Some(Cells(cells.into())));
+        self.set(kg, &addr, &cells);
     }
 
     /// Sets all cells of `typename`/`id` as a checkpoint section holds them (name, typename,
@@ -388,15 +409,15 @@ impl StateStore {
             self.group_of(addr),
             "a section names the key group of its addresses"
         );
-        let cells: Vec<Cell> = cells
+        let cells: Vec<NewCell<'_>> = cells
             .iter()
-            .map(|&(name, typename, bytes, expires_at_ms)| Cell {
+            .map(|&(name, typename, bytes, expires_at_ms)| NewCell {
                 kind: self.kinds.get(name, typename),
-                bytes: Box::from(bytes),
+                bytes,
                 expires_at_ms,
             })
             .collect();
-        self.set(kg, addr, (!cells.is_empty()).then(|| Cells(cells.into())));
+        self.set(kg, addr, &cells);
     }
 
     /// Empties key group `kg` (a base section follows).
@@ -414,17 +435,22 @@ impl StateStore {
         let mut whole: Vec<u32> = whole.iter().copied().filter(|&kg| kg < self.key_groups).collect();
         whole.sort_unstable();
         whole.dedup();
+        let kinds = self.kinds.clone();
+        let cells = |e: Entry| {
+            Some(Cells {
+                entry: e,
+                kinds: kinds.clone(),
+            })
+        };
         let mut out = StateChanges::default();
         for &kg in &whole {
             let g = self.group_mut(kg);
-            g.changed.clear();
+            g.changed = HashMap::new();
             let entries = g
                 .types
                 .iter()
-                .flat_map(|(t, ids)| {
-                    ids.iter()
-                        .map(move |(id, c)| (Address::new(t.clone(), &**id), Some(c.clone())))
-                })
+                .flat_map(|(t, ids)| ids.iter().map(move |e| (Address::new(t.clone(), e.id()), e.clone())))
+                .map(|(a, e)| (a, cells(e)))
                 .collect();
             out.groups.push(GroupChanges {
                 key_group: kg,
@@ -436,13 +462,11 @@ impl StateStore {
             if whole.binary_search(&kg).is_ok() {
                 continue;
             }
-            let Group { types, changed, .. } = &mut self.groups[kg as usize];
+            let changed = std::mem::take(&mut self.groups[kg as usize].changed);
             let entries = changed
-                .drain()
-                .map(|a| {
-                    let cells = types.get(&a.typename).and_then(|ids| ids.get(&*a.id)).cloned();
-                    (a, cells)
-                })
+                .into_iter()
+                .flat_map(|(t, ids)| ids.into_iter().map(move |e| (Address::new(t.clone(), e.id()), e)))
+                .map(|(a, e)| (a, if e.is_empty() { None } else { cells(e) }))
                 .collect();
             out.groups.push(GroupChanges {
                 key_group: kg,
@@ -479,41 +503,29 @@ impl StateStore {
     /// it, state of addresses never invoked again would grow for ever). Returns how many
     /// values went.
     pub fn sweep(&mut self, kg: u32, now_ms: u64) -> usize {
-        let Some(g) = self.groups.get_mut(kg as usize).filter(|g| g.expiring) else {
+        let Some(g) = self.groups.get(kg as usize).filter(|g| g.expiring) else {
             return 0;
         };
-        let mut removed = 0;
-        let mut gone = 0;
+        // Entries are immutable: find the ones with expired cells, then set them anew.
+        let mut stale: Vec<(Address, Entry)> = Vec::new();
         let mut still_expiring = false;
-        let mut changed = Vec::new();
-        for (t, ids) in g.types.iter_mut() {
-            ids.retain(|id, cells| {
-                if !cells.0.iter().any(|c| c.expired(now_ms)) {
-                    still_expiring |= cells.expiring();
-                    return true;
+        for (t, ids) in &g.types {
+            for e in ids {
+                if e.cells().any(|c| c.expired(now_ms)) {
+                    stale.push((Address::new(t.clone(), e.id()), e.clone()));
+                } else {
+                    still_expiring |= e.expiring();
                 }
-                let live: Vec<Cell> = cells.0.iter().filter(|c| !c.expired(now_ms)).cloned().collect();
-                removed += cells.len() - live.len();
-                changed.push(Address::new(t.clone(), &**id));
-                if live.is_empty() {
-                    gone += 1;
-                    return false;
-                }
-                *cells = Cells(live.into());
-                still_expiring |= cells.expiring();
-                true
-            });
-        }
-        g.types.retain(|_, ids| !ids.is_empty());
-        g.expiring = still_expiring;
-        g.addresses -= gone;
-        self.addresses -= gone;
-        if self.tracking && !changed.is_empty() {
-            if g.changed.is_empty() {
-                self.changed_groups.push(kg);
             }
-            g.changed.extend(changed);
         }
+        let mut removed = 0;
+        for (addr, e) in &stale {
+            let live: Vec<NewCell<'_>> = e.cells().filter(|c| !c.expired(now_ms)).map(|c| c.as_new()).collect();
+            removed += e.cells().count() - live.len();
+            still_expiring |= live.iter().any(|c| c.expires_at_ms != 0);
+            self.set(kg, addr, &live);
+        }
+        self.groups[kg as usize].expiring = still_expiring;
         removed
     }
 }

@@ -219,3 +219,39 @@ fn loading_a_section_replaces_an_address_and_clearing_a_group_empties_it() {
     store.clear_group(kg);
     assert_eq!((store.addresses(), store.group_addresses(kg)), (0, 0));
 }
+
+#[test]
+fn a_capture_takes_the_change_sets_and_leaves_no_table_behind() {
+    let mut store = StateStore::new(4);
+    store.track_changes();
+    let specs = [spec("a", Expiration::Never)];
+    for i in 0..1000 {
+        store.apply(&at(&format!("k{i}")), vec![modify("a", b"1")], &specs, 0);
+    }
+    // A change then a delete of one address: the capture sees the delete only.
+    store.apply(
+        &at("k7"),
+        vec![Mutation {
+            name: "a".into(),
+            value: None,
+        }],
+        &specs,
+        0,
+    );
+    let c = store.capture(&[]);
+    let entries: Vec<_> = c.groups.iter().flat_map(|g| &g.entries).collect();
+    assert_eq!(entries.len(), 1000);
+    assert!(entries.iter().any(|(a, cells)| &*a.id == "k7" && cells.is_none()));
+    assert!(
+        store.groups.iter().all(|g| g.changed.capacity() == 0),
+        "the change sets went with the capture"
+    );
+    // The captured cells are the store's own: one allocation shared, not a copy.
+    let (a, cells) = entries.iter().find(|(a, _)| &*a.id == "k8").unwrap();
+    let kg = store.group_of(a);
+    let held = store.entry(kg, a).unwrap();
+    assert!(std::ptr::eq(
+        held.id_bytes().as_ptr(),
+        cells.as_ref().unwrap().entry.id_bytes().as_ptr()
+    ));
+}
