@@ -200,13 +200,6 @@ impl StateStore {
         self.group(kg)?.entry(addr)
     }
 
-    fn cells_of(&self, entry: Entry) -> Cells {
-        Cells {
-            entry,
-            kinds: self.kinds.clone(),
-        }
-    }
-
     /// Replaces the cells of `addr` in key group `kg` (none: removes the address).
     fn set(&mut self, kg: u32, addr: &Address, cells: &[NewCell<'_>]) {
         if cells.is_empty() && self.groups.is_empty() {
@@ -256,24 +249,16 @@ impl StateStore {
     /// expired. Expired values are dropped; after-invoke expiry is refreshed.
     pub fn values_for_invocation(&mut self, addr: &Address, specs: &[StateSpec], now_ms: u64) -> Vec<StateValue> {
         let kg = self.group_of(addr);
-        let Some(entry) = self.entry(kg, addr).cloned() else {
-            return specs
-                .iter()
-                .map(|spec| StateValue {
-                    name: spec.name.clone(),
-                    typename: spec.typename.clone(),
-                    value: None,
-                })
-                .collect();
-        };
+        let entry = self.entry(kg, addr).cloned();
         let kinds = &self.kinds;
         let values = specs
             .iter()
             .map(|spec| StateValue {
                 name: spec.name.clone(),
                 typename: spec.typename.clone(),
-                value: kinds
-                    .named(&entry, &spec.name)
+                value: entry
+                    .as_ref()
+                    .and_then(|e| kinds.named(e, &spec.name))
                     .filter(|c| !c.expired(now_ms))
                     .map(|c| Value {
                         typename: kinds.kind(c.kind).typename.clone(),
@@ -281,6 +266,9 @@ impl StateStore {
                     }),
             })
             .collect();
+        let Some(entry) = entry else {
+            return values;
+        };
         let refreshed = |kind: u32| {
             let name = &kinds.kind(kind).name;
             match specs.iter().find(|s| s.name == *name).map(|s| s.expiration) {
@@ -374,8 +362,15 @@ impl StateStore {
     pub fn iter(&self) -> impl Iterator<Item = (Address, Cells)> + '_ {
         self.groups.iter().flat_map(move |g| {
             g.types.iter().flat_map(move |(t, ids)| {
-                ids.iter()
-                    .map(move |e| (Address::new(t.clone(), e.id()), self.cells_of(e.clone())))
+                ids.iter().map(move |e| {
+                    (
+                        Address::new(t.clone(), e.id()),
+                        Cells {
+                            entry: e.clone(),
+                            kinds: self.kinds.clone(),
+                        },
+                    )
+                })
             })
         })
     }
