@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +93,8 @@ pub struct CheckpointStore {
     local: Option<Arc<Path>>,
     /// Local filesystem: objects made durable already (a manifest only syncs new ones).
     synced: Arc<Mutex<HashSet<String>>>,
+    /// Local filesystem: the application's directory was made durable with a manifest.
+    root_synced: Arc<AtomicBool>,
     /// Payload bytes read from parts, for the restore's figures.
     read: Arc<AtomicU64>,
 }
@@ -181,6 +183,7 @@ impl CheckpointStore {
                 root,
                 local: None,
                 synced: Arc::default(),
+                root_synced: Arc::default(),
                 read: Arc::default(),
             });
         }
@@ -207,6 +210,7 @@ impl CheckpointStore {
             root: ObjectPath::from(application),
             local: Some(dir.into()),
             synced: Arc::default(),
+            root_synced: Arc::default(),
             read: Arc::default(),
         })
     }
@@ -222,6 +226,7 @@ impl CheckpointStore {
             describe: format!("test/{application}"),
             local: None,
             synced: Arc::default(),
+            root_synced: Arc::default(),
             read: Arc::default(),
         }
     }
@@ -371,19 +376,24 @@ impl CheckpointStore {
             let synced = self.synced.lock().expect("synced set lock");
             referenced.iter().filter(|k| !synced.contains(*k)).cloned().collect()
         };
-        let checkpoints = self.root.clone().join("checkpoints");
-        let mut durable: Vec<ObjectPath> = new.iter().map(|k| ObjectPath::from(k.as_str())).collect();
-        let dirs: BTreeSet<ObjectPath> = new
-            .iter()
-            .filter_map(|k| {
-                let p = ObjectPath::from(k.as_str());
-                let parts: Vec<_> = p.parts().collect();
-                (parts.len() > 1).then(|| ObjectPath::from_iter(parts[..parts.len() - 1].iter().cloned()))
-            })
-            .collect();
-        durable.extend(dirs);
-        durable.extend([path, self.dir(m.checkpoint), checkpoints, self.root.clone()]);
-        self.sync(durable).await?;
+        // A set: a new part's directory is usually this checkpoint's own.
+        let mut durable: BTreeSet<ObjectPath> = BTreeSet::new();
+        for key in &new {
+            let p = ObjectPath::from(key.as_str());
+            let parts: Vec<_> = p.parts().collect();
+            if parts.len() > 1 {
+                durable.insert(ObjectPath::from_iter(parts[..parts.len() - 1].iter().cloned()));
+            }
+            durable.insert(p);
+        }
+        durable.extend([path, self.dir(m.checkpoint), self.root.clone().join("checkpoints")]);
+        // The root gains an entry only when `checkpoints/` is created: once per store is enough.
+        let root_synced = self.root_synced.load(Ordering::Acquire);
+        if !root_synced {
+            durable.insert(self.root.clone());
+        }
+        self.sync(durable.into_iter().collect()).await?;
+        self.root_synced.store(true, Ordering::Release);
         // Only what the newest manifest references can be referenced again.
         *self.synced.lock().expect("synced set lock") = referenced.into_iter().collect();
         Ok(())
