@@ -376,23 +376,10 @@ impl CheckpointStore {
             let synced = self.synced.lock().expect("synced set lock");
             referenced.iter().filter(|k| !synced.contains(*k)).cloned().collect()
         };
-        // A set: a new part's directory is usually this checkpoint's own.
-        let mut durable: BTreeSet<ObjectPath> = BTreeSet::new();
-        for key in &new {
-            let p = ObjectPath::from(key.as_str());
-            let parts: Vec<_> = p.parts().collect();
-            if parts.len() > 1 {
-                durable.insert(ObjectPath::from_iter(parts[..parts.len() - 1].iter().cloned()));
-            }
-            durable.insert(p);
-        }
-        durable.extend([path, self.dir(m.checkpoint), self.root.clone().join("checkpoints")]);
-        // The root gains an entry only when `checkpoints/` is created: once per store is enough.
-        let root_synced = self.root_synced.load(Ordering::Acquire);
-        if !root_synced {
-            durable.insert(self.root.clone());
-        }
-        self.sync(durable.into_iter().collect()).await?;
+        let root = (!self.root_synced.load(Ordering::Acquire)).then(|| self.root.clone());
+        let dirs = [self.dir(m.checkpoint), self.root.clone().join("checkpoints")];
+        let durable = to_make_durable(&new, path, dirs, root);
+        self.sync(durable).await?;
         self.root_synced.store(true, Ordering::Release);
         // Only what the newest manifest references can be referenced again.
         *self.synced.lock().expect("synced set lock") = referenced.into_iter().collect();
@@ -766,6 +753,31 @@ impl CheckpointStore {
 
 /// The object holding the coordinator's poison counts, beside `generation`.
 const SUSPECTS: &str = "poison-suspects.json";
+
+/// What a manifest's fsync covers: the objects not yet durable and the directories holding
+/// them, the manifest, its checkpoint's directory and `checkpoints/`, and `root` when given
+/// (it gains an entry only when `checkpoints/` is created). Each once: a new part's
+/// directory is usually the checkpoint's own.
+fn to_make_durable(
+    new: &[String],
+    manifest: ObjectPath,
+    dirs: [ObjectPath; 2],
+    root: Option<ObjectPath>,
+) -> Vec<ObjectPath> {
+    let mut durable: BTreeSet<ObjectPath> = BTreeSet::new();
+    for key in new {
+        let p = ObjectPath::from(key.as_str());
+        let parts: Vec<_> = p.parts().collect();
+        if parts.len() > 1 {
+            durable.insert(ObjectPath::from_iter(parts[..parts.len() - 1].iter().cloned()));
+        }
+        durable.insert(p);
+    }
+    durable.insert(manifest);
+    durable.extend(dirs);
+    durable.extend(root);
+    durable.into_iter().collect()
+}
 
 fn concat(pieces: Vec<Bytes>) -> Bytes {
     if pieces.len() == 1 {

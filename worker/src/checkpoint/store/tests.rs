@@ -348,3 +348,44 @@ async fn a_savepoint_keeps_its_checkpoint_and_every_object_of_its_chains_past_co
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_manifest_fsyncs_each_path_once_and_the_root_only_when_asked() {
+    let dir = |s: &str| ObjectPath::from(s);
+    let new = vec![
+        "app/checkpoints/00000000000000000007/part-g1-w0.bin".to_string(),
+        "app/checkpoints/00000000000000000007/part-g1-w1.bin".to_string(),
+        // A part of a failed checkpoint, referenced now and never synced.
+        "app/checkpoints/00000000000000000006/part-g1-w0.bin".to_string(),
+    ];
+    let dirs = || [dir("app/checkpoints/00000000000000000007"), dir("app/checkpoints")];
+    let manifest = || dir("app/checkpoints/00000000000000000007/manifest.json");
+    let first = to_make_durable(&new, manifest(), dirs(), Some(dir("app")));
+    let expected: Vec<ObjectPath> = [
+        "app",
+        "app/checkpoints",
+        "app/checkpoints/00000000000000000006",
+        "app/checkpoints/00000000000000000006/part-g1-w0.bin",
+        "app/checkpoints/00000000000000000007",
+        "app/checkpoints/00000000000000000007/manifest.json",
+        "app/checkpoints/00000000000000000007/part-g1-w0.bin",
+        "app/checkpoints/00000000000000000007/part-g1-w1.bin",
+    ]
+    .into_iter()
+    .map(dir)
+    .collect();
+    assert_eq!(first, expected);
+    let later = to_make_durable(&new[..1], manifest(), dirs(), None);
+    assert_eq!(
+        later,
+        [
+            "app/checkpoints",
+            "app/checkpoints/00000000000000000007",
+            "app/checkpoints/00000000000000000007/manifest.json",
+            "app/checkpoints/00000000000000000007/part-g1-w0.bin",
+        ]
+        .into_iter()
+        .map(dir)
+        .collect::<Vec<_>>()
+    );
+}
