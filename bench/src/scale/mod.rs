@@ -149,6 +149,15 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<()> {
         args.key_groups,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let transfer = spindle_worker::checkpoint::store::Transfer::from_env(&std::env::vars().collect::<Vec<_>>())
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "storage requests (SPINDLE_STORAGE_*): pieces of {} MiB, {} in flight, {} retries, timeout {:?} per piece",
+        transfer.piece >> 20,
+        transfer.concurrency,
+        transfer.retries,
+        transfer.request_timeout()
+    );
     let mut out = report::Report::default();
     let result = measure(args, &dir, moto.as_ref(), &mut out).await;
     drop(moto);
@@ -230,7 +239,12 @@ fn open(storage: Storage, dir: &Path, moto: Option<&moto::Moto>, prefix: &str) -
         }
         Storage::S3 => {
             let moto = moto.context("moto is not running")?;
-            CheckpointStore::open_with_env(&format!("s3://scale/{prefix}"), Path::new("/"), app, moto.env())?
+            // The bench's own `SPINDLE_STORAGE_*` (piece size, concurrency) apply here too.
+            let env = moto
+                .env()
+                .into_iter()
+                .chain(std::env::vars().filter(|(k, _)| k.starts_with("SPINDLE_STORAGE_")));
+            CheckpointStore::open_with_env(&format!("s3://scale/{prefix}"), Path::new("/"), app, env)?
         }
     })
 }

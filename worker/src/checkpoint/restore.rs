@@ -3,9 +3,9 @@
 //!
 //! Format 2: the worker reads each needed part's index, then only the sections of the key
 //! groups it owns — object by object in checkpoint order, which applies every group's chain
-//! oldest first — with ranged reads of at most [`PIECE`] bytes, [`IN_FLIGHT`] at a time,
-//! decoding each piece as it arrives (memory: the state it builds plus about
-//! `PIECE × IN_FLIGHT`), and every part's rest section (messages, egress, …). Each section is
+//! oldest first — with ranged reads of at most the store's `transfer.piece` bytes,
+//! `transfer.concurrency` at a time, decoding each piece as it arrives (memory: the state it
+//! builds plus about `piece × concurrency`), and every part's rest section (messages, egress, …). Each section is
 //! checked against its CRC-32 as it is read; damage is a [`RestoreError::Damaged`], which the
 //! coordinator answers by falling back to an older checkpoint. Format 1: every part is read
 //! whole and decoded as before.
@@ -26,10 +26,9 @@ use crate::keygroup::{Layout, range_of};
 use crate::partition::Capture;
 use crate::proto::checkpoint::{PartIndex, Section};
 
-/// Bytes per ranged read of key-group sections.
-pub const PIECE: u64 = 1 << 20;
-/// Ranged reads in flight at once.
-pub const IN_FLIGHT: usize = 16;
+/// Index reads in flight at once: small requests (a chain can reference a few hundred
+/// objects), so more at a time than a part's pieces.
+const INDEXES_IN_FLIGHT: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -196,7 +195,7 @@ async fn indexes<'a>(
             let index = codec::decode_index(&bytes).map_err(|source| RestoreError::Decode { checkpoint: n, source })?;
             Ok::<_, RestoreError>((p.key.clone(), index))
         })
-        .buffer_unordered(IN_FLIGHT);
+        .buffer_unordered(INDEXES_IN_FLIGHT);
     read.try_collect().await
 }
 
@@ -400,7 +399,7 @@ async fn incremental(
         chains,
         sections,
         pieces,
-    } = plan(manifest, &indexes, owned, PIECE)?;
+    } = plan(manifest, &indexes, owned, store.transfer().piece as u64)?;
     let mut typenames = TypeNames::new();
     let mut open: Option<(usize, GroupDecoder)> = None;
     let state = &mut capture.state;
@@ -414,7 +413,7 @@ async fn incremental(
             let store = store.clone();
             async move { store.read_range(&object, range).await }
         })
-        .buffered(IN_FLIGHT);
+        .buffered(store.transfer().concurrency);
     let mut next_piece = 0;
     while let Some(bytes) = fetched.next().await {
         let bytes = bytes.map_err(|e| RestoreError::store(n, e))?;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
@@ -80,12 +81,22 @@ pub struct Latest {
     pub damaged: Vec<u64>,
 }
 
+/// A multipart upload's two kinds of request, each with its own timeout: the pieces that of
+/// `bulk`, the completion (which assembles the whole object) `transfer.complete_timeout`.
+#[derive(Clone)]
+struct Multipart {
+    pieces: Arc<dyn MultipartStore>,
+    complete: Arc<dyn MultipartStore>,
+}
+
 #[derive(Clone)]
 pub struct CheckpointStore {
     /// Small requests (manifests, the generation, listings): the short timeout.
     store: Arc<dyn ObjectStore>,
     /// Parts: requests of up to `transfer.piece` bytes, with a timeout for that size.
     bulk: Arc<dyn ObjectStore>,
+    /// Remote storage: multipart uploads of large parts.
+    multipart: Option<Multipart>,
     transfer: Transfer,
     root: ObjectPath,
     describe: String,
@@ -172,12 +183,14 @@ impl CheckpointStore {
                     ..RetryConfig::default()
                 },
             )?;
-            let bulk = s3(transfer.request_timeout(), transfer.retry())?;
+            let bulk = Arc::new(s3(transfer.request_timeout(), transfer.retry())?);
+            let complete = Arc::new(s3(transfer.complete_timeout, transfer.complete_retry())?);
             // `application` may be `<namespace>/<name>`: one path segment each.
             let root = ObjectPath::from_iter(prefix.split('/').chain(application.split('/')));
             return Ok(CheckpointStore {
                 store: Arc::new(small),
-                bulk: Arc::new(bulk),
+                bulk: bulk.clone(),
+                multipart: Some(Multipart { pieces: bulk, complete }),
                 transfer,
                 describe: format!("s3://{bucket}/{root}"),
                 root,
@@ -205,6 +218,7 @@ impl CheckpointStore {
         Ok(CheckpointStore {
             bulk: fs.clone(),
             store: fs,
+            multipart: None,
             transfer,
             describe: format!("{}/{application}", dir.display()),
             root: ObjectPath::from(application),
@@ -221,6 +235,7 @@ impl CheckpointStore {
         CheckpointStore {
             bulk: store.clone(),
             store,
+            multipart: None,
             transfer: Transfer::default(),
             root: ObjectPath::from(application),
             describe: format!("test/{application}"),
@@ -233,6 +248,19 @@ impl CheckpointStore {
 
     pub fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    /// Large parts go up as multipart uploads through `pieces` and `complete` (unit tests:
+    /// remote storage, in memory, with faults injected).
+    #[cfg(test)]
+    fn with_multipart(mut self, pieces: Arc<dyn MultipartStore>, complete: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(Multipart { pieces, complete });
+        self
+    }
+
+    /// How large transfers are cut into requests (`SPINDLE_STORAGE_*`).
+    pub fn transfer(&self) -> Transfer {
+        self.transfer
     }
 
     /// Part payload bytes read through this store (and its clones) so far.
@@ -317,12 +345,20 @@ impl CheckpointStore {
         header.put_u64_le(payload.len() as u64);
         let header = header.freeze();
         let piece = self.transfer.piece;
-        if self.local.is_some() || payload.len() + (HEADER as usize) <= piece {
-            let body: PutPayload = [header, payload].into_iter().collect();
-            self.bulk.put(&path, body).await.map_err(|e| classify(e, key))?;
-            return Ok(crc32);
-        }
-        let mut upload = self.bulk.put_multipart(&path).await.map_err(|e| classify(e, key))?;
+        let multipart = match &self.multipart {
+            Some(m) if payload.len() + (HEADER as usize) > piece => m,
+            _ => {
+                let body: PutPayload = [header, payload].into_iter().collect();
+                self.bulk.put(&path, body).await.map_err(|e| classify(e, key))?;
+                return Ok(crc32);
+            }
+        };
+        let size = HEADER + payload.len() as u64;
+        let id = multipart
+            .pieces
+            .create_multipart(&path)
+            .await
+            .map_err(|e| classify(e, key))?;
         // Pieces of `piece` bytes (S3 wants at least 5 MiB but for the last), the header in
         // the first; each one its own request, retried on its own.
         let first = piece - HEADER as usize;
@@ -333,20 +369,30 @@ impl CheckpointStore {
             pieces.push(payload.slice(at..end).into());
             at = end;
         }
-        let uploads: Vec<_> = pieces.into_iter().map(|p| upload.put_part(p)).collect();
-        let sent = futures::stream::iter(uploads)
-            .buffer_unordered(self.transfer.concurrency)
-            .try_collect::<Vec<()>>()
+        let (path_ref, id_ref) = (&path, &id);
+        let sent = futures::stream::iter(pieces.into_iter().enumerate())
+            .map(|(i, p)| multipart.pieces.put_part(path_ref, id_ref, i, p))
+            .buffered(self.transfer.concurrency)
+            .try_collect::<Vec<PartId>>()
             .await;
-        let done = match sent {
-            Ok(_) => upload.complete().await.map(|_| ()),
-            Err(e) => Err(e),
+        let e = match sent {
+            Ok(parts) => match multipart.complete.complete_multipart(&path, &id, parts).await {
+                Ok(_) => return Ok(crc32),
+                // An answer lost after the storage completed the upload (a reset connection, a
+                // retry that finds the upload gone) leaves the object there, whole: only its
+                // completion makes it visible, and only this worker writes this key.
+                Err(e) => match self.bulk.head(&path).await {
+                    Ok(meta) if meta.size == size => {
+                        tracing::warn!(key, error = %e, "completing a multipart upload failed, but the object is there whole: the completion succeeded");
+                        return Ok(crc32);
+                    }
+                    _ => e,
+                },
+            },
+            Err(e) => e,
         };
-        if let Err(e) = done {
-            let _ = upload.abort().await;
-            return Err(classify(e, key));
-        }
-        Ok(crc32)
+        let _ = multipart.pieces.abort_multipart(&path, &id).await;
+        Err(classify(e, key))
     }
 
     /// Writes the manifest, which completes the checkpoint. On a local filesystem the

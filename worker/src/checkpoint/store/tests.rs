@@ -389,3 +389,75 @@ fn a_manifest_fsyncs_each_path_once_and_the_root_only_when_asked() {
         .collect::<Vec<_>>()
     );
 }
+
+/// In memory; each completion of a multipart upload is done, then answered with an error
+/// (`lose`: the answer is lost after the upload completed) or refused before it (not `lose`).
+#[derive(Debug)]
+struct FailedCompletions {
+    inner: Arc<object_store::memory::InMemory>,
+    lose: bool,
+    aborted: std::sync::atomic::AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl MultipartStore for FailedCompletions {
+    async fn create_multipart(&self, path: &ObjectPath) -> object_store::Result<object_store::MultipartId> {
+        self.inner.create_multipart(path).await
+    }
+    async fn put_part(
+        &self,
+        path: &ObjectPath,
+        id: &object_store::MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> object_store::Result<PartId> {
+        self.inner.put_part(path, id, part_idx, data).await
+    }
+    async fn complete_multipart(
+        &self,
+        path: &ObjectPath,
+        id: &object_store::MultipartId,
+        parts: Vec<PartId>,
+    ) -> object_store::Result<object_store::PutResult> {
+        if self.lose {
+            self.inner.complete_multipart(path, id, parts).await?;
+        }
+        Err(object_store::Error::Generic {
+            store: "test",
+            source: "connection reset by peer".into(),
+        })
+    }
+    async fn abort_multipart(&self, path: &ObjectPath, id: &object_store::MultipartId) -> object_store::Result<()> {
+        self.aborted.fetch_add(1, Ordering::Relaxed);
+        self.inner.abort_multipart(path, id).await
+    }
+}
+
+#[tokio::test]
+async fn a_multipart_upload_whose_completion_answer_is_lost_is_found_complete_and_a_refused_one_fails() {
+    // 20 MiB: three pieces of the default 8 MiB.
+    let payload: Bytes = (0..20u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    for lose in [true, false] {
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let completions = Arc::new(FailedCompletions {
+            inner: memory.clone(),
+            lose,
+            aborted: Default::default(),
+        });
+        let s = CheckpointStore::over(memory.clone(), "app").with_multipart(completions.clone(), completions.clone());
+        let put = s.put_part(5, 1, 0, payload.clone()).await;
+        if lose {
+            let part = put.expect("the object is there whole: the upload completed");
+            assert_eq!(s.read_part(&part).await.unwrap(), payload);
+        } else {
+            let err = put.expect_err("a completion that did not happen fails the part");
+            assert!(
+                matches!(err, StoreError::Unavailable(ref e) if e.contains("connection reset")),
+                "{err}"
+            );
+            let key = ObjectPath::from(s.part_key(5, 1, 0));
+            assert!(memory.head(&key).await.is_err(), "nothing is visible");
+            assert_eq!(completions.aborted.load(Ordering::Relaxed), 1, "the upload is aborted");
+        }
+    }
+}

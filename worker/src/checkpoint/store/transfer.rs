@@ -21,6 +21,10 @@ pub struct Transfer {
     pub retries: usize,
     /// Pieces in flight at once per part. `SPINDLE_STORAGE_CONCURRENCY`, default 4.
     pub concurrency: usize,
+    /// The timeout of the request that completes a multipart upload: the storage assembles
+    /// the object then, which S3 says can take minutes for a large one, far longer than a
+    /// piece's timeout. `SPINDLE_STORAGE_COMPLETE_TIMEOUT_SECONDS`, default 120.
+    pub complete_timeout: Duration,
 }
 
 impl Default for Transfer {
@@ -30,6 +34,7 @@ impl Default for Transfer {
             min_rate: 1 << 20,
             retries: 3,
             concurrency: 4,
+            complete_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -57,6 +62,9 @@ impl Transfer {
                 "SPINDLE_STORAGE_MIN_BYTES_PER_SECOND" => t.min_rate = number()?.max(1),
                 "SPINDLE_STORAGE_RETRIES" => t.retries = number()? as usize,
                 "SPINDLE_STORAGE_CONCURRENCY" => t.concurrency = (number()? as usize).clamp(1, 64),
+                "SPINDLE_STORAGE_COMPLETE_TIMEOUT_SECONDS" => {
+                    t.complete_timeout = Duration::from_secs(number()?.max(1))
+                }
                 _ => {}
             }
         }
@@ -72,6 +80,15 @@ impl Transfer {
         RetryConfig {
             max_retries: self.retries,
             retry_timeout: self.request_timeout() * 2,
+            ..RetryConfig::default()
+        }
+    }
+
+    /// Retries of a completion: as many, within twice its timeout.
+    pub fn complete_retry(&self) -> RetryConfig {
+        RetryConfig {
+            max_retries: self.retries,
+            retry_timeout: self.complete_timeout * 2,
             ..RetryConfig::default()
         }
     }
@@ -94,12 +111,13 @@ mod tests {
             ("SPINDLE_STORAGE_MIN_BYTES_PER_SECOND", "4194304"),
             ("SPINDLE_STORAGE_RETRIES", "5"),
             ("SPINDLE_STORAGE_CONCURRENCY", "8"),
+            ("SPINDLE_STORAGE_COMPLETE_TIMEOUT_SECONDS", "600"),
             ("AWS_REGION", "x"),
         ]))
         .unwrap();
         assert_eq!(
-            (t.piece, t.min_rate, t.retries, t.concurrency),
-            (16 << 20, 4 << 20, 5, 8)
+            (t.piece, t.min_rate, t.retries, t.concurrency, t.complete_timeout),
+            (16 << 20, 4 << 20, 5, 8, Duration::from_secs(600))
         );
         assert_eq!(t.request_timeout(), Duration::from_secs(9));
         let err = Transfer::from_env(&env(&[("SPINDLE_STORAGE_PIECE_BYTES", "1000")])).unwrap_err();
